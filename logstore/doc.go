@@ -1,0 +1,59 @@
+// Package logstore is voik's storage engine: an append-only, crash-safe log
+// of records per subject, in memory-mapped segment files. It knows nothing
+// of NATS.
+//
+// # Layout
+//
+// A Store is a data directory with one directory per subject (see
+// subjectdir.go for how a subject becomes a safe directory name). A
+// subject's Log is a sequence of segments; segment N is the pair
+// N.log (records) and N.idx (a fixed-width index), N being the offset of
+// its first record in 20 digits. format.go defines both files byte by byte.
+//
+// # Writing
+//
+// One writer appends to a log at a time. A record is copied into the
+// mapping of the newest segment, its index entry written, and only then is
+// the log's end offset raised; readers read below the end offset without
+// taking any lock. Segments grow by fallocate, from
+// Options.InitialSegmentBytes to Options.SegmentBytes, and a full segment
+// is synced and sealed before the next is created.
+//
+// # Durability
+//
+// Options.Sync chooses when records are made durable: SyncAlways (before
+// Append returns), SyncBatch (group commit by a background syncer; the
+// default), SyncInterval or SyncNone. Log.DurableOffset is the durable
+// watermark and Log.WaitDurable waits for a record to pass it. A failed
+// fdatasync is never retried: the log stops taking appends and confirming
+// durability until it is reopened.
+//
+// # Recovery
+//
+// Opening a log trusts nothing on disk until its checksum matches, but
+// reads only what it must: the index of each sealed segment is checked
+// cheaply (order, bounds, its last record, zeros after it) and rebuilt
+// from the .log only when a check fails; the newest segment, the only one
+// that can have a torn tail, is verified record by record. The steps are
+// written out on recoverSegments. In short:
+//
+//   - zeros or garbage after the last good record of the newest segment is
+//     a torn tail: it is zeroed, and a warning says how many bytes;
+//   - a bad record with a valid one after it, or a bad record in a sealed
+//     segment, is corruption: OpenLog returns a *CorruptionError together
+//     with a log that serves the records before it and refuses appends;
+//     nothing is truncated;
+//   - a segment whose creation was interrupted, an index without its log,
+//     and an index that is short or ahead of its log are repaired;
+//   - the next offset follows the last good record.
+//
+// A bad record inside a sealed segment that the cheap checks do not touch
+// is found when it is read: Scan returns a *CorruptionError for it.
+//
+// # Retention
+//
+// Options.Retention bounds each log by age, bytes and record count. Whole
+// segments are deleted from the front, never the one being written; the
+// first offset advances and offsets are never reused. A reader in the
+// middle of a deleted segment finishes reading it from its mapping.
+package logstore

@@ -1,0 +1,404 @@
+package logstore
+
+// This file is the single definition of voik's on-disk format. The README
+// repeats the diagrams; change both together and bump formatVersion.
+//
+// All integers are little-endian. Checksums are CRC-32C (Castagnoli).
+//
+// # File header
+//
+// Every .log and .idx file starts with the same 32-byte header:
+//
+//	 0               8       10      12              16                              24      28      32
+//	+---------------+-------+-------+---------------+-------------------------------+-------+-------+
+//	| magic (8)     | vers. | zero  | zero (4)      | base offset (uint64)          | zero  | crc32c|
+//	+---------------+-------+-------+---------------+-------------------------------+-------+-------+
+//
+//	magic        "VOIKLOG\n" in a .log file, "VOIKIDX\n" in a .idx file
+//	vers.        uint16 format version, currently 1
+//	base offset  the offset of the first record the segment holds; also the file name
+//	crc32c       checksum of bytes 0..28
+//
+// # Record (.log, from byte 32 on, back to back)
+//
+//	 0       4       8                       16                      24      28
+//	+-------+-------+-----------------------+-----------------------+-------+----------------+-----------+
+//	| length| crc32c| offset (uint64)       | timestamp (int64 ns)  | hlen  | headers (hlen) | data      |
+//	+-------+-------+-----------------------+-----------------------+-------+----------------+-----------+
+//	        |<------------------------------- length bytes, covered by crc32c -------------------------->|
+//
+//	length     uint32, bytes after the crc32c field: 20 + hlen + len(data)
+//	crc32c     checksum of the length bytes that follow it
+//	offset     the record's offset in its subject's log
+//	timestamp  receive time, Unix nanoseconds, never lower than the record before it
+//	hlen       uint32, length of the encoded headers; 0 when the message had none
+//
+// A length of zero marks the end of the records: segments are preallocated,
+// so the bytes after the last record read as zeros. A record is valid only
+// when its length is in bounds, its checksum matches and its offset is the
+// one expected at that position.
+//
+// # Headers (inside a record)
+//
+//	uvarint count of names, then for each name in bytewise order:
+//	uvarint len(name), name, uvarint count of values, then for each value
+//	in the order published: uvarint len(value), value
+//
+// Names are sorted, so the same message always encodes to the same bytes.
+//
+// # Index entry (.idx, from byte 32 on)
+//
+//	 0               4               8                               16
+//	+---------------+---------------+-------------------------------+
+//	| position      | size          | timestamp (int64 ns)          |
+//	+---------------+---------------+-------------------------------+
+//
+//	position   uint32, byte position of the record in the .log file
+//	size       uint32, the record's payload bytes: data plus header names and values
+//	timestamp  the record's timestamp
+//
+// Entry i describes offset base+i, so a lookup by offset is one read and a
+// lookup by time is a binary search. An all-zero entry ends the index. The
+// index is derived data: recovery rebuilds it from the .log when it is
+// missing, short or wrong.
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"math"
+	"slices"
+)
+
+const (
+	formatVersion = 1
+
+	fileHeaderSize   = 32
+	recordHeaderSize = 28 // length, crc, offset, timestamp, hlen
+	recordFixedBody  = recordHeaderSize - 8
+	indexEntrySize   = 16
+
+	// maxSegmentBytes keeps every position inside an index entry's uint32.
+	maxSegmentBytes = math.MaxUint32
+)
+
+var (
+	logMagic   = [8]byte{'V', 'O', 'I', 'K', 'L', 'O', 'G', '\n'}
+	indexMagic = [8]byte{'V', 'O', 'I', 'K', 'I', 'D', 'X', '\n'}
+
+	castagnoli = crc32.MakeTable(crc32.Castagnoli)
+)
+
+// Headers are a message's header names and their values, in the shape of
+// net/http and nats.go headers. A name maps to its values in the order they
+// were published.
+type Headers = map[string][]string
+
+// Record is one stored message.
+type Record struct {
+	Offset    uint64
+	Timestamp int64 // Unix nanoseconds
+	Headers   Headers
+	Data      []byte
+}
+
+// PayloadSize is what voik counts as a record's bytes: its data plus its
+// header names and values.
+func PayloadSize(headers Headers, data []byte) int {
+	n := len(data)
+	for name, values := range headers {
+		n += len(name)
+		for _, v := range values {
+			n += len(v)
+		}
+	}
+	return n
+}
+
+// encodeFileHeader writes the 32-byte header of a .log or .idx file.
+func encodeFileHeader(dst []byte, magic [8]byte, baseOffset uint64) {
+	clear(dst[:fileHeaderSize])
+	copy(dst[0:8], magic[:])
+	binary.LittleEndian.PutUint16(dst[8:10], formatVersion)
+	binary.LittleEndian.PutUint64(dst[16:24], baseOffset)
+	binary.LittleEndian.PutUint32(dst[28:32], crc32.Checksum(dst[0:28], castagnoli))
+}
+
+// decodeFileHeader checks a file header and returns its base offset.
+func decodeFileHeader(src []byte, magic [8]byte) (uint64, error) {
+	if len(src) < fileHeaderSize {
+		return 0, fmt.Errorf("file header: %d bytes, want %d", len(src), fileHeaderSize)
+	}
+	if !bytes.Equal(src[0:8], magic[:]) {
+		return 0, fmt.Errorf("file header: bad magic %q", src[0:8])
+	}
+	if got, want := binary.LittleEndian.Uint32(src[28:32]), crc32.Checksum(src[0:28], castagnoli); got != want {
+		return 0, fmt.Errorf("file header: checksum %08x, want %08x", got, want)
+	}
+	if v := binary.LittleEndian.Uint16(src[8:10]); v != formatVersion {
+		return 0, fmt.Errorf("file header: format version %d, this build reads %d", v, formatVersion)
+	}
+	return binary.LittleEndian.Uint64(src[16:24]), nil
+}
+
+// encodedHeadersSize is the size of the header block for headers.
+func encodedHeadersSize(headers Headers) int {
+	if len(headers) == 0 {
+		return 0
+	}
+	n := uvarintSize(uint64(len(headers)))
+	for name, values := range headers {
+		n += uvarintSize(uint64(len(name))) + len(name) + uvarintSize(uint64(len(values)))
+		for _, v := range values {
+			n += uvarintSize(uint64(len(v))) + len(v)
+		}
+	}
+	return n
+}
+
+func uvarintSize(v uint64) int {
+	n := 1
+	for v >= 0x80 {
+		v >>= 7
+		n++
+	}
+	return n
+}
+
+// encodeHeaders appends the deterministic encoding of headers to dst.
+func encodeHeaders(dst []byte, headers Headers) []byte {
+	if len(headers) == 0 {
+		return dst
+	}
+	names := make([]string, 0, len(headers))
+	for name := range headers {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	dst = binary.AppendUvarint(dst, uint64(len(names)))
+	for _, name := range names {
+		values := headers[name]
+		dst = binary.AppendUvarint(dst, uint64(len(name)))
+		dst = append(dst, name...)
+		dst = binary.AppendUvarint(dst, uint64(len(values)))
+		for _, v := range values {
+			dst = binary.AppendUvarint(dst, uint64(len(v)))
+			dst = append(dst, v...)
+		}
+	}
+	return dst
+}
+
+// readUvarintLen reads a length and bounds it by what is left, so that a
+// hostile or corrupt length never makes the decoder allocate.
+func readUvarintLen(src []byte, what string) (int, []byte, error) {
+	v, n := binary.Uvarint(src)
+	if n <= 0 {
+		return 0, nil, fmt.Errorf("headers: bad %s", what)
+	}
+	src = src[n:]
+	if v > uint64(len(src)) {
+		return 0, nil, fmt.Errorf("headers: %s %d exceeds the %d bytes left", what, v, len(src))
+	}
+	return int(v), src, nil
+}
+
+// decodeHeaders decodes a header block. Counts are bounded by the bytes
+// left (every name and value takes at least one byte of length), so the
+// allocation is never larger than the input justifies.
+func decodeHeaders(src []byte) (Headers, error) {
+	if len(src) == 0 {
+		return nil, nil
+	}
+	count, src, err := readUvarintLen(src, "name count")
+	if err != nil {
+		return nil, err
+	}
+	headers := make(Headers, count)
+	var prev string
+	for i := 0; i < count; i++ {
+		var n int
+		if n, src, err = readUvarintLen(src, "name length"); err != nil {
+			return nil, err
+		}
+		name := string(src[:n])
+		src = src[n:]
+		if i > 0 && name <= prev {
+			return nil, fmt.Errorf("headers: names out of order at %q", name)
+		}
+		prev = name
+		var valueCount int
+		if valueCount, src, err = readUvarintLen(src, "value count"); err != nil {
+			return nil, err
+		}
+		values := make([]string, valueCount)
+		for j := range values {
+			if n, src, err = readUvarintLen(src, "value length"); err != nil {
+				return nil, err
+			}
+			values[j] = string(src[:n])
+			src = src[n:]
+		}
+		headers[name] = values
+	}
+	if len(src) != 0 {
+		return nil, fmt.Errorf("headers: %d trailing bytes", len(src))
+	}
+	return headers, nil
+}
+
+// recordSize is the number of bytes a record takes in a .log file.
+func recordSize(headersLen, dataLen int) int {
+	return recordHeaderSize + headersLen + dataLen
+}
+
+// encodeRecord writes a record into dst, which must be exactly
+// recordSize(encodedHeadersSize(headers), len(data)) bytes. The length
+// field is written last, so that a writer killed mid-copy leaves a zero
+// length behind rather than a length with a torn body.
+func encodeRecord(dst []byte, offset uint64, timestamp int64, headers Headers, headersLen int, data []byte) {
+	binary.LittleEndian.PutUint64(dst[8:16], offset)
+	binary.LittleEndian.PutUint64(dst[16:24], uint64(timestamp))
+	binary.LittleEndian.PutUint32(dst[24:28], uint32(headersLen))
+	encodeHeaders(dst[recordHeaderSize:recordHeaderSize], headers)
+	copy(dst[recordHeaderSize+headersLen:], data)
+	binary.LittleEndian.PutUint32(dst[4:8], crc32.Checksum(dst[8:], castagnoli))
+	binary.LittleEndian.PutUint32(dst[0:4], uint32(len(dst)-8))
+}
+
+// recordView is a decoded record that still points into the bytes it was
+// decoded from.
+type recordView struct {
+	offset    uint64
+	timestamp int64
+	headers   []byte // encoded header block
+	data      []byte
+	size      int // bytes the record takes on disk
+}
+
+// decodeStatus says what lies at a position in a .log file.
+type decodeStatus int
+
+const (
+	decodeOK   decodeStatus = iota
+	decodeEnd               // a zero length: preallocated space, no record here
+	decodeBad               // anything else that is not a valid record
+)
+
+// decodeRecord decodes the record at the start of src, checking its bounds
+// and checksum. It never allocates.
+func decodeRecord(src []byte) (recordView, decodeStatus, string) {
+	if len(src) < 4 {
+		if allZero(src) {
+			return recordView{}, decodeEnd, ""
+		}
+		return recordView{}, decodeBad, "truncated length"
+	}
+	length := binary.LittleEndian.Uint32(src[0:4])
+	if length == 0 {
+		return recordView{}, decodeEnd, ""
+	}
+	if length < recordFixedBody {
+		return recordView{}, decodeBad, fmt.Sprintf("length %d below the minimum %d", length, recordFixedBody)
+	}
+	if len(src) < 8 || uint64(length) > uint64(len(src)-8) {
+		return recordView{}, decodeBad, fmt.Sprintf("length %d runs past the end of the segment", length)
+	}
+	body := src[8 : 8+int(length)]
+	if got, want := binary.LittleEndian.Uint32(src[4:8]), crc32.Checksum(body, castagnoli); got != want {
+		return recordView{}, decodeBad, fmt.Sprintf("checksum %08x, want %08x", got, want)
+	}
+	headersLen := binary.LittleEndian.Uint32(body[16:20])
+	if uint64(headersLen) > uint64(length-recordFixedBody) {
+		return recordView{}, decodeBad, fmt.Sprintf("header length %d exceeds the record", headersLen)
+	}
+	rest := body[recordFixedBody:]
+	return recordView{
+		offset:    binary.LittleEndian.Uint64(body[0:8]),
+		timestamp: int64(binary.LittleEndian.Uint64(body[8:16])),
+		headers:   rest[:headersLen:headersLen],
+		data:      rest[headersLen:len(rest):len(rest)],
+		size:      8 + int(length),
+	}, decodeOK, ""
+}
+
+// payloadSize of a decoded record: data plus header names and values.
+func (v recordView) payloadSize() int {
+	return len(v.data) + headerPayloadBytes(v.headers)
+}
+
+// headerPayloadBytes counts the name and value bytes of an encoded header
+// block without allocating. A block that does not parse counts as its length.
+func headerPayloadBytes(block []byte) int {
+	if len(block) == 0 {
+		return 0
+	}
+	total := 0
+	next := func() (int, bool) {
+		v, n := binary.Uvarint(block)
+		if n <= 0 || v > uint64(len(block)-n) {
+			return 0, false
+		}
+		block = block[n:]
+		return int(v), true
+	}
+	original := len(block)
+	count, ok := next()
+	for i := 0; ok && i < count; i++ {
+		var n, values int
+		if n, ok = next(); !ok {
+			break
+		}
+		total += n
+		block = block[n:]
+		if values, ok = next(); !ok {
+			break
+		}
+		for j := 0; ok && j < values; j++ {
+			if n, ok = next(); ok {
+				total += n
+				block = block[n:]
+			}
+		}
+	}
+	if !ok {
+		return original
+	}
+	return total
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// indexEntry is one decoded .idx entry.
+type indexEntry struct {
+	position  uint32
+	size      uint32
+	timestamp int64
+}
+
+func putIndexEntry(dst []byte, e indexEntry) {
+	binary.LittleEndian.PutUint32(dst[0:4], e.position)
+	binary.LittleEndian.PutUint32(dst[4:8], e.size)
+	binary.LittleEndian.PutUint64(dst[8:16], uint64(e.timestamp))
+}
+
+func readIndexEntry(src []byte) indexEntry {
+	return indexEntry{
+		position:  binary.LittleEndian.Uint32(src[0:4]),
+		size:      binary.LittleEndian.Uint32(src[4:8]),
+		timestamp: int64(binary.LittleEndian.Uint64(src[8:16])),
+	}
+}
+
+// segmentFileName is the 20-digit base offset that names a segment's files.
+func segmentFileName(baseOffset uint64, ext string) string {
+	return fmt.Sprintf("%020d%s", baseOffset, ext)
+}

@@ -1,0 +1,140 @@
+package logstore
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+)
+
+// SyncPolicy says when appended records are made durable with fdatasync.
+type SyncPolicy int
+
+const (
+	// SyncBatch is group commit, the default: a background syncer makes all
+	// records appended since the last sync durable with one fdatasync and
+	// releases every waiter together. Append does not wait; WaitDurable does.
+	SyncBatch SyncPolicy = iota
+	// SyncAlways makes every append durable before Append returns. Appends
+	// that arrive while a sync is running share the next one.
+	SyncAlways
+	// SyncInterval syncs every Options.SyncInterval.
+	SyncInterval
+	// SyncNone leaves writeback to the kernel; records survive a crash of
+	// the process but not of the machine. Close still syncs.
+	SyncNone
+)
+
+var syncPolicyNames = [...]string{SyncBatch: "batch", SyncAlways: "always", SyncInterval: "interval", SyncNone: "none"}
+
+func (p SyncPolicy) String() string {
+	if int(p) < len(syncPolicyNames) {
+		return syncPolicyNames[p]
+	}
+	return fmt.Sprintf("SyncPolicy(%d)", int(p))
+}
+
+// ParseSyncPolicy reads "always", "batch", "interval" or "none".
+func ParseSyncPolicy(s string) (SyncPolicy, error) {
+	for p, name := range syncPolicyNames {
+		if strings.EqualFold(s, name) {
+			return SyncPolicy(p), nil
+		}
+	}
+	return 0, fmt.Errorf("%w: sync policy %q: want always, batch, interval or none", ErrInvalidOptions, s)
+}
+
+// Retention limits a log. Whole segments are deleted from the front, oldest
+// first, while a limit is exceeded; the segment being written is never
+// deleted. Zero means no limit.
+type Retention struct {
+	MaxAge      time.Duration // delete a segment once its newest record is older than this
+	MaxBytes    int64         // data+header bytes per log
+	MaxMessages uint64        // records per log
+}
+
+// Options configure a Store and its logs. The zero value is usable: every
+// zero field takes the default documented on it.
+type Options struct {
+	// SegmentBytes is the size at which a segment is sealed and a new one
+	// started; the largest record must fit in one. Default 64 MiB, at most 4 GiB-1.
+	SegmentBytes int64
+	// InitialSegmentBytes is the first preallocation of a new segment; it
+	// doubles as records arrive, up to SegmentBytes. Default 64 KiB.
+	InitialSegmentBytes int64
+
+	Sync         SyncPolicy
+	SyncInterval time.Duration // for SyncInterval; default 100ms
+
+	Retention Retention
+	// RetentionCheckInterval is how often the store applies MaxAge to logs
+	// that are not being written. Default 1 minute.
+	RetentionCheckInterval time.Duration
+
+	// MaxOpenLogs bounds the logs held open (file descriptors and mappings);
+	// the least recently used idle log is closed past it, and reopened on
+	// demand. Default 1000.
+	MaxOpenLogs int
+
+	Logger *slog.Logger     // default slog.Default()
+	Now    func() time.Time // record timestamps; default time.Now
+
+	faults *faultHooks // tests only
+}
+
+const (
+	defaultSegmentBytes        = 64 << 20
+	defaultInitialSegmentBytes = 64 << 10
+	minSegmentBytes            = 4 << 10
+)
+
+// withDefaults returns a copy of o with defaults filled in, or an error
+// naming the first field out of range.
+func (o Options) withDefaults() (Options, error) {
+	if o.SegmentBytes == 0 {
+		o.SegmentBytes = defaultSegmentBytes
+	}
+	if o.SegmentBytes < minSegmentBytes || o.SegmentBytes > maxSegmentBytes {
+		return o, fmt.Errorf("%w: segment size %d outside [%d, %d]", ErrInvalidOptions, o.SegmentBytes, minSegmentBytes, int64(maxSegmentBytes))
+	}
+	if o.InitialSegmentBytes == 0 {
+		o.InitialSegmentBytes = defaultInitialSegmentBytes
+	}
+	if o.InitialSegmentBytes < 0 {
+		return o, fmt.Errorf("%w: initial segment size %d is negative", ErrInvalidOptions, o.InitialSegmentBytes)
+	}
+	o.InitialSegmentBytes = min(o.InitialSegmentBytes, o.SegmentBytes)
+	if o.Sync < SyncBatch || o.Sync > SyncNone {
+		return o, fmt.Errorf("%w: %v", ErrInvalidOptions, o.Sync)
+	}
+	if o.SyncInterval == 0 {
+		o.SyncInterval = 100 * time.Millisecond
+	}
+	if o.SyncInterval < 0 {
+		return o, fmt.Errorf("%w: sync interval %v is negative", ErrInvalidOptions, o.SyncInterval)
+	}
+	if o.Retention.MaxAge < 0 || o.Retention.MaxBytes < 0 {
+		return o, fmt.Errorf("%w: negative retention limit", ErrInvalidOptions)
+	}
+	if o.RetentionCheckInterval == 0 {
+		o.RetentionCheckInterval = time.Minute
+	}
+	if o.MaxOpenLogs == 0 {
+		o.MaxOpenLogs = 1000
+	}
+	if o.MaxOpenLogs < 0 {
+		return o, fmt.Errorf("%w: max open logs %d is negative", ErrInvalidOptions, o.MaxOpenLogs)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o, nil
+}
+
+// maxRecordSize is the largest record, framing included, a segment can hold.
+func (o *Options) maxRecordSize() int64 {
+	return roundUpPage(o.SegmentBytes) - fileHeaderSize
+}

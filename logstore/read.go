@@ -1,0 +1,170 @@
+package logstore
+
+import (
+	"fmt"
+	"runtime/debug"
+	"sort"
+)
+
+// RecordView is a record as it lies in the mapped segment. Data and the
+// encoded headers point into the mapping and are valid only during the
+// callback that received the view; copy what must outlive it.
+type RecordView struct {
+	Offset    uint64
+	Timestamp int64
+	Data      []byte
+	headers   []byte
+}
+
+// Headers decodes the record's headers; nil when it had none.
+func (v RecordView) Headers() (Headers, error) { return decodeHeaders(v.headers) }
+
+// HasHeaders says whether the record carries any headers, without decoding them.
+func (v RecordView) HasHeaders() bool { return len(v.headers) > 0 }
+
+// PayloadSize is the record's data plus header names and values.
+func (v RecordView) PayloadSize() int { return len(v.Data) + headerPayloadBytes(v.headers) }
+
+// Record returns a copy of the record that owns its memory.
+func (v RecordView) Record() (Record, error) {
+	headers, err := v.Headers()
+	if err != nil {
+		return Record{}, err
+	}
+	return Record{Offset: v.Offset, Timestamp: v.Timestamp, Headers: headers, Data: append([]byte(nil), v.Data...)}, nil
+}
+
+// Scan calls fn for each record from offset up to the end offset as it was
+// when Scan started, in order, until fn returns false. It returns the offset
+// after the last record passed to fn. Every record's checksum and offset
+// are verified; a bad one stops the scan with a *CorruptionError.
+//
+// offset may equal the end offset (nothing to read); outside
+// [first offset, end offset] Scan returns a *RangeError.
+func (l *Log) Scan(offset uint64, fn func(RecordView) bool) (next uint64, err error) {
+	end := l.endOffset.Load()
+	next = offset
+	for next < end {
+		seg, err := l.acquireSegment(next, end)
+		if err != nil {
+			return next, err
+		}
+		more, err := scanSegment(seg, &next, end, fn)
+		seg.release()
+		if err != nil || !more {
+			return next, err
+		}
+	}
+	if offset > end {
+		return next, &RangeError{Offset: offset, First: l.firstOffset.Load(), End: end}
+	}
+	return next, nil
+}
+
+// acquireSegment finds and references the segment holding offset. It
+// retries when retention releases the segment under it.
+func (l *Log) acquireSegment(offset, end uint64) (*segment, error) {
+	for {
+		segments := *l.segments.Load()
+		first := segments[0].baseOffset
+		if offset < first || offset > end {
+			return nil, &RangeError{Offset: offset, First: first, End: end}
+		}
+		i := sort.Search(len(segments), func(i int) bool { return segments[i].baseOffset > offset }) - 1
+		if segments[i].acquire() {
+			return segments[i], nil
+		}
+	}
+}
+
+// scanSegment reads records of seg from *next while they are below end.
+// It turns a memory fault (a file truncated under its mapping) into
+// ErrFault instead of a crash.
+func scanSegment(seg *segment, next *uint64, end uint64, fn func(RecordView) bool) (more bool, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			fault, ok := r.(interface{ Addr() uintptr })
+			if !ok {
+				panic(r)
+			}
+			err = fmt.Errorf("%w: %s at address %#x", ErrFault, seg.logPath, fault.Addr())
+		}
+	}()
+	count := seg.count.Load()
+	last := min(end, seg.baseOffset+count)
+	if *next >= last {
+		return *next < end, nil
+	}
+	position := int64(seg.indexEntryAt(*next - seg.baseOffset).position)
+	bytes := seg.logBytes()
+	for *next < last {
+		if position < fileHeaderSize || position >= int64(len(bytes)) {
+			return false, &CorruptionError{Path: seg.indexPath, Position: position, Offset: *next, Reason: "index points outside the segment"}
+		}
+		view, status, reason := decodeRecord(bytes[position:])
+		if status != decodeOK {
+			if status == decodeEnd {
+				reason = "record missing"
+			}
+			return false, &CorruptionError{Path: seg.logPath, Position: position, Offset: *next, Reason: reason}
+		}
+		if view.offset != *next {
+			return false, &CorruptionError{Path: seg.logPath, Position: position, Offset: *next, Reason: fmt.Sprintf("record holds offset %d", view.offset)}
+		}
+		*next++
+		if !fn(RecordView{Offset: view.offset, Timestamp: view.timestamp, Data: view.data, headers: view.headers}) {
+			return false, nil
+		}
+		position += int64(view.size)
+	}
+	return *next < end, nil
+}
+
+// Read returns up to max records from offset, copied out of the mapping.
+func (l *Log) Read(offset uint64, max int) ([]Record, error) {
+	if max <= 0 {
+		return nil, nil
+	}
+	var records []Record
+	var decodeErr error
+	_, err := l.Scan(offset, func(v RecordView) bool {
+		r, err := v.Record()
+		if err != nil {
+			decodeErr = err
+			return false
+		}
+		records = append(records, r)
+		return len(records) < max
+	})
+	if err == nil {
+		err = decodeErr
+	}
+	return records, err
+}
+
+// OffsetAt returns the offset of the first record whose timestamp is at or
+// after timestamp, or the end offset when there is none.
+func (l *Log) OffsetAt(timestamp int64) uint64 {
+	end := l.endOffset.Load()
+	segments := *l.segments.Load()
+	for i, seg := range segments {
+		if !seg.acquire() {
+			continue // deleted by retention: everything in it is older
+		}
+		count := seg.count.Load()
+		if seg.baseOffset+count > end {
+			count = end - seg.baseOffset
+		}
+		if count == 0 || seg.lastTimestamp.Load() < timestamp && i < len(segments)-1 {
+			seg.release()
+			continue
+		}
+		n := sort.Search(int(count), func(j int) bool { return seg.indexEntryAt(uint64(j)).timestamp >= timestamp })
+		seg.release()
+		if n < int(count) {
+			return seg.baseOffset + uint64(n)
+		}
+	}
+	return end
+}

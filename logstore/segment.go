@@ -1,0 +1,303 @@
+package logstore
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+
+	"github.com/edsrzf/mmap-go"
+	"golang.org/x/sys/unix"
+)
+
+// segment is one .log file and its .idx file, both memory-mapped.
+//
+// The writable segment (the newest of its log) maps its full capacity up
+// front, beyond the end of the files, and grows the files underneath with
+// fallocate; so the mapping never moves and readers never need a lock to
+// use it. Only bytes below logAllocated are ever touched: a page past the
+// end of a file would raise SIGBUS.
+//
+// Fields below the line are owned by the log's writer (Log.writeMu). What
+// readers may use is published through atomics, and a reader looks only at
+// records below the log's end offset, which the writer stores after the
+// record and its index entry are complete.
+type segment struct {
+	baseOffset uint64
+	logPath    string
+	indexPath  string
+
+	logFile   *os.File
+	indexFile *os.File
+	logMap    mmap.MMap // capacity; valid below logAllocated
+	indexMap  mmap.MMap // capacity; valid below indexAllocated
+
+	logAllocated   atomic.Int64 // file size of .log: readers bound their slices by it
+	indexAllocated atomic.Int64
+	lastTimestamp  atomic.Int64 // timestamp of the newest record, 0 when empty
+	payloadBytes   atomic.Int64 // data+header bytes of all records
+	count          atomic.Uint64
+
+	// refs counts the log's segment list plus every reader in the middle of
+	// a read. The files are unmapped and closed when it drops to zero.
+	refs    atomic.Int32
+	deleted atomic.Bool // unlinked by retention; still readable until the last release
+
+	// ---- owned by the writer ----
+	writable bool
+	writePos int64 // where the next record goes
+	faults   *faultHooks
+}
+
+// faultHooks lets tests fail the next preallocation or sync. Production
+// code leaves it nil.
+type faultHooks struct {
+	preallocate func(f *os.File, offset, length int64) error
+	sync        func(f *os.File) error
+}
+
+func (h *faultHooks) doPreallocate(f *os.File, offset, length int64) error {
+	if h != nil && h.preallocate != nil {
+		if err := h.preallocate(f, offset, length); err != nil {
+			return err
+		}
+	}
+	return preallocate(f, offset, length)
+}
+
+func (h *faultHooks) doSync(f *os.File) error {
+	if h != nil && h.sync != nil {
+		if err := h.sync(f); err != nil {
+			return err
+		}
+	}
+	return unix.Fdatasync(int(f.Fd()))
+}
+
+// preallocate reserves real blocks for [offset, offset+length) and extends
+// the file. A sparse ftruncate would defer the out-of-space error to a page
+// fault (SIGBUS); fallocate reports it here, as an error.
+func preallocate(f *os.File, offset, length int64) error {
+	err := unix.Fallocate(int(f.Fd()), 0, offset, length)
+	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {
+		err = writeZeros(f, offset, length)
+	}
+	if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EFBIG) || errors.Is(err, unix.EDQUOT) {
+		return fmt.Errorf("%w: %s: %w", ErrNoSpace, f.Name(), err)
+	}
+	if err != nil {
+		return fmt.Errorf("logstore: preallocate %s: %w", f.Name(), err)
+	}
+	return nil
+}
+
+// writeZeros is preallocation for file systems without fallocate.
+func writeZeros(f *os.File, offset, length int64) error {
+	zeros := make([]byte, min(length, 1<<16))
+	for length > 0 {
+		n := min(length, int64(len(zeros)))
+		if _, err := f.WriteAt(zeros[:n], offset); err != nil {
+			return err
+		}
+		offset += n
+		length -= n
+	}
+	return nil
+}
+
+const pageSize = 4096
+
+func roundUpPage(n int64) int64 { return (n + pageSize - 1) &^ (pageSize - 1) }
+
+// indexCapacity is the largest index a log of logCapacity bytes can need:
+// one entry per smallest possible record.
+func indexCapacity(logCapacity int64) int64 {
+	return roundUpPage(fileHeaderSize + (logCapacity-fileHeaderSize)/recordHeaderSize*indexEntrySize + indexEntrySize)
+}
+
+// syncDir makes a directory's entries (new, renamed or removed files) durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("logstore: open dir for sync: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("logstore: sync dir %s: %w", dir, err)
+	}
+	return nil
+}
+
+// createSegment makes a new, empty, writable segment at baseOffset: both
+// files preallocated, headers written and synced, directory synced.
+func createSegment(dir string, baseOffset uint64, opts *Options) (*segment, error) {
+	s := &segment{
+		baseOffset: baseOffset,
+		logPath:    filepath.Join(dir, segmentFileName(baseOffset, ".log")),
+		indexPath:  filepath.Join(dir, segmentFileName(baseOffset, ".idx")),
+		writable:   true,
+		faults:     opts.faults,
+	}
+	s.refs.Store(1)
+	err := s.createFiles(opts)
+	if err != nil {
+		s.closeFiles()
+		os.Remove(s.logPath)
+		os.Remove(s.indexPath)
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *segment) createFiles(opts *Options) error {
+	var err error
+	if s.logFile, err = os.OpenFile(s.logPath, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600); err != nil {
+		return fmt.Errorf("logstore: create segment: %w", err)
+	}
+	if s.indexFile, err = os.OpenFile(s.indexPath, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600); err != nil {
+		return fmt.Errorf("logstore: create index: %w", err)
+	}
+	initial := min(roundUpPage(opts.InitialSegmentBytes), roundUpPage(opts.SegmentBytes))
+	if err := s.faults.doPreallocate(s.logFile, 0, initial); err != nil {
+		return err
+	}
+	if err := s.faults.doPreallocate(s.indexFile, 0, pageSize); err != nil {
+		return err
+	}
+	s.logAllocated.Store(initial)
+	s.indexAllocated.Store(pageSize)
+	if err := s.mapWritable(roundUpPage(opts.SegmentBytes)); err != nil {
+		return err
+	}
+	encodeFileHeader(s.logMap, logMagic, s.baseOffset)
+	encodeFileHeader(s.indexMap, indexMagic, s.baseOffset)
+	s.writePos = fileHeaderSize
+	if err := s.faults.doSync(s.logFile); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrSyncFailed, s.logPath, err)
+	}
+	if err := s.faults.doSync(s.indexFile); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrSyncFailed, s.indexPath, err)
+	}
+	return syncDir(filepath.Dir(s.logPath))
+}
+
+// mapWritable maps both files read-write with room for a segment of
+// capacity bytes, or the file's current size if that is larger.
+func (s *segment) mapWritable(capacity int64) error {
+	logCap := max(capacity, s.logAllocated.Load())
+	indexCap := max(indexCapacity(logCap), s.indexAllocated.Load())
+	var err error
+	if s.logMap, err = mmap.MapRegion(s.logFile, int(logCap), mmap.RDWR, 0, 0); err != nil {
+		return fmt.Errorf("logstore: map %s: %w", s.logPath, err)
+	}
+	if s.indexMap, err = mmap.MapRegion(s.indexFile, int(indexCap), mmap.RDWR, 0, 0); err != nil {
+		return fmt.Errorf("logstore: map %s: %w", s.indexPath, err)
+	}
+	return nil
+}
+
+// capacity is the largest the .log file may grow to.
+func (s *segment) capacity() int64 { return int64(len(s.logMap)) }
+
+// ensureSpace grows the files so that a record of size bytes fits at
+// writePos and its index entry fits too. Growth doubles, from the initial
+// preallocation up to the capacity, so a small log costs a small file.
+func (s *segment) ensureSpace(size int64) error {
+	need := s.writePos + size
+	if allocated := s.logAllocated.Load(); need > allocated {
+		grown := min(max(roundUpPage(need), allocated*2), s.capacity())
+		if err := s.faults.doPreallocate(s.logFile, allocated, grown-allocated); err != nil {
+			return err
+		}
+		s.logAllocated.Store(grown)
+	}
+	needIndex := int64(fileHeaderSize + (s.count.Load()+1)*indexEntrySize)
+	if allocated := s.indexAllocated.Load(); needIndex > allocated {
+		grown := min(max(roundUpPage(needIndex), allocated*2), int64(len(s.indexMap)))
+		if err := s.faults.doPreallocate(s.indexFile, allocated, grown-allocated); err != nil {
+			return err
+		}
+		s.indexAllocated.Store(grown)
+	}
+	return nil
+}
+
+// indexEntryAt returns the index entry of the i-th record of the segment.
+func (s *segment) indexEntryAt(i uint64) indexEntry {
+	at := fileHeaderSize + i*indexEntrySize
+	return readIndexEntry(s.indexMap[at : at+indexEntrySize])
+}
+
+func (s *segment) putIndexEntry(i uint64, e indexEntry) {
+	at := fileHeaderSize + i*indexEntrySize
+	putIndexEntry(s.indexMap[at:at+indexEntrySize], e)
+}
+
+// firstTimestamp of the segment; only meaningful when count > 0.
+func (s *segment) firstTimestamp() int64 { return s.indexEntryAt(0).timestamp }
+
+// syncData makes the .log durable: fdatasync writes back the pages
+// dirtied through the mapping and the size grown by fallocate.
+func (s *segment) syncData() error {
+	if err := s.faults.doSync(s.logFile); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrSyncFailed, s.logPath, err)
+	}
+	return nil
+}
+
+// syncIndex makes the .idx durable. The index is derived data, so it is
+// synced only when a segment is sealed or closed; recovery rebuilds the
+// newest segment's index from its .log.
+func (s *segment) syncIndex() error {
+	if err := s.faults.doSync(s.indexFile); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrSyncFailed, s.indexPath, err)
+	}
+	return nil
+}
+
+// acquire takes a reader's reference. It fails once the segment has been
+// released for good, so a reader that loses the race with retention
+// reloads the segment list instead of touching an unmapped file.
+func (s *segment) acquire() bool {
+	for {
+		n := s.refs.Load()
+		if n <= 0 {
+			return false
+		}
+		if s.refs.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// release drops a reference; the last one unmaps and closes the files.
+func (s *segment) release() {
+	if s.refs.Add(-1) == 0 {
+		s.closeFiles()
+	}
+}
+
+func (s *segment) closeFiles() {
+	if s.logMap != nil {
+		s.logMap.Unmap()
+		s.logMap = nil
+	}
+	if s.indexMap != nil {
+		s.indexMap.Unmap()
+		s.indexMap = nil
+	}
+	if s.logFile != nil {
+		s.logFile.Close()
+		s.logFile = nil
+	}
+	if s.indexFile != nil {
+		s.indexFile.Close()
+		s.indexFile = nil
+	}
+}
+
+// logBytes is what readers may look at: the mapped, allocated part of the .log.
+func (s *segment) logBytes() []byte {
+	return s.logMap[:s.logAllocated.Load()]
+}

@@ -1,0 +1,373 @@
+package logstore
+
+import (
+	"container/list"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Store is a data directory of logs, one per subject. It knows every
+// subject that has a log, and keeps at most Options.MaxOpenLogs of them
+// open: a log that nobody holds is closed when the cap is passed (least
+// recently used first) and reopened, recovered, on the next Acquire.
+type Store struct {
+	dir  string
+	opts Options
+
+	mu sync.Mutex
+	// Guarded by mu.
+	subjects map[string]string      // subject → log directory, for every log on disk
+	sorted   []string               // subjects sorted bytewise; nil when it must be rebuilt
+	open     map[string]*storeEntry // logs open, opening or closing
+	idle     list.List              // open entries nobody holds, most recently used at the front
+	closed   bool
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+// storeEntry is a log in the open map. ready is closed once the log has
+// been opened (log or err set); refs counts Acquire calls not yet released.
+type storeEntry struct {
+	subject string
+	dir     string
+	ready   chan struct{}
+	log     *Log
+	err     error
+	refs    int
+	idleAt  *list.Element // non-nil while in Store.idle
+	closing chan struct{} // non-nil while being evicted; closed when done
+}
+
+// OpenStore opens the data directory dir, creating it if needed, and
+// learns every subject stored in it. Logs themselves are opened on demand.
+func OpenStore(dir string, opts Options) (*Store, error) {
+	resolved, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("logstore: create data dir: %w", err)
+	}
+	s := &Store{
+		dir:      dir,
+		opts:     resolved,
+		subjects: map[string]string{},
+		open:     map[string]*storeEntry{},
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+	}
+	if err := s.loadSubjects(); err != nil {
+		return nil, err
+	}
+	go s.runRetention()
+	return s, nil
+}
+
+// loadSubjects reads the names of all log directories. Only a shortened
+// name costs a file read; leftovers of an interrupted createLogDir are removed.
+func (s *Store) loadSubjects() error {
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		return fmt.Errorf("logstore: list data dir: %w", err)
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if !e.IsDir() {
+			continue
+		}
+		path := filepath.Join(s.dir, name)
+		if strings.HasPrefix(name, ".new-") {
+			if err := os.RemoveAll(path); err != nil {
+				return fmt.Errorf("logstore: remove unfinished log dir: %w", err)
+			}
+			continue
+		}
+		subject, ok := subjectFromDirName(name)
+		if !ok {
+			if subject, err = readSubjectFile(path); err != nil {
+				s.opts.Logger.Warn("logstore: skipping directory that is not a log", "path", path, "err", err)
+				continue
+			}
+		}
+		s.subjects[subject] = path
+	}
+	return nil
+}
+
+// Dir is the data directory.
+func (s *Store) Dir() string { return s.dir }
+
+// Has says whether subject has a log.
+func (s *Store) Has(subject string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.subjects[subject]
+	return ok
+}
+
+// Subjects returns every subject with a log, sorted bytewise. The slice is
+// shared: do not modify it.
+func (s *Store) Subjects() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sorted == nil {
+		s.sorted = make([]string, 0, len(s.subjects))
+		for subject := range s.subjects {
+			s.sorted = append(s.sorted, subject)
+		}
+		slices.Sort(s.sorted)
+	}
+	return s.sorted
+}
+
+func validSubject(subject string) error {
+	if subject == "" || strings.IndexByte(subject, 0) >= 0 {
+		return fmt.Errorf("%w: %q", ErrInvalidSubject, subject)
+	}
+	return nil
+}
+
+// Acquire returns the open log of subject, opening it if needed; with
+// create it makes the log when there is none, without it a missing log is
+// ErrNotFound. Every successful Acquire must be paired with Release. A log
+// opened with corruption is returned (readable, refusing appends) with a
+// nil error; Log.Err reports the corruption.
+func (s *Store) Acquire(subject string, create bool) (*Log, error) {
+	if err := validSubject(subject); err != nil {
+		return nil, err
+	}
+	for {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return nil, ErrClosed
+		}
+		e := s.open[subject]
+		if e != nil && e.closing != nil {
+			closing := e.closing
+			s.mu.Unlock()
+			<-closing // an eviction is closing it: open it afresh after
+			continue
+		}
+		if e == nil {
+			dir, exists := s.subjects[subject]
+			if !exists && !create {
+				s.mu.Unlock()
+				return nil, fmt.Errorf("%w: %q", ErrNotFound, subject)
+			}
+			e = &storeEntry{subject: subject, dir: dir, ready: make(chan struct{})}
+			s.open[subject] = e
+			e.refs++
+			s.mu.Unlock()
+			s.openEntry(e, !exists)
+		} else {
+			e.refs++
+			if e.idleAt != nil {
+				s.idle.Remove(e.idleAt)
+				e.idleAt = nil
+			}
+			s.mu.Unlock()
+			<-e.ready
+		}
+		if e.err != nil {
+			s.release(subject, nil)
+			return nil, e.err
+		}
+		return e.log, nil
+	}
+}
+
+// openEntry opens (and, when new, creates) the log of an entry. It runs
+// outside the store lock; others acquiring the same subject wait on ready.
+func (s *Store) openEntry(e *storeEntry, isNew bool) {
+	defer close(e.ready)
+	if isNew {
+		dir, err := createLogDir(s.dir, e.subject)
+		if err != nil {
+			e.err = err
+			return
+		}
+		e.dir = dir
+	}
+	log, err := openLog(e.dir, e.subject, &s.opts)
+	var corrupt *CorruptionError
+	switch {
+	case errors.As(err, &corrupt) && log != nil:
+		s.opts.Logger.Error("logstore: log is corrupt; serving the records before it, refusing appends",
+			"subject", e.subject, "err", err)
+	case err != nil:
+		e.err = fmt.Errorf("logstore: open log of %q: %w", e.subject, err)
+		return
+	}
+	e.log = log
+	if isNew {
+		s.mu.Lock()
+		s.subjects[e.subject] = e.dir
+		s.sorted = nil
+		s.mu.Unlock()
+	}
+}
+
+// Release gives back a log from Acquire.
+func (s *Store) Release(l *Log) { s.release(l.subject, l) }
+
+func (s *Store) release(subject string, l *Log) {
+	s.mu.Lock()
+	e := s.open[subject]
+	if e == nil || e.log != l {
+		s.mu.Unlock()
+		return
+	}
+	e.refs--
+	if e.refs > 0 {
+		s.mu.Unlock()
+		return
+	}
+	if e.err != nil || s.closed {
+		delete(s.open, subject) // failed to open: forget it, the next Acquire retries
+		s.mu.Unlock()
+		return
+	}
+	e.idleAt = s.idle.PushFront(e)
+	victims := s.evictLocked()
+	s.mu.Unlock()
+	s.closeEvicted(victims)
+}
+
+// evictLocked picks idle logs to close while more than MaxOpenLogs are open.
+func (s *Store) evictLocked() []*storeEntry {
+	var victims []*storeEntry
+	for len(s.open)-len(victims) > s.opts.MaxOpenLogs && s.idle.Len() > 0 {
+		e := s.idle.Remove(s.idle.Back()).(*storeEntry)
+		e.idleAt = nil
+		e.closing = make(chan struct{})
+		victims = append(victims, e)
+	}
+	return victims
+}
+
+// closeEvicted closes evicted logs outside the lock, then forgets them.
+func (s *Store) closeEvicted(victims []*storeEntry) {
+	for _, e := range victims {
+		if err := e.log.Close(); err != nil {
+			s.opts.Logger.Error("logstore: closing evicted log", "subject", e.subject, "err", err)
+		}
+		s.mu.Lock()
+		delete(s.open, e.subject)
+		close(e.closing)
+		s.mu.Unlock()
+	}
+}
+
+// Append appends one record to the log of subject, creating the log if
+// needed. See Log.Append.
+func (s *Store) Append(subject string, timestamp int64, headers Headers, data []byte) (uint64, int64, error) {
+	l, err := s.Acquire(subject, true)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer s.Release(l)
+	return l.Append(timestamp, headers, data)
+}
+
+// OpenLogs is how many logs are open now.
+func (s *Store) OpenLogs() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.open)
+}
+
+// runRetention applies MaxAge to every log now and then, so that a subject
+// that stopped receiving still loses its old segments.
+func (s *Store) runRetention() {
+	defer close(s.done)
+	if s.opts.Retention == (Retention{}) {
+		<-s.stop
+		return
+	}
+	ticker := time.NewTicker(s.opts.RetentionCheckInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-ticker.C:
+			s.ApplyRetention()
+		}
+	}
+}
+
+// ApplyRetention applies the retention limits to every log that has more
+// than one segment (only those can lose any) and returns how many
+// segments it deleted.
+func (s *Store) ApplyRetention() int {
+	deleted := 0
+	for _, subject := range s.Subjects() {
+		s.mu.Lock()
+		dir := s.subjects[subject]
+		_, isOpen := s.open[subject]
+		s.mu.Unlock()
+		if !isOpen && countSegmentFiles(dir) < 2 {
+			continue
+		}
+		l, err := s.Acquire(subject, false)
+		if err != nil {
+			continue
+		}
+		deleted += l.ApplyRetention()
+		s.Release(l)
+	}
+	return deleted
+}
+
+func countSegmentFiles(dir string) int {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, e := range entries {
+		if _, ext, ok := parseSegmentName(e.Name()); ok && ext == ".log" {
+			n++
+		}
+	}
+	return n
+}
+
+// Close closes every log, making everything durable. Logs still acquired
+// are closed too; their holders see ErrClosed.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	entries := make([]*storeEntry, 0, len(s.open))
+	for _, e := range s.open {
+		entries = append(entries, e)
+	}
+	s.mu.Unlock()
+	close(s.stop)
+	<-s.done
+
+	var errs []error
+	for _, e := range entries {
+		if e.closing != nil {
+			<-e.closing
+			continue
+		}
+		<-e.ready
+		if e.log != nil {
+			errs = append(errs, e.log.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
