@@ -85,8 +85,8 @@ func scanSegment(seg *segment, next *uint64, end uint64, fn func(RecordView) boo
 	defer func() {
 		if r := recover(); r != nil {
 			fault, ok := r.(interface{ Addr() uintptr })
-			if !ok {
-				panic(r)
+			if !ok || !seg.maps(fault.Addr()) {
+				panic(r) // not ours: a bug in fn, say
 			}
 			err = fmt.Errorf("%w: %s at address %#x", ErrFault, seg.logPath, fault.Addr())
 		}

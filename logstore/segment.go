@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/edsrzf/mmap-go"
 	"golang.org/x/sys/unix"
@@ -295,6 +296,20 @@ func (s *segment) closeFiles() {
 		s.indexFile.Close()
 		s.indexFile = nil
 	}
+}
+
+// maps says whether addr lies in one of the segment's mappings, so that
+// only faults on its own files are turned into errors.
+func (s *segment) maps(addr uintptr) bool {
+	for _, m := range []mmap.MMap{s.logMap, s.indexMap} {
+		if len(m) > 0 {
+			start := uintptr(unsafe.Pointer(&m[0]))
+			if addr >= start && addr < start+uintptr(len(m)) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // logBytes is what readers may look at: the mapped, allocated part of the .log.
