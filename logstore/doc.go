@@ -13,7 +13,8 @@
 // # Writing
 //
 // One writer appends to a log at a time. A record is copied into the
-// mapping of the newest segment, its index entry written, and only then is
+// newest segment (through the mapping, or with pwritev when it is 4 KiB or
+// more), its index entry written, and only then is
 // the log's end offset raised; readers read below the end offset without
 // taking any lock. Segments grow by fallocate, from
 // Options.InitialSegmentBytes to Options.SegmentBytes, and a full segment
@@ -38,14 +39,16 @@
 // written out on recoverSegments. In short:
 //
 //   - zeros or garbage after the last good record of the newest segment is
-//     a torn tail: it is zeroed, and a warning says how many bytes;
+//     a torn tail: it is zeroed, and a warning says how many bytes; so is a
+//     page lost in a power cut before later pages that reached the disk;
 //   - a bad record with a valid one after it, or a bad record in a sealed
 //     segment, is corruption: OpenLog returns a *CorruptionError together
 //     with a log that serves the records before it and refuses appends;
 //     nothing is truncated;
 //   - a segment whose creation was interrupted, an index without its log,
 //     and an index that is short or ahead of its log are repaired;
-//   - the next offset follows the last good record.
+//   - the next offset follows the last good record, and everything found
+//     is fdatasynced before it is called durable.
 //
 // A bad record inside a sealed segment that the cheap checks do not touch
 // is found when it is read: Scan returns a *CorruptionError for it.

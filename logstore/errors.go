@@ -30,7 +30,9 @@ var (
 	// ErrSyncFailed: an fsync of the log failed. Data the kernel could not
 	// write may be lost without a trace, so the failure is sticky: the log
 	// takes no more appends and confirms no more durability until it is
-	// reopened, which recovers it from what is really on disk.
+	// reopened. Reopening recovers what the files hold and syncs it again
+	// before calling any of it durable; records that were never confirmed
+	// durable may be missing from it.
 	ErrSyncFailed = errors.New("logstore: sync failed")
 
 	// ErrCorrupt: a record or file that fails its checks where a valid one

@@ -195,18 +195,25 @@ func encodeHeaders(dst []byte, headers Headers) []byte {
 func readUvarintLen(src []byte, what string) (int, []byte, error) {
 	v, n := binary.Uvarint(src)
 	if n <= 0 {
-		return 0, nil, fmt.Errorf("headers: bad %s", what)
+		return 0, nil, fmt.Errorf("%w: headers: bad %s", ErrCorrupt, what)
+	}
+	if n != uvarintSize(v) {
+		return 0, nil, fmt.Errorf("%w: headers: %s is not in its shortest form", ErrCorrupt, what)
 	}
 	src = src[n:]
 	if v > uint64(len(src)) {
-		return 0, nil, fmt.Errorf("headers: %s %d exceeds the %d bytes left", what, v, len(src))
+		return 0, nil, fmt.Errorf("%w: headers: %s %d exceeds the %d bytes left", ErrCorrupt, what, v, len(src))
 	}
 	return int(v), src, nil
 }
 
 // decodeHeaders decodes a header block. Counts are bounded by the bytes
 // left (every name and value takes at least one byte of length), so the
-// allocation is never larger than the input justifies.
+// allocation is never larger than the input justifies. Only the encoding
+// encodeHeaders writes is accepted (shortest uvarints, sorted names, no
+// empty block with a zero count), so one set of headers has one encoding.
+// A block that does not parse is stored corruption: the error wraps
+// ErrCorrupt.
 func decodeHeaders(src []byte) (Headers, error) {
 	if len(src) == 0 {
 		return nil, nil
@@ -214,6 +221,9 @@ func decodeHeaders(src []byte) (Headers, error) {
 	count, src, err := readUvarintLen(src, "name count")
 	if err != nil {
 		return nil, err
+	}
+	if count == 0 {
+		return nil, fmt.Errorf("%w: headers: a block with no names", ErrCorrupt)
 	}
 	headers := make(Headers, count)
 	var prev string
@@ -225,7 +235,7 @@ func decodeHeaders(src []byte) (Headers, error) {
 		name := string(src[:n])
 		src = src[n:]
 		if i > 0 && name <= prev {
-			return nil, fmt.Errorf("headers: names out of order at %q", name)
+			return nil, fmt.Errorf("%w: headers: names out of order at %q", ErrCorrupt, name)
 		}
 		prev = name
 		var valueCount int
@@ -243,7 +253,7 @@ func decodeHeaders(src []byte) (Headers, error) {
 		headers[name] = values
 	}
 	if len(src) != 0 {
-		return nil, fmt.Errorf("headers: %d trailing bytes", len(src))
+		return nil, fmt.Errorf("%w: headers: %d trailing bytes", ErrCorrupt, len(src))
 	}
 	return headers, nil
 }
@@ -267,6 +277,20 @@ func encodeRecord(dst []byte, offset uint64, timestamp int64, headers Headers, h
 	binary.LittleEndian.PutUint32(dst[0:4], uint32(len(dst)-8))
 }
 
+// encodeRecordHead writes the record's fixed header and its header block
+// into dst (recordHeaderSize+headersLen bytes) and returns the record,
+// checksummed, as two pieces: dst and data. The bytes are those
+// encodeRecord writes; the data is not copied.
+func encodeRecordHead(dst []byte, offset uint64, timestamp int64, headers Headers, headersLen int, data []byte) {
+	binary.LittleEndian.PutUint64(dst[8:16], offset)
+	binary.LittleEndian.PutUint64(dst[16:24], uint64(timestamp))
+	binary.LittleEndian.PutUint32(dst[24:28], uint32(headersLen))
+	encodeHeaders(dst[recordHeaderSize:recordHeaderSize], headers)
+	crc := crc32.Update(crc32.Checksum(dst[8:], castagnoli), castagnoli, data)
+	binary.LittleEndian.PutUint32(dst[4:8], crc)
+	binary.LittleEndian.PutUint32(dst[0:4], uint32(len(dst)+len(data)-8))
+}
+
 // recordView is a decoded record that still points into the bytes it was
 // decoded from.
 type recordView struct {
@@ -281,9 +305,9 @@ type recordView struct {
 type decodeStatus int
 
 const (
-	decodeOK   decodeStatus = iota
-	decodeEnd               // a zero length: preallocated space, no record here
-	decodeBad               // anything else that is not a valid record
+	decodeOK  decodeStatus = iota
+	decodeEnd              // a zero length: preallocated space, no record here
+	decodeBad              // anything else that is not a valid record
 )
 
 // decodeRecord decodes the record at the start of src, checking its bounds
@@ -368,7 +392,18 @@ func headerPayloadBytes(block []byte) int {
 	return total
 }
 
+// allZero says whether b holds nothing but zero bytes. Recovery runs it
+// over whole preallocated segments, so it compares eight bytes at a time.
 func allZero(b []byte) bool {
+	for len(b) >= 64 {
+		if binary.LittleEndian.Uint64(b)|binary.LittleEndian.Uint64(b[8:])|
+			binary.LittleEndian.Uint64(b[16:])|binary.LittleEndian.Uint64(b[24:])|
+			binary.LittleEndian.Uint64(b[32:])|binary.LittleEndian.Uint64(b[40:])|
+			binary.LittleEndian.Uint64(b[48:])|binary.LittleEndian.Uint64(b[56:]) != 0 {
+			return false
+		}
+		b = b[64:]
+	}
 	for _, c := range b {
 		if c != 0 {
 			return false

@@ -141,11 +141,16 @@ func (l *Log) appendLocked(timestamp int64, headers Headers, data []byte) (uint6
 	timestamp = max(timestamp, l.lastTimestamp)
 	offset := l.endOffset.Load()
 	position := seg.writePos
-	encodeRecord(seg.logMap[position:position+size], offset, timestamp, headers, headersLen, data)
+	if err := seg.writeRecord(position, size, offset, timestamp, headers, headersLen, data); err != nil {
+		return 0, 0, err
+	}
 	payload := PayloadSize(headers, data)
 	seg.putIndexEntry(offset-seg.baseOffset, indexEntry{position: uint32(position), size: uint32(payload), timestamp: timestamp})
 	seg.writePos += size
 	seg.payloadBytes.Add(int64(payload))
+	if offset == seg.baseOffset {
+		seg.firstTimestamp.Store(timestamp)
+	}
 	seg.lastTimestamp.Store(timestamp)
 	seg.count.Add(1)
 	l.lastTimestamp = timestamp
@@ -167,12 +172,14 @@ func (l *Log) appendableLocked() error {
 }
 
 // rotateLocked seals the active segment and starts a new one at the end
-// offset. The sealed segment is synced first (unless the policy is none),
-// so that every segment but the newest is durable and the syncer only ever
-// syncs the newest.
+// offset. The sealed segment is synced first (under SyncNone it is only
+// marked, for the next Sync or Close), so that every segment but the
+// newest is durable and the syncer only ever syncs the newest.
 func (l *Log) rotateLocked() error {
 	old := l.active
-	if l.opts.Sync != SyncNone {
+	if l.opts.Sync == SyncNone {
+		old.unsynced = true
+	} else {
 		if err := old.syncData(); err != nil {
 			l.failSync(err)
 			return err
@@ -371,6 +378,20 @@ func (l *Log) syncLocked() error {
 		return err
 	}
 	target := l.endOffset.Load()
+	for _, seg := range *l.segments.Load() {
+		if !seg.unsynced {
+			continue
+		}
+		err := seg.syncData()
+		if err == nil {
+			err = seg.syncIndex()
+		}
+		if err != nil {
+			l.failSync(err)
+			return err
+		}
+		seg.unsynced = false
+	}
 	if err := l.active.syncData(); err != nil {
 		l.failSync(err)
 		return err
@@ -434,16 +455,12 @@ func (l *Log) Info() Info {
 		info.Bytes += s.payloadBytes.Load()
 	}
 	for _, s := range segments {
-		if !s.acquire() {
-			continue
-		}
 		if s.count.Load() > 0 {
 			if info.FirstTimestamp == 0 {
-				info.FirstTimestamp = s.firstTimestamp()
+				info.FirstTimestamp = s.firstTimestamp.Load()
 			}
 			info.LastTimestamp = s.lastTimestamp.Load()
 		}
-		s.release()
 	}
 	return info
 }
@@ -519,4 +536,3 @@ func (l *Log) applyRetentionLocked() int {
 	l.opts.Logger.Debug("logstore: retention deleted segments", "subject", l.subject, "segments", drop, "first_offset", kept[0].baseOffset)
 	return drop
 }
-

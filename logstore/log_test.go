@@ -34,7 +34,9 @@ func openTestLog(t testing.TB, dir string, opts Options) *Log {
 	return l
 }
 
-func payload(i int) []byte { return []byte(fmt.Sprintf("record %06d %s", i, bytes.Repeat([]byte{'x'}, i%300))) }
+func payload(i int) []byte {
+	return []byte(fmt.Sprintf("record %06d %s", i, bytes.Repeat([]byte{'x'}, i%300)))
+}
 
 func headersFor(i int) Headers {
 	if i%3 == 0 {
@@ -75,6 +77,16 @@ func checkRecords(t testing.TB, l *Log, from, to int) {
 			t.Fatalf("record %d headers: got %v want %v", i, r.Headers, want)
 		}
 	}
+}
+
+// offsetAt is Log.OffsetAt for tests, where it must not fail.
+func offsetAt(t testing.TB, l *Log, timestamp int64) uint64 {
+	t.Helper()
+	offset, err := l.OffsetAt(timestamp)
+	if err != nil {
+		t.Fatalf("OffsetAt(%d): %v", timestamp, err)
+	}
+	return offset
 }
 
 func TestAppendReadAcrossRotationAndReopen(t *testing.T) {
@@ -119,7 +131,7 @@ func TestTimestampsNeverDecrease(t *testing.T) {
 		ts   int64
 		want uint64
 	}{{0, 0}, {100, 0}, {101, 2}, {200, 2}, {250, 5}, {300, 5}, {301, 6}} {
-		if got := l.OffsetAt(c.ts); got != c.want {
+		if got := offsetAt(t, l, c.ts); got != c.want {
 			t.Errorf("OffsetAt(%d) = %d, want %d", c.ts, got, c.want)
 		}
 	}
@@ -133,14 +145,14 @@ func TestOffsetAtAcrossSegments(t *testing.T) {
 		}
 	}
 	for _, i := range []int{0, 1, 57, 199, 200, 399} {
-		if got := l.OffsetAt(int64(1000 + i*10)); got != uint64(i) {
+		if got := offsetAt(t, l, int64(1000+i*10)); got != uint64(i) {
 			t.Errorf("OffsetAt(exact %d) = %d", i, got)
 		}
-		if got := l.OffsetAt(int64(1000+i*10) - 5); got != uint64(i) {
+		if got := offsetAt(t, l, int64(1000+i*10)-5); got != uint64(i) {
 			t.Errorf("OffsetAt(just before %d) = %d", i, got)
 		}
 	}
-	if got := l.OffsetAt(1 << 60); got != 400 {
+	if got := offsetAt(t, l, 1<<60); got != 400 {
 		t.Errorf("OffsetAt(future) = %d, want end 400", got)
 	}
 }

@@ -60,7 +60,7 @@ type Options struct {
 	// started; the largest record must fit in one. Default 64 MiB, at most 4 GiB-1.
 	SegmentBytes int64
 	// InitialSegmentBytes is the first preallocation of a new segment; it
-	// doubles as records arrive, up to SegmentBytes. Default 64 KiB.
+	// doubles as records arrive, up to SegmentBytes. Default 4 KiB, so that a quiet subject costs little disk.
 	InitialSegmentBytes int64
 
 	Sync         SyncPolicy
@@ -84,7 +84,7 @@ type Options struct {
 
 const (
 	defaultSegmentBytes        = 64 << 20
-	defaultInitialSegmentBytes = 64 << 10
+	defaultInitialSegmentBytes = 4 << 10
 	minSegmentBytes            = 4 << 10
 )
 

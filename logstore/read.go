@@ -1,6 +1,7 @@
 package logstore
 
 import (
+	"encoding/binary"
 	"fmt"
 	"runtime/debug"
 	"sort"
@@ -62,19 +63,43 @@ func (l *Log) Scan(offset uint64, fn func(RecordView) bool) (next uint64, err er
 }
 
 // acquireSegment finds and references the segment holding offset. It
-// retries when retention releases the segment under it.
+// retries when retention releases the segment under it, and gives up with
+// ErrClosed once the log is closed (its segments are all released).
 func (l *Log) acquireSegment(offset, end uint64) (*segment, error) {
 	for {
 		segments := *l.segments.Load()
-		first := segments[0].baseOffset
-		if offset < first || offset > end {
+		first := l.firstOffset.Load()
+		if len(segments) > 0 {
+			first = segments[0].baseOffset
+		}
+		if offset < first || offset > end || len(segments) == 0 {
 			return nil, &RangeError{Offset: offset, First: first, End: end}
 		}
 		i := sort.Search(len(segments), func(i int) bool { return segments[i].baseOffset > offset }) - 1
 		if segments[i].acquire() {
 			return segments[i], nil
 		}
+		select {
+		case <-l.closedCh:
+			return nil, ErrClosed
+		default:
+		}
 	}
+}
+
+// guardFault turns a memory fault on one of seg's mappings (its file was
+// truncated under it, or the device failed) into ErrFault. Call it deferred,
+// with the named error result of the function that reads the mapping.
+func guardFault(seg *segment, err *error) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	fault, ok := r.(interface{ Addr() uintptr })
+	if !ok || !seg.maps(fault.Addr()) {
+		panic(r) // not ours: a bug in a callback, say
+	}
+	*err = fmt.Errorf("%w: %s at address %#x", ErrFault, seg.logPath, fault.Addr())
 }
 
 // scanSegment reads records of seg from *next while they are below end.
@@ -82,22 +107,14 @@ func (l *Log) acquireSegment(offset, end uint64) (*segment, error) {
 // ErrFault instead of a crash.
 func scanSegment(seg *segment, next *uint64, end uint64, fn func(RecordView) bool) (more bool, err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if r := recover(); r != nil {
-			fault, ok := r.(interface{ Addr() uintptr })
-			if !ok || !seg.maps(fault.Addr()) {
-				panic(r) // not ours: a bug in fn, say
-			}
-			err = fmt.Errorf("%w: %s at address %#x", ErrFault, seg.logPath, fault.Addr())
-		}
-	}()
+	defer guardFault(seg, &err)
 	count := seg.count.Load()
 	last := min(end, seg.baseOffset+count)
 	if *next >= last {
 		return *next < end, nil
 	}
-	position := int64(seg.indexEntryAt(*next - seg.baseOffset).position)
 	bytes := seg.logBytes()
+	position := seg.locate(bytes, *next)
 	for *next < last {
 		if position < fileHeaderSize || position >= int64(len(bytes)) {
 			return false, &CorruptionError{Path: seg.indexPath, Position: position, Offset: *next, Reason: "index points outside the segment"}
@@ -119,6 +136,32 @@ func scanSegment(seg *segment, next *uint64, end uint64, fn func(RecordView) boo
 		position += int64(view.size)
 	}
 	return *next < end, nil
+}
+
+// locate returns where the record at offset starts. The index says so in
+// one lookup; the index is derived data, so when the record there is not
+// the one wanted, locate walks the .log from the segment's start instead
+// (the records themselves are the truth) and returns the index's position
+// only if the walk fails too, for the caller to report.
+func (s *segment) locate(bytes []byte, offset uint64) int64 {
+	position := int64(s.indexEntryAt(offset - s.baseOffset).position)
+	if position >= fileHeaderSize && position+recordHeaderSize <= int64(len(bytes)) &&
+		binary.LittleEndian.Uint32(bytes[position:]) != 0 &&
+		binary.LittleEndian.Uint64(bytes[position+8:]) == offset {
+		return position // the caller verifies the checksum
+	}
+	walk := int64(fileHeaderSize)
+	for walk < int64(len(bytes)) {
+		view, status, _ := decodeRecord(bytes[walk:])
+		if status != decodeOK || view.offset > offset {
+			break
+		}
+		if view.offset == offset {
+			return walk
+		}
+		walk += int64(view.size)
+	}
+	return position
 }
 
 // Read returns up to max records from offset, copied out of the mapping.
@@ -144,27 +187,42 @@ func (l *Log) Read(offset uint64, max int) ([]Record, error) {
 }
 
 // OffsetAt returns the offset of the first record whose timestamp is at or
-// after timestamp, or the end offset when there is none.
-func (l *Log) OffsetAt(timestamp int64) uint64 {
+// after timestamp, or the end offset when there is none. It fails only
+// with ErrFault, when an index file was truncated under its mapping.
+func (l *Log) OffsetAt(timestamp int64) (uint64, error) {
 	end := l.endOffset.Load()
 	segments := *l.segments.Load()
 	for i, seg := range segments {
 		if !seg.acquire() {
 			continue // deleted by retention: everything in it is older
 		}
-		count := seg.count.Load()
-		if seg.baseOffset+count > end {
-			count = end - seg.baseOffset
-		}
-		if count == 0 || seg.lastTimestamp.Load() < timestamp && i < len(segments)-1 {
-			seg.release()
-			continue
-		}
-		n := sort.Search(int(count), func(j int) bool { return seg.indexEntryAt(uint64(j)).timestamp >= timestamp })
+		offset, found, err := seg.offsetAt(timestamp, end, i == len(segments)-1)
 		seg.release()
-		if n < int(count) {
-			return seg.baseOffset + uint64(n)
+		if err != nil || found {
+			return offset, err
 		}
 	}
-	return end
+	return end, nil
+}
+
+// offsetAt binary-searches the segment's index for the first record below
+// end with a timestamp at or after timestamp.
+func (s *segment) offsetAt(timestamp int64, end uint64, newest bool) (offset uint64, found bool, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer guardFault(s, &err)
+	if s.baseOffset >= end {
+		return 0, false, nil
+	}
+	count := s.count.Load()
+	if s.baseOffset+count > end {
+		count = end - s.baseOffset
+	}
+	if count == 0 || s.lastTimestamp.Load() < timestamp && !newest {
+		return 0, false, nil
+	}
+	n := sort.Search(int(count), func(j int) bool { return s.indexEntryAt(uint64(j)).timestamp >= timestamp })
+	if n < int(count) {
+		return s.baseOffset + uint64(n), true, nil
+	}
+	return 0, false, nil
 }

@@ -4,8 +4,9 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
-	"io"
 	"fmt"
+	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -42,22 +43,45 @@ func openLog(dir, subject string, opts *Options) (*Log, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(segments) == 0 {
-		if openErr != nil {
-			return nil, openErr
+	if len(segments) == 0 && openErr != nil {
+		// The very first segment is damaged: an empty log that refuses
+		// appends, positioned where that segment starts.
+		var corrupt *CorruptionError
+		var base uint64
+		if errors.As(openErr, &corrupt) {
+			base = corrupt.Offset
 		}
+		l.segments.Store(&segments)
+		l.firstOffset.Store(base)
+		l.endOffset.Store(base)
+		l.durable.Store(base)
+		l.openErr = openErr
+		return l, openErr
+	}
+	if len(segments) == 0 {
 		seg, err := createSegment(dir, 0, opts)
 		if err != nil {
 			return nil, err
 		}
 		segments = []*segment{seg}
 	}
+	// What recovery found may still be only in the page cache (a writer
+	// that died under SyncNone, or whose sync failed): sync it before
+	// calling it durable. Clean files cost next to nothing.
+	for _, seg := range segments {
+		if err := seg.syncData(); err != nil {
+			for _, s := range segments {
+				s.release()
+			}
+			return nil, err
+		}
+	}
 	newest := segments[len(segments)-1]
 	l.segments.Store(&segments)
 	l.firstOffset.Store(segments[0].baseOffset)
 	end := newest.baseOffset + newest.count.Load()
 	l.endOffset.Store(end)
-	l.durable.Store(end) // what recovery found is on disk
+	l.durable.Store(end) // synced just above
 	l.lastTimestamp = newest.lastTimestamp.Load()
 	if len(segments) > 1 && newest.count.Load() == 0 {
 		l.lastTimestamp = segments[len(segments)-2].lastTimestamp.Load()
@@ -93,8 +117,15 @@ func openLog(dir, subject string, opts *Options) (*Log, error) {
 //     that is corruption; otherwise it is a torn tail, zeroed and synced,
 //     with a log line that says how many bytes. Its index is rewritten to
 //     match, including entries ahead of the log.
+//     Zeros from the last good record to the end of its page, with valid
+//     records only past that page, are a page lost in a power cut (see
+//     lostPageBefore): a torn tail. The search for a valid record is
+//     bounded (see findValidRecord); past the bound it is corruption.
 //  5. Check that segments are contiguous: each starts where the one before
 //     it ends.
+//
+// openLog then fdatasyncs every segment before it calls the records
+// durable.
 //
 // Every step can be interrupted and run again with the same result.
 func recoverSegments(dir string, opts *Options) (segments []*segment, openErr, err error) {
@@ -164,6 +195,13 @@ func listSegments(dir string, opts *Options) ([]uint64, error) {
 	var indexes []uint64
 	for _, e := range entries {
 		name := e.Name()
+		if strings.HasSuffix(name, ".idx.tmp") {
+			// An index rebuild that crashed before its rename.
+			if err := os.Remove(filepath.Join(dir, name)); err != nil {
+				return nil, fmt.Errorf("logstore: remove unfinished index: %w", err)
+			}
+			continue
+		}
 		base, ext, ok := parseSegmentName(name)
 		if !ok {
 			continue
@@ -388,6 +426,9 @@ func (s *segment) checkIndex() string {
 	}
 	s.count.Store(count)
 	s.payloadBytes.Store(payload)
+	if count > 0 {
+		s.firstTimestamp.Store(readIndexEntry(s.indexMap[fileHeaderSize:]).timestamp)
+	}
 	s.lastTimestamp.Store(prev.timestamp)
 	s.writePos = end
 	return ""
@@ -419,6 +460,9 @@ func (s *segment) scanRecords() (count uint64, end int64, badAt int64, reason st
 			break
 		}
 		payload += int64(view.payloadSize())
+		if count == 0 {
+			s.firstTimestamp.Store(view.timestamp)
+		}
 		last = view.timestamp
 		position += int64(view.size)
 		count++
@@ -528,15 +572,29 @@ func openNewestSegment(dir string, base uint64, opts *Options) (*segment, error,
 	}
 	bytes := s.logBytes()
 	if tail := bytes[badAt:]; !allZero(tail) {
-		if at := findValidRecord(tail, base+count); at >= 0 {
+		minTimestamp := int64(math.MinInt64)
+		if count > 0 {
+			minTimestamp = s.lastTimestamp.Load()
+		}
+		at := findValidRecord(tail, base+count, minTimestamp)
+		if at >= 0 && lostPageBefore(bytes, badAt, badAt+int64(at)) {
+			opts.Logger.Warn("logstore: a page before valid records never reached the disk; treating everything after the last good record as a torn tail",
+				"path", s.logPath, "position", badAt, "record_at", badAt+int64(at))
+			at = -1
+		}
+		if at != -1 {
 			if reason == "" {
 				reason = "zeros where a record should be"
 			}
 			if err := s.mapIndexRebuilt(count); err != nil {
 				return fail(err)
 			}
+			where := fmt.Sprintf("with a valid record after it at byte %d", badAt+int64(at))
+			if at == searchTooCostly {
+				where = "followed by bytes too costly to prove a torn tail"
+			}
 			return s, &CorruptionError{Path: s.logPath, Position: badAt, Offset: base + count,
-				Reason: fmt.Sprintf("%s, with a valid record after it at byte %d", reason, badAt+int64(at))}, nil
+				Reason: reason + ", " + where}, nil
 		}
 		cut := lastNonZero(tail) + 1
 		opts.Logger.Warn("logstore: cutting torn tail", "path", s.logPath, "offset", base+count, "position", badAt, "bytes", cut)
@@ -593,14 +651,26 @@ func (s *segment) ensureIndexEntries(count uint64) error {
 	return nil
 }
 
+// searchTooCostly is what findValidRecord returns when proving that no
+// valid record follows would cost more checksumming than it allows.
+const searchTooCostly = -2
+
 // findValidRecord looks for a valid record anywhere in tail that claims an
-// offset at or after minOffset, and returns its position or -1. It is what
+// offset at or after minOffset and a timestamp at or after minTimestamp
+// (timestamps never go back in a log), and returns its position or -1. It is what
 // tells corruption (good records after a bad one) from a torn tail.
 //
-// Candidates are filtered on their length and offset fields before any
-// checksum is computed, so that garbage costs a few compares a byte.
-func findValidRecord(tail []byte, minOffset uint64) int {
+// Candidates are filtered on their length, offset and timestamp fields
+// before any checksum is computed, so that garbage costs a few compares a byte. The
+// tail may hold a publisher's data, crafted so that a candidate starts
+// every few bytes and claims the rest of the segment; checksumming each
+// would cost the square of the tail. So the bytes checksummed are capped
+// at a few times the tail: past the cap findValidRecord gives up and
+// returns searchTooCostly, and the caller reports corruption instead of
+// cutting a tail it could not prove torn.
+func findValidRecord(tail []byte, minOffset uint64, minTimestamp int64) int {
 	maxOffset := minOffset + uint64(len(tail))/recordHeaderSize
+	budget := 4*int64(len(tail)) + 1<<20
 	for at := 0; at+recordHeaderSize <= len(tail); at++ {
 		length := binary.LittleEndian.Uint32(tail[at:])
 		if length < recordFixedBody || uint64(length) > uint64(len(tail)-at-8) {
@@ -609,12 +679,36 @@ func findValidRecord(tail []byte, minOffset uint64) int {
 		if offset := binary.LittleEndian.Uint64(tail[at+8:]); offset < minOffset || offset > maxOffset {
 			continue
 		}
+		if timestamp := int64(binary.LittleEndian.Uint64(tail[at+16:])); timestamp < minTimestamp {
+			continue
+		}
+		if budget -= int64(length); budget < 0 {
+			return searchTooCostly
+		}
 		view, status, _ := decodeRecord(tail[at:])
 		if status == decodeOK && view.offset >= minOffset {
 			return at
 		}
 	}
 	return -1
+}
+
+// lostPageBefore says whether the gap between the last good record (at
+// badAt) and a valid record found after it (at found) is explained by a
+// page of the mapping that never reached the disk. The kernel writes dirty
+// pages back in no particular order, and a disk may persist them in
+// another, so a power cut can keep a later unsynced page and lose an
+// earlier one; the lost page reads as it was at the last sync: zeros after
+// the last record synced (the file was preallocated). None of it was ever
+// synced, because a sync writes every page: a torn tail, not corruption.
+//
+// It is that when everything from badAt to the end of its page is zero
+// (no record was even begun there) and the valid record lies past that
+// page. A gap that starts with a damaged record is not explained this way
+// and stays corruption, so that synced data is never cut on a guess.
+func lostPageBefore(bytes []byte, badAt, found int64) bool {
+	pageEnd := roundUpPage(badAt + 1)
+	return pageEnd <= found && allZero(bytes[badAt:pageEnd])
 }
 
 func lastNonZero(b []byte) int {

@@ -36,6 +36,7 @@ type segment struct {
 
 	logAllocated   atomic.Int64 // file size of .log: readers bound their slices by it
 	indexAllocated atomic.Int64
+	firstTimestamp atomic.Int64 // timestamp of the oldest record, 0 when empty
 	lastTimestamp  atomic.Int64 // timestamp of the newest record, 0 when empty
 	payloadBytes   atomic.Int64 // data+header bytes of all records
 	count          atomic.Uint64
@@ -47,7 +48,11 @@ type segment struct {
 
 	// ---- owned by the writer ----
 	writable bool
-	writePos int64 // where the next record goes
+	writePos int64  // where the next record goes
+	scratch  []byte // head of a record written with pwritev
+	// unsynced marks a segment sealed under SyncNone without a sync; the
+	// next Sync or Close syncs it.
+	unsynced bool
 	faults   *faultHooks
 }
 
@@ -224,6 +229,50 @@ func (s *segment) ensureSpace(size int64) error {
 	return nil
 }
 
+// writeThroughBytes is the record size from which the writer copies a
+// record into the .log with pwritev instead of through the mapping. Every
+// page stored to through a writable mapping costs a page fault, and each
+// fdatasync write-protects it again with a TLB shootdown per page; for
+// large records that costs more than the system call, for small ones less.
+const writeThroughBytes = 4096
+
+// writeRecord writes a record at position: through the mapping when it is
+// small, with one pwritev when it is large (see writeThroughBytes). Both
+// land in the same page cache, which readers see through the mapping.
+func (s *segment) writeRecord(position, size int64, offset uint64, timestamp int64, headers Headers, headersLen int, data []byte) error {
+	if size < writeThroughBytes {
+		encodeRecord(s.logMap[position:position+size], offset, timestamp, headers, headersLen, data)
+		return nil
+	}
+	head := recordHeaderSize + headersLen
+	if cap(s.scratch) < head {
+		s.scratch = make([]byte, head)
+	}
+	buf := s.scratch[:head]
+	encodeRecordHead(buf, offset, timestamp, headers, headersLen, data)
+	pieces := [][]byte{buf, data}
+	at := position
+	for len(pieces) > 0 {
+		n, err := unix.Pwritev(int(s.logFile.Fd()), pieces, at)
+		if err != nil {
+			// Leave no part of the record behind for recovery to puzzle over.
+			clear(s.logMap[position : position+size])
+			return fmt.Errorf("logstore: write %s: %w", s.logPath, err)
+		}
+		at += int64(n)
+		for n > 0 && len(pieces) > 0 {
+			if n < len(pieces[0]) {
+				pieces[0] = pieces[0][n:]
+				n = 0
+			} else {
+				n -= len(pieces[0])
+				pieces = pieces[1:]
+			}
+		}
+	}
+	return nil
+}
+
 // indexEntryAt returns the index entry of the i-th record of the segment.
 func (s *segment) indexEntryAt(i uint64) indexEntry {
 	at := fileHeaderSize + i*indexEntrySize
@@ -234,9 +283,6 @@ func (s *segment) putIndexEntry(i uint64, e indexEntry) {
 	at := fileHeaderSize + i*indexEntrySize
 	putIndexEntry(s.indexMap[at:at+indexEntrySize], e)
 }
-
-// firstTimestamp of the segment; only meaningful when count > 0.
-func (s *segment) firstTimestamp() int64 { return s.indexEntryAt(0).timestamp }
 
 // syncData makes the .log durable: fdatasync writes back the pages
 // dirtied through the mapping and the size grown by fallocate.

@@ -89,12 +89,18 @@ func (s *Store) loadSubjects() error {
 			}
 			continue
 		}
+		// A log directory always holds its subject file (createLogDir
+		// renames it into place complete). The name spells the subject
+		// unless it was shortened; then the file is read.
 		subject, ok := subjectFromDirName(name)
-		if !ok {
-			if subject, err = readSubjectFile(path); err != nil {
-				s.opts.Logger.Warn("logstore: skipping directory that is not a log", "path", path, "err", err)
-				continue
-			}
+		if ok {
+			_, err = os.Lstat(filepath.Join(path, subjectFileName))
+		} else {
+			subject, err = readSubjectFile(path)
+		}
+		if err != nil {
+			s.opts.Logger.Warn("logstore: skipping directory that is not a log", "path", path, "err", err)
+			continue
 		}
 		s.subjects[subject] = path
 	}
@@ -195,6 +201,12 @@ func (s *Store) openEntry(e *storeEntry, isNew bool) {
 			return
 		}
 		e.dir = dir
+		// Known from now on, even if its first segment cannot be made
+		// (a full disk): the next Acquire opens the directory and retries.
+		s.mu.Lock()
+		s.subjects[e.subject] = e.dir
+		s.sorted = nil
+		s.mu.Unlock()
 	}
 	log, err := openLog(e.dir, e.subject, &s.opts)
 	var corrupt *CorruptionError
@@ -207,12 +219,6 @@ func (s *Store) openEntry(e *storeEntry, isNew bool) {
 		return
 	}
 	e.log = log
-	if isNew {
-		s.mu.Lock()
-		s.subjects[e.subject] = e.dir
-		s.sorted = nil
-		s.mu.Unlock()
-	}
 }
 
 // Release gives back a log from Acquire.

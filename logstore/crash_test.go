@@ -1,0 +1,439 @@
+package logstore
+
+// Crash tests: a child process (this test binary, re-run as TestCrashChild)
+// appends to a log until the parent kills it with SIGKILL at a random
+// moment; the parent then recovers the log in-process and checks it. Each
+// round reuses the same directory, so every round also recovers what the
+// rounds before it left behind.
+//
+// The child tells the parent what it has done over stdout, one line per
+// event, each starting with crashLinePrefix (go test's own output is
+// ignored):
+//
+//	voik-crash start <offset>    the log opened; the next append gets <offset>
+//	voik-crash first <offset>    the offset the first append returned
+//	voik-crash durable <offset>  WaitDurable returned for <offset>
+//	voik-crash error <text>      the child found something wrong and stops
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var crashKills = flag.Int("crash.kills", 20, "how many times TestCrash* kills the writer")
+
+const (
+	crashDirEnv     = "VOIK_CRASH_CHILD_DIR" // set: TestCrashChild writes to the log in this dir
+	crashSyncEnv    = "VOIK_CRASH_SYNC"      // the child's sync policy: batch, always, interval or none
+	crashSeedEnv    = "VOIK_CRASH_SEED"      // replays a run of the parent
+	crashSubject    = "crash.subject"
+	crashLinePrefix = "voik-crash "
+
+	crashSegmentBytes = 64 << 10
+	crashBaseTime     = int64(1_600_000_000_000_000_000)
+	// crashMaxData is the largest data a record without headers can carry
+	// in a crash segment: the record then fills the segment exactly.
+	crashMaxData = crashSegmentBytes - fileHeaderSize - recordHeaderSize
+)
+
+func crashOptions(policy SyncPolicy, logger *slog.Logger) Options {
+	return Options{
+		SegmentBytes:        crashSegmentBytes,
+		InitialSegmentBytes: 4 << 10,
+		Sync:                policy,
+		SyncInterval:        time.Millisecond,
+		Logger:              logger,
+	}
+}
+
+func crashDiscardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// crashMix is splitmix64: a well-spread hash of x.
+func crashMix(x uint64) uint64 {
+	x += 0x9e3779b97f4a7c15
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9
+	x = (x ^ (x >> 27)) * 0x94d049bb133111eb
+	return x ^ (x >> 31)
+}
+
+// crashRecord is the record the writer stores at offset. Everything about
+// it follows from the offset, so the parent can check any record byte for
+// byte without hearing about it: sizes from empty to a whole segment (about
+// one record in 100 is 48 KiB or more, and some of those fill a segment
+// exactly, which forces a rotation), and headers on three records in four.
+func crashRecord(offset uint64) (timestamp int64, headers Headers, data []byte) {
+	r := crashMix(offset)
+	var n int
+	large := r%100 == 0
+	switch {
+	case large && (r>>8)%4 == 0:
+		n = crashMaxData
+	case large:
+		n = 48<<10 + int((r>>16)%uint64(crashMaxData-48<<10))
+	default:
+		n = int((r >> 16) % 512)
+	}
+	data = make([]byte, n+8)
+	state := r
+	for i := 0; i < n; i += 8 {
+		state = crashMix(state)
+		binary.LittleEndian.PutUint64(data[i:], state)
+	}
+	data = data[:n]
+	if !large {
+		switch (r >> 40) % 4 {
+		case 1:
+			headers = Headers{"Nats-Msg-Id": {strconv.FormatUint(offset, 10)}}
+		case 2:
+			headers = Headers{"Nats-Msg-Id": {strconv.FormatUint(offset, 10)}, "multi": {"b", "a", ""}, "Empty": {}}
+		case 3:
+			headers = Headers{"k": {strings.Repeat("v", int((r>>48)%64))}, "\x00bin": {string(data[:min(n, 7)])}}
+		}
+	}
+	return crashBaseTime + int64(offset)*1000, headers, data
+}
+
+// TestCrashChild is the writer that the crash tests start and kill. Run by
+// hand it skips.
+func TestCrashChild(t *testing.T) {
+	dir := os.Getenv(crashDirEnv)
+	if dir == "" {
+		t.Skip("the writer of the crash tests; runs only as their child process")
+	}
+	report := func(format string, args ...any) {
+		// os.Stdout is unbuffered: one write per line, in the pipe as soon
+		// as it returns, so a kill right after it loses nothing.
+		fmt.Fprintf(os.Stdout, crashLinePrefix+format+"\n", args...)
+	}
+	fail := func(format string, args ...any) {
+		report("error "+format, args...)
+		t.Fatalf(format, args...)
+	}
+	policy, err := ParseSyncPolicy(os.Getenv(crashSyncEnv))
+	if err != nil {
+		fail("%v", err)
+	}
+	l, err := OpenLog(dir, crashSubject, crashOptions(policy, crashDiscardLogger()))
+	if err != nil {
+		fail("open: %v", err)
+	}
+	defer l.Close()
+	next := l.EndOffset()
+	start := next
+	report("start %d", next)
+	// The parent kills the child within a second or so; this bound only
+	// keeps an orphaned child from filling the disk.
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		batch := 1 + int(crashMix(^next)%4)
+		var last uint64
+		for range batch {
+			ts, headers, data := crashRecord(next)
+			offset, gotTs, err := l.Append(ts, headers, data)
+			if err != nil {
+				fail("append %d: %v", next, err)
+			}
+			if offset != next || gotTs != ts {
+				fail("append got offset %d timestamp %d, want %d %d", offset, gotTs, next, ts)
+			}
+			if offset == start {
+				report("first %d", offset)
+			}
+			last = offset
+			next++
+		}
+		if err := l.WaitDurable(context.Background(), last); err != nil {
+			fail("wait durable %d: %v", last, err)
+		}
+		report("durable %d", last)
+	}
+	fail("not killed within a minute")
+}
+
+// crashRound is what the parent saw of one child's life.
+type crashRound struct {
+	started    bool
+	start      uint64 // the child's EndOffset after it opened the log
+	appended   bool
+	first      uint64 // the offset of the child's first append
+	acks       int
+	maxDurable uint64 // highest offset reported durable; valid when acks > 0
+	childErr   string
+	stderr     string
+}
+
+// crashEvent is one line of the child's protocol.
+type crashEvent struct {
+	kind  string
+	value uint64
+	text  string
+}
+
+// runCrashRound starts a writer with the given policy on dir, lets it run
+// until it has reported minAcks durable records plus delay, kills it with
+// SIGKILL and returns what it reported.
+func runCrashRound(t *testing.T, dir string, policy SyncPolicy, minAcks int, delay time.Duration) crashRound {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
+	cmd.Env = append(os.Environ(), crashDirEnv+"="+dir, crashSyncEnv+"="+policy.String())
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	events := make(chan crashEvent, 256)
+	var readErr error
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(events)
+		scanner := bufio.NewScanner(stdout)
+		for scanner.Scan() {
+			line, ok := strings.CutPrefix(scanner.Text(), crashLinePrefix)
+			if !ok {
+				continue // go test's own output
+			}
+			kind, rest, _ := strings.Cut(line, " ")
+			ev := crashEvent{kind: kind, text: rest}
+			if kind == "start" || kind == "first" || kind == "durable" {
+				var parseErr error
+				if ev.value, parseErr = strconv.ParseUint(rest, 10, 64); parseErr != nil {
+					readErr = fmt.Errorf("bad line %q", line)
+					return
+				}
+			}
+			events <- ev
+		}
+		readErr = scanner.Err()
+	}()
+
+	var round crashRound
+	apply := func(ev crashEvent) {
+		switch ev.kind {
+		case "start":
+			round.started = true
+			round.start = ev.value
+		case "first":
+			round.appended = true
+			round.first = ev.value
+		case "durable":
+			round.acks++
+			round.maxDurable = max(round.maxDurable, ev.value)
+		case "error":
+			round.childErr = ev.text
+		}
+	}
+	var timer <-chan time.Time
+	killed := false
+	for !killed {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				// The child ended by itself: only a failure does that.
+				wg.Wait()
+				cmd.Wait()
+				t.Fatalf("writer exited before it was killed (%v, read: %v); error line %q; stderr:\n%s",
+					cmd.ProcessState, readErr, round.childErr, stderr.String())
+			}
+			apply(ev)
+			if round.childErr != "" {
+				cmd.Process.Kill()
+				for range events {
+				}
+				wg.Wait()
+				cmd.Wait()
+				t.Fatalf("writer failed: %s; stderr:\n%s", round.childErr, stderr.String())
+			}
+			if timer == nil && round.acks >= minAcks {
+				timer = time.After(delay)
+			}
+		case <-timer:
+			if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+				t.Fatalf("kill: %v", err)
+			}
+			killed = true
+		}
+	}
+	// Every line the child wrote before it died is in the pipe: read to EOF
+	// before Wait closes it.
+	for ev := range events {
+		apply(ev)
+	}
+	wg.Wait()
+	err = cmd.Wait()
+	if readErr != nil {
+		t.Fatalf("reading the writer's output: %v", readErr)
+	}
+	if status, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !status.Signaled() || status.Signal() != syscall.SIGKILL {
+		t.Fatalf("writer did not die of SIGKILL: %v; stderr:\n%s", err, stderr.String())
+	}
+	round.stderr = stderr.String()
+	for _, bad := range []string{"DATA RACE", "panic:", "fatal error:"} {
+		if strings.Contains(round.stderr, bad) {
+			t.Fatalf("writer stderr reports %q:\n%s", bad, round.stderr)
+		}
+	}
+	if round.childErr != "" {
+		t.Fatalf("writer failed: %s", round.childErr)
+	}
+	return round
+}
+
+// crashCheckLog opens the log the writer left behind and checks every
+// record in it against crashRecord. It returns the end offset and whether
+// recovery cut a torn tail.
+func crashCheckLog(t *testing.T, dir string) (end uint64, tornTail bool, segments int) {
+	t.Helper()
+	var logs bytes.Buffer
+	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	l, err := OpenLog(dir, crashSubject, crashOptions(SyncBatch, logger))
+	if err != nil {
+		t.Fatalf("OpenLog after kill: %v\nrecovery log:\n%s", err, logs.String())
+	}
+	defer func() {
+		if err := l.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	}()
+	if first := l.FirstOffset(); first != 0 {
+		t.Fatalf("first offset %d after kill, want 0 (no retention)", first)
+	}
+	end = l.EndOffset()
+	want := uint64(0)
+	next, err := l.Scan(0, func(v RecordView) bool {
+		if v.Offset != want {
+			t.Fatalf("record at offset %d, want %d: offsets are not contiguous", v.Offset, want)
+		}
+		ts, headers, data := crashRecord(v.Offset)
+		if v.Timestamp != ts {
+			t.Fatalf("record %d: timestamp %d, want %d", v.Offset, v.Timestamp, ts)
+		}
+		if !bytes.Equal(v.Data, data) {
+			t.Fatalf("record %d: data differs (%d bytes, want %d)", v.Offset, len(v.Data), len(data))
+		}
+		if enc := encodeHeaders(nil, headers); !bytes.Equal(v.headers, enc) {
+			t.Fatalf("record %d: header bytes %q, want %q", v.Offset, v.headers, enc)
+		}
+		got, err := v.Headers()
+		if err != nil || !reflect.DeepEqual(got, headers) {
+			t.Fatalf("record %d: headers %v (%v), want %v", v.Offset, got, err, headers)
+		}
+		want++
+		return true
+	})
+	if err != nil {
+		t.Fatalf("scan after kill: %v", err)
+	}
+	if next != end || want != end {
+		t.Fatalf("scan ended at %d after %d records, end offset %d", next, want, end)
+	}
+	if err := l.Err(); err != nil {
+		t.Fatalf("recovered log reports %v", err)
+	}
+	return end, strings.Contains(logs.String(), "torn tail"), l.Info().Segments
+}
+
+func TestCrashKeepsEveryDurableRecordAndContiguousOffsets(t *testing.T) {
+	if os.Getenv(crashDirEnv) != "" {
+		t.Skip("inside a crash child")
+	}
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv(crashSeedEnv); s != "" {
+		var err error
+		if seed, err = strconv.ParseUint(s, 10, 64); err != nil {
+			t.Fatalf("%s: %v", crashSeedEnv, err)
+		}
+	}
+	t.Logf("seed %d (replay with %s=%d)", seed, crashSeedEnv, seed)
+	rng := rand.New(rand.NewPCG(seed, seed^0x5eed))
+	kills := *crashKills
+	if kills < 1 {
+		t.Fatalf("-crash.kills=%d", kills)
+	}
+
+	dir := t.TempDir()
+	var end uint64
+	policies := map[SyncPolicy]int{}
+	torn := 0
+	started := time.Now()
+	for round := range kills {
+		var policy SyncPolicy
+		switch p := rng.IntN(8); {
+		case p < 4:
+			policy = SyncBatch
+		case p < 6:
+			policy = SyncAlways
+		case p < 7:
+			policy = SyncNone
+		default:
+			policy = SyncInterval
+		}
+		policies[policy]++
+		minAcks := 3 + rng.IntN(5)
+		delay := time.Duration(rng.Int64N(int64(30 * time.Millisecond)))
+
+		r := runCrashRound(t, dir, policy, minAcks, delay)
+		if !r.started {
+			t.Fatalf("round %d: the writer never reported its start", round)
+		}
+		if r.start != end {
+			t.Fatalf("round %d: the writer started at offset %d, the log ended at %d before it", round, r.start, end)
+		}
+		if !r.appended || r.first != end {
+			t.Fatalf("round %d: the writer's first append got offset %d (reported %v), the log ended at %d before it", round, r.first, r.appended, end)
+		}
+		if r.acks < minAcks || r.maxDurable < r.start {
+			t.Fatalf("round %d: %d acks, highest %d, start %d", round, r.acks, r.maxDurable, r.start)
+		}
+
+		newEnd, tornTail, segments := crashCheckLog(t, dir)
+		if newEnd <= r.maxDurable {
+			t.Fatalf("round %d (%v, killed %v after ack %d): end offset %d lost record %d, which was reported durable",
+				round, policy, delay, minAcks, newEnd, r.maxDurable)
+		}
+		if tornTail {
+			torn++
+		}
+		t.Logf("round %d: %-8v killed %5.1fms after %d acks: records %d..%d, %d acked, %d segments, torn tail %v",
+			round, policy, float64(delay.Microseconds())/1000, minAcks, r.start, newEnd, r.maxDurable+1-r.start, segments, tornTail)
+		end = newEnd
+	}
+	t.Logf("%d kills in %v: %d records, policies %v, %d recoveries cut a torn tail",
+		kills, time.Since(started).Round(time.Millisecond), end, policies, torn)
+
+	// After all that the log still takes appends at the next offset.
+	l, err := OpenLog(dir, crashSubject, crashOptions(SyncAlways, crashDiscardLogger()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ts, headers, data := crashRecord(end)
+	if offset, _, err := l.Append(ts, headers, data); err != nil || offset != end {
+		t.Fatalf("append after the last kill: offset %d (want %d), %v", offset, end, err)
+	}
+	records, err := l.Read(end, 1)
+	if err != nil || len(records) != 1 || !bytes.Equal(records[0].Data, data) {
+		t.Fatalf("read back the record appended after the last kill: %v", err)
+	}
+}

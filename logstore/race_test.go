@@ -1,0 +1,6 @@
+//go:build race
+
+package logstore
+
+// storeRaceEnabled says the race detector is on: slow tests do less.
+const storeRaceEnabled = true
