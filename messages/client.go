@@ -1,0 +1,180 @@
+package messages
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Client speaks voik's API over a NATS connection.
+type Client struct {
+	nc     *nats.Conn
+	prefix string
+	// Timeout bounds a request whose context has no deadline; FETCH adds
+	// its wait_ms to it. Default 10s.
+	Timeout time.Duration
+}
+
+// NewClient returns a client for the voik instances answering under prefix
+// ("" means "VOIK.API").
+func NewClient(nc *nats.Conn, prefix string) *Client {
+	if prefix == "" {
+		prefix = "VOIK.API"
+	}
+	return &Client{nc: nc, prefix: prefix, Timeout: 10 * time.Second}
+}
+
+func (c *Client) request(ctx context.Context, subject string, body any, extra time.Duration, reply any) error {
+	payload := []byte(nil)
+	if body != nil {
+		var err error
+		if payload, err = marshal(body); err != nil {
+			return err
+		}
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.Timeout+extra)
+		defer cancel()
+	}
+	msg, err := c.nc.RequestWithContext(ctx, subject, payload)
+	if err != nil {
+		return fmt.Errorf("voik: request %s: %w", subject, err)
+	}
+	return decodeReply(msg.Data, reply)
+}
+
+// Fetch reads a subject's history; see FetchRequest.
+func (c *Client) Fetch(ctx context.Context, subject string, req FetchRequest) (*FetchReply, error) {
+	var reply FetchReply
+	wait := time.Duration(req.WaitMs) * time.Millisecond
+	if err := c.request(ctx, c.prefix+".FETCH."+subject, req, wait, &reply); err != nil {
+		return nil, err
+	}
+	return &reply, nil
+}
+
+// Info summarises a subject's log.
+func (c *Client) Info(ctx context.Context, subject string) (*InfoReply, error) {
+	var reply InfoReply
+	if err := c.request(ctx, c.prefix+".INFO."+subject, nil, 0, &reply); err != nil {
+		return nil, err
+	}
+	return &reply, nil
+}
+
+// Subjects lists stored subjects; see SubjectsRequest.
+func (c *Client) Subjects(ctx context.Context, req SubjectsRequest) (*SubjectsReply, error) {
+	var reply SubjectsReply
+	if err := c.request(ctx, c.prefix+".SUBJECTS", req, 0, &reply); err != nil {
+		return nil, err
+	}
+	return &reply, nil
+}
+
+// Append publishes data on subject with the Voik-Ack header and waits for
+// voik to answer that the record is durable.
+func (c *Client) Append(ctx context.Context, subject string, headers nats.Header, data []byte) (*AckReply, error) {
+	msg := nats.NewMsg(subject)
+	for name, values := range headers {
+		msg.Header[name] = append([]string(nil), values...)
+	}
+	if _, ok := msg.Header[HeaderAck]; !ok {
+		msg.Header[HeaderAck] = []string{"1"}
+	}
+	msg.Data = data
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.Timeout)
+		defer cancel()
+	}
+	reply, err := c.nc.RequestMsgWithContext(ctx, msg)
+	if err != nil {
+		return nil, fmt.Errorf("voik: append to %s: %w", subject, err)
+	}
+	var ack AckReply
+	if err := decodeReply(reply.Data, &ack); err != nil {
+		return nil, err
+	}
+	return &ack, nil
+}
+
+// ReplayTo asks voik to replay a subject to req.Deliver and returns its
+// reply; the records go to whoever subscribes there.
+func (c *Client) ReplayTo(ctx context.Context, subject string, req ReplayRequest) (*ReplayReply, error) {
+	var reply ReplayReply
+	if err := c.request(ctx, c.prefix+".REPLAY."+subject, req, 0, &reply); err != nil {
+		return nil, err
+	}
+	return &reply, nil
+}
+
+// ReplayedRecord is one record delivered by a replay.
+type ReplayedRecord struct {
+	Subject   string
+	Offset    uint64
+	Timestamp int64
+	Headers   nats.Header // as published, without the Voik-* replay headers
+	Data      []byte
+	TooLarge  bool // Voik-Status 413: the record no longer fits under max_payload
+}
+
+// ErrReplayInterrupted: voik stopped a replay early (it was shutting down).
+var ErrReplayInterrupted = errors.New("voik: replay interrupted")
+
+// Replay asks voik to replay a subject into a fresh inbox and calls fn for
+// each record in order until the end marker. req.Deliver is ignored. It
+// returns voik's first reply; ErrReplayInterrupted when voik cut it short.
+func (c *Client) Replay(ctx context.Context, subject string, req ReplayRequest, fn func(ReplayedRecord) error) (*ReplayReply, error) {
+	req.Deliver = c.nc.NewRespInbox()
+	msgs := make(chan *nats.Msg, 4096)
+	sub, err := c.nc.ChanSubscribe(req.Deliver, msgs)
+	if err != nil {
+		return nil, fmt.Errorf("voik: replay: %w", err)
+	}
+	defer sub.Unsubscribe()
+	sub.SetPendingLimits(-1, -1)
+	var reply ReplayReply
+	if err := c.request(ctx, c.prefix+".REPLAY."+subject, req, 0, &reply); err != nil {
+		return nil, err
+	}
+	for {
+		var msg *nats.Msg
+		select {
+		case msg = <-msgs:
+		case <-ctx.Done():
+			return &reply, ctx.Err()
+		}
+		offset, _ := strconv.ParseUint(msg.Header.Get(HeaderOffset), 10, 64)
+		switch msg.Header.Get(HeaderStatus) {
+		case StatusEnd:
+			return &reply, nil
+		case "503":
+			return &reply, fmt.Errorf("%w at offset %d", ErrReplayInterrupted, offset)
+		case "413":
+			if err := fn(ReplayedRecord{Subject: subject, Offset: offset, TooLarge: true}); err != nil {
+				return &reply, err
+			}
+			continue
+		}
+		ts, _ := strconv.ParseInt(msg.Header.Get(HeaderTimestamp), 10, 64)
+		headers := nats.Header{}
+		for name, values := range msg.Header {
+			switch name {
+			case HeaderSubject, HeaderOffset, HeaderTimestamp:
+				continue
+			}
+			headers[name] = values
+		}
+		if len(headers) == 0 {
+			headers = nil
+		}
+		if err := fn(ReplayedRecord{Subject: subject, Offset: offset, Timestamp: ts, Headers: headers, Data: msg.Data}); err != nil {
+			return &reply, err
+		}
+	}
+}

@@ -1,0 +1,35 @@
+package messages
+
+import "fmt"
+
+// Error codes of the wire contract (PROTOCOL.md section 3).
+const (
+	CodeBadRequest      = 400 // not a map, wrong type, out of range, invalid subject
+	CodeNotFound        = 404 // the subject has no log
+	CodeTooLarge        = 413 // the record cannot fit in one reply under max_payload
+	CodeOutOfRange      = 416 // offset below first_offset or above end_offset
+	CodeInternal        = 500 // an internal or I/O error
+	CodeUnavailable     = 503 // shutting down, or disk full for an ack
+	errorKey            = "error"
+	errorCodeKey        = "code"
+	errorDescriptionKey = "description"
+)
+
+// Error is the body of every error reply: {error: {code, description}}. It
+// is also the Go error the client returns for one.
+type Error struct {
+	Code        int    `msgpack:"code"`
+	Description string `msgpack:"description"`
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("voik: %d: %s", e.Code, e.Description) }
+
+// Errorf makes an *Error.
+func Errorf(code int, format string, args ...any) *Error {
+	return &Error{Code: code, Description: fmt.Sprintf(format, args...)}
+}
+
+// ErrorReply is the wire shape of an error reply.
+type ErrorReply struct {
+	Error *Error `msgpack:"error"`
+}

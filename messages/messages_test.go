@@ -1,0 +1,216 @@
+package messages
+
+import (
+	"bytes"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+func mustMarshal(t testing.TB, v any) []byte {
+	t.Helper()
+	b, err := msgpack.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func u64(v uint64) *uint64 { return &v }
+
+func TestDecodeFetchRequest(t *testing.T) {
+	cases := []struct {
+		name string
+		body []byte
+		want FetchRequest
+		code int // 0: success
+	}{
+		{"empty body is all defaults", nil, FetchRequest{MaxMessages: 100}, 0},
+		{"nil is all defaults", []byte{0xc0}, FetchRequest{MaxMessages: 100}, 0},
+		{"empty map", mustMarshal(t, map[string]any{}), FetchRequest{MaxMessages: 100}, 0},
+		{"offset 0 is offset 0", mustMarshal(t, map[string]any{"offset": 0}), FetchRequest{Offset: u64(0), MaxMessages: 100}, 0},
+		{"offset nil is absent", mustMarshal(t, map[string]any{"offset": nil}), FetchRequest{MaxMessages: 100}, 0},
+		{"every width", mustMarshal(t, map[string]any{"offset": uint8(7), "max_messages": int16(5), "max_bytes": uint32(9), "wait_ms": int64(10), "start_time": uint64(3)}),
+			FetchRequest{Offset: u64(7), MaxMessages: 5, MaxBytes: 9, WaitMs: 10, StartTime: 3}, 0},
+		{"uint64 offset", mustMarshal(t, map[string]any{"offset": uint64(1 << 63)}), FetchRequest{Offset: u64(1 << 63), MaxMessages: 100}, 0},
+		{"caps", mustMarshal(t, map[string]any{"max_messages": 1e6, "wait_ms": 1e9}), FetchRequest{}, 400},
+		{"caps as integers", mustMarshal(t, map[string]any{"max_messages": 1000000, "wait_ms": 1000000}), FetchRequest{MaxMessages: 10000, WaitMs: 60000}, 0},
+		{"max_messages 0 is default", mustMarshal(t, map[string]any{"max_messages": 0}), FetchRequest{MaxMessages: 100}, 0},
+		{"unknown keys ignored", mustMarshal(t, map[string]any{"shoe_size": []any{1, "x", map[string]any{"a": 1}}, "offset": 1}), FetchRequest{Offset: u64(1), MaxMessages: 100}, 0},
+		{"negative offset", mustMarshal(t, map[string]any{"offset": -1}), FetchRequest{}, 400},
+		{"negative start_time", mustMarshal(t, map[string]any{"start_time": -5}), FetchRequest{}, 400},
+		{"string offset", mustMarshal(t, map[string]any{"offset": "3"}), FetchRequest{}, 400},
+		{"float wait", mustMarshal(t, map[string]any{"wait_ms": 1.5}), FetchRequest{}, 400},
+		{"start_time above int64", mustMarshal(t, map[string]any{"start_time": uint64(1 << 63)}), FetchRequest{}, 400},
+		{"array body", mustMarshal(t, []int{1, 2}), FetchRequest{}, 400},
+		{"string body", mustMarshal(t, "offset"), FetchRequest{}, 400},
+		{"integer keys", mustMarshal(t, map[int]int{1: 2}), FetchRequest{}, 400},
+		{"truncated map", mustMarshal(t, map[string]any{"offset": 1})[:3], FetchRequest{}, 400},
+		{"trailing bytes", append(mustMarshal(t, map[string]any{"offset": 1}), 0x01), FetchRequest{}, 400},
+		{"json", []byte(`{"offset": 1}`), FetchRequest{}, 400},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := DecodeFetchRequest(c.body)
+			if c.code != 0 {
+				if err == nil || err.Code != c.code {
+					t.Fatalf("got %+v, %v; want code %d", got, err, c.code)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("error %v", err)
+			}
+			if !reflect.DeepEqual(got, c.want) {
+				t.Fatalf("got %+v (offset %v), want %+v", got, got.Offset, c.want)
+			}
+		})
+	}
+}
+
+func TestDecodeSubjectsAndReplayRequests(t *testing.T) {
+	s, err := DecodeSubjectsRequest(nil)
+	if err != nil || s.Filter != ">" || s.Limit != 1000 || s.Offset != 0 {
+		t.Fatalf("subjects defaults: %+v %v", s, err)
+	}
+	if _, err := DecodeSubjectsRequest(mustMarshal(t, map[string]any{"filter": "a..b"})); err == nil || err.Code != 400 {
+		t.Fatalf("bad filter: %v", err)
+	}
+	if _, err := DecodeSubjectsRequest(mustMarshal(t, map[string]any{"filter": 5})); err == nil || err.Code != 400 {
+		t.Fatalf("filter of the wrong type: %v", err)
+	}
+	r, err := DecodeReplayRequest(mustMarshal(t, map[string]any{"deliver": []byte("_INBOX.x"), "offset": 0}))
+	if err != nil || r.Deliver != "_INBOX.x" || r.Offset == nil || *r.Offset != 0 {
+		t.Fatalf("replay with bin deliver: %+v %v", r, err)
+	}
+	for name, body := range map[string]map[string]any{
+		"no deliver":       {"offset": 1},
+		"wildcard deliver": {"deliver": "a.*"},
+		"empty token":      {"deliver": "a..b"},
+		"deliver not str":  {"deliver": 7},
+	} {
+		if _, err := DecodeReplayRequest(mustMarshal(t, body)); err == nil || err.Code != 400 {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+func TestSubjectRules(t *testing.T) {
+	for s, want := range map[string]bool{"a": true, "a.b": true, "a.*": false, "a.>": false, "": false, "a..b": false, ".a": false, "a.": false, "a b": false, "a*b.c": true} {
+		if ValidSubject(s) != want {
+			t.Errorf("ValidSubject(%q) = %v", s, !want)
+		}
+	}
+	for s, want := range map[string]bool{">": true, "a.*": true, "*.b.>": true, "a.>.b": false, "a..b": false} {
+		if ValidFilter(s) != want {
+			t.Errorf("ValidFilter(%q) = %v", s, !want)
+		}
+	}
+	matches := []struct {
+		filter, subject string
+		want            bool
+	}{
+		{">", "a", true}, {">", "a.b", true}, {"a.>", "a", false}, {"a.>", "a.b.c", true},
+		{"a.*", "a.b", true}, {"a.*", "a.b.c", false}, {"a.*", "a", false}, {"*.b", "a.b", true}, {"a.b", "a.b", true}, {"a.b", "a.c", false},
+	}
+	for _, m := range matches {
+		if Matches(m.filter, m.subject) != m.want {
+			t.Errorf("Matches(%q, %q) = %v", m.filter, m.subject, !m.want)
+		}
+	}
+	if !Covers(">", "a.*") || !Covers("a.>", "a.b.*") || Covers("a.*", "a.>") || Covers("a.b", "a.*") {
+		t.Error("Covers")
+	}
+	if !Overlap("a.*.c", "a.b.*") || Overlap("a.b", "a.c") || !Overlap("a.>", "*.b") || Overlap("a.>", "a") {
+		t.Error("Overlap")
+	}
+}
+
+func TestFetchReplyBuilderRoundTrip(t *testing.T) {
+	var b FetchReplyBuilder
+	records := []Record{
+		{Offset: 7, Timestamp: 100, Data: []byte{}},
+		{Offset: 8, Timestamp: 101, Headers: map[string][]string{"b": {"2", ""}, "A": {"1"}}, Data: []byte("hello")},
+		{Offset: 9, Timestamp: 102, Data: bytes.Repeat([]byte{0xff}, 70000)},
+	}
+	for _, r := range records {
+		b.Add(r.Offset, r.Timestamp, r.Headers, r.Data)
+	}
+	body := b.Finish("orders.eu", 10, 3, 12)
+	if len(body) > b.Size(len("orders.eu")) {
+		t.Fatalf("encoded %d bytes, Size promised at most %d", len(body), b.Size(len("orders.eu")))
+	}
+	var reply FetchReply
+	if err := decodeReply(body, &reply); err != nil {
+		t.Fatal(err)
+	}
+	want := FetchReply{Subject: "orders.eu", Records: records, NextOffset: 10, FirstOffset: 3, EndOffset: 12}
+	if !reflect.DeepEqual(reply, want) {
+		t.Fatalf("round trip:\n got %+v\nwant %+v", reply, want)
+	}
+	// data is always bin, never nil, even when empty
+	var raw map[string]any
+	msgpack.Unmarshal(body, &raw)
+	if first := raw["records"].([]any)[0].(map[string]any); first["data"] == nil {
+		t.Fatal("empty data encoded as nil")
+	} else if _, hasHeaders := first["headers"]; hasHeaders {
+		t.Fatal("headers present on a record without any")
+	}
+	for _, r := range records {
+		if n := RecordSize(r.Headers, len(r.Data)); n < len(mustMarshal(t, r)) {
+			t.Fatalf("RecordSize %d below the encoding of %+v", n, r.Offset)
+		}
+	}
+}
+
+func TestErrorReplyShape(t *testing.T) {
+	body := EncodeError(Errorf(416, "offset %d is out of range", 9))
+	var raw map[string]map[string]any
+	if err := msgpack.Unmarshal(body, &raw); err != nil {
+		t.Fatal(err)
+	}
+	if len(raw) != 1 || raw["error"]["description"] != "offset 9 is out of range" {
+		t.Fatalf("error reply %v", raw)
+	}
+	err := decodeReply(body, &InfoReply{})
+	if e, ok := err.(*Error); !ok || e.Code != 416 || !strings.Contains(e.Error(), "416") {
+		t.Fatalf("decodeReply: %v", err)
+	}
+}
+
+// FuzzDecodeRequests: no body, however malformed, panics a decoder; every
+// failure is a 400; a decoded request respects the caps.
+func FuzzDecodeRequests(f *testing.F) {
+	f.Add([]byte{})
+	f.Add([]byte{0xc0})
+	f.Add(mustMarshal(f, map[string]any{"offset": 1, "max_messages": 5, "wait_ms": 100}))
+	f.Add(mustMarshal(f, map[string]any{"filter": "a.>", "limit": 3}))
+	f.Add(mustMarshal(f, map[string]any{"deliver": "_INBOX.x", "start_time": 12}))
+	f.Add([]byte{0xdf, 0xff, 0xff, 0xff, 0xff})       // map32 with 4G entries
+	f.Add([]byte{0x81, 0xdb, 0xff, 0xff, 0xff, 0xff}) // key str32 of 4 GiB
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if r, err := DecodeFetchRequest(body); err != nil {
+			if err.Code != 400 {
+				t.Fatalf("fetch: code %d", err.Code)
+			}
+		} else if r.MaxMessages == 0 || r.MaxMessages > MaxMessagesCap || r.WaitMs > MaxWaitMs || r.StartTime < 0 {
+			t.Fatalf("fetch: %+v outside the caps", r)
+		}
+		if r, err := DecodeSubjectsRequest(body); err != nil {
+			if err.Code != 400 {
+				t.Fatalf("subjects: code %d", err.Code)
+			}
+		} else if !ValidFilter(r.Filter) || r.Limit == 0 {
+			t.Fatalf("subjects: %+v", r)
+		}
+		if r, err := DecodeReplayRequest(body); err != nil {
+			if err.Code != 400 {
+				t.Fatalf("replay: code %d", err.Code)
+			}
+		} else if !ValidSubject(r.Deliver) {
+			t.Fatalf("replay: %+v", r)
+		}
+	})
+}

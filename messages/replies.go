@@ -1,0 +1,204 @@
+package messages
+
+import (
+	"bytes"
+	"sort"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// Record is one stored message in a FETCH reply.
+type Record struct {
+	Offset    uint64              `msgpack:"offset"`
+	Timestamp int64               `msgpack:"ts"`
+	Headers   map[string][]string `msgpack:"headers,omitempty"`
+	Data      []byte              `msgpack:"data"`
+}
+
+// FetchReply answers FETCH.
+type FetchReply struct {
+	Subject     string   `msgpack:"subject"`
+	Records     []Record `msgpack:"records"`
+	NextOffset  uint64   `msgpack:"next_offset"`
+	FirstOffset uint64   `msgpack:"first_offset"`
+	EndOffset   uint64   `msgpack:"end_offset"`
+}
+
+// InfoReply answers INFO.
+type InfoReply struct {
+	Subject     string `msgpack:"subject"`
+	FirstOffset uint64 `msgpack:"first_offset"`
+	EndOffset   uint64 `msgpack:"end_offset"`
+	Messages    uint64 `msgpack:"messages"`
+	Bytes       uint64 `msgpack:"bytes"`
+	FirstTs     int64  `msgpack:"first_ts"`
+	LastTs      int64  `msgpack:"last_ts"`
+	Segments    uint64 `msgpack:"segments"`
+}
+
+// SubjectsReply answers SUBJECTS.
+type SubjectsReply struct {
+	Subjects []string `msgpack:"subjects"`
+	Total    uint64   `msgpack:"total"`
+}
+
+// ReplayReply answers REPLAY before the records are delivered.
+type ReplayReply struct {
+	Subject     string `msgpack:"subject"`
+	FirstOffset uint64 `msgpack:"first_offset"`
+	EndOffset   uint64 `msgpack:"end_offset"`
+	Deliver     string `msgpack:"deliver"`
+}
+
+// AckReply answers an acknowledged append.
+type AckReply struct {
+	Subject   string `msgpack:"subject"`
+	Offset    uint64 `msgpack:"offset"`
+	Timestamp int64  `msgpack:"ts"`
+}
+
+// Headers of replayed messages and acknowledged appends.
+const (
+	HeaderAck       = "Voik-Ack"
+	HeaderOffset    = "Voik-Offset"
+	HeaderSubject   = "Voik-Subject"
+	HeaderTimestamp = "Voik-Timestamp"
+	HeaderStatus    = "Voik-Status"
+	StatusEnd       = "end"
+)
+
+// Encode marshals a reply. Replies are plain structs, so this cannot fail
+// short of a bug; a failure is returned as an internal-error reply.
+func Encode(v any) []byte {
+	b, err := msgpack.Marshal(v)
+	if err != nil {
+		b, _ = msgpack.Marshal(ErrorReply{Error: Errorf(CodeInternal, "encode reply: %v", err)})
+	}
+	return b
+}
+
+// EncodeError marshals an error reply.
+func EncodeError(e *Error) []byte { return Encode(ErrorReply{Error: e}) }
+
+// FetchReplyBuilder builds a FETCH reply one record at a time, so that the
+// server can stop where the next record would push the reply past its size
+// limit. The zero value is ready; Reset makes it reusable.
+type FetchReplyBuilder struct {
+	records bytes.Buffer
+	enc     *msgpack.Encoder
+	count   int
+	names   []string
+}
+
+// Reset empties the builder, keeping its memory.
+func (b *FetchReplyBuilder) Reset() {
+	b.records.Reset()
+	b.count = 0
+}
+
+// Count is the number of records added.
+func (b *FetchReplyBuilder) Count() int { return b.count }
+
+// Size is an upper bound of the encoded reply with the records added so
+// far, for a subject of subjectLen bytes.
+func (b *FetchReplyBuilder) Size(subjectLen int) int {
+	return envelopeSize(subjectLen) + b.records.Len()
+}
+
+// envelopeSize bounds everything in a FETCH reply but the records.
+func envelopeSize(subjectLen int) int {
+	const keys = 1 + len("subject") + 1 + len("records") + 1 + len("next_offset") + 1 + len("first_offset") + 1 + len("end_offset") + 1
+	return 1 + keys + 5 + subjectLen + 5 + 3*9
+}
+
+// RecordSize bounds the encoded size of one record.
+func RecordSize(headers map[string][]string, dataLen int) int {
+	n := 1 + (1 + len("offset") + 9) + (1 + len("ts") + 9) + (1 + len("data") + 5 + dataLen)
+	if len(headers) > 0 {
+		n += 1 + len("headers") + 5
+		for name, values := range headers {
+			n += 5 + len(name) + 5
+			for _, v := range values {
+				n += 5 + len(v)
+			}
+		}
+	}
+	return n
+}
+
+// Add appends one record. Header names are written sorted, so the same
+// record always encodes the same way.
+func (b *FetchReplyBuilder) Add(offset uint64, timestamp int64, headers map[string][]string, data []byte) {
+	if b.enc == nil {
+		b.enc = msgpack.NewEncoder(&b.records)
+	}
+	e := b.enc
+	fields := 3
+	if len(headers) > 0 {
+		fields = 4
+	}
+	e.EncodeMapLen(fields)
+	e.EncodeString("offset")
+	e.EncodeUint(offset)
+	e.EncodeString("ts")
+	e.EncodeInt(timestamp)
+	if len(headers) > 0 {
+		e.EncodeString("headers")
+		b.names = b.names[:0]
+		for name := range headers {
+			b.names = append(b.names, name)
+		}
+		sort.Strings(b.names)
+		e.EncodeMapLen(len(b.names))
+		for _, name := range b.names {
+			e.EncodeString(name)
+			values := headers[name]
+			e.EncodeArrayLen(len(values))
+			for _, v := range values {
+				e.EncodeString(v)
+			}
+		}
+	}
+	e.EncodeString("data")
+	e.EncodeBytesLen(len(data)) // never nil: data is always bin
+	b.records.Write(data)
+	b.count++
+}
+
+// Finish encodes the whole reply.
+func (b *FetchReplyBuilder) Finish(subject string, next, first, end uint64) []byte {
+	out := bytes.NewBuffer(make([]byte, 0, b.Size(len(subject))))
+	e := msgpack.NewEncoder(out)
+	e.EncodeMapLen(5)
+	e.EncodeString("subject")
+	e.EncodeString(subject)
+	e.EncodeString("records")
+	e.EncodeArrayLen(b.count)
+	out.Write(b.records.Bytes())
+	e.EncodeString("next_offset")
+	e.EncodeUint(next)
+	e.EncodeString("first_offset")
+	e.EncodeUint(first)
+	e.EncodeString("end_offset")
+	e.EncodeUint(end)
+	return out.Bytes()
+}
+
+// decodeReply unmarshals a reply into v, or returns the *Error it carries.
+func decodeReply(body []byte, v any) error {
+	var probe struct {
+		Error *Error `msgpack:"error"`
+	}
+	if err := msgpack.Unmarshal(body, &probe); err != nil {
+		return errBadReply
+	}
+	if probe.Error != nil {
+		return probe.Error
+	}
+	if err := msgpack.Unmarshal(body, v); err != nil {
+		return errBadReply
+	}
+	return nil
+}
+
+func marshal(v any) ([]byte, error) { return msgpack.Marshal(v) }
