@@ -1,0 +1,299 @@
+// Package config reads voik's settings from an optional YAML file and
+// VOIK_* environment variables (a variable overrides the file) with
+// github.com/ilyakaznacheev/cleanenv, and validates every one of them
+// before anything starts.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/ilyakaznacheev/cleanenv"
+
+	"github.com/voik/voik/logstore"
+	"github.com/voik/voik/messages"
+)
+
+// Config is every setting of voik. The tags are the contract of `voik -h`:
+// variable, default and meaning.
+type Config struct {
+	NatsURL   string `yaml:"nats_url" env:"VOIK_NATS_URL" env-default:"" env-description:"NATS server(s) to connect to, comma-separated; empty starts an embedded NATS server"`
+	DataDir   string `yaml:"data_dir" env:"VOIK_DATA_DIR" env-default:"./data" env-description:"where the logs live; nothing is written outside it"`
+	Subjects  string `yaml:"subjects" env:"VOIK_SUBJECTS" env-default:">" env-description:"comma-separated NATS subject filters to capture (wildcards allowed)"`
+	APIPrefix string `yaml:"api_prefix" env:"VOIK_API_PREFIX" env-default:"VOIK.API" env-description:"subject prefix of the request/reply API"`
+	HTTPAddr  string `yaml:"http_addr" env:"VOIK_HTTP_ADDR" env-default:":8333" env-description:"address of /metrics, /healthz and /readyz; empty turns HTTP off"`
+
+	NatsName     string `yaml:"nats_name" env:"VOIK_NATS_NAME" env-default:"voik" env-description:"NATS connection name"`
+	NatsCreds    string `yaml:"nats_creds" env:"VOIK_NATS_CREDS" env-default:"" env-description:"NATS credentials file (JWT and NKey seed)"`
+	NatsNKey     string `yaml:"nats_nkey" env:"VOIK_NATS_NKEY" env-default:"" env-description:"NATS NKey seed file"`
+	NatsToken    string `yaml:"nats_token" env:"VOIK_NATS_TOKEN" env-default:"" env-description:"NATS auth token (secret; never logged)"`
+	NatsUser     string `yaml:"nats_user" env:"VOIK_NATS_USER" env-default:"" env-description:"NATS user name"`
+	NatsPassword string `yaml:"nats_password" env:"VOIK_NATS_PASSWORD" env-default:"" env-description:"NATS password (secret; never logged)"`
+	NatsTLSCA    string `yaml:"nats_tls_ca" env:"VOIK_NATS_TLS_CA" env-default:"" env-description:"CA certificate file that verifies the NATS server"`
+	NatsTLSCert  string `yaml:"nats_tls_cert" env:"VOIK_NATS_TLS_CERT" env-default:"" env-description:"client certificate file for mutual TLS"`
+	NatsTLSKey   string `yaml:"nats_tls_key" env:"VOIK_NATS_TLS_KEY" env-default:"" env-description:"client key file for mutual TLS"`
+
+	EmbeddedHost string `yaml:"embedded_host" env:"VOIK_EMBEDDED_HOST" env-default:"127.0.0.1" env-description:"listen host of the embedded NATS server (when VOIK_NATS_URL is empty)"`
+	EmbeddedPort int    `yaml:"embedded_port" env:"VOIK_EMBEDDED_PORT" env-default:"4222" env-description:"listen port of the embedded NATS server; -1 picks a free one"`
+
+	Sync         string        `yaml:"sync" env:"VOIK_SYNC" env-default:"batch" env-description:"when appends are made durable: always, batch (group commit), interval or none"`
+	SyncInterval time.Duration `yaml:"sync_interval" env:"VOIK_SYNC_INTERVAL" env-default:"100ms" env-description:"sync period under the interval policy"`
+	SegmentSize  ByteSize      `yaml:"segment_size" env:"VOIK_SEGMENT_SIZE" env-default:"64MiB" env-description:"size at which a segment file is sealed and a new one started; the largest record must fit"`
+
+	RetentionMaxAge      time.Duration `yaml:"retention_max_age" env:"VOIK_RETENTION_MAX_AGE" env-default:"0s" env-description:"delete segments whose records are all older than this; 0 keeps them"`
+	RetentionMaxBytes    ByteSize      `yaml:"retention_max_bytes" env:"VOIK_RETENTION_MAX_BYTES" env-default:"0" env-description:"per-subject bytes (data+headers) kept at least; older segments beyond it are deleted; 0: no limit"`
+	RetentionMaxMessages uint64        `yaml:"retention_max_messages" env:"VOIK_RETENTION_MAX_MESSAGES" env-default:"0" env-description:"per-subject records kept at least; older segments beyond it are deleted; 0: no limit"`
+
+	MaxOpenLogs  int      `yaml:"max_open_logs" env:"VOIK_MAX_OPEN_LOGS" env-default:"1000" env-description:"subject logs held open at once (files and mappings); others are reopened on demand"`
+	PendingMsgs  int      `yaml:"pending_msgs" env:"VOIK_PENDING_MSGS" env-default:"1000000" env-description:"capture subscription pending limit in messages before NATS drops (slow consumer)"`
+	PendingBytes ByteSize `yaml:"pending_bytes" env:"VOIK_PENDING_BYTES" env-default:"512MiB" env-description:"capture subscription pending limit in bytes"`
+
+	LogLevel  string `yaml:"log_level" env:"VOIK_LOG_LEVEL" env-default:"info" env-description:"debug, info, warn or error"`
+	LogFormat string `yaml:"log_format" env:"VOIK_LOG_FORMAT" env-default:"text" env-description:"text or json"`
+}
+
+// Load reads the YAML file at path (none when path is empty), then the
+// environment, then validates everything, the data dir included. Errors
+// are one line, fit for a terminal.
+func Load(path string) (*Config, error) {
+	c, err := LoadClient(path)
+	if err != nil {
+		return nil, err
+	}
+	return c, checkDataDir(c.DataDir)
+}
+
+// LoadClient is Load for the command-line client: it does not touch the
+// data dir.
+func LoadClient(path string) (*Config, error) {
+	var c Config
+	var err error
+	if path != "" {
+		err = cleanenv.ReadConfig(path, &c)
+	} else {
+		err = cleanenv.ReadEnv(&c)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("configuration: %s", oneLine(err))
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func oneLine(err error) string { return strings.Join(strings.Fields(err.Error()), " ") }
+
+// Usage writes every setting with its variable, default and meaning.
+func Usage(w io.Writer) {
+	header := "Settings (environment variable, or the YAML key in lower case without VOIK_ in -config FILE; the variable wins):"
+	text, _ := cleanenv.GetDescription(&Config{}, &header)
+	fmt.Fprintln(w, text)
+}
+
+// Validate checks every setting and returns the first problem as one line.
+func (c *Config) Validate() error {
+	var problems []error
+	bad := func(format string, args ...any) { problems = append(problems, fmt.Errorf(format, args...)) }
+
+	if _, err := c.Filters(); err != nil {
+		problems = append(problems, err)
+	}
+	if !messages.ValidSubject(c.APIPrefix) {
+		bad("VOIK_API_PREFIX %q is not a valid subject without wildcards", c.APIPrefix)
+	}
+	if strings.HasPrefix(c.APIPrefix, "_INBOX.") || strings.HasPrefix(c.APIPrefix, "$") {
+		bad("VOIK_API_PREFIX %q may not start with _INBOX. or $", c.APIPrefix)
+	}
+	if c.HTTPAddr != "" {
+		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+			bad("VOIK_HTTP_ADDR %q: want host:port, e.g. :8333", c.HTTPAddr)
+		}
+	}
+	if c.NatsURL != "" {
+		for _, u := range strings.Split(c.NatsURL, ",") {
+			if strings.TrimSpace(u) == "" {
+				bad("VOIK_NATS_URL %q has an empty entry", c.NatsURL)
+			}
+		}
+	}
+	if c.EmbeddedPort < -1 || c.EmbeddedPort > 65535 {
+		bad("VOIK_EMBEDDED_PORT %d is not a port", c.EmbeddedPort)
+	}
+	if _, err := c.SyncPolicy(); err != nil {
+		bad("VOIK_SYNC %q: want always, batch, interval or none", c.Sync)
+	}
+	if c.SyncInterval <= 0 {
+		bad("VOIK_SYNC_INTERVAL %v must be positive", c.SyncInterval)
+	}
+	if c.SegmentSize < 64<<10 || c.SegmentSize > 4<<30-1 {
+		bad("VOIK_SEGMENT_SIZE %v must be between 64KiB and 4GiB-1", c.SegmentSize)
+	}
+	if c.RetentionMaxAge < 0 {
+		bad("VOIK_RETENTION_MAX_AGE %v is negative", c.RetentionMaxAge)
+	}
+	if c.MaxOpenLogs < 1 {
+		bad("VOIK_MAX_OPEN_LOGS %d must be at least 1", c.MaxOpenLogs)
+	}
+	if c.PendingMsgs < 1 || c.PendingBytes < 1 {
+		bad("VOIK_PENDING_MSGS and VOIK_PENDING_BYTES must be positive")
+	}
+	if _, err := c.Level(); err != nil {
+		bad("VOIK_LOG_LEVEL %q: want debug, info, warn or error", c.LogLevel)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		bad("VOIK_LOG_FORMAT %q: want text or json", c.LogFormat)
+	}
+	if (c.NatsTLSCert == "") != (c.NatsTLSKey == "") {
+		bad("VOIK_NATS_TLS_CERT and VOIK_NATS_TLS_KEY go together")
+	}
+	if c.NatsCreds != "" && c.NatsNKey != "" {
+		bad("VOIK_NATS_CREDS and VOIK_NATS_NKEY are alternatives: set one")
+	}
+	if (c.NatsUser == "") != (c.NatsPassword == "") {
+		bad("VOIK_NATS_USER and VOIK_NATS_PASSWORD go together")
+	}
+	for name, path := range map[string]string{
+		"VOIK_NATS_CREDS": c.NatsCreds, "VOIK_NATS_NKEY": c.NatsNKey, "VOIK_NATS_TLS_CA": c.NatsTLSCA,
+		"VOIK_NATS_TLS_CERT": c.NatsTLSCert, "VOIK_NATS_TLS_KEY": c.NatsTLSKey,
+	} {
+		if path == "" {
+			continue
+		}
+		if f, err := os.Open(path); err != nil {
+			bad("%s: %v", name, errors.Unwrap(err))
+		} else {
+			f.Close()
+		}
+	}
+	if c.DataDir == "" {
+		bad("VOIK_DATA_DIR is empty")
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("configuration: %w", problems[0])
+	}
+	return nil
+}
+
+// checkDataDir makes the data dir (0700) and proves it writable.
+func checkDataDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("configuration: VOIK_DATA_DIR %q cannot be created: %v", dir, errors.Unwrap(err))
+	}
+	probe, err := os.CreateTemp(dir, ".voik-write-check-*")
+	if err != nil {
+		return fmt.Errorf("configuration: VOIK_DATA_DIR %q is not writable: %v", dir, errors.Unwrap(err))
+	}
+	probe.Close()
+	os.Remove(probe.Name())
+	return nil
+}
+
+// Filters returns the capture filters: each valid, duplicates and filters
+// covered by another dropped. Filters that overlap without one covering the
+// other are refused: NATS would deliver a message matching both twice.
+func (c *Config) Filters() ([]string, error) {
+	var filters []string
+	for _, f := range strings.Split(c.Subjects, ",") {
+		f = strings.TrimSpace(f)
+		if !messages.ValidFilter(f) {
+			return nil, fmt.Errorf("VOIK_SUBJECTS: %q is not a valid subject filter", f)
+		}
+		filters = append(filters, f)
+	}
+	var kept []string
+	for i, f := range filters {
+		covered := false
+		for j, g := range filters {
+			if i != j && messages.Covers(g, f) && (!messages.Covers(f, g) || j < i) {
+				covered = true
+				break
+			}
+		}
+		if !covered {
+			kept = append(kept, f)
+		}
+	}
+	for i := range kept {
+		for j := i + 1; j < len(kept); j++ {
+			if messages.Overlap(kept[i], kept[j]) {
+				return nil, fmt.Errorf("VOIK_SUBJECTS: %q and %q overlap; use one filter that covers both", kept[i], kept[j])
+			}
+		}
+	}
+	return kept, nil
+}
+
+// SyncPolicy parses Sync.
+func (c *Config) SyncPolicy() (logstore.SyncPolicy, error) { return logstore.ParseSyncPolicy(c.Sync) }
+
+// Level parses LogLevel.
+func (c *Config) Level() (slog.Level, error) {
+	var level slog.Level
+	err := level.UnmarshalText([]byte(c.LogLevel))
+	return level, err
+}
+
+// StoreOptions are the logstore options the settings ask for.
+func (c *Config) StoreOptions(logger *slog.Logger) logstore.Options {
+	policy, _ := c.SyncPolicy()
+	return logstore.Options{
+		SegmentBytes: int64(c.SegmentSize),
+		Sync:         policy,
+		SyncInterval: c.SyncInterval,
+		Retention: logstore.Retention{
+			MaxAge:      c.RetentionMaxAge,
+			MaxBytes:    int64(c.RetentionMaxBytes),
+			MaxMessages: c.RetentionMaxMessages,
+		},
+		MaxOpenLogs: c.MaxOpenLogs,
+		Logger:      logger,
+	}
+}
+
+// Logger builds the process logger the settings ask for.
+func (c *Config) Logger(w io.Writer) *slog.Logger {
+	level, _ := c.Level()
+	opts := &slog.HandlerOptions{Level: level}
+	if c.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// DataPath is the absolute data dir, for messages that name it.
+func (c *Config) DataPath() string {
+	abs, err := filepath.Abs(c.DataDir)
+	if err != nil {
+		return c.DataDir
+	}
+	return abs
+}
+
+// MarkdownTable renders every setting as a Markdown table: variable,
+// default, meaning. The README's settings table is this, kept in step by a
+// test (make docs rewrites it).
+func MarkdownTable() string {
+	var b strings.Builder
+	b.WriteString("| variable | default | meaning |\n| --- | --- | --- |\n")
+	t := reflect.TypeOf(Config{})
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		def := f.Tag.Get("env-default")
+		if def == "" {
+			def = "empty"
+		} else {
+			def = "`" + def + "`"
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | %s |\n", f.Tag.Get("env"), def, strings.ReplaceAll(f.Tag.Get("env-description"), "|", "\\|"))
+	}
+	return b.String()
+}

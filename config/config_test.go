@@ -1,0 +1,162 @@
+package config
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite the settings table in README.md")
+
+// setEnv sets VOIK_* variables for one test; everything else is unset.
+func setEnv(t *testing.T, vars map[string]string) {
+	t.Helper()
+	for _, kv := range os.Environ() {
+		if name, _, _ := strings.Cut(kv, "="); strings.HasPrefix(name, "VOIK_") {
+			t.Setenv(name, "")
+			os.Unsetenv(name)
+		}
+	}
+	for k, v := range vars {
+		t.Setenv(k, v)
+	}
+}
+
+func TestDefaultsMatchTheContract(t *testing.T) {
+	dir := t.TempDir()
+	setEnv(t, map[string]string{"VOIK_DATA_DIR": filepath.Join(dir, "data")})
+	c, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.NatsURL != "" || c.Subjects != ">" || c.APIPrefix != "VOIK.API" || c.HTTPAddr != ":8333" {
+		t.Fatalf("contract defaults: %+v", c)
+	}
+	if c.Sync != "batch" || c.SegmentSize != 64<<20 || c.MaxOpenLogs != 1000 || c.SyncInterval != 100*time.Millisecond {
+		t.Fatalf("defaults: %+v", c)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "data")); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("data dir not created 0700: %v %v", fi, err)
+	}
+}
+
+func TestEnvironmentOverridesFile(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "voik.yaml")
+	yaml := "data_dir: " + filepath.Join(dir, "from-file") + "\nsubjects: a.>\napi_prefix: FROM.FILE\nsegment_size: 1MiB\nretention_max_age: 1h\n"
+	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	setEnv(t, map[string]string{"VOIK_API_PREFIX": "FROM.ENV"})
+	c, err := Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.APIPrefix != "FROM.ENV" || c.Subjects != "a.>" || c.SegmentSize != 1<<20 || c.RetentionMaxAge != time.Hour {
+		t.Fatalf("got %+v", c)
+	}
+}
+
+func TestBadSettingsAreOneClearLine(t *testing.T) {
+	dir := t.TempDir()
+	readOnly := filepath.Join(dir, "ro")
+	os.Mkdir(readOnly, 0o500)
+	cases := []struct {
+		name string
+		env  map[string]string
+		want string
+	}{
+		{"unparsable duration", map[string]string{"VOIK_SYNC_INTERVAL": "soon"}, "VOIK_SYNC_INTERVAL"},
+		{"unparsable size", map[string]string{"VOIK_SEGMENT_SIZE": "big"}, "VOIK_SEGMENT_SIZE"},
+		{"bad filter", map[string]string{"VOIK_SUBJECTS": "orders..eu"}, `"orders..eu" is not a valid subject filter`},
+		{"wildcard not last", map[string]string{"VOIK_SUBJECTS": "a.>.b"}, "not a valid subject filter"},
+		{"overlapping filters", map[string]string{"VOIK_SUBJECTS": "a.*.c,a.b.*"}, "overlap"},
+		{"prefix with wildcard", map[string]string{"VOIK_API_PREFIX": "VOIK.*"}, "VOIK_API_PREFIX"},
+		{"bad sync", map[string]string{"VOIK_SYNC": "sometimes"}, "VOIK_SYNC"},
+		{"bad http addr", map[string]string{"VOIK_HTTP_ADDR": "8333"}, "VOIK_HTTP_ADDR"},
+		{"bad log level", map[string]string{"VOIK_LOG_LEVEL": "loud"}, "VOIK_LOG_LEVEL"},
+		{"cert without key", map[string]string{"VOIK_NATS_TLS_CERT": "/etc/hostname"}, "go together"},
+		{"missing creds file", map[string]string{"VOIK_NATS_CREDS": filepath.Join(dir, "nope.creds")}, "VOIK_NATS_CREDS"},
+		{"segment too small", map[string]string{"VOIK_SEGMENT_SIZE": "1KiB"}, "VOIK_SEGMENT_SIZE"},
+		{"bad port", map[string]string{"VOIK_EMBEDDED_PORT": "70000"}, "VOIK_EMBEDDED_PORT"},
+		{"unwritable data dir", map[string]string{"VOIK_DATA_DIR": filepath.Join(readOnly, "data")}, "VOIK_DATA_DIR"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			env := map[string]string{"VOIK_DATA_DIR": filepath.Join(dir, "data")}
+			for k, v := range c.env {
+				env[k] = v
+			}
+			setEnv(t, env)
+			_, err := Load("")
+			if err == nil {
+				if c.name == "unwritable data dir" && os.Geteuid() == 0 {
+					t.Skip("root writes anywhere")
+				}
+				t.Fatal("accepted")
+			}
+			if msg := err.Error(); !strings.Contains(msg, c.want) || strings.Contains(msg, "\n") {
+				t.Fatalf("error %q: want one line mentioning %q", msg, c.want)
+			}
+		})
+	}
+}
+
+func TestFiltersDropCoveredOnes(t *testing.T) {
+	c := &Config{Subjects: "orders.eu, orders.>,orders.>,metrics.*"}
+	got, err := c.Filters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got, ",") != "orders.>,metrics.*" {
+		t.Fatalf("filters %v", got)
+	}
+}
+
+func TestByteSize(t *testing.T) {
+	for in, want := range map[string]ByteSize{"512": 512, "64KiB": 64 << 10, "64MiB": 64 << 20, "2GiB": 2 << 30, "1GB": 1e9, "10 MB": 10e6} {
+		var b ByteSize
+		if err := b.SetValue(in); err != nil || b != want {
+			t.Errorf("%q: got %d, %v; want %d", in, b, err, want)
+		}
+	}
+	for _, in := range []string{"", "-1", "1.5GiB", "lots", "99999999999999TiB"} {
+		var b ByteSize
+		if err := b.SetValue(in); err == nil {
+			t.Errorf("%q accepted as %d", in, b)
+		}
+	}
+	if s := ByteSize(64 << 20).String(); s != "64MiB" {
+		t.Errorf("String() = %q", s)
+	}
+}
+
+// TestREADMESettingsTable keeps the README's settings table identical to
+// the settings in the code (make docs rewrites it).
+func TestREADMESettingsTable(t *testing.T) {
+	const begin, end = "<!-- settings:begin -->\n", "<!-- settings:end -->"
+	path := filepath.Join("..", "README.md")
+	readme, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(readme)
+	i, j := strings.Index(text, begin), strings.Index(text, end)
+	if i < 0 || j < i {
+		t.Fatalf("README.md has no %q ... %q section", begin, end)
+	}
+	want := MarkdownTable()
+	if got := text[i+len(begin) : j]; got != want {
+		if *update {
+			text = text[:i+len(begin)] + want + text[j:]
+			if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+		t.Fatalf("README settings table is out of date; run make docs")
+	}
+}
