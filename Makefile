@@ -1,39 +1,56 @@
-# voik — build, test and measure. `make help` lists the targets.
-GO        ?= go
-GOFLAGS   ?=
-PKGS      := ./...
+# voik — build, run, test and measure. `make help` lists the targets.
+GO          ?= go
+PKGS        := ./...
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS     := -X main.version=$(VERSION)
 # Crash kills run inside `make test`; `make crash` runs many more.
 CRASH_KILLS ?= 200
+FUZZTIME    ?= 30s
 
-.PHONY: help build test test-short race bench crash fuzz format lint
+.PHONY: help build build_release run test test-short bench crash fuzz install format lint docs clean
 
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-build: ## compile every package
-	$(GO) build $(GOFLAGS) $(PKGS)
+build: ## build bin/voik
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/voik .
+
+build_release: ## static, stripped, reproducible bin/voik
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w $(LDFLAGS)' -o bin/voik .
+
+run: build ## run voik with an embedded NATS server on 127.0.0.1:4222, data in ./data
+	./bin/voik
 
 test: ## vet, then every test with the race detector (what CI runs)
 	$(GO) vet $(PKGS)
-	$(GO) test $(GOFLAGS) -race -count=1 -timeout 20m $(PKGS)
+	$(GO) test -race -count=1 -timeout 30m $(PKGS)
 
-test-short: ## quick tests without the race detector
-	$(GO) test $(GOFLAGS) -short -count=1 $(PKGS)
+test-short: ## quick tests, no race detector, no slow ones
+	$(GO) test -short -count=1 $(PKGS)
 
 bench: ## storage benchmarks beside their plain-file reference
-	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./logstore | tee /dev/null
-	$(GO) test -run '^$$' -bench . -benchmem ./logstore
+	$(GO) test -run '^$$' -bench . -benchtime 2s -count 1 ./logstore
 
-crash: ## long crash soak: SIGKILL a writer CRASH_KILLS times and check recovery
+crash: ## long crash soak: SIGKILL a writer CRASH_KILLS times, check recovery after each
 	$(GO) test -count=1 -run 'TestCrash' -timeout 60m ./logstore -crash.kills=$(CRASH_KILLS)
 
-fuzz: ## run each fuzz target for FUZZTIME (default 30s)
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime $${FUZZTIME:-30s} ./logstore
-	$(GO) test -run '^$$' -fuzz '^FuzzRecoverSegment$$' -fuzztime $${FUZZTIME:-30s} ./logstore
+fuzz: ## run each fuzz target for FUZZTIME
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) ./logstore
+	$(GO) test -run '^$$' -fuzz '^FuzzRecoverSegment$$' -fuzztime $(FUZZTIME) ./logstore
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRequests$$' -fuzztime $(FUZZTIME) ./messages
 
-format: ## gofmt every file
+install: ## install voik into GOBIN (or GOPATH/bin)
+	$(GO) install -ldflags '$(LDFLAGS)' .
+
+format: ## gofmt every Go file
 	gofmt -w $$(git ls-files '*.go')
 
-lint: ## gofmt check and go vet
-	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+lint: ## fail on unformatted files, then go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+
+docs: ## regenerate the settings table in README.md from the code
+	$(GO) test ./config -run TestREADMESettingsTable -update
+
+clean: ## remove build output
+	rm -rf bin

@@ -1,0 +1,101 @@
+package harness
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/voik/voik/config"
+	"github.com/voik/voik/messages"
+	"github.com/voik/voik/sidecar"
+)
+
+// Voik is a voik running in the test process.
+type Voik struct {
+	Config  *config.Config
+	Sidecar *sidecar.Sidecar
+	Client  *messages.Client
+	done    chan error
+	cancel  context.CancelFunc
+}
+
+// TestConfig is a configuration for tests: data in a temporary directory,
+// the given NATS URL, HTTP on a random port, quiet logs.
+func TestConfig(tb testing.TB, natsURL string) *config.Config {
+	tb.Helper()
+	cfg := &config.Config{
+		NatsURL:      natsURL,
+		DataDir:      filepath.Join(tb.TempDir(), "data"),
+		Subjects:     ">",
+		APIPrefix:    "VOIK.API",
+		HTTPAddr:     "127.0.0.1:0",
+		NatsName:     "voik-test",
+		EmbeddedHost: "127.0.0.1",
+		EmbeddedPort: -1,
+		Sync:         "batch",
+		SyncInterval: 100 * time.Millisecond,
+		SegmentSize:  64 << 20,
+		MaxOpenLogs:  1000,
+		PendingMsgs:  1_000_000,
+		PendingBytes: 512 << 20,
+		LogLevel:     "error",
+		LogFormat:    "text",
+	}
+	if err := cfg.Validate(); err != nil {
+		tb.Fatalf("test config: %v", err)
+	}
+	return cfg
+}
+
+// StartVoik runs voik with cfg until the test ends (or Stop), and returns
+// once its API answers.
+func StartVoik(tb testing.TB, cfg *config.Config) *Voik {
+	tb.Helper()
+	if err := cfg.Validate(); err != nil {
+		tb.Fatalf("config: %v", err)
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		logger = slog.New(slog.NewTextHandler(testWriter{tb}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	s, err := sidecar.New(cfg, logger)
+	if err != nil {
+		tb.Fatalf("voik: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	v := &Voik{Config: cfg, Sidecar: s, done: make(chan error, 1), cancel: cancel}
+	go func() { v.done <- s.Run(ctx) }()
+	select {
+	case <-s.Started():
+	case err := <-v.done:
+		tb.Fatalf("voik stopped while starting: %v", err)
+	case <-time.After(30 * time.Second):
+		tb.Fatal("voik did not start within 30s")
+	}
+	nc := Connect(tb, s.NatsURL())
+	v.Client = messages.NewClient(nc, cfg.APIPrefix)
+	tb.Cleanup(func() { v.Stop(tb) })
+	return v
+}
+
+// Stop shuts voik down as SIGTERM would and checks it exits cleanly.
+func (v *Voik) Stop(tb testing.TB) {
+	if v.cancel == nil {
+		return
+	}
+	v.cancel()
+	v.cancel = nil
+	if err := <-v.done; err != nil {
+		tb.Errorf("voik shutdown: %v", err)
+	}
+}
+
+type testWriter struct{ tb testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.tb.Log(string(p))
+	return len(p), nil
+}

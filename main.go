@@ -1,0 +1,112 @@
+// Command voik captures NATS subjects into per-subject commit logs and
+// serves their history over NATS request/reply. `voik -h` lists every
+// setting; `voik help` lists the client commands.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/voik/voik/config"
+	"github.com/voik/voik/sidecar"
+)
+
+// version is set at build time (make build).
+var version = "dev"
+
+// Exit statuses.
+const (
+	exitOK     = 0
+	exitFailed = 1 // voik ran and failed
+	exitUsage  = 2 // bad configuration or arguments: nothing started
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	flags := flag.NewFlagSet("voik", flag.ContinueOnError)
+	configPath := flags.String("config", "", "YAML settings file; VOIK_* variables override it")
+	flags.Usage = func() { usage(flags) }
+	if err := flags.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	command, rest := "serve", flags.Args()
+	if len(rest) > 0 {
+		command, rest = rest[0], rest[1:]
+	}
+	switch command {
+	case "serve":
+		if len(rest) > 0 {
+			fmt.Fprintf(os.Stderr, "voik: serve takes no arguments, got %q\n", rest)
+			return exitUsage
+		}
+		return serve(*configPath)
+	case "help":
+		usage(flags)
+		return exitOK
+	case "version":
+		fmt.Println("voik", version)
+		return exitOK
+	case "fetch", "info", "subjects", "replay":
+		return runClient(command, rest, *configPath)
+	}
+	fmt.Fprintf(os.Stderr, "voik: unknown command %q (try voik -h)\n", command)
+	return exitUsage
+}
+
+func usage(flags *flag.FlagSet) {
+	w := flags.Output()
+	fmt.Fprint(w, `voik: a memory for NATS subjects.
+
+Usage:
+  voik [-config FILE] [serve]        run the sidecar in the foreground
+  voik [-config FILE] fetch SUBJECT [--offset N | --since TIME] [--count N] [--follow]
+  voik [-config FILE] info SUBJECT
+  voik [-config FILE] subjects [FILTER]
+  voik [-config FILE] replay SUBJECT --deliver SUBJ [--offset N | --since TIME] [--count N]
+  voik version
+
+Client commands print JSON lines and connect with the same NATS settings
+(VOIK_NATS_URL empty: nats://127.0.0.1:4222, where 'make run' listens).
+
+Flags:
+`)
+	flags.PrintDefaults()
+	fmt.Fprintln(w)
+	config.Usage(w)
+}
+
+func serve(configPath string) int {
+	cfg, err := config.Load(configPath)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "voik: %v\n", err)
+		return exitUsage
+	}
+	logger := cfg.Logger(os.Stderr).With("version", version)
+	s, err := sidecar.New(cfg, logger)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "voik: %v\n", err)
+		return exitUsage
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := s.Run(ctx); err != nil {
+		fmt.Fprintf(os.Stderr, "voik: %v\n", err)
+		var configErr *sidecar.ConfigError
+		if errors.As(err, &configErr) {
+			return exitUsage
+		}
+		return exitFailed
+	}
+	return exitOK
+}

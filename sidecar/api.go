@@ -1,0 +1,310 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/voik/voik/logstore"
+	"github.com/voik/voik/messages"
+)
+
+// Verbs of the API.
+const (
+	verbFetch    = "FETCH"
+	verbInfo     = "INFO"
+	verbReplay   = "REPLAY"
+	verbSubjects = "SUBJECTS"
+)
+
+// maxInFlight bounds requests being answered at once (long polls and
+// replays included); past it a request is answered 503 at once.
+const maxInFlight = 4096
+
+// api answers the request/reply verbs. Each request is answered in a
+// goroutine of its own, so a long poll or a replay never holds up the
+// subscription, and capture runs on its own connection.
+type api struct {
+	nc       *nats.Conn
+	store    *logstore.Store
+	prefix   string
+	metrics  *metrics
+	logger   *slog.Logger
+	shutdown context.Context // cancelled when voik starts shutting down
+
+	subs     []*nats.Subscription
+	inFlight sync.WaitGroup
+	slots    chan struct{}
+	builders sync.Pool // *messages.FetchReplyBuilder
+}
+
+// subscribe subscribes the per-subject verbs once per capture filter, so
+// that voik instances sharing a NATS cluster answer only for what they store.
+func (a *api) subscribe(filters []string) error {
+	add := func(subject, verb string) error {
+		sub, err := a.nc.Subscribe(subject, func(msg *nats.Msg) { a.dispatch(msg, verb) })
+		if err == nil {
+			err = sub.SetPendingLimits(-1, -1)
+		}
+		if err != nil {
+			return fmt.Errorf("subscribe %s: %w", subject, err)
+		}
+		a.subs = append(a.subs, sub)
+		return nil
+	}
+	for _, filter := range filters {
+		for _, verb := range []string{verbFetch, verbInfo, verbReplay} {
+			if err := add(a.prefix+"."+verb+"."+filter, verb); err != nil {
+				return err
+			}
+		}
+	}
+	return add(a.prefix+"."+verbSubjects, verbSubjects)
+}
+
+// dispatch answers msg in a goroutine, or 503 when too many are running
+// or voik is shutting down.
+func (a *api) dispatch(msg *nats.Msg, verb string) {
+	if msg.Reply == "" {
+		return // nobody to answer
+	}
+	if a.shutdown.Err() != nil {
+		a.respond(msg, verb, time.Now(), messages.EncodeError(messages.Errorf(messages.CodeUnavailable, "voik is shutting down")), messages.CodeUnavailable)
+		return
+	}
+	select {
+	case a.slots <- struct{}{}:
+	default:
+		a.respond(msg, verb, time.Now(), messages.EncodeError(messages.Errorf(messages.CodeUnavailable, "too many requests in flight (%d)", maxInFlight)), messages.CodeUnavailable)
+		return
+	}
+	a.inFlight.Add(1)
+	go func() {
+		defer func() { <-a.slots; a.inFlight.Done() }()
+		start := time.Now()
+		body, code := a.answer(msg, verb)
+		a.respond(msg, verb, start, body, code)
+	}()
+}
+
+// respond sends body (nil: the handler already replied) and counts it.
+func (a *api) respond(msg *nats.Msg, verb string, start time.Time, body []byte, code int) {
+	if body != nil {
+		if err := msg.Respond(body); err != nil {
+			a.logger.Warn("cannot send reply", "verb", verb, "err", err)
+		}
+	}
+	a.metrics.requests.WithLabelValues(verb, strconv.Itoa(code)).Inc()
+	a.metrics.requestSeconds.WithLabelValues(verb).Observe(time.Since(start).Seconds())
+}
+
+// answer returns the reply body and its code (200 for success). REPLAY
+// publishes its records itself, after its reply.
+func (a *api) answer(msg *nats.Msg, verb string) (body []byte, code int) {
+	defer func() {
+		if r := recover(); r != nil {
+			a.logger.Error("request handler panicked", "verb", verb, "subject", msg.Subject, "panic", r)
+			body, code = messages.EncodeError(messages.Errorf(messages.CodeInternal, "internal error")), messages.CodeInternal
+		}
+	}()
+	var reply any
+	var err *messages.Error
+	if verb == verbSubjects {
+		reply, err = a.subjects(msg.Data)
+	} else {
+		subject := msg.Subject[len(a.prefix)+len(verb)+2:]
+		if !messages.ValidSubject(subject) {
+			err = messages.Errorf(messages.CodeBadRequest, "%q is not a valid subject", subject)
+		} else {
+			switch verb {
+			case verbFetch:
+				var raw []byte
+				if raw, err = a.fetch(subject, msg.Data); err == nil {
+					return raw, 200
+				}
+			case verbInfo:
+				reply, err = a.info(subject)
+			case verbReplay:
+				return a.replay(msg, subject)
+			}
+		}
+	}
+	if err != nil {
+		return messages.EncodeError(err), err.Code
+	}
+	return messages.Encode(reply), 200
+}
+
+// acquire opens the log of subject for a request: 404 when there is none.
+func (a *api) acquire(subject string) (*logstore.Log, *messages.Error) {
+	log, err := a.store.Acquire(subject, false)
+	switch {
+	case errors.Is(err, logstore.ErrNotFound):
+		return nil, messages.Errorf(messages.CodeNotFound, "no log for subject %q", subject)
+	case errors.Is(err, logstore.ErrClosed):
+		return nil, messages.Errorf(messages.CodeUnavailable, "voik is shutting down")
+	case err != nil:
+		return nil, messages.Errorf(messages.CodeInternal, "open log of %q: %v", subject, err)
+	}
+	return log, nil
+}
+
+// storeError maps a read error to its reply.
+func storeError(err error) *messages.Error {
+	var rangeErr *logstore.RangeError
+	switch {
+	case errors.As(err, &rangeErr):
+		return rangeError(rangeErr.Offset, rangeErr.First, rangeErr.End)
+	case errors.Is(err, logstore.ErrClosed):
+		return messages.Errorf(messages.CodeUnavailable, "voik is shutting down")
+	}
+	return messages.Errorf(messages.CodeInternal, "%v", err)
+}
+
+func rangeError(offset, first, end uint64) *messages.Error {
+	return messages.Errorf(messages.CodeOutOfRange, "offset %d is out of range: first_offset %d, end_offset %d", offset, first, end)
+}
+
+// startOffset resolves where a FETCH or REPLAY starts: start_time when
+// given, else offset when given, else the first offset.
+func startOffset(log *logstore.Log, offset *uint64, startTime int64) (uint64, *messages.Error) {
+	first, end := log.FirstOffset(), log.EndOffset()
+	switch {
+	case startTime > 0:
+		at, err := log.OffsetAt(startTime)
+		if err != nil {
+			return 0, storeError(err)
+		}
+		return at, nil
+	case offset == nil:
+		return first, nil
+	case *offset < first || *offset > end:
+		return 0, rangeError(*offset, first, end)
+	}
+	return *offset, nil
+}
+
+func (a *api) fetch(subject string, body []byte) ([]byte, *messages.Error) {
+	req, err := messages.DecodeFetchRequest(body)
+	if err != nil {
+		return nil, err
+	}
+	log, err := a.acquire(subject)
+	if err != nil {
+		return nil, err
+	}
+	defer a.store.Release(log)
+	start, err := startOffset(log, req.Offset, req.StartTime)
+	if err != nil {
+		return nil, err
+	}
+	if req.WaitMs > 0 && start >= log.EndOffset() {
+		ctx, cancel := context.WithTimeout(a.shutdown, time.Duration(req.WaitMs)*time.Millisecond)
+		log.WaitFor(ctx, start)
+		cancel()
+	}
+
+	maxPayload := int(a.nc.MaxPayload())
+	maxBytes := maxPayload
+	if req.MaxBytes > 0 && req.MaxBytes < uint64(maxPayload) {
+		maxBytes = int(req.MaxBytes)
+	}
+	builder := a.builders.Get().(*messages.FetchReplyBuilder)
+	defer a.builders.Put(builder)
+	builder.Reset()
+	payloadBytes := 0
+	var tooLarge, decodeFailed error
+	next, scanErr := log.Scan(start, func(v logstore.RecordView) bool {
+		if uint64(builder.Count()) >= req.MaxMessages {
+			return false
+		}
+		headers, err := v.Headers()
+		if err != nil {
+			decodeFailed = err
+			return false
+		}
+		size := v.PayloadSize()
+		if builder.Count() > 0 && payloadBytes+size > maxBytes {
+			return false
+		}
+		if builder.Size(len(subject))+messages.RecordSize(headers, len(v.Data)) > maxPayload {
+			if builder.Count() == 0 {
+				tooLarge = fmt.Errorf("record %d of %q (%d bytes) cannot fit in one reply under max_payload %d", v.Offset, subject, size, maxPayload)
+			}
+			return false
+		}
+		builder.Add(v.Offset, v.Timestamp, headers, v.Data)
+		payloadBytes += size
+		return true
+	})
+	switch {
+	case tooLarge != nil:
+		return nil, messages.Errorf(messages.CodeTooLarge, "%v", tooLarge)
+	case decodeFailed != nil:
+		return nil, messages.Errorf(messages.CodeInternal, "record headers of %q: %v", subject, decodeFailed)
+	case scanErr != nil && builder.Count() == 0:
+		return nil, storeError(scanErr)
+	case scanErr != nil:
+		// Serve what was read; the next fetch starts at the bad record
+		// and reports it.
+		a.logger.Error("read error", "subject", subject, "offset", next, "err", scanErr)
+	}
+	if builder.Count() == 0 {
+		next = start
+	}
+	return builder.Finish(subject, next, log.FirstOffset(), log.EndOffset()), nil
+}
+
+func (a *api) info(subject string) (any, *messages.Error) {
+	log, err := a.acquire(subject)
+	if err != nil {
+		return nil, err
+	}
+	defer a.store.Release(log)
+	info := log.Info()
+	return messages.InfoReply{
+		Subject:     subject,
+		FirstOffset: info.FirstOffset,
+		EndOffset:   info.EndOffset,
+		Messages:    info.EndOffset - info.FirstOffset,
+		Bytes:       uint64(info.Bytes),
+		FirstTs:     info.FirstTimestamp,
+		LastTs:      info.LastTimestamp,
+		Segments:    uint64(info.Segments),
+	}, nil
+}
+
+func (a *api) subjects(body []byte) (any, *messages.Error) {
+	req, err := messages.DecodeSubjectsRequest(body)
+	if err != nil {
+		return nil, err
+	}
+	maxPayload := int(a.nc.MaxPayload())
+	reply := messages.SubjectsReply{Subjects: []string{}}
+	size := 64 // map, keys, array header and total, generously
+	var matched uint64
+	for _, subject := range a.store.Subjects() {
+		if !messages.Matches(req.Filter, subject) {
+			continue
+		}
+		index := matched
+		matched++
+		if index < req.Offset || uint64(len(reply.Subjects)) >= req.Limit {
+			continue
+		}
+		if size+len(subject)+5 > maxPayload {
+			req.Limit = uint64(len(reply.Subjects)) // the page is full: count the rest
+			continue
+		}
+		size += len(subject) + 5
+		reply.Subjects = append(reply.Subjects, subject)
+	}
+	reply.Total = matched
+	return reply, nil
+}

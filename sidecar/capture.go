@@ -1,0 +1,172 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/voik/voik/logstore"
+	"github.com/voik/voik/messages"
+)
+
+// capture appends every message of its filters to the store. Each filter
+// has its own subscription, so NATS calls handle from one goroutine per
+// filter, in arrival order; handle does nothing slower than the append
+// itself. Acknowledged appends wait for durability in goroutines of their
+// own, holding their log open until the ack is sent.
+type capture struct {
+	store   *logstore.Store
+	replies *nats.Conn // where acks are published
+	prefix  string     // the API prefix, never captured
+	metrics *metrics
+	logger  *throttledLogger
+
+	subs        []*nats.Subscription
+	dropMu      sync.Mutex
+	droppedSeen map[*nats.Subscription]int
+	acks        sync.WaitGroup
+	ackCap      chan struct{} // bounds acks waiting for durability
+	closed      atomic.Bool
+}
+
+// filterCounters are one filter's metric children, resolved once.
+type filterCounters struct {
+	filter   string
+	messages prometheus.Counter
+	bytes    prometheus.Counter
+	errors   prometheus.Counter
+}
+
+// excluded says whether a subject is never stored (PROTOCOL.md section 2).
+func excluded(subject, prefix string) bool {
+	return strings.HasPrefix(subject, "_INBOX.") || strings.HasPrefix(subject, "$") ||
+		subject == prefix || strings.HasPrefix(subject, prefix) && subject[len(prefix)] == '.'
+}
+
+func (c *capture) subscribe(nc *nats.Conn, filters []string, pendingMsgs, pendingBytes int) error {
+	for _, filter := range filters {
+		counters := &filterCounters{
+			filter:   filter,
+			messages: c.metrics.messagesStored.WithLabelValues(filter),
+			bytes:    c.metrics.bytesStored.WithLabelValues(filter),
+			errors:   c.metrics.appendErrors.WithLabelValues(filter),
+		}
+		sub, err := nc.Subscribe(filter, func(msg *nats.Msg) { c.handle(msg, counters) })
+		if err != nil {
+			return err
+		}
+		if err := sub.SetPendingLimits(pendingMsgs, pendingBytes); err != nil {
+			return err
+		}
+		c.subs = append(c.subs, sub)
+	}
+	return nil
+}
+
+func (c *capture) handle(msg *nats.Msg, counters *filterCounters) {
+	if excluded(msg.Subject, c.prefix) {
+		return
+	}
+	if _, replayed := msg.Header[messages.HeaderOffset]; replayed {
+		return
+	}
+	now := time.Now().UnixNano()
+	wantsAck := msg.Reply != ""
+	if wantsAck {
+		_, wantsAck = msg.Header[messages.HeaderAck]
+	}
+	log, err := c.store.Acquire(msg.Subject, true)
+	if err != nil {
+		c.appendFailed(msg, counters, err, wantsAck)
+		return
+	}
+	offset, ts, err := log.Append(now, logstore.Headers(msg.Header), msg.Data)
+	if err != nil {
+		c.store.Release(log)
+		c.appendFailed(msg, counters, err, wantsAck)
+		return
+	}
+	counters.messages.Inc()
+	counters.bytes.Add(float64(logstore.PayloadSize(logstore.Headers(msg.Header), msg.Data)))
+	if !wantsAck {
+		c.store.Release(log)
+		return
+	}
+	c.ackCap <- struct{}{}
+	c.acks.Add(1)
+	go func() {
+		defer func() { <-c.ackCap; c.acks.Done() }()
+		defer c.store.Release(log)
+		if err := log.WaitDurable(context.Background(), offset); err != nil {
+			c.sendAck(msg.Reply, messages.EncodeError(messages.Errorf(messages.CodeUnavailable, "record %d of %s could not be made durable: %v", offset, msg.Subject, err)), false)
+			return
+		}
+		c.sendAck(msg.Reply, messages.Encode(messages.AckReply{Subject: msg.Subject, Offset: offset, Timestamp: ts}), true)
+	}()
+}
+
+func (c *capture) appendFailed(msg *nats.Msg, counters *filterCounters, err error, wantsAck bool) {
+	counters.errors.Inc()
+	c.logger.Error("cannot store message", "subject", msg.Subject, "filter", counters.filter, "err", err)
+	if !wantsAck {
+		return
+	}
+	code := messages.CodeInternal
+	switch {
+	case errors.Is(err, logstore.ErrNoSpace), errors.Is(err, logstore.ErrClosed), errors.Is(err, logstore.ErrSyncFailed):
+		code = messages.CodeUnavailable
+	case errors.Is(err, logstore.ErrRecordTooLarge):
+		code = messages.CodeTooLarge
+	}
+	c.sendAck(msg.Reply, messages.EncodeError(messages.Errorf(code, "%s: %v", msg.Subject, err)), false)
+}
+
+func (c *capture) sendAck(reply string, body []byte, ok bool) {
+	result := "ok"
+	if !ok {
+		result = "error"
+	}
+	c.metrics.acks.WithLabelValues(result).Inc()
+	if err := c.replies.Publish(reply, body); err != nil {
+		c.logger.Error("cannot send ack", "err", err)
+	}
+}
+
+// drain stops taking messages, appends everything NATS already delivered,
+// and returns once the subscriptions are closed.
+func (c *capture) drain(ctx context.Context) {
+	for _, sub := range c.subs {
+		closed := sub.StatusChanged(nats.SubscriptionClosed)
+		if err := sub.Drain(); err != nil {
+			continue
+		}
+		select {
+		case <-closed:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// noteSlowConsumer counts and logs what NATS dropped on a capture
+// subscription since the last time.
+func (c *capture) noteSlowConsumer(sub *nats.Subscription) {
+	dropped, err := sub.Dropped()
+	if err != nil {
+		return
+	}
+	c.dropMu.Lock()
+	delta := dropped - c.droppedSeen[sub]
+	c.droppedSeen[sub] = dropped
+	c.dropMu.Unlock()
+	if delta > 0 {
+		c.metrics.dropped.WithLabelValues(sub.Subject).Add(float64(delta))
+		c.logger.Error("capture fell behind: NATS dropped messages (slow consumer)", "filter", sub.Subject, "dropped", delta)
+	}
+}

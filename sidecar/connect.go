@@ -1,0 +1,146 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/voik/voik/config"
+)
+
+// ConfigError is a problem with the settings found at start (a port
+// already taken, say): main reports it in one line and exits non-zero.
+type ConfigError struct{ Err error }
+
+func (e *ConfigError) Error() string { return "configuration: " + e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// startEmbeddedServer runs a NATS server inside the process for when no
+// VOIK_NATS_URL is set. A port that is taken is a configuration error.
+func startEmbeddedServer(cfg *config.Config, logger *slog.Logger) (*server.Server, error) {
+	addr := net.JoinHostPort(cfg.EmbeddedHost, strconv.Itoa(cfg.EmbeddedPort))
+	if cfg.EmbeddedPort > 0 {
+		probe, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, &ConfigError{fmt.Errorf("embedded NATS server cannot listen on %s: %v", addr, errors.Unwrap(err))}
+		}
+		probe.Close()
+	}
+	ns, err := server.NewServer(&server.Options{
+		Host:   cfg.EmbeddedHost,
+		Port:   cfg.EmbeddedPort,
+		NoSigs: true,
+		NoLog:  true,
+	})
+	if err != nil {
+		return nil, &ConfigError{fmt.Errorf("embedded NATS server: %v", err)}
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		return nil, &ConfigError{fmt.Errorf("embedded NATS server did not start listening on %s", addr)}
+	}
+	logger.Info("embedded NATS server listening", "url", ns.ClientURL())
+	return ns, nil
+}
+
+// natsOptions are the connection options from the settings: auth, TLS,
+// and reconnecting forever with backoff, each failure logged.
+func natsOptions(cfg *config.Config, role string, logger *slog.Logger, m *metrics, connected chan<- struct{}) ([]nats.Option, error) {
+	notify := func() {
+		select {
+		case connected <- struct{}{}:
+		default:
+		}
+	}
+	opts := []nats.Option{
+		nats.Name(cfg.NatsName + "-" + role),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.ReconnectBufSize(64 << 20),
+		nats.CustomReconnectDelay(func(attempts int) time.Duration {
+			return min(time.Duration(attempts)*250*time.Millisecond, 5*time.Second)
+		}),
+		nats.ConnectHandler(func(nc *nats.Conn) {
+			logger.Info("connected to NATS", "role", role, "url", nc.ConnectedUrlRedacted())
+			notify()
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			logger.Info("reconnected to NATS", "role", role, "url", nc.ConnectedUrlRedacted())
+			m.reconnects.Inc()
+			notify()
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				logger.Warn("disconnected from NATS", "role", role, "err", err)
+			}
+			notify()
+		}),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			logger.Warn("cannot reach NATS yet; retrying", "role", role, "err", err)
+		}),
+	}
+	auth, err := AuthOptions(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return append(opts, auth...), nil
+}
+
+// AuthOptions are the NATS options for the configured credentials and TLS,
+// for voik and for its command-line client alike.
+func AuthOptions(cfg *config.Config) ([]nats.Option, error) {
+	var opts []nats.Option
+	if cfg.NatsCreds != "" {
+		opts = append(opts, nats.UserCredentials(cfg.NatsCreds))
+	}
+	if cfg.NatsNKey != "" {
+		opt, err := nats.NkeyOptionFromSeed(cfg.NatsNKey)
+		if err != nil {
+			return nil, &ConfigError{fmt.Errorf("VOIK_NATS_NKEY: %v", err)}
+		}
+		opts = append(opts, opt)
+	}
+	if cfg.NatsToken != "" {
+		opts = append(opts, nats.Token(cfg.NatsToken))
+	}
+	if cfg.NatsUser != "" {
+		opts = append(opts, nats.UserInfo(cfg.NatsUser, cfg.NatsPassword))
+	}
+	if cfg.NatsTLSCA != "" {
+		opts = append(opts, nats.RootCAs(cfg.NatsTLSCA))
+	}
+	if cfg.NatsTLSCert != "" {
+		opts = append(opts, nats.ClientCert(cfg.NatsTLSCert, cfg.NatsTLSKey))
+	}
+	return opts, nil
+}
+
+// connect opens a NATS connection and waits until it is really connected,
+// retrying for as long as ctx allows. A NATS that is not up yet (refused,
+// or a name that does not resolve yet) is retried with backoff.
+func connect(ctx context.Context, url string, opts []nats.Option, connected <-chan struct{}) (*nats.Conn, error) {
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, &ConfigError{fmt.Errorf("NATS connection: %v", err)}
+	}
+	for !nc.IsConnected() {
+		select {
+		case <-ctx.Done():
+			nc.Close()
+			return nil, ctx.Err()
+		case <-connected:
+		case <-time.After(time.Second):
+			// The handlers above are the wake-up; this only bounds how
+			// long a missed one could delay noticing the connection.
+		}
+	}
+	return nc, nil
+}

@@ -1,0 +1,308 @@
+// Package sidecar is the voik service: it connects to NATS (or starts an
+// embedded server), captures the configured subjects into a
+// logstore.Store, answers the request/reply API of ../shared/PROTOCOL.md,
+// serves /healthz, /readyz and /metrics, and shuts down without losing
+// what it accepted.
+//
+// Start-up order is what makes "the API answers only once capture is
+// active" true: capture subscriptions are made and flushed (the server has
+// them) before the API subscribes. Shutdown runs the other way: capture
+// drains, waiting fetches and replays are told to finish, requests and
+// acks in flight complete, the store syncs and closes, connections close.
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/voik/voik/config"
+	"github.com/voik/voik/logstore"
+	"github.com/voik/voik/messages"
+)
+
+// Sidecar is one running voik.
+type Sidecar struct {
+	cfg      *config.Config
+	logger   *slog.Logger
+	registry *prometheus.Registry
+	metrics  *metrics
+
+	filters  []string
+	store    *logstore.Store
+	embedded *server.Server
+	capture  *capture
+	api      *api
+	captureNC,
+	apiNC *nats.Conn
+	httpListener net.Listener
+	httpServer   *http.Server
+
+	ready    atomic.Bool
+	started  chan struct{} // closed once the API answers
+	natsURL  atomic.Value  // string: the URL connected to
+	shutdown context.CancelFunc
+}
+
+// New checks what can be checked before anything runs: the filters, the
+// HTTP port, the data dir. A *ConfigError is the user's to fix.
+func New(cfg *config.Config, logger *slog.Logger) (*Sidecar, error) {
+	filters, err := cfg.Filters()
+	if err != nil {
+		return nil, &ConfigError{err}
+	}
+	s := &Sidecar{
+		cfg:      cfg,
+		logger:   logger,
+		registry: prometheus.NewRegistry(),
+		filters:  filters,
+		started:  make(chan struct{}),
+	}
+	if cfg.HTTPAddr != "" {
+		if s.httpListener, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			return nil, &ConfigError{fmt.Errorf("VOIK_HTTP_ADDR %s: %v", cfg.HTTPAddr, errors.Unwrap(err))}
+		}
+	}
+	return s, nil
+}
+
+// Started is closed once capture is active and the API answers.
+func (s *Sidecar) Started() <-chan struct{} { return s.started }
+
+// NatsURL is the URL of the NATS server voik connected to (the embedded
+// one's when VOIK_NATS_URL is empty); empty before Started.
+func (s *Sidecar) NatsURL() string {
+	u, _ := s.natsURL.Load().(string)
+	return u
+}
+
+// HTTPAddr is where /metrics, /healthz and /readyz are served, or "".
+func (s *Sidecar) HTTPAddr() string {
+	if s.httpListener == nil {
+		return ""
+	}
+	return s.httpListener.Addr().String()
+}
+
+// Run runs voik until ctx is cancelled, then shuts down cleanly. It
+// returns nil after a clean shutdown.
+func (s *Sidecar) Run(ctx context.Context) (err error) {
+	var openLogs func() float64 = func() float64 { return 0 }
+	s.metrics, err = newMetrics(s.registry, func() float64 { return openLogs() })
+	if err != nil {
+		return err
+	}
+	s.startHTTP()
+	defer s.stopHTTP()
+
+	policy, _ := s.cfg.SyncPolicy()
+	s.store, err = logstore.OpenStore(s.cfg.DataDir, s.cfg.StoreOptions(s.logger))
+	if err != nil {
+		return &ConfigError{fmt.Errorf("VOIK_DATA_DIR %s: %v", s.cfg.DataDir, err)}
+	}
+	store := s.store
+	openLogs = func() float64 { return float64(store.OpenLogs()) }
+	defer func() {
+		if closeErr := s.store.Close(); closeErr != nil {
+			s.logger.Error("closing the store", "err", closeErr)
+			err = errors.Join(err, closeErr)
+		}
+	}()
+	s.logger.Info("store open", "data_dir", s.cfg.DataPath(), "subjects", len(s.store.Subjects()), "sync", policy.String())
+
+	url := s.cfg.NatsURL
+	if url == "" {
+		if s.embedded, err = startEmbeddedServer(s.cfg, s.logger); err != nil {
+			return err
+		}
+		defer s.embedded.Shutdown()
+		url = s.embedded.ClientURL()
+	}
+	s.natsURL.Store(url)
+
+	if err := s.connect(ctx, url); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped before NATS was ever reached
+		}
+		return err
+	}
+	defer s.apiNC.Close()
+	defer s.captureNC.Close()
+
+	shutdownCtx, shutdown := context.WithCancel(context.Background())
+	s.shutdown = shutdown
+	defer shutdown()
+	if err := s.start(shutdownCtx); err != nil {
+		return err
+	}
+	s.ready.Store(true)
+	close(s.started)
+	s.logger.Info("voik is capturing", "filters", strings.Join(s.filters, ","), "api", s.cfg.APIPrefix, "nats", url, "http", s.HTTPAddr())
+
+	<-ctx.Done()
+	s.logger.Info("shutting down")
+	s.ready.Store(false)
+	s.stop(shutdown)
+	s.logger.Info("shut down cleanly")
+	return nil
+}
+
+// connect opens the two connections: capture's, which only receives, and
+// the API's, which answers, acks and replays.
+func (s *Sidecar) connect(ctx context.Context, url string) error {
+	for _, role := range []string{"capture", "api"} {
+		connected := make(chan struct{}, 1)
+		opts, err := natsOptions(s.cfg, role, s.logger, s.metrics, connected)
+		if err != nil {
+			return err
+		}
+		if role == "capture" {
+			opts = append(opts, nats.ErrorHandler(s.asyncError))
+		}
+		nc, err := connect(ctx, url, opts, connected)
+		if err != nil {
+			return err
+		}
+		if role == "capture" {
+			s.captureNC = nc
+		} else {
+			s.apiNC = nc
+		}
+	}
+	s.metrics.natsConnected.Set(1)
+	return nil
+}
+
+// asyncError receives NATS's asynchronous errors; a slow consumer means
+// capture fell behind and messages were dropped.
+func (s *Sidecar) asyncError(_ *nats.Conn, sub *nats.Subscription, err error) {
+	if errors.Is(err, nats.ErrSlowConsumer) && sub != nil && s.capture != nil {
+		s.capture.noteSlowConsumer(sub)
+		return
+	}
+	s.logger.Error("NATS error", "err", err)
+}
+
+// start subscribes capture, makes sure the server has those subscriptions,
+// then subscribes the API.
+func (s *Sidecar) start(shutdownCtx context.Context) error {
+	s.capture = &capture{
+		store:       s.store,
+		replies:     s.apiNC,
+		prefix:      s.cfg.APIPrefix,
+		metrics:     s.metrics,
+		logger:      newThrottledLogger(s.logger),
+		ackCap:      make(chan struct{}, 1<<16),
+		droppedSeen: map[*nats.Subscription]int{},
+	}
+	if err := s.capture.subscribe(s.captureNC, s.filters, s.cfg.PendingMsgs, int(s.cfg.PendingBytes)); err != nil {
+		return fmt.Errorf("capture: %w", err)
+	}
+	if err := s.captureNC.Flush(); err != nil {
+		return fmt.Errorf("capture: %w", err)
+	}
+	s.api = &api{
+		nc:       s.apiNC,
+		store:    s.store,
+		prefix:   s.cfg.APIPrefix,
+		metrics:  s.metrics,
+		logger:   s.logger,
+		shutdown: shutdownCtx,
+		slots:    make(chan struct{}, maxInFlight),
+	}
+	s.api.builders.New = func() any { return new(messages.FetchReplyBuilder) }
+	if err := s.api.subscribe(s.filters); err != nil {
+		return fmt.Errorf("api: %w", err)
+	}
+	if err := s.apiNC.Flush(); err != nil {
+		return fmt.Errorf("api: %w", err)
+	}
+	return nil
+}
+
+// stop is the orderly shutdown; the deferred closes in Run finish it.
+func (s *Sidecar) stop(shutdown context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// 1. No new messages; everything NATS delivered is appended.
+	s.capture.drain(ctx)
+	// 2. No new requests; waiting fetches answer now, replays end with 503.
+	for _, sub := range s.api.subs {
+		sub.Unsubscribe()
+	}
+	shutdown()
+	// 3. Requests and acks in flight complete (acks once durable).
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { s.api.inFlight.Wait(); wg.Done() }()
+	go func() { s.capture.acks.Wait(); wg.Done() }()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.logger.Error("shutdown: requests still in flight after 30s; closing anyway")
+	}
+	if err := s.apiNC.FlushTimeout(5 * time.Second); err != nil {
+		s.logger.Warn("shutdown: last replies may not have been sent", "err", err)
+	}
+	s.metrics.natsConnected.Set(0)
+}
+
+// startHTTP serves /healthz, /readyz and /metrics when an address is set.
+func (s *Sidecar) startHTTP() {
+	if s.httpListener == nil {
+		return
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if reason := s.notReady(); reason != "" {
+			http.Error(w, reason, http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.Handle("/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}))
+	s.httpServer = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := s.httpServer.Serve(s.httpListener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.logger.Error("HTTP server stopped", "err", err)
+		}
+	}()
+}
+
+func (s *Sidecar) stopHTTP() {
+	if s.httpServer == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s.httpServer.Shutdown(ctx)
+}
+
+// notReady says why voik is not ready, or "" when it is: NATS connected,
+// store open, capture active.
+func (s *Sidecar) notReady() string {
+	switch {
+	case !s.ready.Load():
+		return "not capturing (starting or shutting down)"
+	case !s.captureNC.IsConnected() || !s.apiNC.IsConnected():
+		return "NATS disconnected"
+	}
+	return ""
+}
