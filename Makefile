@@ -7,7 +7,13 @@ LDFLAGS     := -X main.version=$(VERSION)
 CRASH_KILLS ?= 200
 FUZZTIME    ?= 30s
 
-.PHONY: help build build_release run test test-short bench crash fuzz install format lint docs clean
+# Targets that `make test` runs after the Go tests; mk/*.mk add to it.
+TEST_EXTRA  :=
+
+.PHONY: help build build_release run test test-short bench-store crash-store fuzz install format lint docs clean
+
+# mk/*.mk hold the targets of one part each (benchmark, chart, image).
+-include mk/*.mk
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -24,14 +30,15 @@ run: build ## run voik with an embedded NATS server on 127.0.0.1:4222, data in .
 test: ## vet, then every test with the race detector (what CI runs)
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 30m $(PKGS)
+	@for t in $(TEST_EXTRA); do $(MAKE) --no-print-directory $$t || exit 1; done
 
 test-short: ## quick tests, no race detector, no slow ones
 	$(GO) test -short -count=1 $(PKGS)
 
-bench: ## storage benchmarks beside their plain-file reference
+bench-store: ## storage engine benchmarks beside their plain-file reference
 	$(GO) test -run '^$$' -bench . -benchtime 2s -count 1 ./logstore
 
-crash: ## long crash soak: SIGKILL a writer CRASH_KILLS times, check recovery after each
+crash-store: ## storage crash soak: SIGKILL a writer CRASH_KILLS times, check recovery after each
 	$(GO) test -count=1 -run 'TestCrash' -timeout 60m ./logstore -crash.kills=$(CRASH_KILLS)
 
 fuzz: ## run each fuzz target for FUZZTIME
