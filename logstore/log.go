@@ -527,9 +527,12 @@ func (l *Log) applyRetentionLocked() int {
 		s.deleted.Store(true)
 		if err := removeSegmentFiles(s); err != nil {
 			l.opts.Logger.Error("logstore: retention", "subject", l.subject, "err", err)
+		} else {
+			l.opts.Observer.DiskBytes(-(s.logAllocated.Load() + s.indexAllocated.Load()))
 		}
 		s.release()
 	}
+	l.opts.Observer.RetentionDeleted(drop)
 	if err := syncDir(l.dir); err != nil {
 		l.opts.Logger.Error("logstore: retention", "subject", l.subject, "err", err)
 	}

@@ -44,6 +44,51 @@ func ParseSyncPolicy(s string) (SyncPolicy, error) {
 	return 0, fmt.Errorf("%w: sync policy %q: want always, batch, interval or none", ErrInvalidOptions, s)
 }
 
+// Observer is told what the store does, for metrics. Its methods are
+// called from writers, syncers and recovery, and must be quick and must
+// not call back into the store. Options.Observer nil observes nothing.
+type Observer interface {
+	// Synced reports one fdatasync of a segment file: how long it took and
+	// its error, nil when it succeeded.
+	Synced(elapsed time.Duration, err error)
+	// DiskBytes reports a change of the space the segment files take:
+	// positive when a segment is created or grows, negative when one is
+	// deleted.
+	DiskBytes(delta int64)
+	// RetentionDeleted reports segments deleted by retention.
+	RetentionDeleted(segments int)
+	// Recovered reports what opening a log found.
+	Recovered(subject string, r Recovery)
+}
+
+// Recovery is what opening one log found and repaired.
+type Recovery struct {
+	TornBytes      int64 // bytes of torn tail cut off the newest segment
+	IndexesRebuilt int   // sealed segments whose index was rebuilt
+	Corrupt        bool  // corruption found: the log is read-only
+}
+
+// Outcome names the recovery for a metric label: "clean", "torn_tail",
+// "index_rebuilt" or "corrupt" (the worst that applies).
+func (r Recovery) Outcome() string {
+	switch {
+	case r.Corrupt:
+		return "corrupt"
+	case r.TornBytes > 0:
+		return "torn_tail"
+	case r.IndexesRebuilt > 0:
+		return "index_rebuilt"
+	}
+	return "clean"
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Synced(time.Duration, error) {}
+func (nopObserver) DiskBytes(int64)             {}
+func (nopObserver) RetentionDeleted(int)        {}
+func (nopObserver) Recovered(string, Recovery)  {}
+
 // Retention limits a log. Whole segments are deleted from the front, oldest
 // first, while a limit is exceeded; the segment being written is never
 // deleted. Zero means no limit.
@@ -76,8 +121,9 @@ type Options struct {
 	// demand. Default 1000.
 	MaxOpenLogs int
 
-	Logger *slog.Logger     // default slog.Default()
-	Now    func() time.Time // record timestamps; default time.Now
+	Logger   *slog.Logger     // default slog.Default()
+	Now      func() time.Time // record timestamps; default time.Now
+	Observer Observer         // metrics; default none
 
 	faults *faultHooks // tests only
 }
@@ -130,6 +176,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.Observer == nil {
+		o.Observer = nopObserver{}
 	}
 	return o, nil
 }

@@ -39,10 +39,13 @@ func openLog(dir, subject string, opts *Options) (*Log, error) {
 		closedCh: make(chan struct{}),
 		kick:     make(chan struct{}, 1),
 	}
-	segments, openErr, err := recoverSegments(dir, opts)
+	var report Recovery
+	segments, openErr, err := recoverSegments(dir, opts, &report)
 	if err != nil {
 		return nil, err
 	}
+	report.Corrupt = openErr != nil
+	opts.Observer.Recovered(subject, report)
 	if len(segments) == 0 && openErr != nil {
 		// The very first segment is damaged: an empty log that refuses
 		// appends, positioned where that segment starts.
@@ -128,7 +131,7 @@ func openLog(dir, subject string, opts *Options) (*Log, error) {
 // durable.
 //
 // Every step can be interrupted and run again with the same result.
-func recoverSegments(dir string, opts *Options) (segments []*segment, openErr, err error) {
+func recoverSegments(dir string, opts *Options, report *Recovery) (segments []*segment, openErr, err error) {
 	bases, err := listSegments(dir, opts)
 	if err != nil {
 		return nil, nil, err
@@ -155,9 +158,9 @@ func recoverSegments(dir string, opts *Options) (segments []*segment, openErr, e
 		isNewest := i == len(bases)-1
 		var seg *segment
 		if isNewest {
-			seg, openErr, err = openNewestSegment(dir, base, opts)
+			seg, openErr, err = openNewestSegment(dir, base, opts, report)
 		} else {
-			seg, openErr, err = openSealedSegment(dir, base, opts)
+			seg, openErr, err = openSealedSegment(dir, base, opts, report)
 		}
 		if err != nil {
 			return segments, nil, err
@@ -288,6 +291,7 @@ func openFiles(dir string, base uint64, writable bool, opts *Options) (*segment,
 		indexPath:  filepath.Join(dir, segmentFileName(base, ".idx")),
 		writable:   writable,
 		faults:     opts.faults,
+		observer:   opts.Observer,
 	}
 	s.refs.Store(1)
 	var err error
@@ -336,7 +340,7 @@ func (s *segment) checkLogHeader() error {
 
 // openSealedSegment opens a segment that is not the newest, read-only,
 // trusting its index once the index passes the cheap checks of step 3.
-func openSealedSegment(dir string, base uint64, opts *Options) (*segment, error, error) {
+func openSealedSegment(dir string, base uint64, opts *Options, report *Recovery) (*segment, error, error) {
 	s, err := openFiles(dir, base, false, opts)
 	if err != nil {
 		return nil, nil, err
@@ -370,6 +374,7 @@ func openSealedSegment(dir string, base uint64, opts *Options) (*segment, error,
 	if err := s.rewriteIndex(dir, count, opts); err != nil {
 		return fail(err)
 	}
+	report.IndexesRebuilt++
 	if badAt >= 0 {
 		// A sealed segment must be whole: any bad record in it is
 		// corruption. The records before it stay readable.
@@ -502,6 +507,7 @@ func (s *segment) rewriteIndex(dir string, count uint64, opts *Options) error {
 	if s.indexFile, err = os.OpenFile(s.indexPath, os.O_RDWR, 0); err != nil {
 		return fmt.Errorf("logstore: open index: %w", err)
 	}
+	s.observer.DiskBytes(int64(len(buf)) - s.indexAllocated.Load())
 	s.indexAllocated.Store(int64(len(buf)))
 	if s.indexMap, err = mmap.MapRegion(s.indexFile, len(buf), mmap.RDONLY, 0, 0); err != nil {
 		return fmt.Errorf("logstore: map %s: %w", s.indexPath, err)
@@ -539,7 +545,7 @@ func writeFileSync(path string, content []byte) error {
 }
 
 // openNewestSegment opens the newest segment read-write and runs step 4.
-func openNewestSegment(dir string, base uint64, opts *Options) (*segment, error, error) {
+func openNewestSegment(dir string, base uint64, opts *Options, report *Recovery) (*segment, error, error) {
 	s, err := openFiles(dir, base, true, opts)
 	if err != nil {
 		return nil, nil, err
@@ -554,7 +560,7 @@ func openNewestSegment(dir string, base uint64, opts *Options) (*segment, error,
 	}
 	if s.indexAllocated.Load() < pageSize {
 		// A missing or short index: give it room for its header and entries.
-		if err := s.faults.doPreallocate(s.indexFile, 0, pageSize); err != nil {
+		if err := s.grow(s.indexFile, s.indexAllocated.Load(), pageSize-s.indexAllocated.Load()); err != nil {
 			return fail(err)
 		}
 		s.indexAllocated.Store(pageSize)
@@ -599,6 +605,7 @@ func openNewestSegment(dir string, base uint64, opts *Options) (*segment, error,
 		cut := lastNonZero(tail) + 1
 		opts.Logger.Warn("logstore: cutting torn tail", "path", s.logPath, "offset", base+count, "position", badAt, "bytes", cut)
 		clear(tail[:cut])
+		report.TornBytes = int64(cut)
 		if err := s.syncData(); err != nil {
 			return fail(err)
 		}
@@ -643,7 +650,7 @@ func (s *segment) ensureIndexEntries(count uint64) error {
 	need := int64(fileHeaderSize + (count+1)*indexEntrySize)
 	if allocated := s.indexAllocated.Load(); need > allocated {
 		grown := min(roundUpPage(need), int64(len(s.indexMap)))
-		if err := s.faults.doPreallocate(s.indexFile, allocated, grown-allocated); err != nil {
+		if err := s.grow(s.indexFile, allocated, grown-allocated); err != nil {
 			return err
 		}
 		s.indexAllocated.Store(grown)

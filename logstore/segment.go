@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/edsrzf/mmap-go"
@@ -54,6 +55,7 @@ type segment struct {
 	// next Sync or Close syncs it.
 	unsynced bool
 	faults   *faultHooks
+	observer Observer
 }
 
 // faultHooks lets tests fail the next preallocation or sync. Production
@@ -112,6 +114,15 @@ func writeZeros(f *os.File, offset, length int64) error {
 	return nil
 }
 
+// grow preallocates [offset, offset+length) of f and reports the space.
+func (s *segment) grow(f *os.File, offset, length int64) error {
+	if err := s.faults.doPreallocate(f, offset, length); err != nil {
+		return err
+	}
+	s.observer.DiskBytes(length)
+	return nil
+}
+
 const pageSize = 4096
 
 func roundUpPage(n int64) int64 { return (n + pageSize - 1) &^ (pageSize - 1) }
@@ -144,13 +155,20 @@ func createSegment(dir string, baseOffset uint64, opts *Options) (*segment, erro
 		indexPath:  filepath.Join(dir, segmentFileName(baseOffset, ".idx")),
 		writable:   true,
 		faults:     opts.faults,
+		observer:   opts.Observer,
 	}
 	s.refs.Store(1)
 	err := s.createFiles(opts)
 	if err != nil {
 		s.closeFiles()
-		os.Remove(s.logPath)
-		os.Remove(s.indexPath)
+		var freed int64
+		for _, path := range []string{s.logPath, s.indexPath} {
+			if fi, statErr := os.Stat(path); statErr == nil {
+				freed += fi.Size()
+			}
+			os.Remove(path)
+		}
+		s.observer.DiskBytes(-freed)
 		return nil, err
 	}
 	return s, nil
@@ -165,10 +183,10 @@ func (s *segment) createFiles(opts *Options) error {
 		return fmt.Errorf("logstore: create index: %w", err)
 	}
 	initial := min(roundUpPage(opts.InitialSegmentBytes), roundUpPage(opts.SegmentBytes))
-	if err := s.faults.doPreallocate(s.logFile, 0, initial); err != nil {
+	if err := s.grow(s.logFile, 0, initial); err != nil {
 		return err
 	}
-	if err := s.faults.doPreallocate(s.indexFile, 0, pageSize); err != nil {
+	if err := s.grow(s.indexFile, 0, pageSize); err != nil {
 		return err
 	}
 	s.logAllocated.Store(initial)
@@ -213,7 +231,7 @@ func (s *segment) ensureSpace(size int64) error {
 	need := s.writePos + size
 	if allocated := s.logAllocated.Load(); need > allocated {
 		grown := min(max(roundUpPage(need), allocated*2), s.capacity())
-		if err := s.faults.doPreallocate(s.logFile, allocated, grown-allocated); err != nil {
+		if err := s.grow(s.logFile, allocated, grown-allocated); err != nil {
 			return err
 		}
 		s.logAllocated.Store(grown)
@@ -221,7 +239,7 @@ func (s *segment) ensureSpace(size int64) error {
 	needIndex := int64(fileHeaderSize + (s.count.Load()+1)*indexEntrySize)
 	if allocated := s.indexAllocated.Load(); needIndex > allocated {
 		grown := min(max(roundUpPage(needIndex), allocated*2), int64(len(s.indexMap)))
-		if err := s.faults.doPreallocate(s.indexFile, allocated, grown-allocated); err != nil {
+		if err := s.grow(s.indexFile, allocated, grown-allocated); err != nil {
 			return err
 		}
 		s.indexAllocated.Store(grown)
@@ -287,7 +305,10 @@ func (s *segment) putIndexEntry(i uint64, e indexEntry) {
 // syncData makes the .log durable: fdatasync writes back the pages
 // dirtied through the mapping and the size grown by fallocate.
 func (s *segment) syncData() error {
-	if err := s.faults.doSync(s.logFile); err != nil {
+	start := time.Now()
+	err := s.faults.doSync(s.logFile)
+	s.observer.Synced(time.Since(start), err)
+	if err != nil {
 		return fmt.Errorf("%w: %s: %w", ErrSyncFailed, s.logPath, err)
 	}
 	return nil
