@@ -290,6 +290,25 @@ func (s *Store) OpenLogs() int {
 	return len(s.open)
 }
 
+// DurableLag is how many records the open logs hold that are not durable
+// yet: appended, waiting for the syncer. Logs that are closed are durable.
+func (s *Store) DurableLag() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var lag uint64
+	for _, e := range s.open {
+		select {
+		case <-e.ready:
+		default:
+			continue // still opening
+		}
+		if e.log != nil {
+			lag += e.log.EndOffset() - e.log.DurableOffset()
+		}
+	}
+	return lag
+}
+
 // runRetention applies MaxAge to every log now and then, so that a subject
 // that stopped receiving still loses its old segments.
 func (s *Store) runRetention() {

@@ -946,3 +946,31 @@ func TestStoreRegressionNewSubjectAfterFailedCreate(t *testing.T) {
 		t.Fatalf("append once space is back: %v", err)
 	}
 }
+
+// TestStoreDurableLag: records appended under a policy that syncs count
+// as lag until the syncer makes them durable, and not after.
+func TestStoreDurableLag(t *testing.T) {
+	opts := testOptions()
+	opts.Sync = SyncInterval
+	opts.SyncInterval = time.Hour // only Sync makes records durable
+	s := openTestStore(t, t.TempDir(), opts)
+	for i := 0; i < 5; i++ {
+		if _, _, err := s.Append("lagging", 0, nil, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if lag := s.DurableLag(); lag != 5 {
+		t.Fatalf("lag %d before sync, want 5", lag)
+	}
+	l, err := s.Acquire("lagging", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Release(l)
+	if err := l.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if lag := s.DurableLag(); lag != 0 {
+		t.Fatalf("lag %d after sync, want 0", lag)
+	}
+}
