@@ -1,0 +1,231 @@
+{{/* The chart's name, at most 63 characters (a DNS label). */}}
+{{- define "voik.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The release's full name: the release name alone when it already contains the
+chart's name ("voik", "voik-prod"), else "<release>-voik".
+*/}}
+{{- define "voik.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "voik.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "voik.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "voik.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "voik.labels" -}}
+helm.sh/chart: {{ include "voik.chart" . }}
+{{ include "voik.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: history
+app.kubernetes.io/part-of: voik
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "voik.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "voik.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* repository:tag, or repository@digest when a digest is given. */}}
+{{- define "voik.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+A value as an env var string. Helm reads numbers in values files as float64,
+which print as 1e+06: whole numbers are printed as integers.
+*/}}
+{{- define "voik.envString" -}}
+{{- if or (kindIs "float64" .) (kindIs "int64" .) (kindIs "int" .) }}
+{{- int64 . | toString }}
+{{- else }}
+{{- toString . }}
+{{- end }}
+{{- end }}
+
+{{/* Where the NATS secret files are mounted. */}}
+{{- define "voik.natsSecretsDir" -}}/etc/voik/nats{{- end }}
+
+{{/*
+The VOIK_* environment of the voik container: the settings from values, the
+NATS connection and its secrets. Shared by the StatefulSet and the test pod.
+*/}}
+{{- define "voik.natsEnv" -}}
+{{- $dir := include "voik.natsSecretsDir" . }}
+{{- $auth := .Values.nats.auth }}
+{{- $tls := .Values.nats.tls -}}
+- name: VOIK_NATS_URL
+  value: {{ .Values.nats.url | quote }}
+- name: VOIK_NATS_NAME
+  value: {{ .Values.nats.name | quote }}
+- name: VOIK_API_PREFIX
+  value: {{ .Values.config.apiPrefix | quote }}
+{{- if eq $auth.type "credentials" }}
+- name: VOIK_NATS_CREDS
+  value: {{ printf "%s/credentials/%s" $dir $auth.keys.credentials | quote }}
+{{- else if eq $auth.type "nkey" }}
+- name: VOIK_NATS_NKEY
+  value: {{ printf "%s/nkey/%s" $dir $auth.keys.nkey | quote }}
+{{- else if eq $auth.type "token" }}
+- name: VOIK_NATS_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ $auth.secretName | quote }}
+      key: {{ $auth.keys.token | quote }}
+{{- else if eq $auth.type "userPassword" }}
+- name: VOIK_NATS_USER
+  valueFrom:
+    secretKeyRef:
+      name: {{ $auth.secretName | quote }}
+      key: {{ $auth.keys.username | quote }}
+- name: VOIK_NATS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $auth.secretName | quote }}
+      key: {{ $auth.keys.password | quote }}
+{{- end }}
+{{- if $tls.caSecretName }}
+- name: VOIK_NATS_TLS_CA
+  value: {{ printf "%s/tls-ca/%s" $dir $tls.caKey | quote }}
+{{- end }}
+{{- if $tls.clientSecretName }}
+- name: VOIK_NATS_TLS_CERT
+  value: {{ printf "%s/tls-client/%s" $dir $tls.certKey | quote }}
+- name: VOIK_NATS_TLS_KEY
+  value: {{ printf "%s/tls-client/%s" $dir $tls.keyKey | quote }}
+{{- end }}
+{{- end }}
+
+{{/* The settings of the running voik (not needed by the CLI). */}}
+{{- define "voik.serverEnv" -}}
+{{- $c := .Values.config -}}
+- name: VOIK_DATA_DIR
+  value: /data
+- name: VOIK_HTTP_ADDR
+  value: {{ printf ":%s" (include "voik.envString" .Values.service.port) | quote }}
+- name: VOIK_SUBJECTS
+  value: {{ $c.subjects | quote }}
+- name: VOIK_SYNC
+  value: {{ $c.sync | quote }}
+- name: VOIK_SYNC_INTERVAL
+  value: {{ $c.syncInterval | quote }}
+- name: VOIK_SEGMENT_SIZE
+  value: {{ include "voik.envString" $c.segmentSize | quote }}
+- name: VOIK_RETENTION_MAX_AGE
+  value: {{ $c.retention.maxAge | quote }}
+- name: VOIK_RETENTION_MAX_BYTES
+  value: {{ include "voik.envString" $c.retention.maxBytes | quote }}
+- name: VOIK_RETENTION_MAX_MESSAGES
+  value: {{ include "voik.envString" $c.retention.maxMessages | quote }}
+- name: VOIK_MAX_OPEN_LOGS
+  value: {{ include "voik.envString" $c.maxOpenLogs | quote }}
+- name: VOIK_PENDING_MSGS
+  value: {{ include "voik.envString" $c.pendingMsgs | quote }}
+- name: VOIK_PENDING_BYTES
+  value: {{ include "voik.envString" $c.pendingBytes | quote }}
+- name: VOIK_LOG_LEVEL
+  value: {{ $c.logLevel | quote }}
+- name: VOIK_LOG_FORMAT
+  value: {{ $c.logFormat | quote }}
+{{- end }}
+
+{{/* Volumes holding the NATS secret files: credentials or NKey seed, CA, client certificate. */}}
+{{- define "voik.natsSecretVolumes" -}}
+{{- $auth := .Values.nats.auth }}
+{{- $tls := .Values.nats.tls }}
+{{- if eq $auth.type "credentials" }}
+- name: nats-credentials
+  secret:
+    secretName: {{ $auth.secretName | quote }}
+    defaultMode: 0440
+    items:
+      - key: {{ $auth.keys.credentials | quote }}
+        path: {{ $auth.keys.credentials | quote }}
+{{- else if eq $auth.type "nkey" }}
+- name: nats-nkey
+  secret:
+    secretName: {{ $auth.secretName | quote }}
+    defaultMode: 0440
+    items:
+      - key: {{ $auth.keys.nkey | quote }}
+        path: {{ $auth.keys.nkey | quote }}
+{{- end }}
+{{- if $tls.caSecretName }}
+- name: nats-tls-ca
+  secret:
+    secretName: {{ $tls.caSecretName | quote }}
+    defaultMode: 0440
+    items:
+      - key: {{ $tls.caKey | quote }}
+        path: {{ $tls.caKey | quote }}
+{{- end }}
+{{- if $tls.clientSecretName }}
+- name: nats-tls-client
+  secret:
+    secretName: {{ $tls.clientSecretName | quote }}
+    defaultMode: 0440
+    items:
+      - key: {{ $tls.certKey | quote }}
+        path: {{ $tls.certKey | quote }}
+      - key: {{ $tls.keyKey | quote }}
+        path: {{ $tls.keyKey | quote }}
+{{- end }}
+{{- end }}
+
+{{- define "voik.natsSecretMounts" -}}
+{{- $dir := include "voik.natsSecretsDir" . }}
+{{- $auth := .Values.nats.auth }}
+{{- $tls := .Values.nats.tls }}
+{{- if eq $auth.type "credentials" }}
+- name: nats-credentials
+  mountPath: {{ printf "%s/credentials" $dir }}
+  readOnly: true
+{{- else if eq $auth.type "nkey" }}
+- name: nats-nkey
+  mountPath: {{ printf "%s/nkey" $dir }}
+  readOnly: true
+{{- end }}
+{{- if $tls.caSecretName }}
+- name: nats-tls-ca
+  mountPath: {{ printf "%s/tls-ca" $dir }}
+  readOnly: true
+{{- end }}
+{{- if $tls.clientSecretName }}
+- name: nats-tls-client
+  mountPath: {{ printf "%s/tls-client" $dir }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "voik.httpProbe" -}}
+httpGet:
+  path: {{ .probe.path }}
+  port: http
+periodSeconds: {{ .probe.periodSeconds }}
+timeoutSeconds: {{ .probe.timeoutSeconds }}
+failureThreshold: {{ .probe.failureThreshold }}
+{{- end }}
