@@ -7,7 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
+	"io"
 	"os/signal"
 	"strconv"
 	"syscall"
@@ -21,18 +21,23 @@ import (
 	"github.com/voik/voik/sidecar"
 )
 
-// clientFlags are the flags the client commands share.
+// clientFlags are the flags the client commands share, checked before
+// anything connects: a bad one is a usage error (exit 2), not a failure.
 type clientFlags struct {
 	offset  string
 	since   string
 	count   uint64
 	follow  bool
 	deliver string
+
+	startOffset *uint64 // --offset; nil: the first held
+	startTime   int64   // --since as Unix ns; 0: not given
 }
 
-func parseClientFlags(command string, args []string) (*clientFlags, []string, error) {
+func parseClientFlags(command string, args []string, stderr io.Writer) (*clientFlags, []string, error) {
 	f := &clientFlags{}
 	flags := flag.NewFlagSet("voik "+command, flag.ContinueOnError)
+	flags.SetOutput(stderr)
 	switch command {
 	case "fetch", "replay":
 		flags.StringVar(&f.offset, "offset", "", "first offset (default: the first held)")
@@ -61,42 +66,53 @@ func parseClientFlags(command string, args []string) (*clientFlags, []string, er
 	if f.offset != "" && f.since != "" {
 		return nil, nil, errors.New("--offset and --since are alternatives")
 	}
+	if command == "replay" && f.deliver == "" {
+		return nil, nil, errors.New("--deliver is required")
+	}
+	var err error
+	if f.startOffset, err = parseOffset(f.offset); err != nil {
+		return nil, nil, err
+	}
+	if f.startTime, err = parseSince(f.since, time.Now()); err != nil {
+		return nil, nil, err
+	}
 	return f, positional, nil
 }
 
-// startTime parses --since: RFC 3339, or a duration before now.
-func (f *clientFlags) startTime() (int64, error) {
-	if f.since == "" {
+// parseSince reads --since: RFC 3339, or a duration before now.
+func parseSince(since string, now time.Time) (int64, error) {
+	if since == "" {
 		return 0, nil
 	}
-	if d, err := time.ParseDuration(f.since); err == nil {
-		return time.Now().Add(-d).UnixNano(), nil
+	if d, err := time.ParseDuration(since); err == nil {
+		return now.Add(-d).UnixNano(), nil
 	}
-	t, err := time.Parse(time.RFC3339Nano, f.since)
+	t, err := time.Parse(time.RFC3339Nano, since)
 	if err != nil {
-		return 0, fmt.Errorf("--since %q: want RFC 3339 (2026-11-25T10:00:00Z) or a duration (10m)", f.since)
+		return 0, fmt.Errorf("--since %q: want RFC 3339 (2026-11-25T10:00:00Z) or a duration (10m)", since)
 	}
 	return t.UnixNano(), nil
 }
 
-func (f *clientFlags) startOffset() (*uint64, error) {
-	if f.offset == "" {
+// parseOffset reads --offset; empty is nil.
+func parseOffset(offset string) (*uint64, error) {
+	if offset == "" {
 		return nil, nil
 	}
-	n, err := strconv.ParseUint(f.offset, 10, 64)
+	n, err := strconv.ParseUint(offset, 10, 64)
 	if err != nil {
-		return nil, fmt.Errorf("--offset %q is not an offset", f.offset)
+		return nil, fmt.Errorf("--offset %q is not an offset", offset)
 	}
 	return &n, nil
 }
 
-func runClient(command string, args []string, configPath string) int {
-	f, positional, err := parseClientFlags(command, args)
+func runClient(command string, args []string, configPath string, stdout, stderr io.Writer) int {
+	f, positional, err := parseClientFlags(command, args, stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}
-		fmt.Fprintf(os.Stderr, "voik %s: %v\n", command, err)
+		fmt.Fprintf(stderr, "voik %s: %v\n", command, err)
 		return exitUsage
 	}
 	wantArgs := 1
@@ -104,12 +120,12 @@ func runClient(command string, args []string, configPath string) int {
 		wantArgs = min(len(positional), 1)
 	}
 	if len(positional) != wantArgs {
-		fmt.Fprintf(os.Stderr, "voik %s: want %d argument(s), got %d (try voik -h)\n", command, wantArgs, len(positional))
+		fmt.Fprintf(stderr, "voik %s: want %d argument(s), got %d (try voik -h)\n", command, wantArgs, len(positional))
 		return exitUsage
 	}
 	cfg, err := config.LoadClient(configPath)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "voik: %v\n", err)
+		fmt.Fprintf(stderr, "voik: %v\n", err)
 		return exitUsage
 	}
 	url := cfg.NatsURL
@@ -118,19 +134,19 @@ func runClient(command string, args []string, configPath string) int {
 	}
 	opts, err := sidecar.AuthOptions(cfg)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "voik: %v\n", err)
+		fmt.Fprintf(stderr, "voik: %v\n", err)
 		return exitUsage
 	}
 	nc, err := nats.Connect(url, append(opts, nats.Name(cfg.NatsName+"-cli"))...)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "voik %s: cannot connect to NATS at %s: %v\n", command, url, err)
+		fmt.Fprintf(stderr, "voik %s: cannot connect to NATS at %s: %v\n", command, url, err)
 		return exitFailed
 	}
 	defer nc.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	client := messages.NewClient(nc, cfg.APIPrefix)
-	out := json.NewEncoder(os.Stdout)
+	out := json.NewEncoder(stdout)
 	switch command {
 	case "fetch":
 		err = cliFetch(ctx, client, out, positional[0], f)
@@ -145,7 +161,7 @@ func runClient(command string, args []string, configPath string) int {
 		err = cliReplay(ctx, client, out, positional[0], f)
 	}
 	if err != nil && ctx.Err() == nil {
-		fmt.Fprintf(os.Stderr, "voik %s: %v\n", command, err)
+		fmt.Fprintf(stderr, "voik %s: %v\n", command, err)
 		return exitFailed
 	}
 	return exitOK
@@ -177,14 +193,7 @@ func printRecord(out *json.Encoder, subject string, r messages.Record) error {
 }
 
 func cliFetch(ctx context.Context, client *messages.Client, out *json.Encoder, subject string, f *clientFlags) error {
-	req := messages.FetchRequest{}
-	var err error
-	if req.Offset, err = f.startOffset(); err != nil {
-		return err
-	}
-	if req.StartTime, err = f.startTime(); err != nil {
-		return err
-	}
+	req := messages.FetchRequest{Offset: f.startOffset, StartTime: f.startTime}
 	printed := uint64(0)
 	for {
 		if f.count > 0 {
@@ -237,17 +246,7 @@ func cliSubjects(ctx context.Context, client *messages.Client, out *json.Encoder
 }
 
 func cliReplay(ctx context.Context, client *messages.Client, out *json.Encoder, subject string, f *clientFlags) error {
-	if f.deliver == "" {
-		return errors.New("--deliver is required")
-	}
-	req := messages.ReplayRequest{Deliver: f.deliver, MaxMessages: f.count}
-	var err error
-	if req.Offset, err = f.startOffset(); err != nil {
-		return err
-	}
-	if req.StartTime, err = f.startTime(); err != nil {
-		return err
-	}
+	req := messages.ReplayRequest{Deliver: f.deliver, MaxMessages: f.count, Offset: f.startOffset, StartTime: f.startTime}
 	reply, err := client.ReplayTo(ctx, subject, req)
 	if err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -27,11 +28,14 @@ const (
 )
 
 func main() {
-	os.Exit(run(os.Args[1:]))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run(args []string) int {
+// run is voik with its arguments and output streams; it returns the exit
+// status.
+func run(args []string, stdout, stderr io.Writer) int {
 	flags := flag.NewFlagSet("voik", flag.ContinueOnError)
+	flags.SetOutput(stderr)
 	configPath := flags.String("config", "", "YAML settings file; VOIK_* variables override it")
 	flags.Usage = func() { usage(flags) }
 	if err := flags.Parse(args); err != nil {
@@ -47,20 +51,20 @@ func run(args []string) int {
 	switch command {
 	case "serve":
 		if len(rest) > 0 {
-			fmt.Fprintf(os.Stderr, "voik: serve takes no arguments, got %q\n", rest)
+			fmt.Fprintf(stderr, "voik: serve takes no arguments, got %q\n", rest)
 			return exitUsage
 		}
-		return serve(*configPath)
+		return serve(*configPath, stderr)
 	case "help":
 		usage(flags)
 		return exitOK
 	case "version":
-		fmt.Println("voik", version)
+		fmt.Fprintln(stdout, "voik", version)
 		return exitOK
 	case "fetch", "info", "subjects", "replay":
-		return runClient(command, rest, *configPath)
+		return runClient(command, rest, *configPath, stdout, stderr)
 	}
-	fmt.Fprintf(os.Stderr, "voik: unknown command %q (try voik -h)\n", command)
+	fmt.Fprintf(stderr, "voik: unknown command %q (try voik -h)\n", command)
 	return exitUsage
 }
 
@@ -86,22 +90,22 @@ Flags:
 	config.Usage(w)
 }
 
-func serve(configPath string) int {
+func serve(configPath string, stderr io.Writer) int {
 	cfg, err := config.Load(configPath)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "voik: %v\n", err)
+		fmt.Fprintf(stderr, "voik: %v\n", err)
 		return exitUsage
 	}
-	logger := cfg.Logger(os.Stderr).With("version", version)
+	logger := cfg.Logger(stderr).With("version", version)
 	s, err := sidecar.New(cfg, logger)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "voik: %v\n", err)
+		fmt.Fprintf(stderr, "voik: %v\n", err)
 		return exitUsage
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := s.Run(ctx); err != nil {
-		fmt.Fprintf(os.Stderr, "voik: %v\n", err)
+		fmt.Fprintf(stderr, "voik: %v\n", err)
 		var configErr *sidecar.ConfigError
 		if errors.As(err, &configErr) {
 			return exitUsage

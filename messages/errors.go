@@ -1,6 +1,9 @@
 package messages
 
-import "fmt"
+import (
+	"fmt"
+	"strconv"
+)
 
 // Error codes of the wire contract (PROTOCOL.md section 3).
 const (
@@ -32,4 +35,17 @@ func Errorf(code int, format string, args ...any) *Error {
 // ErrorReply is the wire shape of an error reply.
 type ErrorReply struct {
 	Error *Error `msgpack:"error"`
+}
+
+// quoteLimit bounds how much of a client's string an error description
+// repeats, so that an error reply always fits under max_payload.
+const quoteLimit = 128
+
+// Quote quotes a string from a request for an error description, cut to
+// its first quoteLimit bytes (and its length) when it is longer.
+func Quote(s string) string {
+	if len(s) <= quoteLimit {
+		return strconv.Quote(s)
+	}
+	return fmt.Sprintf("%s... (%d bytes)", strconv.Quote(s[:quoteLimit]), len(s))
 }

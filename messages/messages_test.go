@@ -3,6 +3,7 @@ package messages
 import (
 	"bytes"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -188,9 +189,13 @@ func FuzzDecodeRequests(f *testing.F) {
 	f.Add(mustMarshal(f, map[string]any{"offset": 1, "max_messages": 5, "wait_ms": 100}))
 	f.Add(mustMarshal(f, map[string]any{"filter": "a.>", "limit": 3}))
 	f.Add(mustMarshal(f, map[string]any{"deliver": "_INBOX.x", "start_time": 12}))
-	f.Add([]byte{0xdf, 0xff, 0xff, 0xff, 0xff})       // map32 with 4G entries
-	f.Add([]byte{0x81, 0xdb, 0xff, 0xff, 0xff, 0xff}) // key str32 of 4 GiB
+	f.Add([]byte{0xdf, 0xff, 0xff, 0xff, 0xff})                                              // map32 with 4G entries
+	f.Add([]byte{0x81, 0xdb, 0xff, 0xff, 0xff, 0xff})                                        // key str32 of 4 GiB
+	f.Add([]byte{0x81, 0xa6, 'f', 'i', 'l', 't', 'e', 'r', 0xc6, 0xff, 0xff, 0xff, 0xff, 1}) // filter bin32 of 4 GiB
 	f.Fuzz(func(t *testing.T, body []byte) {
+		if err := DecodeInfoRequest(body); err != nil && err.Code != 400 {
+			t.Fatalf("info: code %d", err.Code)
+		}
 		if r, err := DecodeFetchRequest(body); err != nil {
 			if err.Code != 400 {
 				t.Fatalf("fetch: code %d", err.Code)
@@ -213,4 +218,91 @@ func FuzzDecodeRequests(f *testing.F) {
 			t.Fatalf("replay: %+v", r)
 		}
 	})
+}
+
+func TestHugeLengthsInARequestAllocateNothingLikeThem(t *testing.T) {
+	bin32 := []byte{0xc6, 0xff, 0xff, 0xff, 0xff, 1, 2, 3} // claims 4 GiB, holds 3 bytes
+	str32 := []byte{0xdb, 0xff, 0xff, 0xff, 0xff, 'a'}
+	bodies := map[string][]byte{
+		"filter bin32":  append([]byte{0x81, 0xa6, 'f', 'i', 'l', 't', 'e', 'r'}, bin32...),
+		"deliver bin32": append([]byte{0x81, 0xa7, 'd', 'e', 'l', 'i', 'v', 'e', 'r'}, bin32...),
+		"filter str32":  append([]byte{0x81, 0xa6, 'f', 'i', 'l', 't', 'e', 'r'}, str32...),
+		"unknown bin32": append([]byte{0x81, 0xa1, 'x'}, bin32...),
+		"key str32":     append([]byte{0x81}, str32...),
+	}
+	for name, body := range bodies {
+		t.Run(name, func(t *testing.T) {
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			_, subjectsErr := DecodeSubjectsRequest(body)
+			_, replayErr := DecodeReplayRequest(body)
+			infoErr := DecodeInfoRequest(body)
+			runtime.ReadMemStats(&after)
+			if subjectsErr == nil || replayErr == nil || infoErr == nil || subjectsErr.Code != 400 || replayErr.Code != 400 || infoErr.Code != 400 {
+				t.Fatalf("want 400s, got %v, %v, %v", subjectsErr, replayErr, infoErr)
+			}
+			if grew := after.TotalAlloc - before.TotalAlloc; grew > 8<<20 {
+				t.Fatalf("decoding a %d-byte body allocated %d bytes", len(body), grew)
+			}
+		})
+	}
+}
+
+func TestDecodeInfoRequestTakesAnyMapOrNothing(t *testing.T) {
+	for _, body := range [][]byte{nil, {0xc0}, {0x80}, mustMarshal(t, map[string]any{"x": []int{1}})} {
+		if err := DecodeInfoRequest(body); err != nil {
+			t.Fatalf("% x: %v", body, err)
+		}
+	}
+	for _, body := range [][]byte{{0x01}, mustMarshal(t, "a"), {0x81, 0x01, 0x01}, {0x81}, {0x80, 0x80}} {
+		if err := DecodeInfoRequest(body); err == nil || err.Code != 400 {
+			t.Fatalf("% x: %v, want a 400", body, err)
+		}
+	}
+}
+
+func TestQuoteCutsLongStrings(t *testing.T) {
+	if got := Quote("a.b"); got != `"a.b"` {
+		t.Fatalf("Quote(a.b) = %s", got)
+	}
+	long := strings.Repeat("x", 10000)
+	if got := Quote(long); len(got) > 200 || !strings.Contains(got, "10000 bytes") {
+		t.Fatalf("Quote of 10000 bytes = %s", got)
+	}
+}
+
+func TestAddWithinIsExactAtTheBoundary(t *testing.T) {
+	headerSets := []map[string][]string{nil, {"A": {"1"}}, {"Multi": {"x", "", strings.Repeat("v", 300)}, strings.Repeat("N", 40): {"y"}}}
+	for _, subject := range []string{"s", strings.Repeat("s", 31), strings.Repeat("s", 32), strings.Repeat("s", 300)} {
+		for _, dataLen := range []int{0, 1, 31, 32, 255, 256, 65535, 65536, 70000} {
+			for hi, headers := range headerSets {
+				for _, offsets := range [][3]uint64{{0, 0, 1}, {127, 100, 128}, {255, 200, 70000}, {1 << 33, 1 << 32, 1<<33 + 1}} {
+					offset, first, end := offsets[0], offsets[1], offsets[2]
+					data := bytes.Repeat([]byte{'d'}, dataLen)
+					var b FetchReplyBuilder
+					for i := 0; i < 17; i++ { // past the fixarray limit of 15
+						b.Add(offset, 1, nil, nil)
+					}
+					var probe FetchReplyBuilder
+					for i := 0; i < 17; i++ {
+						probe.Add(offset, 1, nil, nil)
+					}
+					probe.Add(offset, -5, headers, data)
+					exact := len(probe.Finish(subject, offset+1, first, end))
+					if b.AddWithin(exact-1, subject, first, end, offset, -5, headers, data) {
+						t.Fatalf("subject %d, data %d, headers %d, offsets %v: accepted under %d bytes", len(subject), dataLen, hi, offsets, exact-1)
+					}
+					if b.Count() != 17 {
+						t.Fatalf("a refused record was kept")
+					}
+					if !b.AddWithin(exact, subject, first, end, offset, -5, headers, data) {
+						t.Fatalf("subject %d, data %d, headers %d, offsets %v: refused at its exact size %d", len(subject), dataLen, hi, offsets, exact)
+					}
+					if got := b.Finish(subject, offset+1, first, end); !bytes.Equal(got, probe.Finish(subject, offset+1, first, end)) {
+						t.Fatalf("the reply after a refusal differs")
+					}
+				}
+			}
+		}
+	}
 }

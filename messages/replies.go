@@ -9,52 +9,52 @@ import (
 
 // Record is one stored message in a FETCH reply.
 type Record struct {
-	Offset    uint64              `msgpack:"offset"`
-	Timestamp int64               `msgpack:"ts"`
-	Headers   map[string][]string `msgpack:"headers,omitempty"`
-	Data      []byte              `msgpack:"data"`
+	Offset    uint64              `msgpack:"offset" json:"offset"`
+	Timestamp int64               `msgpack:"ts" json:"ts"`
+	Headers   map[string][]string `msgpack:"headers,omitempty" json:"headers,omitempty"`
+	Data      []byte              `msgpack:"data" json:"data"`
 }
 
 // FetchReply answers FETCH.
 type FetchReply struct {
-	Subject     string   `msgpack:"subject"`
-	Records     []Record `msgpack:"records"`
-	NextOffset  uint64   `msgpack:"next_offset"`
-	FirstOffset uint64   `msgpack:"first_offset"`
-	EndOffset   uint64   `msgpack:"end_offset"`
+	Subject     string   `msgpack:"subject" json:"subject"`
+	Records     []Record `msgpack:"records" json:"records"`
+	NextOffset  uint64   `msgpack:"next_offset" json:"next_offset"`
+	FirstOffset uint64   `msgpack:"first_offset" json:"first_offset"`
+	EndOffset   uint64   `msgpack:"end_offset" json:"end_offset"`
 }
 
 // InfoReply answers INFO.
 type InfoReply struct {
-	Subject     string `msgpack:"subject"`
-	FirstOffset uint64 `msgpack:"first_offset"`
-	EndOffset   uint64 `msgpack:"end_offset"`
-	Messages    uint64 `msgpack:"messages"`
-	Bytes       uint64 `msgpack:"bytes"`
-	FirstTs     int64  `msgpack:"first_ts"`
-	LastTs      int64  `msgpack:"last_ts"`
-	Segments    uint64 `msgpack:"segments"`
+	Subject     string `msgpack:"subject" json:"subject"`
+	FirstOffset uint64 `msgpack:"first_offset" json:"first_offset"`
+	EndOffset   uint64 `msgpack:"end_offset" json:"end_offset"`
+	Messages    uint64 `msgpack:"messages" json:"messages"`
+	Bytes       uint64 `msgpack:"bytes" json:"bytes"`
+	FirstTs     int64  `msgpack:"first_ts" json:"first_ts"`
+	LastTs      int64  `msgpack:"last_ts" json:"last_ts"`
+	Segments    uint64 `msgpack:"segments" json:"segments"`
 }
 
 // SubjectsReply answers SUBJECTS.
 type SubjectsReply struct {
-	Subjects []string `msgpack:"subjects"`
-	Total    uint64   `msgpack:"total"`
+	Subjects []string `msgpack:"subjects" json:"subjects"`
+	Total    uint64   `msgpack:"total" json:"total"`
 }
 
 // ReplayReply answers REPLAY before the records are delivered.
 type ReplayReply struct {
-	Subject     string `msgpack:"subject"`
-	FirstOffset uint64 `msgpack:"first_offset"`
-	EndOffset   uint64 `msgpack:"end_offset"`
-	Deliver     string `msgpack:"deliver"`
+	Subject     string `msgpack:"subject" json:"subject"`
+	FirstOffset uint64 `msgpack:"first_offset" json:"first_offset"`
+	EndOffset   uint64 `msgpack:"end_offset" json:"end_offset"`
+	Deliver     string `msgpack:"deliver" json:"deliver"`
 }
 
 // AckReply answers an acknowledged append.
 type AckReply struct {
-	Subject   string `msgpack:"subject"`
-	Offset    uint64 `msgpack:"offset"`
-	Timestamp int64  `msgpack:"ts"`
+	Subject   string `msgpack:"subject" json:"subject"`
+	Offset    uint64 `msgpack:"offset" json:"offset"`
+	Timestamp int64  `msgpack:"ts" json:"ts"`
 }
 
 // Headers of replayed messages and acknowledged appends.
@@ -163,6 +163,68 @@ func (b *FetchReplyBuilder) Add(offset uint64, timestamp int64, headers map[stri
 	e.EncodeBytesLen(len(data)) // never nil: data is always bin
 	b.records.Write(data)
 	b.count++
+}
+
+// AddWithin adds the record at offset unless the reply would then exceed
+// limit bytes, and reports whether it did. The size is exact, that of
+// Finish(subject, offset+1, first, end) with this record last, so that a
+// record is refused only when it really does not fit.
+func (b *FetchReplyBuilder) AddWithin(limit int, subject string, first, end uint64, offset uint64, timestamp int64, headers map[string][]string, data []byte) bool {
+	mark := b.records.Len()
+	b.Add(offset, timestamp, headers, data)
+	if b.finishedSize(len(subject), offset+1, first, end) <= limit {
+		return true
+	}
+	b.records.Truncate(mark)
+	b.count--
+	return false
+}
+
+// finishedSize is the length of what Finish would return.
+func (b *FetchReplyBuilder) finishedSize(subjectLen int, next, first, end uint64) int {
+	return 1 + strSize(len("subject")) + strSize(subjectLen) +
+		strSize(len("records")) + arrayHeaderSize(b.count) + b.records.Len() +
+		strSize(len("next_offset")) + uintSize(next) +
+		strSize(len("first_offset")) + uintSize(first) +
+		strSize(len("end_offset")) + uintSize(end)
+}
+
+// strSize, arrayHeaderSize and uintSize are the MessagePack sizes the
+// encoder writes: always the smallest form.
+func strSize(n int) int {
+	switch {
+	case n < 32:
+		return 1 + n
+	case n < 1<<8:
+		return 2 + n
+	case n < 1<<16:
+		return 3 + n
+	}
+	return 5 + n
+}
+
+func arrayHeaderSize(n int) int {
+	switch {
+	case n < 16:
+		return 1
+	case n < 1<<16:
+		return 3
+	}
+	return 5
+}
+
+func uintSize(v uint64) int {
+	switch {
+	case v < 1<<7:
+		return 1
+	case v < 1<<8:
+		return 2
+	case v < 1<<16:
+		return 3
+	case v < 1<<32:
+		return 5
+	}
+	return 9
 }
 
 // Finish encodes the whole reply.

@@ -104,7 +104,7 @@ func DecodeSubjectsRequest(body []byte) (SubjectsRequest, *Error) {
 		r.Filter = DefaultFilter
 	}
 	if !ValidFilter(r.Filter) {
-		return SubjectsRequest{}, Errorf(CodeBadRequest, "filter %q is not a valid subject filter", r.Filter)
+		return SubjectsRequest{}, Errorf(CodeBadRequest, "filter %s is not a valid subject filter", Quote(r.Filter))
 	}
 	if r.Limit == 0 {
 		r.Limit = DefaultLimit
@@ -144,9 +144,16 @@ func DecodeReplayRequest(body []byte) (ReplayRequest, *Error) {
 		return ReplayRequest{}, Errorf(CodeBadRequest, "deliver is required")
 	}
 	if !ValidSubject(r.Deliver) {
-		return ReplayRequest{}, Errorf(CodeBadRequest, "deliver %q is not a valid subject without wildcards", r.Deliver)
+		return ReplayRequest{}, Errorf(CodeBadRequest, "deliver %s is not a valid subject without wildcards", Quote(r.Deliver))
 	}
 	return r, nil
+}
+
+// DecodeInfoRequest checks an INFO body. INFO takes no fields, but its
+// body is a request body like any other: empty, nil, or a map (whose keys
+// are all ignored); anything else is a 400.
+func DecodeInfoRequest(body []byte) *Error {
+	return walkMap(body, func(d *msgpack.Decoder, _ string) *Error { return skip(d) })
 }
 
 // walkMap calls field for every key of the MessagePack map in body. An
@@ -275,14 +282,34 @@ func decodeString(d *msgpack.Decoder, key string) (string, *Error) {
 		}
 		return s, nil
 	case isBinCode(code):
-		b, err := d.DecodeBytes()
-		if err != nil {
-			return "", Errorf(CodeBadRequest, "%s: %v", key, err)
+		// Not d.DecodeBytes: it allocates whatever length the bin header
+		// claims (4 GiB for a 13-byte request) before reading a byte.
+		n, err := d.DecodeBytesLen()
+		if err == nil {
+			var b []byte
+			if b, err = readBounded(d, n); err == nil {
+				return string(b), nil
+			}
 		}
-		return string(b), nil
+		return "", Errorf(CodeBadRequest, "%s: %v", key, err)
 	}
 	d.Skip()
 	return "", Errorf(CodeBadRequest, "%s must be a string", key)
+}
+
+// readBounded reads n bytes in steps, so that memory grows only as far as
+// the body really goes: a length is trusted no further than its bytes.
+func readBounded(d *msgpack.Decoder, n int) ([]byte, error) {
+	const step = 64 << 10
+	b := make([]byte, 0, min(n, step))
+	for len(b) < n {
+		at := len(b)
+		b = append(b, make([]byte, min(n-at, step))...)
+		if err := d.ReadFull(b[at:]); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
 }
 
 // errBadReply is wrapped by the client when a reply does not decode.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -65,7 +66,53 @@ func (a *api) subscribe(filters []string) error {
 			}
 		}
 	}
-	return add(a.prefix+"."+verbSubjects, verbSubjects)
+	if err := add(a.prefix+"."+verbSubjects, verbSubjects); err != nil {
+		return err
+	}
+	// What else can be told apart from another voik's request is a
+	// malformed one: the prefix alone, an unknown verb without a subject,
+	// FETCH, INFO or REPLAY without one, SUBJECTS with one. A per-subject
+	// verb on a subject outside this voik's filters is left alone: another
+	// voik sharing the NATS may capture it, and with none NATS tells the
+	// client at once that nobody answers.
+	for _, subject := range []string{a.prefix, a.prefix + ".*", a.prefix + "." + verbSubjects + ".>"} {
+		sub, err := a.nc.Subscribe(subject, a.malformed)
+		if err != nil {
+			return fmt.Errorf("subscribe %s: %w", subject, err)
+		}
+		a.subs = append(a.subs, sub)
+	}
+	return nil
+}
+
+// verbInvalid labels the metrics of requests to no verb at all.
+const verbInvalid = "invalid"
+
+// malformed answers a request to an API subject that names no verb
+// correctly with a 400; those the verbs' own subscriptions get are left
+// to them.
+func (a *api) malformed(msg *nats.Msg) {
+	if msg.Reply == "" {
+		return
+	}
+	rest := strings.TrimPrefix(strings.TrimPrefix(msg.Subject, a.prefix), ".")
+	verb, _, hasSubject := strings.Cut(rest, ".")
+	var err *messages.Error
+	switch verb {
+	case verbFetch, verbInfo, verbReplay:
+		if hasSubject {
+			return
+		}
+		err = messages.Errorf(messages.CodeBadRequest, "%s needs a subject: %s.%s.<subject>", verb, a.prefix, verb)
+	case verbSubjects:
+		if !hasSubject {
+			return
+		}
+		err = messages.Errorf(messages.CodeBadRequest, "SUBJECTS takes no subject: send the filter in the body to %s.SUBJECTS", a.prefix)
+	default:
+		err = messages.Errorf(messages.CodeBadRequest, "%s is not a verb: want %s.FETCH, INFO or REPLAY followed by a subject, or %s.SUBJECTS", messages.Quote(verb), a.prefix, a.prefix)
+	}
+	a.respond(msg, verbInvalid, time.Now(), messages.EncodeError(err), err.Code)
 }
 
 // dispatch answers msg in a goroutine, or 503 when too many are running
@@ -93,8 +140,15 @@ func (a *api) dispatch(msg *nats.Msg, verb string) {
 	}()
 }
 
-// respond sends body (nil: the handler already replied) and counts it.
+// respond sends body (nil: the handler already replied) and counts it. A
+// body that NATS would refuse is replaced by a 500 that says so, so that
+// no request goes unanswered.
 func (a *api) respond(msg *nats.Msg, verb string, start time.Time, body []byte, code int) {
+	if maxPayload := a.nc.MaxPayload(); int64(len(body)) > maxPayload {
+		a.logger.Error("reply larger than max_payload", "verb", verb, "subject", msg.Subject, "bytes", len(body), "max_payload", maxPayload)
+		code = messages.CodeInternal
+		body = messages.EncodeError(messages.Errorf(code, "the %s reply (%d bytes) would exceed max_payload %d", verb, len(body), maxPayload))
+	}
 	if body != nil {
 		if err := msg.Respond(body); err != nil {
 			a.logger.Warn("cannot send reply", "verb", verb, "err", err)
@@ -120,7 +174,7 @@ func (a *api) answer(msg *nats.Msg, verb string) (body []byte, code int) {
 	} else {
 		subject := msg.Subject[len(a.prefix)+len(verb)+2:]
 		if !messages.ValidSubject(subject) {
-			err = messages.Errorf(messages.CodeBadRequest, "%q is not a valid subject", subject)
+			err = messages.Errorf(messages.CodeBadRequest, "%s is not a valid subject", messages.Quote(subject))
 		} else {
 			switch verb {
 			case verbFetch:
@@ -129,7 +183,9 @@ func (a *api) answer(msg *nats.Msg, verb string) (body []byte, code int) {
 					return raw, 200
 				}
 			case verbInfo:
-				reply, err = a.info(subject)
+				if err = messages.DecodeInfoRequest(msg.Data); err == nil {
+					reply, err = a.info(subject)
+				}
 			case verbReplay:
 				return a.replay(msg, subject)
 			}
@@ -141,8 +197,14 @@ func (a *api) answer(msg *nats.Msg, verb string) (body []byte, code int) {
 	return messages.Encode(reply), 200
 }
 
-// acquire opens the log of subject for a request: 404 when there is none.
-func (a *api) acquire(subject string) (*logstore.Log, *messages.Error) {
+// acquire opens the log of subject for a request: 404 when there is none,
+// or, unless empty is allowed, when nothing was ever stored in it.
+//
+// A log with nothing in it exists for a moment while capture creates it
+// for a first message, and stays so when that message could not be stored
+// (too large, a full disk). A long poll may wait on it; anything else is
+// told what the contract says of a subject with nothing stored: 404.
+func (a *api) acquire(subject string, empty bool) (*logstore.Log, *messages.Error) {
 	log, err := a.store.Acquire(subject, false)
 	switch {
 	case errors.Is(err, logstore.ErrNotFound):
@@ -151,6 +213,9 @@ func (a *api) acquire(subject string) (*logstore.Log, *messages.Error) {
 		return nil, messages.Errorf(messages.CodeUnavailable, "voik is shutting down")
 	case err != nil:
 		return nil, messages.Errorf(messages.CodeInternal, "open log of %q: %v", subject, err)
+	case log.EndOffset() == 0 && !empty:
+		a.store.Release(log)
+		return nil, messages.Errorf(messages.CodeNotFound, "no log for subject %q", subject)
 	}
 	return log, nil
 }
@@ -195,7 +260,7 @@ func (a *api) fetch(subject string, body []byte) ([]byte, *messages.Error) {
 	if err != nil {
 		return nil, err
 	}
-	log, err := a.acquire(subject)
+	log, err := a.acquire(subject, req.WaitMs > 0)
 	if err != nil {
 		return nil, err
 	}
@@ -215,13 +280,18 @@ func (a *api) fetch(subject string, body []byte) ([]byte, *messages.Error) {
 	if req.MaxBytes > 0 && req.MaxBytes < uint64(maxPayload) {
 		maxBytes = int(req.MaxBytes)
 	}
+	// The reply reports the log as it is now; records appended while it is
+	// built wait for the next fetch.
+	first, end := log.FirstOffset(), log.EndOffset()
 	builder := a.builders.Get().(*messages.FetchReplyBuilder)
 	defer a.builders.Put(builder)
 	builder.Reset()
 	payloadBytes := 0
 	var tooLarge, decodeFailed error
-	next, scanErr := log.Scan(start, func(v logstore.RecordView) bool {
-		if uint64(builder.Count()) >= req.MaxMessages {
+	// Scan's own next counts the record a callback turned down; the reply's
+	// next_offset is the one after the last record returned.
+	stoppedAt, scanErr := log.Scan(start, func(v logstore.RecordView) bool {
+		if uint64(builder.Count()) >= req.MaxMessages || v.Offset >= end {
 			return false
 		}
 		headers, err := v.Headers()
@@ -233,13 +303,12 @@ func (a *api) fetch(subject string, body []byte) ([]byte, *messages.Error) {
 		if builder.Count() > 0 && payloadBytes+size > maxBytes {
 			return false
 		}
-		if builder.Size(len(subject))+messages.RecordSize(headers, len(v.Data)) > maxPayload {
+		if !builder.AddWithin(maxPayload, subject, first, end, v.Offset, v.Timestamp, headers, v.Data) {
 			if builder.Count() == 0 {
 				tooLarge = fmt.Errorf("record %d of %q (%d bytes) cannot fit in one reply under max_payload %d", v.Offset, subject, size, maxPayload)
 			}
 			return false
 		}
-		builder.Add(v.Offset, v.Timestamp, headers, v.Data)
 		payloadBytes += size
 		return true
 	})
@@ -253,16 +322,14 @@ func (a *api) fetch(subject string, body []byte) ([]byte, *messages.Error) {
 	case scanErr != nil:
 		// Serve what was read; the next fetch starts at the bad record
 		// and reports it.
-		a.logger.Error("read error", "subject", subject, "offset", next, "err", scanErr)
+		a.logger.Error("read error", "subject", subject, "offset", stoppedAt, "err", scanErr)
 	}
-	if builder.Count() == 0 {
-		next = start
-	}
-	return builder.Finish(subject, next, log.FirstOffset(), log.EndOffset()), nil
+	next := start + uint64(builder.Count()) // records are contiguous from start
+	return builder.Finish(subject, next, first, end), nil
 }
 
 func (a *api) info(subject string) (any, *messages.Error) {
-	log, err := a.acquire(subject)
+	log, err := a.acquire(subject, false)
 	if err != nil {
 		return nil, err
 	}

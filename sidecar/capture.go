@@ -81,6 +81,15 @@ func (c *capture) handle(msg *nats.Msg, counters *filterCounters) {
 	if wantsAck {
 		_, wantsAck = msg.Header[messages.HeaderAck]
 	}
+	if !messages.ValidSubject(msg.Subject) {
+		// NATS routes a publish to a literal wildcard subject ("a.*") to
+		// the subscriptions it matches, but no request could name that
+		// subject (400), so it is not stored.
+		if wantsAck {
+			c.sendAck(msg.Reply, messages.EncodeError(messages.Errorf(messages.CodeBadRequest, "%q is not a subject voik can store: it has a wildcard token", msg.Subject)), false)
+		}
+		return
+	}
 	log, err := c.store.Acquire(msg.Subject, true)
 	if err != nil {
 		c.appendFailed(msg, counters, err, wantsAck)

@@ -26,12 +26,8 @@ func (e *ConfigError) Unwrap() error { return e.Err }
 // VOIK_NATS_URL is set. A port that is taken is a configuration error.
 func startEmbeddedServer(cfg *config.Config, logger *slog.Logger) (*server.Server, error) {
 	addr := net.JoinHostPort(cfg.EmbeddedHost, strconv.Itoa(cfg.EmbeddedPort))
-	if cfg.EmbeddedPort > 0 {
-		probe, err := net.Listen("tcp", addr)
-		if err != nil {
-			return nil, &ConfigError{fmt.Errorf("embedded NATS server cannot listen on %s: %v", addr, errors.Unwrap(err))}
-		}
-		probe.Close()
+	if err := checkEmbeddedPort(cfg); err != nil {
+		return nil, err
 	}
 	ns, err := server.NewServer(&server.Options{
 		Host:   cfg.EmbeddedHost,
@@ -49,6 +45,23 @@ func startEmbeddedServer(cfg *config.Config, logger *slog.Logger) (*server.Serve
 	}
 	logger.Info("embedded NATS server listening", "url", ns.ClientURL())
 	return ns, nil
+}
+
+// checkEmbeddedPort fails with a *ConfigError when the embedded server
+// would be started and its port is taken. New checks it before anything
+// runs, so that the error is the one line voik prints; starting the server
+// checks again.
+func checkEmbeddedPort(cfg *config.Config) error {
+	if cfg.NatsURL != "" || cfg.EmbeddedPort <= 0 {
+		return nil
+	}
+	addr := net.JoinHostPort(cfg.EmbeddedHost, strconv.Itoa(cfg.EmbeddedPort))
+	probe, err := net.Listen("tcp", addr)
+	if err != nil {
+		return &ConfigError{fmt.Errorf("embedded NATS server cannot listen on %s: %v", addr, errors.Unwrap(err))}
+	}
+	probe.Close()
+	return nil
 }
 
 // natsOptions are the connection options from the settings: auth, TLS,

@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"errors"
 	"strconv"
 	"strings"
 	"time"
@@ -26,12 +27,12 @@ const (
 func (a *api) replay(msg *nats.Msg, subject string) ([]byte, int) {
 	req, errReply := messages.DecodeReplayRequest(msg.Data)
 	if errReply == nil && (req.Deliver == a.prefix || strings.HasPrefix(req.Deliver, a.prefix+".")) {
-		errReply = messages.Errorf(messages.CodeBadRequest, "deliver %q is under the API prefix %q", req.Deliver, a.prefix)
+		errReply = messages.Errorf(messages.CodeBadRequest, "deliver %s is under the API prefix %q", messages.Quote(req.Deliver), a.prefix)
 	}
 	if errReply != nil {
 		return messages.EncodeError(errReply), errReply.Code
 	}
-	log, errReply := a.acquire(subject)
+	log, errReply := a.acquire(subject, false)
 	if errReply != nil {
 		return messages.EncodeError(errReply), errReply.Code
 	}
@@ -83,7 +84,13 @@ func (a *api) deliver(log *logstore.Log, subject, deliver string, start, end uin
 			if herr != nil || headerSize(out.Header)+len(v.Data) > maxPayload {
 				out = statusMsg(deliver, "413", v.Offset)
 			}
-			if publishErr = a.nc.PublishMsg(out); publishErr != nil {
+			publishErr = a.nc.PublishMsg(out)
+			if errors.Is(publishErr, nats.ErrMaxPayload) {
+				// headerSize is exact for what nats.go writes; should the
+				// two ever differ, the record is still marked, not lost.
+				publishErr = a.nc.PublishMsg(statusMsg(deliver, "413", v.Offset))
+			}
+			if publishErr != nil {
 				return false
 			}
 			a.metrics.replayed.Inc()

@@ -70,6 +70,9 @@ func New(cfg *config.Config, logger *slog.Logger) (*Sidecar, error) {
 		filters:  filters,
 		started:  make(chan struct{}),
 	}
+	if err := checkEmbeddedPort(cfg); err != nil {
+		return nil, err
+	}
 	if cfg.HTTPAddr != "" {
 		if s.httpListener, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 			return nil, &ConfigError{fmt.Errorf("VOIK_HTTP_ADDR %s: %v", cfg.HTTPAddr, errors.Unwrap(err))}
