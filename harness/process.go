@@ -1,0 +1,319 @@
+package harness
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/voik/voik/config"
+	"github.com/voik/voik/messages"
+)
+
+// BuildVoik builds the voik binary (the module root, github.com/voik/voik)
+// into a temporary directory of tb and returns its path. It is meant to be
+// called once per test binary run (in the one test that needs it, or once
+// per package from a helper the caller holds on to) and the path passed to
+// StartVoikProcess; the go build cache makes a repeat cheap. There is no
+// package-level cache on purpose: the binary belongs to whoever built it.
+func BuildVoik(tb testing.TB) string {
+	tb.Helper()
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		goTool = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
+	}
+	bin := filepath.Join(tb.TempDir(), "voik")
+	start := time.Now()
+	cmd := exec.Command(goTool, "build", "-o", bin, "github.com/voik/voik")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("go build github.com/voik/voik: %v\n%s", err, out)
+	}
+	tb.Logf("built voik in %v", time.Since(start).Round(time.Millisecond))
+	return bin
+}
+
+// VoikProcess is voik running as a child process, so that a test can
+// SIGKILL it and start it again on the same data dir.
+//
+// Client stays valid across Kill and Restart: its connection reconnects
+// to the same NATS server (the external one, or the embedded one the child
+// starts again on the same port). Requests made while voik is down fail.
+type VoikProcess struct {
+	Config *config.Config // as started; NatsURL and ports made concrete
+	Client *messages.Client
+	Conn   *nats.Conn // the connection under Client
+	// NatsURL is the server the child uses: cfg.NatsURL, or its embedded
+	// server's URL.
+	NatsURL string
+	// HTTPAddr is where the child serves /readyz and /metrics ("" when off).
+	HTTPAddr string
+
+	bin     string
+	env     []string
+	logPath string // the child's stdout and stderr, every run appended
+	starts  int
+
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when cmd has been waited for
+	err    error         // cmd.Wait's result, set before exited closes
+}
+
+// StartVoikProcess runs bin with cfg as VOIK_* environment variables
+// (nothing else of the parent's VOIK_* leaks in) and returns once voik's
+// API answers. When cfg.NatsURL is empty the child's embedded server gets
+// a fixed free port, and an HTTP address with port 0 gets a free port, so
+// that both survive a restart. The child is killed when the test ends; its
+// output is written to the test log if the test failed.
+func StartVoikProcess(tb testing.TB, bin string, cfg *config.Config) *VoikProcess {
+	tb.Helper()
+	c := *cfg
+	if c.NatsURL == "" && c.EmbeddedPort <= 0 {
+		c.EmbeddedPort = freePort(tb, c.EmbeddedHost)
+	}
+	if host, port, err := net.SplitHostPort(c.HTTPAddr); err == nil && port == "0" {
+		c.HTTPAddr = net.JoinHostPort(host, strconv.Itoa(freePort(tb, host)))
+	}
+	if err := c.Validate(); err != nil {
+		tb.Fatalf("config: %v", err)
+	}
+	p := &VoikProcess{
+		Config:   &c,
+		NatsURL:  c.NatsURL,
+		HTTPAddr: c.HTTPAddr,
+		bin:      bin,
+		env:      processEnv(&c),
+		logPath:  filepath.Join(tb.TempDir(), "voik.log"),
+	}
+	if p.NatsURL == "" {
+		p.NatsURL = "nats://" + net.JoinHostPort(c.EmbeddedHost, strconv.Itoa(c.EmbeddedPort))
+	}
+	tb.Cleanup(func() {
+		if p.running() {
+			p.signal(syscall.SIGKILL)
+			<-p.exited
+		}
+		if p.Conn != nil {
+			p.Conn.Close()
+		}
+		if tb.Failed() {
+			tb.Logf("voik child output (%s):\n%s", p.logPath, p.Output())
+		}
+	})
+	p.start(tb)
+	nc, err := nats.Connect(p.NatsURL,
+		nats.Name("voik-harness"),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(20*time.Millisecond),
+		nats.ReconnectJitter(0, 0),
+		nats.NoCallbacksAfterClientClose(),
+	)
+	if err != nil {
+		tb.Fatalf("connect %s: %v", p.NatsURL, err)
+	}
+	p.Conn = nc
+	p.Client = messages.NewClient(nc, c.APIPrefix)
+	p.waitReady(tb)
+	return p
+}
+
+// processEnv is the parent's environment without VOIK_*, plus cfg as
+// VOIK_* variables, one per field of config.Config.
+func processEnv(cfg *config.Config) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "VOIK_") {
+			env = append(env, kv)
+		}
+	}
+	v := reflect.ValueOf(cfg).Elem()
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		name := t.Field(i).Tag.Get("env")
+		if name == "" {
+			continue
+		}
+		var value string
+		switch f := v.Field(i).Interface().(type) {
+		case time.Duration:
+			value = f.String()
+		case config.ByteSize:
+			value = strconv.FormatInt(int64(f), 10)
+		default:
+			value = fmt.Sprint(f)
+		}
+		env = append(env, name+"="+value)
+	}
+	return env
+}
+
+// freePort asks the kernel for a port that is free now.
+func freePort(tb testing.TB, host string) int {
+	tb.Helper()
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		tb.Fatalf("free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// start launches the child; it does not wait for it to be ready.
+func (p *VoikProcess) start(tb testing.TB) {
+	tb.Helper()
+	out, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		tb.Fatalf("voik log: %v", err)
+	}
+	defer out.Close() // the child holds its own descriptor
+	p.starts++
+	fmt.Fprintf(out, "--- start %d at %s ---\n", p.starts, time.Now().Format(time.RFC3339Nano))
+	cmd := exec.Command(p.bin, "serve")
+	cmd.Env = p.env
+	cmd.Stdout, cmd.Stderr = out, out
+	// The child must not outlive a test binary that dies.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		tb.Fatalf("start %s: %v", p.bin, err)
+	}
+	p.cmd, p.err = cmd, nil
+	p.exited = make(chan struct{})
+	exited := p.exited
+	go func() {
+		err := cmd.Wait()
+		p.err = err
+		close(exited)
+	}()
+}
+
+// waitReady returns once voik answers a SUBJECTS request (the contract: the
+// API answers only once capture is active), and /readyz says ready when
+// HTTP is on. It fails the test if the child exits first or 30s pass.
+func (p *VoikProcess) waitReady(tb testing.TB) {
+	tb.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		select {
+		case <-p.exited:
+			tb.Fatalf("voik exited while starting: %v\n%s", p.err, p.Output())
+		default:
+		}
+		if p.answers() {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("voik did not answer within 30s\n%s", p.Output())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (p *VoikProcess) answers() bool {
+	if !p.Conn.IsConnected() {
+		return false
+	}
+	if _, err := p.Conn.Request(p.Config.APIPrefix+".SUBJECTS", nil, 500*time.Millisecond); err != nil {
+		return false
+	}
+	if p.HTTPAddr == "" {
+		return true
+	}
+	resp, err := http.Get("http://" + p.HTTPAddr + "/readyz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+func (p *VoikProcess) running() bool {
+	if p.cmd == nil {
+		return false
+	}
+	select {
+	case <-p.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+func (p *VoikProcess) signal(sig syscall.Signal) {
+	// The only failure is a child that is already gone, which the waits
+	// that follow see.
+	_ = p.cmd.Process.Signal(sig)
+}
+
+// PID is the running child's process id.
+func (p *VoikProcess) PID() int { return p.cmd.Process.Pid }
+
+// Kill sends SIGKILL and waits for the child to be gone.
+func (p *VoikProcess) Kill() {
+	if !p.running() {
+		return
+	}
+	p.signal(syscall.SIGKILL)
+	<-p.exited
+}
+
+// Stop sends SIGTERM and fails the test unless voik exits with status 0
+// within 60s (it is killed then).
+func (p *VoikProcess) Stop(tb testing.TB) {
+	tb.Helper()
+	if !p.running() {
+		tb.Errorf("voik stop: not running (exit: %v)", p.err)
+		return
+	}
+	p.signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(60 * time.Second):
+		p.Kill()
+		tb.Errorf("voik did not exit within 60s of SIGTERM; killed")
+		return
+	}
+	if p.err != nil {
+		tb.Errorf("voik exited after SIGTERM with %v, want status 0", p.err)
+	}
+}
+
+// Restart starts voik again with the same settings and data dir and
+// returns once it answers. A child still running is killed first.
+func (p *VoikProcess) Restart(tb testing.TB) {
+	tb.Helper()
+	p.Kill()
+	p.start(tb)
+	p.waitReady(tb)
+}
+
+// Exited is closed when the current child has exited.
+func (p *VoikProcess) Exited() <-chan struct{} { return p.exited }
+
+// Output is everything the child wrote, every run, for a failure message.
+// It is cut to the last 64 KiB.
+func (p *VoikProcess) Output() string {
+	out, err := os.ReadFile(p.logPath)
+	if err != nil {
+		return fmt.Sprintf("(no output: %v)", err)
+	}
+	const keep = 64 << 10
+	if len(out) > keep {
+		cut := bytes.IndexByte(out[len(out)-keep:], '\n')
+		out = append([]byte("...\n"), out[len(out)-keep+cut+1:]...)
+	}
+	return string(out)
+}

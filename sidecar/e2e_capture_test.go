@@ -1,0 +1,233 @@
+package sidecar_test
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/voik/voik/harness"
+	"github.com/voik/voik/messages"
+)
+
+func TestCaptureWithSeveralWildcardFiltersStoresExactlyTheMatchingSubjects(t *testing.T) {
+	t.Parallel()
+	e := startWith(t, nil, func(c *configT) { c.Subjects = "orders.*, metrics.>,exact.one" })
+	publish := map[string]bool{ // subject → captured
+		"orders.eu":        true,
+		"orders.us":        true,
+		"orders":           false, // * needs a token
+		"orders.eu.late":   false, // * is one token
+		"metrics.cpu":      true,
+		"metrics.a.b.c":    true,
+		"metrics":          false, // > needs a token
+		"exact.one":        true,
+		"exact.two":        false,
+		"exact.one.more":   false,
+		"other.subject":    false,
+		"Orders.eu":        false, // subjects are case-sensitive
+		"prefix.orders.eu": false,
+	}
+	for subject := range publish {
+		e.publish(subject, nil, []byte(subject))
+	}
+	e.flush()
+	var want []string
+	for subject, captured := range publish {
+		if captured {
+			e.waitForEnd(subject, 1)
+			want = append(want, subject)
+		}
+	}
+	// Subjects outside the filters reach no subscription of voik's at all,
+	// so once the captured ones are in, nothing else can come.
+	got := e.subjects(">")
+	sort.Strings(want)
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("stored %v, want %v", got, want)
+	}
+	for _, subject := range want {
+		records := e.fetchAll(subject)
+		if len(records) != 1 || string(records[0].Data) != subject {
+			t.Fatalf("%s: %+v", subject, records)
+		}
+	}
+	// The API answers for the captured subjects under every filter.
+	if info, err := e.client.Info(context.Background(), "metrics.a.b.c"); err != nil || info.Messages != 1 {
+		t.Fatalf("INFO metrics.a.b.c: %+v, %v", info, err)
+	}
+}
+
+func TestCaptureNeverStoresAPIInboxDollarOrReplayedMessages(t *testing.T) {
+	t.Parallel()
+	e := startWith(t, nil, func(c *configT) { c.APIPrefix = "my.api" })
+	e.publish("my.api", nil, []byte("the prefix itself"))
+	e.publish("my.api.anything", nil, []byte("under the prefix"))
+	e.publish("my.api.FETCH.x", nil, nil)
+	e.publish("_INBOX.abc", nil, []byte("an inbox"))
+	e.publish("_INBOX.abc.def", nil, []byte("an inbox"))
+	e.publish("$SYS.fake", nil, []byte("a $ subject"))
+	e.publish("$KV.bucket.key", nil, []byte("a $ subject"))
+	e.publish("plain", nats.Header{messages.HeaderOffset: {"7"}}, []byte("a replayed copy"))
+	e.publish("plain", nats.Header{messages.HeaderOffset: {""}, "Other": {"x"}}, []byte("a replayed copy"))
+	// Not excluded: only look alike.
+	e.publish("my.apiary", nil, []byte("1"))
+	e.publish("VOIK.API.x", nil, []byte("2")) // the default prefix, not this voik's
+	e.publish("_INBOXES", nil, []byte("3"))
+	e.publish("x.$y", nil, []byte("4"))
+	e.publish("plain", nats.Header{"voik-offset": {"7"}}, []byte("5")) // names match exactly
+	// One filter ('>') is one subscription, read in order: once this acked
+	// append is stored, everything published before it has been handled.
+	if ack := e.appendAcked("plain", nil, []byte("6")); ack.Offset != 1 {
+		t.Fatalf("marker stored at offset %d, want 1 (a replayed copy was stored?)", ack.Offset)
+	}
+	want := []string{"VOIK.API.x", "_INBOXES", "my.apiary", "plain", "x.$y"}
+	if got := e.subjects(">"); !reflect.DeepEqual(got, want) {
+		t.Fatalf("stored %v, want %v", got, want)
+	}
+}
+
+func TestHeadersAndDataArePreservedExactly(t *testing.T) {
+	t.Parallel()
+	e := start(t)
+	binary := []byte{0, 1, 2, 0xff, 0xfe, '\r', '\n', 0, 0x80}
+	cases := []struct {
+		name    string
+		headers nats.Header
+		data    []byte
+	}{
+		{"no headers, text", nil, []byte("hello")},
+		{"no headers, binary with NULs", nil, binary},
+		{"no headers, empty data", nil, []byte{}},
+		{"case of names kept", nats.Header{"x-lower": {"1"}, "X-UPPER": {"2"}, "MiXeD-CaSe": {"3"}}, []byte("a")},
+		{"names differing only in case", nats.Header{"Key": {"a"}, "key": {"b"}, "KEY": {"c"}}, []byte("b")},
+		{"several values in their order", nats.Header{"Multi": {"3", "1", "2", "1"}}, []byte("c")},
+		{"empty value", nats.Header{"Empty": {""}, "Full": {"x"}}, []byte("d")},
+		{"values with spaces, colons and unicode", nats.Header{"Odd": {"a: b  c", "日本語 ✓", "k=v;q=\"1\""}}, binary},
+		{"a long value", nats.Header{"Long": {strings.Repeat("v", 4000)}}, []byte("e")},
+		{"many names", manyHeaders(50), []byte("f")},
+		{"headers, empty data", nats.Header{"Only": {"headers"}}, nil},
+	}
+	for _, c := range cases {
+		e.publish("exact.headers", c.headers, c.data)
+	}
+	e.flush()
+	e.waitForEnd("exact.headers", uint64(len(cases)))
+	records := e.fetchAll("exact.headers")
+	for i, c := range cases {
+		r := records[i]
+		wantHeaders := map[string][]string(c.headers)
+		if !reflect.DeepEqual(r.Headers, wantHeaders) {
+			t.Errorf("%s: FETCH headers\n got %v\nwant %v", c.name, r.Headers, wantHeaders)
+		}
+		if string(r.Data) != string(c.data) {
+			t.Errorf("%s: FETCH data %q, want %q", c.name, r.Data, c.data)
+		}
+	}
+	// The raw reply: headers absent (not empty) when there were none, data bin.
+	raw := wantFetchReply(t, e.call("FETCH.exact.headers", map[string]any{"max_messages": 4}), "exact.headers", 4, 0, uint64(len(cases)))
+	for i, r := range raw {
+		if _, has := r["headers"]; has != (cases[i].headers != nil) {
+			t.Errorf("%s: headers key present %v", cases[i].name, has)
+		}
+		if _, isBin := r["data"].([]byte); !isBin {
+			t.Errorf("%s: data is %T, want bin", cases[i].name, r["data"])
+		}
+	}
+	// REPLAY delivers the same headers, plus its own three.
+	var replayed []messages.ReplayedRecord
+	_, err := e.client.Replay(context.Background(), "exact.headers", messages.ReplayRequest{}, func(r messages.ReplayedRecord) error {
+		replayed = append(replayed, r)
+		return nil
+	})
+	if err != nil || len(replayed) != len(cases) {
+		t.Fatalf("replay: %d records, %v", len(replayed), err)
+	}
+	for i, c := range cases {
+		if !reflect.DeepEqual(replayed[i].Headers, c.headers) || string(replayed[i].Data) != string(c.data) {
+			t.Errorf("%s: REPLAY gave headers %v data %q", c.name, replayed[i].Headers, replayed[i].Data)
+		}
+	}
+}
+
+func manyHeaders(n int) nats.Header {
+	h := nats.Header{}
+	for i := 0; i < n; i++ {
+		h["H-"+strings.Repeat("n", i+1)] = []string{strings.Repeat("v", n-i)}
+	}
+	return h
+}
+
+func TestTimestampsAreReceiveTimesThatNeverDecrease(t *testing.T) {
+	t.Parallel()
+	e := start(t)
+	before := time.Now().UnixNano()
+	for i := 0; i < 200; i++ {
+		e.publish("stamped", nil, nil)
+	}
+	e.flush()
+	e.waitForEnd("stamped", 200)
+	after := time.Now().UnixNano()
+	records := e.fetchAll("stamped")
+	for i, r := range records {
+		if r.Timestamp < before || r.Timestamp > after {
+			t.Fatalf("record %d timestamp %d outside [%d, %d]", i, r.Timestamp, before, after)
+		}
+		if i > 0 && r.Timestamp < records[i-1].Timestamp {
+			t.Fatalf("record %d timestamp %d below the one before, %d", i, r.Timestamp, records[i-1].Timestamp)
+		}
+	}
+}
+
+func TestLiteralWildcardSubjectsAreNotStored(t *testing.T) {
+	t.Parallel()
+	e := start(t)
+	// NATS routes a publish to a literal "a.*" or "a.>" to matching
+	// subscribers, but no FETCH could ever name it (400): voik does not
+	// store what it could not serve.
+	e.publish("wild.*", nil, []byte("x"))
+	e.publish("wild.>", nil, []byte("x"))
+	e.publish("wild.*.deeper", nil, []byte("x"))
+	// An acked one is told why.
+	msg := nats.NewMsg("wild.*")
+	msg.Header.Set(messages.HeaderAck, "1")
+	reply, err := e.nc.RequestMsg(msg, requestTimeout)
+	if err != nil {
+		t.Fatalf("acked publish on a wildcard subject: %v", err)
+	}
+	wantError(t, "ack of a wildcard subject", decodeReply(t, reply.Data), 400)
+	e.appendAcked("wild.marker", nil, nil)
+	if got := e.subjects(">"); !reflect.DeepEqual(got, []string{"wild.marker"}) {
+		t.Fatalf("stored %v", got)
+	}
+}
+
+func TestTwoVoiksSharingNATSEachAnswerForTheirOwnFilters(t *testing.T) {
+	t.Parallel()
+	orders := startWith(t, nil, func(c *configT) { c.Subjects = "orders.>" })
+	paymentsCfg := harness.TestConfig(t, orders.server.ClientURL())
+	paymentsCfg.Subjects = "payments.>"
+	harness.StartVoik(t, paymentsCfg)
+
+	orders.appendAcked("orders.eu", nil, []byte("an order"))
+	orders.appendAcked("payments.eu", nil, []byte("a payment"))
+	for subject, data := range map[string]string{"orders.eu": "an order", "payments.eu": "a payment"} {
+		for i := 0; i < 5; i++ { // a wrong voik answering would win some of these
+			reply := orders.fetch(subject, messages.FetchRequest{})
+			if len(reply.Records) != 1 || string(reply.Records[0].Data) != data {
+				t.Fatalf("FETCH %s: %+v", subject, reply)
+			}
+		}
+	}
+	// Neither captures it: NATS says at once that nobody answers.
+	if _, err := orders.nc.Request(orders.prefix()+".FETCH.other.subject", nil, requestTimeout); !errors.Is(err, nats.ErrNoResponders) {
+		t.Fatalf("FETCH outside both voiks' filters: %v, want no responders", err)
+	}
+	// A malformed request is malformed for both.
+	wantError(t, "FETCH without a subject", orders.call("FETCH", nil), 400)
+}
