@@ -76,7 +76,8 @@ func (c *capture) handle(msg *nats.Msg, counters *filterCounters) {
 	if _, replayed := msg.Header[messages.HeaderOffset]; replayed {
 		return
 	}
-	now := time.Now().UnixNano()
+	start := time.Now()
+	now := start.UnixNano()
 	wantsAck := msg.Reply != ""
 	if wantsAck {
 		_, wantsAck = msg.Header[messages.HeaderAck]
@@ -96,6 +97,7 @@ func (c *capture) handle(msg *nats.Msg, counters *filterCounters) {
 		return
 	}
 	offset, ts, err := log.Append(now, logstore.Headers(msg.Header), msg.Data)
+	c.metrics.appendSeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
 		c.store.Release(log)
 		c.appendFailed(msg, counters, err, wantsAck)

@@ -83,18 +83,24 @@ func natsOptions(cfg *config.Config, role string, logger *slog.Logger, m *metric
 		}),
 		nats.ConnectHandler(func(nc *nats.Conn) {
 			logger.Info("connected to NATS", "role", role, "url", nc.ConnectedUrlRedacted())
+			m.natsConnected.WithLabelValues(role).Set(1)
 			notify()
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			logger.Info("reconnected to NATS", "role", role, "url", nc.ConnectedUrlRedacted())
 			m.reconnects.Inc()
+			m.natsConnected.WithLabelValues(role).Set(1)
 			notify()
 		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				logger.Warn("disconnected from NATS", "role", role, "err", err)
 			}
+			m.natsConnected.WithLabelValues(role).Set(0)
 			notify()
+		}),
+		nats.ClosedHandler(func(*nats.Conn) {
+			m.natsConnected.WithLabelValues(role).Set(0)
 		}),
 		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
 			logger.Warn("cannot reach NATS yet; retrying", "role", role, "err", err)

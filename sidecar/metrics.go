@@ -1,10 +1,18 @@
 package sidecar
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/voik/voik/logstore"
 )
 
 // metrics are voik's Prometheus series. Labels are per capture filter or
@@ -18,11 +26,26 @@ type metrics struct {
 	requests       *prometheus.CounterVec // verb, code
 	requestSeconds *prometheus.HistogramVec
 	replayed       prometheus.Counter
-	natsConnected  prometheus.Gauge
+	natsConnected  *prometheus.GaugeVec // role: capture, api
 	reconnects     prometheus.Counter
+
+	// Storage, fed by the store's Observer and by capture.
+	appendSeconds    prometheus.Histogram
+	syncSeconds      prometheus.Histogram
+	syncErrors       prometheus.Counter
+	diskBytes        prometheus.Gauge
+	retentionDeleted prometheus.Counter
+	logOpens         *prometheus.CounterVec // outcome
 }
 
-func newMetrics(reg prometheus.Registerer, openLogs func() float64) (*metrics, error) {
+// storeGauges reads figures the store keeps itself.
+type storeGauges struct {
+	openLogs   func() float64
+	durableLag func() float64
+}
+
+func newMetrics(reg prometheus.Registerer, gauges storeGauges) (*metrics, error) {
+	latency := prometheus.ExponentialBuckets(0.00001, 4, 10) // 10µs .. 2.6s
 	m := &metrics{
 		messagesStored: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "voik_messages_stored_total", Help: "Messages appended to subject logs.",
@@ -49,16 +72,43 @@ func newMetrics(reg prometheus.Registerer, openLogs func() float64) (*metrics, e
 		replayed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "voik_replayed_messages_total", Help: "Records published by REPLAY.",
 		}),
-		natsConnected: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "voik_nats_connected", Help: "1 while the NATS connections are up.",
-		}),
+		natsConnected: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "voik_nats_connected", Help: "1 while the NATS connection of the role (capture, api) is up, 0 while it is down.",
+		}, []string{"role"}),
 		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "voik_nats_reconnects_total", Help: "NATS reconnections.",
 		}),
+		appendSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "voik_append_duration_seconds", Help: "Time to append a captured message to its log, opening or creating the log included.",
+			Buckets: latency,
+		}),
+		syncSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "voik_sync_duration_seconds", Help: "Time of each fdatasync of a segment file.",
+			Buckets: latency,
+		}),
+		syncErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "voik_sync_errors_total", Help: "Failed fdatasyncs; the log refuses appends and acks until voik restarts.",
+		}),
+		diskBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "voik_disk_bytes", Help: "Bytes the segment files take on disk (preallocated space included).",
+		}),
+		retentionDeleted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "voik_retention_deleted_segments_total", Help: "Segments deleted by retention.",
+		}),
+		logOpens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "voik_log_opens_total", Help: "Subject logs opened, by what recovery found: clean, torn_tail, index_rebuilt or corrupt.",
+		}, []string{"outcome"}),
+	}
+	for _, outcome := range []string{"clean", "torn_tail", "index_rebuilt", "corrupt"} {
+		m.logOpens.WithLabelValues(outcome) // present from the start, at 0
 	}
 	for _, c := range []prometheus.Collector{m.messagesStored, m.bytesStored, m.appendErrors, m.dropped, m.acks,
 		m.requests, m.requestSeconds, m.replayed, m.natsConnected, m.reconnects,
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "voik_open_logs", Help: "Subject logs open now."}, openLogs),
+		m.appendSeconds, m.syncSeconds, m.syncErrors, m.diskBytes, m.retentionDeleted, m.logOpens,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "voik_open_logs", Help: "Subject logs open now."}, gauges.openLogs),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "voik_durable_lag_records", Help: "Records appended to open logs and not yet durable.",
+		}, gauges.durableLag),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
@@ -67,4 +117,51 @@ func newMetrics(reg prometheus.Registerer, openLogs func() float64) (*metrics, e
 		}
 	}
 	return m, nil
+}
+
+// storeObserver turns the store's events into metrics.
+type storeObserver struct {
+	m      *metrics
+	logger *slog.Logger
+}
+
+func (o storeObserver) Synced(elapsed time.Duration, err error) {
+	o.m.syncSeconds.Observe(elapsed.Seconds())
+	if err != nil {
+		o.m.syncErrors.Inc()
+	}
+}
+
+func (o storeObserver) DiskBytes(delta int64) { o.m.diskBytes.Add(float64(delta)) }
+
+func (o storeObserver) RetentionDeleted(segments int) { o.m.retentionDeleted.Add(float64(segments)) }
+
+func (o storeObserver) Recovered(subject string, r logstore.Recovery) {
+	o.m.logOpens.WithLabelValues(r.Outcome()).Inc()
+	if r.TornBytes > 0 || r.IndexesRebuilt > 0 {
+		o.logger.Warn("log recovered", "subject", subject, "outcome", r.Outcome(), "torn_bytes", r.TornBytes, "indexes_rebuilt", r.IndexesRebuilt)
+	}
+}
+
+// segmentFileBytes sums the sizes of the segment files under dir: the
+// starting point of voik_disk_bytes, which the store's events move after.
+func segmentFileBytes(dir string) (int64, error) {
+	var total int64
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if name := d.Name(); !d.IsDir() && (strings.HasSuffix(name, ".log") || strings.HasSuffix(name, ".idx")) {
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			total += info.Size()
+		}
+		return nil
+	})
+	return total, err
 }

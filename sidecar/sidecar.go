@@ -102,8 +102,21 @@ func (s *Sidecar) HTTPAddr() string {
 // Run runs voik until ctx is cancelled, then shuts down cleanly. It
 // returns nil after a clean shutdown.
 func (s *Sidecar) Run(ctx context.Context) (err error) {
-	var openLogs func() float64 = func() float64 { return 0 }
-	s.metrics, err = newMetrics(s.registry, func() float64 { return openLogs() })
+	var storeRef atomic.Pointer[logstore.Store] // set once the store is open
+	s.metrics, err = newMetrics(s.registry, storeGauges{
+		openLogs: func() float64 {
+			if store := storeRef.Load(); store != nil {
+				return float64(store.OpenLogs())
+			}
+			return 0
+		},
+		durableLag: func() float64 {
+			if store := storeRef.Load(); store != nil {
+				return float64(store.DurableLag())
+			}
+			return 0
+		},
+	})
 	if err != nil {
 		return err
 	}
@@ -111,12 +124,18 @@ func (s *Sidecar) Run(ctx context.Context) (err error) {
 	defer s.stopHTTP()
 
 	policy, _ := s.cfg.SyncPolicy()
-	s.store, err = logstore.OpenStore(s.cfg.DataDir, s.cfg.StoreOptions(s.logger))
+	diskBytes, err := segmentFileBytes(s.cfg.DataDir)
 	if err != nil {
 		return &ConfigError{fmt.Errorf("VOIK_DATA_DIR %s: %v", s.cfg.DataDir, err)}
 	}
-	store := s.store
-	openLogs = func() float64 { return float64(store.OpenLogs()) }
+	s.metrics.diskBytes.Set(float64(diskBytes))
+	storeOpts := s.cfg.StoreOptions(s.logger)
+	storeOpts.Observer = storeObserver{m: s.metrics, logger: s.logger}
+	s.store, err = logstore.OpenStore(s.cfg.DataDir, storeOpts)
+	if err != nil {
+		return &ConfigError{fmt.Errorf("VOIK_DATA_DIR %s: %v", s.cfg.DataDir, err)}
+	}
+	storeRef.Store(s.store)
 	defer func() {
 		if closeErr := s.store.Close(); closeErr != nil {
 			s.logger.Error("closing the store", "err", closeErr)
@@ -183,8 +202,8 @@ func (s *Sidecar) connect(ctx context.Context, url string) error {
 		} else {
 			s.apiNC = nc
 		}
+		s.metrics.natsConnected.WithLabelValues(role).Set(1)
 	}
-	s.metrics.natsConnected.Set(1)
 	return nil
 }
 
@@ -261,7 +280,8 @@ func (s *Sidecar) stop(shutdown context.CancelFunc) {
 	if err := s.apiNC.FlushTimeout(5 * time.Second); err != nil {
 		s.logger.Warn("shutdown: last replies may not have been sent", "err", err)
 	}
-	s.metrics.natsConnected.Set(0)
+	s.metrics.natsConnected.WithLabelValues("capture").Set(0)
+	s.metrics.natsConnected.WithLabelValues("api").Set(0)
 }
 
 // startHTTP serves /healthz, /readyz and /metrics when an address is set.

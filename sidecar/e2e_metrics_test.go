@@ -1,0 +1,188 @@
+package sidecar_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/voik/voik/harness"
+	"github.com/voik/voik/messages"
+)
+
+// scrape reads /metrics and returns the families by name.
+func scrape(t *testing.T, addr string) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/metrics: %s", resp.Status)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("/metrics does not parse: %v", err)
+	}
+	return families
+}
+
+// metricValue is the value of the series of family name whose labels
+// include want (name=value pairs); counters, gauges and histogram counts.
+func metricValue(t *testing.T, families map[string]*dto.MetricFamily, name string, want ...string) float64 {
+	t.Helper()
+	family := families[name]
+	if family == nil {
+		t.Fatalf("no metric %s", name)
+	}
+next:
+	for _, m := range family.GetMetric() {
+		labels := map[string]string{}
+		for _, l := range m.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		for i := 0; i+1 < len(want); i += 2 {
+			if labels[want[i]] != want[i+1] {
+				continue next
+			}
+		}
+		switch {
+		case m.Counter != nil:
+			return m.GetCounter().GetValue()
+		case m.Gauge != nil:
+			return m.GetGauge().GetValue()
+		case m.Histogram != nil:
+			return float64(m.GetHistogram().GetSampleCount())
+		}
+	}
+	t.Fatalf("no series of %s with labels %v", name, want)
+	return 0
+}
+
+// TestMetricsMoveWithTraffic scrapes /metrics after captures, acked
+// appends, fetches and a 404, and checks that every figure an operator
+// alerts on moved, with names that follow Prometheus conventions and no
+// per-subject labels.
+func TestMetricsMoveWithTraffic(t *testing.T) {
+	ns := harness.StartNATS(t)
+	cfg := harness.TestConfig(t, ns.ClientURL())
+	cfg.Subjects = "metrics.>"
+	v := harness.StartVoik(t, cfg)
+	nc := harness.Connect(t, ns.ClientURL())
+	before := scrape(t, v.Sidecar.HTTPAddr())
+	if got := metricValue(t, before, "voik_nats_connected", "role", "capture"); got != 1 {
+		t.Fatalf("voik_nats_connected{role=capture} %v while connected", got)
+	}
+
+	const n = 50
+	for i := 0; i < n; i++ {
+		if err := nc.Publish("metrics.orders", []byte("order")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := v.Client.Append(ctx, "metrics.acked", nats.Header{"K": {"v"}}, []byte("acked")); err != nil {
+		t.Fatal(err)
+	}
+	waitForEnd(t, v, "metrics.orders", n)
+	if _, err := v.Client.Fetch(ctx, "metrics.orders", messages.FetchRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Client.Fetch(ctx, "metrics.nothing", messages.FetchRequest{}); err == nil {
+		t.Fatal("fetch of an unknown subject succeeded")
+	}
+
+	after := scrape(t, v.Sidecar.HTTPAddr())
+	atLeast := func(name string, min float64, labels ...string) {
+		t.Helper()
+		if got := metricValue(t, after, name, labels...); got < min {
+			t.Errorf("%s%v = %v, want at least %v", name, labels, got, min)
+		}
+	}
+	atLeast("voik_messages_stored_total", n+1, "filter", "metrics.>")
+	atLeast("voik_stored_bytes_total", float64(n*len("order")), "filter", "metrics.>")
+	atLeast("voik_append_duration_seconds", n+1)
+	atLeast("voik_sync_duration_seconds", 1)
+	atLeast("voik_acks_total", 1, "result", "ok")
+	atLeast("voik_api_requests_total", 1, "verb", "FETCH", "code", "200")
+	atLeast("voik_api_requests_total", 1, "verb", "FETCH", "code", "404")
+	atLeast("voik_api_request_duration_seconds", 2, "verb", "FETCH")
+	atLeast("voik_log_opens_total", 2, "outcome", "clean")
+	atLeast("voik_open_logs", 2)
+	atLeast("voik_disk_bytes", 2*4096)
+	// Present (at zero) before anything goes wrong, so alerts have a series.
+	for _, name := range []string{"voik_durable_lag_records", "voik_sync_errors_total",
+		"voik_retention_deleted_segments_total", "voik_nats_reconnects_total"} {
+		if after[name] == nil {
+			t.Errorf("metric %s missing", name)
+		}
+	}
+	for name, family := range after {
+		if !strings.HasPrefix(name, "voik_") {
+			continue
+		}
+		if family.GetType() == dto.MetricType_COUNTER && !strings.HasSuffix(name, "_total") {
+			t.Errorf("counter %s does not end in _total", name)
+		}
+		for _, m := range family.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "subject" {
+					t.Errorf("%s has a per-subject label", name)
+				}
+			}
+		}
+	}
+}
+
+// TestReadyzFailsWhileNATSIsDown: /readyz is 503 while voik cannot reach
+// NATS (so Kubernetes takes it out of service) and ready again after it
+// reconnects; voik_nats_connected follows, and the reconnect is counted.
+func TestReadyzFailsWhileNATSIsDown(t *testing.T) {
+	ns := harness.StartNATS(t)
+	addr := ns.Addr().(*net.TCPAddr)
+	cfg := harness.TestConfig(t, ns.ClientURL())
+	v := harness.StartVoik(t, cfg)
+	readyz := func() int {
+		resp, err := http.Get("http://" + v.Sidecar.HTTPAddr() + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := readyz(); code != http.StatusOK {
+		t.Fatalf("/readyz %d while connected", code)
+	}
+
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	harness.Eventually(t, 10*time.Second, "/readyz 503 while NATS is down", func() bool { return readyz() == http.StatusServiceUnavailable })
+	harness.Eventually(t, 10*time.Second, "voik_nats_connected 0 while NATS is down", func() bool {
+		return metricValue(t, scrape(t, v.Sidecar.HTTPAddr()), "voik_nats_connected", "role", "capture") == 0
+	})
+
+	// The same address again: voik reconnects on its own.
+	harness.StartNATS(t, harness.WithOptions(func(o *server.Options) { o.Host, o.Port = addr.IP.String(), addr.Port }))
+	harness.Eventually(t, 30*time.Second, "/readyz 200 after NATS is back", func() bool { return readyz() == http.StatusOK })
+	// The gauge is set by nats.go's reconnect callback, which runs just
+	// after the connection reports itself connected.
+	harness.Eventually(t, 10*time.Second, "voik_nats_connected 1 and a reconnect counted", func() bool {
+		families := scrape(t, v.Sidecar.HTTPAddr())
+		return metricValue(t, families, "voik_nats_connected", "role", "capture") == 1 &&
+			metricValue(t, families, "voik_nats_connected", "role", "api") == 1 &&
+			metricValue(t, families, "voik_nats_reconnects_total") >= 2
+	})
+}
