@@ -1,0 +1,232 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"runtime"
+	"slices"
+	"time"
+)
+
+// Options say what to run. Sizes and the per-size counts line up by index.
+type Options struct {
+	Sizes         []int // message data bytes
+	Messages      []int // capture burst, also the history that reads go through
+	Appends       []int // acknowledged appends (voik) and publishes (JetStream, default sync)
+	AppendsAlways []int // JetStream acknowledged publishes under sync always
+	Window        int   // acknowledged messages in flight
+	// Repeat runs every scenario this many times, one size after the
+	// other; the report keeps each scenario's best rate and worst loss.
+	Repeat   int
+	FetchOne int // single-record reads timed
+	// Stall ends a phase that made no progress for this long; what is
+	// missing then is counted as lost.
+	Stall time.Duration
+	// VoikSync is VOIK_SYNC of the voik under test (default batch).
+	VoikSync string
+	// VoikBin is the voik binary run as a child. Empty: InProcess must be
+	// set.
+	VoikBin string
+	// InProcess runs voik inside this process (for a CPU profile that
+	// covers it); its resources are then not measured.
+	InProcess bool
+	// PhaseProfile, when set, is called as each voik phase starts
+	// ("capture", "appends", "fetch", "fetch-one", "replay") and the
+	// function it returns as the phase ends: -profile uses it to write one
+	// CPU profile per phase.
+	PhaseProfile func(size int, phase string) (stop func())
+	// Parts limits the run to some of "ceiling", "voik", "jetstream",
+	// "always" (JetStream sync always); empty runs all.
+	Parts    []string
+	Progress io.Writer // where progress goes (stderr)
+	Mode     string    // "full", "quick" or "custom", for the report
+}
+
+// Defaults are the counts of a full run (about 5 to 10 minutes on two
+// cores, every scenario three times) and of a quick one (about a minute,
+// once). 300,000 at 1 KiB is the
+// burst the capture target is stated for; quick keeps it.
+func Defaults(quick bool) Options {
+	o := Options{
+		Sizes:         []int{128, 1024, 16384},
+		Messages:      []int{1_000_000, 300_000, 40_000},
+		Appends:       []int{200_000, 100_000, 20_000},
+		AppendsAlways: []int{5_000, 5_000, 2_000},
+		Window:        256,
+		FetchOne:      2000,
+		Repeat:        3,
+		Stall:         10 * time.Second,
+		Mode:          "full",
+	}
+	if quick {
+		o.Messages = []int{500_000, 300_000, 20_000}
+		o.Appends = []int{50_000, 50_000, 10_000}
+		o.AppendsAlways = []int{2_000, 2_000, 1_000}
+		o.FetchOne = 1000
+		o.Repeat = 1
+		o.Mode = "quick"
+	}
+	return o
+}
+
+func (o *Options) check() error {
+	if len(o.Messages) != len(o.Sizes) || len(o.Appends) != len(o.Sizes) || len(o.AppendsAlways) != len(o.Sizes) {
+		return fmt.Errorf("bench: %d sizes but %d, %d, %d counts", len(o.Sizes), len(o.Messages), len(o.Appends), len(o.AppendsAlways))
+	}
+	for i, size := range o.Sizes {
+		if size < 1 || size > 512<<10 {
+			return fmt.Errorf("bench: size %d out of range 1..512KiB", size)
+		}
+		if o.Messages[i] < 1 || o.Appends[i] < 1 || o.AppendsAlways[i] < 1 {
+			return fmt.Errorf("bench: counts must be positive")
+		}
+	}
+	if o.Repeat < 1 {
+		o.Repeat = 1
+	}
+	if o.Window < 1 || o.FetchOne < 1 {
+		return fmt.Errorf("bench: window and fetch-one must be positive")
+	}
+	if o.VoikBin == "" && !o.InProcess {
+		return fmt.Errorf("bench: no voik binary")
+	}
+	if o.Stall <= 0 {
+		o.Stall = 10 * time.Second
+	}
+	for _, part := range o.Parts {
+		if !slices.Contains([]string{"ceiling", "voik", "jetstream", "always"}, part) {
+			return fmt.Errorf("bench: unknown part %q (want ceiling, voik, jetstream, always)", part)
+		}
+	}
+	if o.VoikSync == "" {
+		o.VoikSync = "batch"
+	}
+	if o.Progress == nil {
+		o.Progress = io.Discard
+	}
+	return nil
+}
+
+// Report is everything one run measured.
+type Report struct {
+	Started   time.Time   `json:"started"`
+	Seconds   float64     `json:"seconds"`
+	Host      string      `json:"host"`
+	Mode      string      `json:"mode"`
+	Window    int         `json:"window"`
+	Repeat    int         `json:"repeat"`
+	Figures   []Figure    `json:"figures"` // per scenario, the best of the repeats
+	Resources []Resources `json:"resources,omitempty"`
+	// Runs is every figure measured, repeats included.
+	Runs    []Figure `json:"runs"`
+	Ratios  []Ratio  `json:"ratios"`
+	Targets []Target `json:"targets"`
+	Errors  []string `json:"errors,omitempty"`
+}
+
+// Run runs every scenario for every size and returns what was measured.
+// A scenario that fails is recorded in Report.Errors and the run goes on.
+func Run(ctx context.Context, opts Options) (*Report, error) {
+	if err := opts.check(); err != nil {
+		return nil, err
+	}
+	r := &Report{
+		Started: time.Now(),
+		Host:    fmt.Sprintf("%s/%s, %d CPUs, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version()),
+		Mode:    opts.Mode,
+		Window:  opts.Window,
+		Repeat:  opts.Repeat,
+	}
+	defer r.compare()
+	for repeat := 1; repeat <= opts.Repeat; repeat++ {
+		if err := r.runSizes(ctx, &opts, repeat); err != nil {
+			return r, err
+		}
+	}
+	r.Seconds = time.Since(r.Started).Seconds()
+	return r, nil
+}
+
+func (r *Report) runSizes(ctx context.Context, opts *Options, repeat int) error {
+	for i, size := range opts.Sizes {
+		s := &sizeRun{
+			ctx:           ctx,
+			opts:          opts,
+			size:          size,
+			repeat:        repeat,
+			messages:      opts.Messages[i],
+			appends:       opts.Appends[i],
+			appendsAlways: opts.AppendsAlways[i],
+			payload:       make([]byte, size),
+			report:        r,
+		}
+		rand.Read(s.payload)
+		fmt.Fprintf(opts.Progress, "== %s (run %d of %d): %d messages, %d acked, %d acked under sync always\n", sizeName(size), repeat, opts.Repeat, s.messages, s.appends, s.appendsAlways)
+		for _, part := range []struct {
+			name string
+			fn   func(*Env)
+		}{
+			{"ceiling", s.ceiling},
+			{"voik", s.voik},
+			{"jetstream", s.jetstream},
+			{"always", s.jetstreamAlways},
+		} {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if len(opts.Parts) > 0 && !slices.Contains(opts.Parts, part.name) {
+				continue
+			}
+			e := newEnv(ctx, fmt.Sprintf("%s %s", sizeName(size), part.name), opts.Progress)
+			if err := e.run(part.fn); err != nil {
+				r.Errors = append(r.Errors, err.Error())
+			}
+		}
+	}
+	return nil
+}
+
+// sizeRun is the scenarios of one message size.
+type sizeRun struct {
+	ctx           context.Context
+	opts          *Options
+	size          int
+	repeat        int
+	messages      int
+	appends       int
+	appendsAlways int
+	payload       []byte
+	report        *Report
+}
+
+// add records a figure and prints it as progress.
+func (s *sizeRun) add(f Figure) {
+	s.report.Runs = append(s.report.Runs, f)
+	line := fmt.Sprintf("  %-30s %9d done %7d lost %10.0f msg/s %8.1f MB/s", f.Scenario, f.Done, f.Lost, f.MsgPerS, f.MBPerS)
+	if f.P50us > 0 {
+		line += fmt.Sprintf("  p50 %s p99 %s", micros(f.P50us), micros(f.P99us))
+	}
+	if f.Err != "" {
+		line += "  ERROR " + f.Err
+	}
+	fmt.Fprintln(s.opts.Progress, line)
+}
+
+func sizeName(size int) string {
+	switch {
+	case size >= 1<<20 && size%(1<<20) == 0:
+		return fmt.Sprintf("%dMiB", size>>20)
+	case size >= 1<<10 && size%(1<<10) == 0:
+		return fmt.Sprintf("%dKiB", size>>10)
+	}
+	return fmt.Sprintf("%dB", size)
+}
+
+func micros(us float64) string {
+	if us >= 1000 {
+		return fmt.Sprintf("%.2fms", us/1000)
+	}
+	return fmt.Sprintf("%.0fµs", us)
+}

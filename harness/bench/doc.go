@@ -1,0 +1,29 @@
+// Package bench measures voik against its references on the same machine
+// in the same run: a core NATS subscriber that only counts (the ceiling
+// of capture) and JetStream with file storage (the thing voik is an
+// alternative to). For each message size it runs
+//
+//  1. ceiling: a burst of plain publishes to a counting subscriber;
+//  2. voik capture: the same burst, until INFO shows every message;
+//  3. JetStream capture: the same burst into a file-storage stream;
+//  4. voik acknowledged appends (Voik-Ack) with a window in flight;
+//  5. JetStream acknowledged publishes, at the default sync interval and
+//     with sync_interval: always;
+//  6. voik FETCH of the whole history, and single-record fetches;
+//  7. JetStream reads of the same history: pull consumer, ordered
+//     consumer, and single-message gets;
+//  8. voik REPLAY of the whole history;
+//  9. voik's resources, read from /proc of its child process: peak and
+//     anonymous RSS, CPU seconds per million messages.
+//
+// NATS servers and JetStream run inside the benchmark process; voik runs
+// as a child (harness.StartVoikProcess), so its memory, CPU time and page
+// faults are its own. Every scenario may be repeated (Options.Repeat); the
+// report keeps each one's best rate and its worst loss, because a shared
+// two-core machine is noisy and a lucky run must not hide a loss.
+//
+// Figures are collected in a Report, printed as a table (Report.Write) and
+// as JSON. cmd/voikbench is the program; `make bench` runs it. With
+// -inprocess -profile DIR it runs voik inside itself and writes a CPU
+// profile per voik phase, which is how the causes in a report are found.
+package bench

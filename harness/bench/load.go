@@ -1,0 +1,216 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/voik/voik/harness"
+)
+
+// publishBurst publishes n plain messages as fast as the connection takes
+// them, then flushes. TCP is the only backpressure, as for any publisher.
+func publishBurst(e *Env, nc *nats.Conn, subject string, payload []byte, n int) {
+	for i := 0; i < n; i++ {
+		if err := nc.Publish(subject, payload); err != nil {
+			e.Fatalf("publish %d of %d: %v", i, n, err)
+		}
+	}
+	if err := nc.FlushTimeout(time.Minute); err != nil {
+		e.Fatalf("flush after publishing: %v", err)
+	}
+}
+
+// waitCount polls count until it reaches target, or until it made no
+// progress for stall. It returns the last count and when it reached it.
+func waitCount(count func() int, target int, stall time.Duration, interval time.Duration) (int, time.Time) {
+	last, lastChange := -1, time.Now()
+	for {
+		n := count()
+		now := time.Now()
+		if n >= target {
+			return n, now
+		}
+		if n != last {
+			last, lastChange = n, now
+		} else if now.Sub(lastChange) > stall {
+			return n, lastChange
+		}
+		time.Sleep(interval)
+	}
+}
+
+// watch prints done()/total every two seconds until the returned stop is
+// called.
+func watch(w io.Writer, what string, total int, done func() int) (stop func()) {
+	quit := make(chan struct{})
+	finished := make(chan struct{})
+	start := time.Now()
+	go func() {
+		defer close(finished)
+		tick := time.NewTicker(2 * time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-tick.C:
+				n := done()
+				fmt.Fprintf(w, "    %s: %d/%d (%.0f/s)\n", what, n, total, float64(n)/time.Since(start).Seconds())
+			}
+		}
+	}()
+	return func() { close(quit); <-finished }
+}
+
+// ackedLoad publishes messages that ask for an acknowledgement and keeps
+// window of them in flight: the same machinery for voik (header Voik-Ack)
+// and JetStream (a publish with a reply subject to a stream's subject),
+// so that both are timed the same way, from Publish to the ack's arrival.
+type ackedLoad struct {
+	nc      *nats.Conn
+	subject string
+	header  nats.Header
+	payload []byte
+	n       int
+	window  int
+	stall   time.Duration
+	// check decodes an ack and returns the position it names (offset or
+	// sequence, from 0); an error counts the message as not acked. Each
+	// position in [0, n) must come back once: the store gave each message
+	// its own place and invented none. Acks may arrive in any order.
+	check func(i int, reply []byte) (uint64, error)
+}
+
+type ackedResult struct {
+	acked     int
+	failed    int
+	firstErr  string
+	elapsed   time.Duration
+	latencies []time.Duration
+}
+
+func (l ackedLoad) run(e *Env, progress io.Writer, what string) ackedResult {
+	inbox := l.nc.NewRespInbox()
+	sent := make([]atomic.Int64, l.n) // send time, Unix ns
+	got := make([]atomic.Int64, l.n)  // ack time
+	seen := make([]atomic.Bool, l.n)  // positions acked
+	var acked, failed atomic.Int64
+	var firstErr atomic.Value
+	tokens := make(chan struct{}, l.window)
+	sub, err := l.nc.Subscribe(inbox+".*", func(m *nats.Msg) {
+		now := time.Now().UnixNano()
+		i, err := strconv.Atoi(m.Subject[strings.LastIndexByte(m.Subject, '.')+1:])
+		if err != nil || i < 0 || i >= l.n || !got[i].CompareAndSwap(0, now) {
+			failed.Add(1)
+			firstErr.CompareAndSwap(nil, fmt.Sprintf("unexpected ack on %s", m.Subject))
+			return
+		}
+		if pos, err := l.check(i, m.Data); err == nil && (pos >= uint64(l.n) || !seen[pos].CompareAndSwap(false, true)) {
+			failed.Add(1)
+			firstErr.CompareAndSwap(nil, fmt.Sprintf("ack %d: position %d is out of range or acked twice", i, pos))
+		} else if err != nil {
+			failed.Add(1)
+			firstErr.CompareAndSwap(nil, err.Error())
+		} else {
+			acked.Add(1)
+		}
+		<-tokens // failed or not, it is no longer in flight
+	})
+	if err != nil {
+		e.Fatalf("subscribe acks: %v", err)
+	}
+	defer sub.Unsubscribe()
+	sub.SetPendingLimits(-1, -1)
+	if err := l.nc.Flush(); err != nil {
+		e.Fatalf("flush: %v", err)
+	}
+	stop := watch(progress, what, l.n, func() int { return int(acked.Load() + failed.Load()) })
+	start := time.Now()
+	var stalled bool
+	for i := 0; i < l.n && !stalled; i++ {
+		select {
+		case tokens <- struct{}{}:
+		case <-time.After(l.stall):
+			stalled = true
+			continue
+		}
+		msg := &nats.Msg{Subject: l.subject, Reply: inbox + "." + strconv.Itoa(i), Header: l.header, Data: l.payload}
+		sent[i].Store(time.Now().UnixNano())
+		if err := l.nc.PublishMsg(msg); err != nil {
+			stop()
+			e.Fatalf("publish %d: %v", i, err)
+		}
+	}
+	l.nc.Flush()
+	waitCount(func() int { return int(acked.Load() + failed.Load()) }, l.n, l.stall, time.Millisecond)
+	elapsed := time.Since(start)
+	stop()
+	sub.Unsubscribe()
+	r := ackedResult{acked: int(acked.Load()), failed: int(failed.Load()), elapsed: elapsed}
+	if v := firstErr.Load(); v != nil {
+		r.firstErr = v.(string)
+	}
+	// The run ends at the last ack, not at the end of the stall wait.
+	var last int64
+	for i := range got {
+		g := got[i].Load()
+		if g == 0 {
+			continue
+		}
+		last = max(last, g)
+		r.latencies = append(r.latencies, time.Duration(g-sent[i].Load()))
+	}
+	if last > 0 {
+		r.elapsed = time.Duration(last - start.UnixNano())
+	}
+	return r
+}
+
+func (r ackedResult) figure(size int, scenario string, n int, note string) Figure {
+	f := Figure{Size: size, Scenario: scenario, Messages: n, Done: r.acked, Note: note}
+	f.throughput(r.elapsed)
+	f.latencies(r.latencies)
+	if r.firstErr != "" {
+		f.Err = fmt.Sprintf("%d failed, first: %s", r.failed, r.firstErr)
+	}
+	return f
+}
+
+// ceiling: what a subscriber that does nothing but count receives of a
+// burst; no consumer of core NATS can capture faster on this machine.
+func (s *sizeRun) ceiling(e *Env) {
+	ns := harness.StartNATS(e)
+	subConn := harness.Connect(e, ns.ClientURL())
+	pub := harness.Connect(e, ns.ClientURL())
+	var count atomic.Int64
+	var lastAt atomic.Int64
+	n := int64(s.messages)
+	sub, err := subConn.Subscribe("bench.ceiling", func(*nats.Msg) {
+		if count.Add(1) == n {
+			lastAt.Store(time.Now().UnixNano())
+		}
+	})
+	if err != nil {
+		e.Fatalf("subscribe: %v", err)
+	}
+	sub.SetPendingLimits(-1, -1)
+	subConn.Flush()
+	done := func() int { return int(count.Load()) }
+	stop := watch(s.opts.Progress, "ceiling", s.messages, done)
+	start := time.Now()
+	publishBurst(e, pub, "bench.ceiling", s.payload, s.messages)
+	got, at := waitCount(done, s.messages, s.opts.Stall, time.Millisecond)
+	stop()
+	if got == s.messages {
+		at = time.Unix(0, lastAt.Load())
+	}
+	f := Figure{Size: s.size, Scenario: ScenarioCeiling, Messages: s.messages, Done: got}
+	f.throughput(at.Sub(start))
+	s.add(f)
+}

@@ -1,0 +1,220 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+)
+
+// Ratio compares voik with a reference at one size. For rates it is
+// voik/reference (above 1: voik is faster); for latencies it is
+// reference/voik, so that above 1 again means voik is better.
+type Ratio struct {
+	Size    int     `json:"size"`
+	Name    string  `json:"name"`
+	Value   float64 `json:"value"`
+	Measure string  `json:"measure"` // "msg/s" or "p50 latency"
+}
+
+// Target is one goal of the issue, checked at 1 KiB.
+type Target struct {
+	Name string  `json:"name"`
+	Want string  `json:"want"`
+	Got  float64 `json:"got"`
+	Unit string  `json:"unit"`
+	Met  bool    `json:"met"`
+	Note string  `json:"note,omitempty"`
+}
+
+func (r *Report) figure(size int, scenario string) *Figure {
+	for i := range r.Figures {
+		if r.Figures[i].Size == size && r.Figures[i].Scenario == scenario {
+			return &r.Figures[i]
+		}
+	}
+	return nil
+}
+
+func (r *Report) sizes() []int {
+	var sizes []int
+	for _, f := range r.Figures {
+		if len(sizes) == 0 || sizes[len(sizes)-1] != f.Size {
+			sizes = append(sizes, f.Size)
+		}
+	}
+	return sizes
+}
+
+// rate is a's msg/s over b's, 0 when either is missing.
+func (r *Report) rate(size int, a, b string) float64 {
+	fa, fb := r.figure(size, a), r.figure(size, b)
+	if fa == nil || fb == nil || fb.MsgPerS == 0 || fa.Err != "" || fb.Err != "" {
+		return 0
+	}
+	return fa.MsgPerS / fb.MsgPerS
+}
+
+// best reduces Runs to Figures: per size and scenario, the repeat with the
+// best rate (its latencies with it), and the worst loss and first error of
+// any repeat, so that a lucky run hides no loss.
+func (r *Report) best() {
+	r.Figures = nil
+	for _, f := range r.Runs {
+		b := r.figure(f.Size, f.Scenario)
+		if b == nil {
+			r.Figures = append(r.Figures, f)
+			continue
+		}
+		lost, errText := max(b.Lost, f.Lost), b.Err
+		if errText == "" {
+			errText = f.Err
+		}
+		if f.MsgPerS > b.MsgPerS {
+			*b = f
+		}
+		b.Lost, b.Err = lost, errText
+	}
+}
+
+// compare fills Figures, Ratios and Targets from Runs.
+func (r *Report) compare() {
+	r.best()
+	r.Ratios, r.Targets = nil, nil
+	for _, size := range r.sizes() {
+		for _, c := range []struct{ name, voik, ref string }{
+			{"capture voik/ceiling", ScenarioVoikCapture, ScenarioCeiling},
+			{"capture voik/JetStream", ScenarioVoikCapture, ScenarioJSCapture},
+			{"acked voik/JetStream default", ScenarioVoikAck, ScenarioJSAck},
+			{"acked voik/JetStream sync always", ScenarioVoikAck, ScenarioJSAckAlways},
+			{"history voik FETCH/JetStream pull", ScenarioVoikFetch, ScenarioJSPull},
+			{"history voik FETCH/JetStream ordered", ScenarioVoikFetch, ScenarioJSOrdered},
+			{"history voik REPLAY/JetStream ordered", ScenarioVoikReplay, ScenarioJSOrdered},
+		} {
+			if v := r.rate(size, c.voik, c.ref); v > 0 {
+				r.Ratios = append(r.Ratios, Ratio{Size: size, Name: c.name, Value: v, Measure: "msg/s"})
+			}
+		}
+		one, get := r.figure(size, ScenarioVoikFetchOne), r.figure(size, ScenarioJSGetOne)
+		if one != nil && get != nil && one.P50us > 0 && get.P50us > 0 {
+			r.Ratios = append(r.Ratios, Ratio{Size: size, Name: "1-record read JetStream get/voik FETCH", Value: get.P50us / one.P50us, Measure: "p50 latency"})
+		}
+	}
+	r.checkTargets(1024)
+}
+
+func (r *Report) checkTargets(size int) {
+	ratio := func(name, voik, ref string, want float64) {
+		if r.figure(size, ref) == nil {
+			return // not run
+		}
+		got := r.rate(size, voik, ref)
+		r.Targets = append(r.Targets, Target{Name: name, Want: fmt.Sprintf(">= %.1f", want), Got: got, Unit: "x", Met: got >= want})
+	}
+	ratio("capture vs ceiling", ScenarioVoikCapture, ScenarioCeiling, 0.9)
+	capture := r.figure(size, ScenarioVoikCapture)
+	if capture == nil {
+		return
+	}
+	t := Target{Name: "capture burst lost", Want: "0 of >= 300000", Got: float64(capture.Lost), Unit: "messages",
+		Met: capture.Lost == 0 && capture.Err == "" && capture.Messages >= 300_000}
+	if capture.Messages < 300_000 {
+		t.Note = fmt.Sprintf("burst was only %d", capture.Messages)
+	}
+	r.Targets = append(r.Targets, t)
+	ratio("acked appends vs JetStream default", ScenarioVoikAck, ScenarioJSAck, 1)
+	ratio("acked appends vs JetStream sync always", ScenarioVoikAck, ScenarioJSAckAlways, 20)
+	ratio("FETCH history vs JetStream pull", ScenarioVoikFetch, ScenarioJSPull, 3)
+	// Reads and appends after the burst add data; the heap must not follow
+	// it. The burst itself may grow it (NATS buffers what voik has not
+	// appended yet), so growth is counted from after capture; the worst
+	// repeat is reported.
+	var worst *Resources
+	for i, res := range r.Resources {
+		if res.Size == size && (worst == nil || res.AnonRSSAfterReads-res.AnonRSSAfterCapture > worst.AnonRSSAfterReads-worst.AnonRSSAfterCapture) {
+			worst = &r.Resources[i]
+		}
+	}
+	if worst != nil {
+		growth := worst.AnonRSSAfterReads - worst.AnonRSSAfterCapture
+		r.Targets = append(r.Targets, Target{
+			Name: "anon RSS growth after capture", Want: "< 32 MiB", Got: float64(growth) / (1 << 20), Unit: "MiB",
+			Met:  growth < 32<<20,
+			Note: fmt.Sprintf("worst run: %s stored; anon RSS %s at start, %s after capture, %s at end; peak RSS %s", mib(worst.StoredBytes), mib(worst.AnonRSSStart), mib(worst.AnonRSSAfterCapture), mib(worst.AnonRSSAfterReads), mib(worst.PeakRSS)),
+		})
+	}
+}
+
+// Write prints the report as tables.
+func (r *Report) Write(w io.Writer) {
+	fmt.Fprintf(w, "voik benchmark, %s run, %s, %.0fs, started %s; best of %d per scenario (lost: worst of them)\n", r.Mode, r.Host, r.Seconds, r.Started.Format("2006-01-02 15:04:05"), r.Repeat)
+	fmt.Fprintf(w, "voik: child process (unless -inprocess), VOIK_SYNC as in each note; JetStream: file storage in this process; window %d; MB = 10^6 data bytes\n", r.Window)
+	for _, size := range r.sizes() {
+		fmt.Fprintf(w, "\n%s messages\n", sizeName(size))
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "scenario\tmessages\tdone\tlost\tmsg/s\tMB/s\tp50\tp99\t\tnote\t")
+		for _, scenario := range scenarioOrder {
+			f := r.figure(size, scenario)
+			if f == nil {
+				continue
+			}
+			p50, p99 := "", ""
+			if f.P50us > 0 {
+				p50, p99 = micros(f.P50us), micros(f.P99us)
+			}
+			note := f.Note
+			if f.Err != "" {
+				note = "ERROR: " + f.Err
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.0f\t%.1f\t%s\t%s\t\t%s\t\n", f.Scenario, f.Messages, f.Done, f.Lost, f.MsgPerS, f.MBPerS, p50, p99, note)
+		}
+		tw.Flush()
+		var parts []string
+		for _, ratio := range r.Ratios {
+			if ratio.Size == size {
+				parts = append(parts, fmt.Sprintf("%s %.2f", ratio.Name, ratio.Value))
+			}
+		}
+		if len(parts) > 0 {
+			fmt.Fprintf(w, "ratios: %s\n", strings.Join(parts, "; "))
+		}
+	}
+	if len(r.Resources) > 0 {
+		fmt.Fprintln(w, "\nvoik process resources (from /proc)")
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "size\trun\tstored\tpeak RSS\tanon start\tanon capture\tanon appends\tanon end\tRSS end\tCPU s/M: capture\tappends\tfetch\treplay\tcapture: sys\tfaults/1k\tappends: faults/1k\t")
+		for _, res := range r.Resources {
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%.2f\t%.2f\t%.2f\t%.0f%%\t%.0f\t%.0f\t\n", sizeName(res.Size), res.Run, mib(res.StoredBytes), mib(res.PeakRSS),
+				mib(res.AnonRSSStart), mib(res.AnonRSSAfterCapture), mib(res.AnonRSSAfterAppends), mib(res.AnonRSSAfterReads), mib(res.RSSAfterReads),
+				res.CPUPerMillionCapture, res.CPUPerMillionAppends, res.CPUPerMillionFetch, res.CPUPerMillionReplay,
+				100*res.CaptureSystemShare, res.CaptureFaultsPerK, res.AppendsFaultsPerK)
+		}
+		tw.Flush()
+	}
+	if len(r.Targets) > 0 {
+		fmt.Fprintln(w, "\ntargets at 1KiB")
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		for _, t := range r.Targets {
+			status := "MISSED"
+			if t.Met {
+				status = "met"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\twant %s\tgot %.2f %s\t%s\n", status, t.Name, t.Want, t.Got, t.Unit, t.Note)
+		}
+		tw.Flush()
+	}
+	for _, e := range r.Errors {
+		fmt.Fprintf(w, "ERROR %s\n", e)
+	}
+}
+
+// WriteJSON writes the report to path.
+func (r *Report) WriteJSON(path string) error {
+	data, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(data, '\n'), 0o644)
+}

@@ -1,0 +1,97 @@
+package bench
+
+import (
+	"slices"
+	"time"
+)
+
+// Figure is one measured line of the report.
+type Figure struct {
+	Size     int     `json:"size"`     // message data bytes
+	Scenario string  `json:"scenario"` // see the Scenario* constants
+	Messages int     `json:"messages"` // attempted
+	Done     int     `json:"done"`     // delivered, stored, acked or read
+	Lost     int     `json:"lost"`     // attempted but never done
+	Seconds  float64 `json:"seconds"`
+	MsgPerS  float64 `json:"msg_per_s"`
+	MBPerS   float64 `json:"mb_per_s"` // data bytes, 10^6
+	P50us    float64 `json:"p50_us,omitempty"`
+	P99us    float64 `json:"p99_us,omitempty"`
+	Note     string  `json:"note,omitempty"`
+	Err      string  `json:"error,omitempty"`
+}
+
+// Scenarios, in the order the report prints them.
+const (
+	ScenarioCeiling      = "ceiling: core subscriber"
+	ScenarioVoikCapture  = "voik capture"
+	ScenarioJSCapture    = "JetStream capture"
+	ScenarioVoikAck      = "voik acked append"
+	ScenarioJSAck        = "JetStream acked publish"
+	ScenarioJSAckAlways  = "JetStream acked, sync always"
+	ScenarioVoikFetch    = "voik FETCH history"
+	ScenarioJSPull       = "JetStream pull consumer"
+	ScenarioJSOrdered    = "JetStream ordered consumer"
+	ScenarioVoikFetchOne = "voik FETCH 1 record"
+	ScenarioJSGetOne     = "JetStream get 1 message"
+	ScenarioVoikReplay   = "voik REPLAY"
+)
+
+var scenarioOrder = []string{
+	ScenarioCeiling, ScenarioVoikCapture, ScenarioJSCapture,
+	ScenarioVoikAck, ScenarioJSAck, ScenarioJSAckAlways,
+	ScenarioVoikFetch, ScenarioJSPull, ScenarioJSOrdered,
+	ScenarioVoikFetchOne, ScenarioJSGetOne, ScenarioVoikReplay,
+}
+
+// throughput fills the rates of f from Done, size and elapsed.
+func (f *Figure) throughput(elapsed time.Duration) {
+	f.Seconds = elapsed.Seconds()
+	if f.Seconds > 0 {
+		f.MsgPerS = float64(f.Done) / f.Seconds
+		f.MBPerS = float64(f.Done) * float64(f.Size) / f.Seconds / 1e6
+	}
+	f.Lost = f.Messages - f.Done
+}
+
+// latencies fills P50us and P99us.
+func (f *Figure) latencies(d []time.Duration) {
+	if len(d) == 0 {
+		return
+	}
+	slices.Sort(d)
+	f.P50us = float64(percentile(d, 0.50)) / 1e3
+	f.P99us = float64(percentile(d, 0.99)) / 1e3
+}
+
+// percentile of sorted durations, nearest rank.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	i := int(p*float64(len(sorted))+0.5) - 1
+	return sorted[max(0, min(i, len(sorted)-1))]
+}
+
+// Resources is what voik's process used for one message size.
+type Resources struct {
+	Size int `json:"size"`
+	Run  int `json:"run"` // which repeat
+	// Data bytes voik held at the end (capture history + acked appends).
+	StoredBytes int64 `json:"stored_bytes"`
+	// Resident set: peak over the run, and now, and anonymous (heap,
+	// stacks: what does not come back from the page cache) at each step.
+	PeakRSS              int64   `json:"peak_rss"`
+	AnonRSSStart         int64   `json:"anon_rss_start"`
+	AnonRSSAfterCapture  int64   `json:"anon_rss_after_capture"`
+	AnonRSSAfterAppends  int64   `json:"anon_rss_after_appends"`
+	AnonRSSAfterReads    int64   `json:"anon_rss_after_reads"`
+	RSSAfterReads        int64   `json:"rss_after_reads"`
+	CPUPerMillionCapture float64 `json:"cpu_s_per_million_capture"`
+	CPUPerMillionAppends float64 `json:"cpu_s_per_million_appends"`
+	CPUPerMillionFetch   float64 `json:"cpu_s_per_million_fetch"`
+	CPUPerMillionReplay  float64 `json:"cpu_s_per_million_replay"`
+	// Capture's cost in detail: system share of its CPU, page faults and
+	// blocking per thousand messages.
+	CaptureSystemShare  float64 `json:"capture_system_share"`
+	CaptureFaultsPerK   float64 `json:"capture_faults_per_1000"`
+	CaptureSwitchesPerK float64 `json:"capture_switches_per_1000"`
+	AppendsFaultsPerK   float64 `json:"appends_faults_per_1000"`
+}

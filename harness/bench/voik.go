@@ -1,0 +1,301 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/voik/voik/harness"
+	"github.com/voik/voik/messages"
+)
+
+const (
+	captureSubject = "bench.capture"
+	ackSubject     = "bench.ack"
+)
+
+// voikUnderTest is voik as a child process, or in this process.
+type voikUnderTest struct {
+	client *messages.Client
+	proc   *harness.VoikProcess // nil in-process
+}
+
+// usage reads the child's /proc; zero in-process.
+func (v voikUnderTest) usage(e *Env) harness.ProcUsage {
+	if v.proc == nil {
+		return harness.ProcUsage{}
+	}
+	u, err := v.proc.Usage()
+	if err != nil {
+		e.Errorf("voik usage: %v", err)
+	}
+	return u
+}
+
+func (s *sizeRun) startVoik(e *Env, natsURL string) voikUnderTest {
+	cfg := harness.TestConfig(e, natsURL)
+	cfg.Sync = s.opts.VoikSync
+	if s.opts.InProcess {
+		v := harness.StartVoik(e, cfg)
+		return voikUnderTest{client: v.Client}
+	}
+	p := harness.StartVoikProcess(e, s.opts.VoikBin, cfg)
+	return voikUnderTest{client: p.Client, proc: p}
+}
+
+// voik runs capture, acked appends, FETCH and REPLAY against one voik and
+// records its resources.
+func (s *sizeRun) voik(e *Env) {
+	ns := harness.StartNATS(e)
+	v := s.startVoik(e, ns.ClientURL())
+	pub := harness.Connect(e, ns.ClientURL())
+	res := Resources{Size: s.size, Run: s.repeat}
+	u := v.usage(e)
+	res.AnonRSSStart = u.AnonRSS
+
+	// Capture: a burst of plain publishes, until INFO shows them all.
+	stored := func() int {
+		info, err := v.client.Info(s.ctx, captureSubject)
+		if err != nil {
+			return 0 // 404 until the first record
+		}
+		return int(info.EndOffset)
+	}
+	before := v.usage(e)
+	endPhase := s.phase("capture")
+	stop := watch(s.opts.Progress, "voik capture", s.messages, stored)
+	start := time.Now()
+	publishBurst(e, pub, captureSubject, s.payload, s.messages)
+	got, at := waitCount(stored, s.messages, s.opts.Stall, 2*time.Millisecond)
+	stop()
+	endPhase()
+	after := v.usage(e)
+	f := Figure{Size: s.size, Scenario: ScenarioVoikCapture, Messages: s.messages, Done: got}
+	f.throughput(at.Sub(start))
+	if got > s.messages {
+		f.Err = fmt.Sprintf("%d records stored for %d published", got, s.messages)
+	}
+	s.add(f)
+	res.CPUPerMillionCapture = perMillion(after.CPU-before.CPU, s.messages)
+	if cpu := after.CPU - before.CPU; cpu > 0 {
+		res.CaptureSystemShare = 1 - float64(after.UserCPU-before.UserCPU)/float64(cpu)
+	}
+	res.CaptureFaultsPerK = perThousand(after.MinorFaults-before.MinorFaults, s.messages)
+	res.CaptureSwitchesPerK = perThousand(after.VoluntarySwitches-before.VoluntarySwitches, s.messages)
+	res.AnonRSSAfterCapture = after.AnonRSS
+	history := got
+
+	// Acknowledged appends, group commit, a window in flight.
+	before = v.usage(e)
+	load := ackedLoad{
+		nc: pub, subject: ackSubject, payload: s.payload, n: s.appends, window: s.opts.Window, stall: s.opts.Stall,
+		header: nats.Header{messages.HeaderAck: {"1"}},
+		check: func(i int, body []byte) (uint64, error) {
+			var ack struct {
+				messages.AckReply
+				Error *messages.Error `msgpack:"error"`
+			}
+			if err := msgpack.Unmarshal(body, &ack); err != nil {
+				return 0, fmt.Errorf("ack %d: %v", i, err)
+			}
+			if ack.Error != nil {
+				return 0, fmt.Errorf("ack %d: %d %s", i, ack.Error.Code, ack.Error.Description)
+			}
+			if ack.Subject != ackSubject {
+				return 0, fmt.Errorf("ack %d: subject %q", i, ack.Subject)
+			}
+			return ack.Offset, nil
+		},
+	}
+	endPhase = s.phase("appends")
+	r := load.run(e, s.opts.Progress, "voik acked append")
+	endPhase()
+	after = v.usage(e)
+	s.add(r.figure(s.size, ScenarioVoikAck, s.appends, fmt.Sprintf("sync %s, window %d", s.opts.VoikSync, s.opts.Window)))
+	res.CPUPerMillionAppends = perMillion(after.CPU-before.CPU, s.appends)
+	res.AppendsFaultsPerK = perThousand(after.MinorFaults-before.MinorFaults, s.appends)
+	res.AnonRSSAfterAppends = after.AnonRSS
+
+	// FETCH: page through the whole capture history.
+	before = v.usage(e)
+	endPhase = s.phase("fetch")
+	s.add(s.voikFetchHistory(e, v.client, history))
+	endPhase()
+	after = v.usage(e)
+	res.CPUPerMillionFetch = perMillion(after.CPU-before.CPU, history)
+	endPhase = s.phase("fetch-one")
+	s.add(s.voikFetchOne(e, v.client, history))
+	endPhase()
+
+	// REPLAY the whole history to an inbox.
+	before = v.usage(e)
+	endPhase = s.phase("replay")
+	s.add(s.voikReplay(e, pub, history))
+	endPhase()
+	after = v.usage(e)
+	res.CPUPerMillionReplay = perMillion(after.CPU-before.CPU, history)
+	res.AnonRSSAfterReads, res.RSSAfterReads, res.PeakRSS = after.AnonRSS, after.RSS, after.PeakRSS
+	res.StoredBytes = int64(history+r.acked) * int64(s.size)
+	if v.proc != nil {
+		s.report.Resources = append(s.report.Resources, res)
+		fmt.Fprintf(s.opts.Progress, "  voik resources: peak RSS %s, anon RSS %s -> %s -> %s -> %s, CPU s/M msgs: capture %.2f (%.0f%% system, %.1f faults and %.1f blocks per 1000) appends %.2f (%.1f faults/1000) fetch %.2f replay %.2f\n",
+			mib(res.PeakRSS), mib(res.AnonRSSStart), mib(res.AnonRSSAfterCapture), mib(res.AnonRSSAfterAppends), mib(res.AnonRSSAfterReads),
+			res.CPUPerMillionCapture, 100*res.CaptureSystemShare, res.CaptureFaultsPerK, res.CaptureSwitchesPerK, res.CPUPerMillionAppends, res.AppendsFaultsPerK, res.CPUPerMillionFetch, res.CPUPerMillionReplay)
+	}
+}
+
+func (s *sizeRun) voikFetchHistory(e *Env, client *messages.Client, history int) Figure {
+	f := Figure{Size: s.size, Scenario: ScenarioVoikFetch, Messages: history}
+	read := 0
+	var progress atomic.Int64
+	stop := watch(s.opts.Progress, "voik fetch", history, func() int { return int(progress.Load()) })
+	defer stop()
+	start := time.Now()
+	offset := uint64(0)
+	pages := 0
+	for read < history {
+		reply, err := client.Fetch(s.ctx, captureSubject, messages.FetchRequest{Offset: &offset, MaxMessages: messages.MaxMessagesCap})
+		if err != nil {
+			f.Err = err.Error()
+			break
+		}
+		for _, rec := range reply.Records {
+			if rec.Offset != offset || len(rec.Data) != s.size {
+				f.Err = fmt.Sprintf("record at %d: offset %d, %d bytes", offset, rec.Offset, len(rec.Data))
+				break
+			}
+			offset++
+		}
+		read += len(reply.Records)
+		progress.Store(int64(read))
+		pages++
+		if len(reply.Records) == 0 || f.Err != "" {
+			break
+		}
+	}
+	f.Done = read
+	f.throughput(time.Since(start))
+	f.Note = fmt.Sprintf("%d pages", pages)
+	return f
+}
+
+func (s *sizeRun) voikFetchOne(e *Env, client *messages.Client, history int) Figure {
+	f := Figure{Size: s.size, Scenario: ScenarioVoikFetchOne, Messages: s.opts.FetchOne}
+	if history == 0 {
+		f.Err = "no history"
+		return f
+	}
+	lat := make([]time.Duration, 0, s.opts.FetchOne)
+	start := time.Now()
+	for range s.opts.FetchOne {
+		offset := uint64(rand.IntN(history))
+		t := time.Now()
+		reply, err := client.Fetch(s.ctx, captureSubject, messages.FetchRequest{Offset: &offset, MaxMessages: 1})
+		if err != nil {
+			f.Err = err.Error()
+			break
+		}
+		lat = append(lat, time.Since(t))
+		if len(reply.Records) != 1 || reply.Records[0].Offset != offset {
+			f.Err = fmt.Sprintf("fetch of offset %d: %d records", offset, len(reply.Records))
+			break
+		}
+	}
+	f.Done = len(lat)
+	f.throughput(time.Since(start))
+	f.latencies(lat)
+	f.Note = "random offsets, one at a time"
+	return f
+}
+
+// voikReplay replays the whole history to an inbox. It does not use
+// messages.Client.Replay: that receives on a channel subscription of 4096,
+// which nats.go drops from (silently, as a slow consumer) whenever the
+// reader falls that far behind; the gap then shows as a wrong offset. An
+// async subscription without pending limits measures voik, not that.
+func (s *sizeRun) voikReplay(e *Env, nc *nats.Conn, history int) Figure {
+	f := Figure{Size: s.size, Scenario: ScenarioVoikReplay, Messages: history}
+	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Minute)
+	defer cancel()
+	deliver := nc.NewRespInbox()
+	var read atomic.Int64
+	var failure atomic.Value
+	done := make(chan struct{})
+	sub, err := nc.Subscribe(deliver, func(m *nats.Msg) {
+		if failure.Load() != nil {
+			return
+		}
+		switch m.Header.Get(messages.HeaderStatus) {
+		case messages.StatusEnd:
+			close(done)
+			return
+		case "":
+		default:
+			failure.Store(fmt.Sprintf("replay ended with status %s at %s", m.Header.Get(messages.HeaderStatus), m.Header.Get(messages.HeaderOffset)))
+			close(done)
+			return
+		}
+		want := read.Load()
+		if offset, _ := strconv.ParseInt(m.Header.Get(messages.HeaderOffset), 10, 64); offset != want || len(m.Data) != s.size {
+			failure.Store(fmt.Sprintf("replayed offset %d (%d bytes), want %d", offset, len(m.Data), want))
+			close(done)
+			return
+		}
+		read.Add(1)
+	})
+	if err != nil {
+		e.Fatalf("subscribe: %v", err)
+	}
+	defer sub.Unsubscribe()
+	sub.SetPendingLimits(-1, -1)
+	stop := watch(s.opts.Progress, "voik replay", history, func() int { return int(read.Load()) })
+	defer stop()
+	start := time.Now()
+	zero := uint64(0)
+	client := messages.NewClient(nc, "")
+	if _, err := client.ReplayTo(ctx, captureSubject, messages.ReplayRequest{Offset: &zero, Deliver: deliver}); err != nil {
+		f.Err = err.Error()
+		return f
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+		failure.Store("replay did not finish in 10 minutes")
+	}
+	f.Done = int(read.Load())
+	f.throughput(time.Since(start))
+	if v := failure.Load(); v != nil {
+		f.Err = v.(string)
+	}
+	return f
+}
+
+// phase starts the profile of a voik phase, if asked for.
+func (s *sizeRun) phase(name string) (stop func()) {
+	if s.opts.PhaseProfile == nil {
+		return func() {}
+	}
+	return s.opts.PhaseProfile(s.size, name)
+}
+
+func perMillion(d time.Duration, n int) float64 {
+	if n == 0 {
+		return 0
+	}
+	return d.Seconds() / float64(n) * 1e6
+}
+
+func perThousand(n int64, of int) float64 {
+	if of == 0 {
+		return 0
+	}
+	return float64(n) / float64(of) * 1000
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.0fMiB", float64(b)/(1<<20)) }

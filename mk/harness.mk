@@ -1,0 +1,21 @@
+# End-to-end harness: speed against NATS and JetStream, crash safety, soak.
+# BENCH_FLAGS: e.g. -quick, or -messages 1000000,300000,40000 (see voikbench -h).
+# ROUNDS: kill-and-restart rounds of `make crash`. SOAK: duration of `make soak`.
+BENCH_FLAGS ?=
+BENCH_JSON  ?= bin/bench.json
+ROUNDS      ?= 50
+SOAK        ?= 10m
+
+.PHONY: bench bench-quick crash soak
+
+bench: build ## voik vs a counting NATS subscriber and JetStream, 128B/1KiB/16KiB (~5-10 min); table, and BENCH_JSON
+	$(GO) run ./harness/cmd/voikbench -voik bin/voik -json $(BENCH_JSON) $(BENCH_FLAGS)
+
+bench-quick: build ## the benchmark in about a minute
+	$(GO) run ./harness/cmd/voikbench -voik bin/voik -quick -json $(BENCH_JSON) $(BENCH_FLAGS)
+
+crash: ## SIGKILL voik ROUNDS times under acked appends; every ack must survive
+	$(GO) test -count=1 -v -run '^TestCrashSoak$$' -timeout 60m ./harness/crash -rounds=$(ROUNDS)
+
+soak: ## SOAK of capture, fetch, long poll and replay with retention; fails if RSS, files or mappings grow
+	$(GO) test -count=1 -v -run '^TestSoak$$' -timeout 0 ./harness/soak -soak.duration=$(SOAK)
