@@ -112,6 +112,12 @@ func publishAndFetch(t *testing.T, nc *nats.Conn, client *messages.Client, subje
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	// A subject voik has not stored anything for yet is a 404, even to a
+	// long poll: wait until capture has it.
+	harness.Eventually(t, 10*time.Second, "capture of "+subject, func() bool {
+		info, err := client.Info(ctx, subject)
+		return err == nil && info.EndOffset >= uint64(n)
+	})
 	var records []messages.Record
 	for len(records) < n {
 		reply, err := client.Fetch(ctx, subject, messages.FetchRequest{Offset: new(uint64(len(records))), WaitMs: 5000})

@@ -54,6 +54,7 @@ type Log struct {
 	closedCh   chan struct{}
 
 	kick       chan struct{} // wakes the syncer
+	lazyArmed  atomic.Bool   // a lazy sync is scheduled (SyncBatch)
 	syncerDone chan struct{}
 }
 
@@ -104,7 +105,7 @@ func (l *Log) Append(timestamp int64, headers Headers, data []byte) (uint64, int
 	}
 	switch l.opts.Sync {
 	case SyncBatch:
-		l.kickSyncer()
+		l.armLazySync()
 	case SyncAlways:
 		l.kickSyncer()
 		if err := l.WaitDurable(context.Background(), offset); err != nil {
@@ -198,6 +199,31 @@ func (l *Log) rotateLocked() error {
 	l.segments.Store(&segments)
 	l.applyRetentionLocked()
 	return nil
+}
+
+// lazySyncDelay bounds how long, under SyncBatch, a record that nobody
+// waits for stays unsynced. A waiter (WaitDurable) starts a sync at once;
+// records without one are synced together at most this long after the
+// first of them, so capture at full speed costs a few fdatasyncs a second
+// instead of one after another.
+const lazySyncDelay = 20 * time.Millisecond
+
+// armLazySync makes sure a sync comes within lazySyncDelay.
+func (l *Log) armLazySync() {
+	if l.lazyArmed.CompareAndSwap(false, true) {
+		time.AfterFunc(lazySyncDelay, func() {
+			l.lazyArmed.Store(false)
+			l.kickSyncer()
+		})
+	}
+}
+
+// RequestSync starts a sync now under SyncBatch (a waiter is coming) and
+// returns without waiting for it; under other policies it does nothing.
+func (l *Log) RequestSync() {
+	if l.opts.Sync == SyncBatch {
+		l.kickSyncer()
+	}
 }
 
 // kickSyncer wakes the syncer without blocking; one pending wake-up is
@@ -316,6 +342,9 @@ func (l *Log) waitChannel(ch *chan struct{}) <-chan struct{} {
 func (l *Log) WaitDurable(ctx context.Context, offset uint64) error {
 	if end := l.endOffset.Load(); offset >= end {
 		return &RangeError{Offset: offset, First: l.firstOffset.Load(), End: end}
+	}
+	if l.opts.Sync == SyncBatch && l.durable.Load() <= offset {
+		l.kickSyncer() // a waiter: group commit now, with whoever else waits
 	}
 	for {
 		ch := l.waitChannel(&l.synced)

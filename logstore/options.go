@@ -13,7 +13,9 @@ type SyncPolicy int
 const (
 	// SyncBatch is group commit, the default: a background syncer makes all
 	// records appended since the last sync durable with one fdatasync and
-	// releases every waiter together. Append does not wait; WaitDurable does.
+	// releases every waiter together. Append does not wait; WaitDurable does,
+	// and starts a sync at once. Records nobody waits for are synced within
+	// 20 ms of being appended.
 	SyncBatch SyncPolicy = iota
 	// SyncAlways makes every append durable before Append returns. Appends
 	// that arrive while a sync is running share the next one.

@@ -126,36 +126,53 @@ type ReplayedRecord struct {
 // ErrReplayInterrupted: voik stopped a replay early (it was shutting down).
 var ErrReplayInterrupted = errors.New("voik: replay interrupted")
 
+// ErrReplayGap: a replayed record did not arrive (a message lost between
+// voik and this client); the records passed to fn before it are complete.
+var ErrReplayGap = errors.New("voik: replay lost a record")
+
 // Replay asks voik to replay a subject into a fresh inbox and calls fn for
 // each record in order until the end marker. req.Deliver is ignored. It
-// returns voik's first reply; ErrReplayInterrupted when voik cut it short.
+// returns voik's first reply; ErrReplayInterrupted when voik cut it short,
+// ErrReplayGap when a record went missing on the way.
 func (c *Client) Replay(ctx context.Context, subject string, req ReplayRequest, fn func(ReplayedRecord) error) (*ReplayReply, error) {
 	req.Deliver = c.nc.NewRespInbox()
-	msgs := make(chan *nats.Msg, 4096)
-	sub, err := c.nc.ChanSubscribe(req.Deliver, msgs)
+	// A synchronous subscription with no pending limit queues everything
+	// that arrives while fn works; a channel subscription would drop
+	// messages silently once its channel is full.
+	sub, err := c.nc.SubscribeSync(req.Deliver)
 	if err != nil {
 		return nil, fmt.Errorf("voik: replay: %w", err)
 	}
 	defer sub.Unsubscribe()
-	sub.SetPendingLimits(-1, -1)
+	if err := sub.SetPendingLimits(-1, -1); err != nil {
+		return nil, fmt.Errorf("voik: replay: %w", err)
+	}
 	var reply ReplayReply
 	if err := c.request(ctx, c.prefix+".REPLAY."+subject, req, 0, &reply); err != nil {
 		return nil, err
 	}
+	next := reply.FirstOffset
 	for {
-		var msg *nats.Msg
-		select {
-		case msg = <-msgs:
-		case <-ctx.Done():
-			return &reply, ctx.Err()
+		msg, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return &reply, fmt.Errorf("voik: replay at offset %d: %w", next, err)
 		}
 		offset, _ := strconv.ParseUint(msg.Header.Get(HeaderOffset), 10, 64)
-		switch msg.Header.Get(HeaderStatus) {
+		status := msg.Header.Get(HeaderStatus)
+		switch status {
 		case StatusEnd:
+			if offset != next {
+				return &reply, fmt.Errorf("%w: ended at %d, next expected %d", ErrReplayGap, offset, next)
+			}
 			return &reply, nil
 		case "503":
 			return &reply, fmt.Errorf("%w at offset %d", ErrReplayInterrupted, offset)
-		case "413":
+		}
+		if offset != next {
+			return &reply, fmt.Errorf("%w: got offset %d, expected %d", ErrReplayGap, offset, next)
+		}
+		next++
+		if status == "413" {
 			if err := fn(ReplayedRecord{Subject: subject, Offset: offset, TooLarge: true}); err != nil {
 				return &reply, err
 			}

@@ -77,6 +77,66 @@ func Encode(v any) []byte {
 	return b
 }
 
+// AppendAckReply appends the MessagePack of AckReply{subject, offset, ts}
+// to dst without reflection: acks are the hot reply of acknowledged
+// appends. Integers take their smallest MessagePack form.
+func AppendAckReply(dst []byte, subject string, offset uint64, ts int64) []byte {
+	dst = append(dst, 0x83) // a map of three
+	dst = appendMsgpackString(dst, "subject")
+	dst = appendMsgpackString(dst, subject)
+	dst = appendMsgpackString(dst, "offset")
+	dst = appendMsgpackUint(dst, offset)
+	dst = appendMsgpackString(dst, "ts")
+	return appendMsgpackInt(dst, ts)
+}
+
+func appendMsgpackString(dst []byte, s string) []byte {
+	switch n := len(s); {
+	case n < 32:
+		dst = append(dst, 0xa0|byte(n))
+	case n < 1<<8:
+		dst = append(dst, 0xd9, byte(n))
+	case n < 1<<16:
+		dst = append(dst, 0xda, byte(n>>8), byte(n))
+	default:
+		dst = append(dst, 0xdb, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	}
+	return append(dst, s...)
+}
+
+// appendMsgpackUint writes v in the smallest form, as msgpack.Marshal does.
+func appendMsgpackUint(dst []byte, v uint64) []byte {
+	switch {
+	case v < 128:
+		return append(dst, byte(v))
+	case v < 1<<8:
+		return append(dst, 0xcc, byte(v))
+	case v < 1<<16:
+		return append(dst, 0xcd, byte(v>>8), byte(v))
+	case v < 1<<32:
+		return append(dst, 0xce, byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
+	}
+	return append(dst, 0xcf, byte(v>>56), byte(v>>48), byte(v>>40), byte(v>>32), byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
+}
+
+func appendMsgpackInt(dst []byte, v int64) []byte {
+	if v >= 0 {
+		return appendMsgpackUint(dst, uint64(v))
+	}
+	switch {
+	case v >= -32:
+		return append(dst, byte(v))
+	case v >= -128:
+		return append(dst, 0xd0, byte(v))
+	case v >= -32768:
+		return append(dst, 0xd1, byte(v>>8), byte(v))
+	case v >= -1<<31:
+		return append(dst, 0xd2, byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
+	}
+	u := uint64(v)
+	return append(dst, 0xd3, byte(u>>56), byte(u>>48), byte(u>>40), byte(u>>32), byte(u>>24), byte(u>>16), byte(u>>8), byte(u))
+}
+
 // EncodeError marshals an error reply.
 func EncodeError(e *Error) []byte { return Encode(ErrorReply{Error: e}) }
 

@@ -30,8 +30,8 @@ type capture struct {
 	subs        []*nats.Subscription
 	dropMu      sync.Mutex
 	droppedSeen map[*nats.Subscription]int
-	acks        sync.WaitGroup
-	ackCap      chan struct{} // bounds acks waiting for durability
+	acks        sync.WaitGroup    // acks not answered yet
+	ackQueues   []chan pendingAck // one per ack worker
 	closed      atomic.Bool
 }
 
@@ -109,17 +109,68 @@ func (c *capture) handle(msg *nats.Msg, counters *filterCounters) {
 		c.store.Release(log)
 		return
 	}
-	c.ackCap <- struct{}{}
+	log.RequestSync() // group commit starts now, with every ack waiting
 	c.acks.Add(1)
-	go func() {
-		defer func() { <-c.ackCap; c.acks.Done() }()
-		defer c.store.Release(log)
-		if err := log.WaitDurable(context.Background(), offset); err != nil {
-			c.sendAck(msg.Reply, messages.EncodeError(messages.Errorf(messages.CodeUnavailable, "record %d of %s could not be made durable: %v", offset, msg.Subject, err)), false)
-			return
-		}
-		c.sendAck(msg.Reply, messages.Encode(messages.AckReply{Subject: msg.Subject, Offset: offset, Timestamp: ts}), true)
-	}()
+	c.ackQueues[ackShard(msg.Subject)] <- pendingAck{log: log, subject: msg.Subject, reply: msg.Reply, offset: offset, ts: ts}
+}
+
+// pendingAck is an acked append waiting for its record to be durable.
+type pendingAck struct {
+	log     *logstore.Log
+	subject string
+	reply   string
+	offset  uint64
+	ts      int64
+}
+
+// ackWorkers answer acks: each owns a queue, and a subject always goes to
+// the same queue, so its acks leave in offset order. Long-lived workers
+// cost far less than a goroutine per ack, and several of them keep a slow
+// subject from holding up the others for more than one sync.
+const (
+	ackWorkers    = 8
+	ackQueueDepth = 1 << 13 // per worker; capture waits when a queue is full
+)
+
+func ackShard(subject string) int {
+	h := uint32(2166136261) // FNV-1a
+	for i := 0; i < len(subject); i++ {
+		h = (h ^ uint32(subject[i])) * 16777619
+	}
+	return int(h % ackWorkers)
+}
+
+// startAckWorkers starts the workers; they stop once their queues are
+// closed and drained (stopAckWorkers).
+func (c *capture) startAckWorkers() {
+	c.ackQueues = make([]chan pendingAck, ackWorkers)
+	for i := range c.ackQueues {
+		queue := make(chan pendingAck, ackQueueDepth)
+		c.ackQueues[i] = queue
+		go func() {
+			for a := range queue {
+				c.answerAck(a)
+			}
+		}()
+	}
+}
+
+// stopAckWorkers lets the workers finish their queues and exit; capture
+// must have stopped delivering.
+func (c *capture) stopAckWorkers() {
+	for _, queue := range c.ackQueues {
+		close(queue)
+	}
+}
+
+func (c *capture) answerAck(a pendingAck) {
+	defer c.acks.Done()
+	defer c.store.Release(a.log)
+	if err := a.log.WaitDurable(context.Background(), a.offset); err != nil {
+		c.sendAck(a.reply, messages.EncodeError(messages.Errorf(messages.CodeUnavailable, "record %d of %s could not be made durable: %v", a.offset, a.subject, err)), false)
+		return
+	}
+	c.sendAck(a.reply, messages.AppendAckReply(nil, a.subject, a.offset, a.ts), true)
 }
 
 func (c *capture) appendFailed(msg *nats.Msg, counters *filterCounters, err error, wantsAck bool) {

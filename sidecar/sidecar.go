@@ -226,10 +226,11 @@ func (s *Sidecar) start(shutdownCtx context.Context) error {
 		prefix:      s.cfg.APIPrefix,
 		metrics:     s.metrics,
 		logger:      newThrottledLogger(s.logger),
-		ackCap:      make(chan struct{}, 1<<16),
 		droppedSeen: map[*nats.Subscription]int{},
 	}
+	s.capture.startAckWorkers()
 	if err := s.capture.subscribe(s.captureNC, s.filters, s.cfg.PendingMsgs, int(s.cfg.PendingBytes)); err != nil {
+		s.capture.stopAckWorkers()
 		return fmt.Errorf("capture: %w", err)
 	}
 	if err := s.captureNC.Flush(); err != nil {
@@ -274,6 +275,7 @@ func (s *Sidecar) stop(shutdown context.CancelFunc) {
 	go func() { wg.Wait(); close(done) }()
 	select {
 	case <-done:
+		s.capture.stopAckWorkers()
 	case <-ctx.Done():
 		s.logger.Error("shutdown: requests still in flight after 30s; closing anyway")
 	}
