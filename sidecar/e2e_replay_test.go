@@ -1,6 +1,7 @@
 package sidecar_test
 
 import (
+	"context"
 	"fmt"
 	"reflect"
 	"strconv"
@@ -263,4 +264,32 @@ func TestReplayOf5000RecordsDeliversEveryOneInOrder(t *testing.T) {
 		}
 	}
 	wantEndMarker(t, final, messages.StatusEnd, n)
+}
+
+// TestClientReplayWithASlowCallbackLosesNothing: messages.Client.Replay
+// queues what arrives while its callback works instead of dropping it, so
+// a caller slower than voik still gets every record, in order (it used to
+// receive on a fixed channel that nats.go drops from when full).
+func TestClientReplayWithASlowCallbackLosesNothing(t *testing.T) {
+	e := start(t)
+	const n = 20_000
+	for i := 0; i < n; i++ {
+		e.publish("replay.slow", nil, []byte(strconv.Itoa(i)))
+	}
+	e.flush()
+	e.waitForEnd("replay.slow", n)
+	next := uint64(0)
+	_, err := e.client.Replay(context.Background(), "replay.slow", messages.ReplayRequest{}, func(r messages.ReplayedRecord) error {
+		if r.Offset != next || string(r.Data) != strconv.Itoa(int(next)) {
+			return fmt.Errorf("record %d (%q), want %d", r.Offset, r.Data, next)
+		}
+		next++
+		if next%64 == 0 {
+			time.Sleep(time.Millisecond) // a consumer slower than voik sends
+		}
+		return nil
+	})
+	if err != nil || next != n {
+		t.Fatalf("replay: %v after %d of %d records", err, next, n)
+	}
 }
