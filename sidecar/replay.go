@@ -14,10 +14,13 @@ import (
 
 // Replay pacing: after this many records or bytes, wait for NATS to
 // acknowledge what was sent (a flush) before sending more, so that at most
-// one batch is ever in flight towards a subscriber.
+// one batch is ever in flight towards a subscriber. 4 MiB stays far below
+// what a NATS server lets pile up for a client (64 MiB by default) and
+// below nats.go's default pending limits, while a round trip every 512
+// records made replay wait on the network most of the time.
 const (
-	replayBatchMessages = 512
-	replayBatchBytes    = 1 << 20
+	replayBatchMessages = 4096
+	replayBatchBytes    = 4 << 20
 	replayFlushTimeout  = 30 * time.Second
 )
 
