@@ -25,10 +25,13 @@ func OpenLog(dir, subject string, opts Options) (*Log, error) {
 	if err != nil {
 		return nil, err
 	}
-	return openLog(dir, subject, &resolved)
+	return openLog(dir, subject, &resolved, false)
 }
 
-func openLog(dir, subject string, opts *Options) (*Log, error) {
+// openLog opens the log in dir. closedClean says this process closed it
+// successfully (everything synced) and nothing has written to it since, so
+// the sync of what recovery finds can be skipped.
+func openLog(dir, subject string, opts *Options, closedClean bool) (*Log, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("logstore: create log dir: %w", err)
 	}
@@ -72,6 +75,9 @@ func openLog(dir, subject string, opts *Options) (*Log, error) {
 	// that died under SyncNone, or whose sync failed): sync it before
 	// calling it durable. Clean files cost next to nothing.
 	for _, seg := range segments {
+		if closedClean {
+			break
+		}
 		if err := seg.syncData(); err != nil {
 			for _, s := range segments {
 				s.release()

@@ -25,8 +25,13 @@ type Store struct {
 	subjects map[string]string      // subject → log directory, for every log on disk
 	sorted   []string               // subjects sorted bytewise; nil when it must be rebuilt
 	open     map[string]*storeEntry // logs open, opening or closing
-	idle     list.List              // open entries nobody holds, most recently used at the front
-	closed   bool
+	// closedClean holds the subjects whose logs an eviction closed with
+	// everything synced: reopening them need not sync again. A log that
+	// is evicted and reopened often (more active subjects than
+	// MaxOpenLogs) would otherwise pay an fdatasync per segment each time.
+	closedClean map[string]struct{}
+	idle        list.List // open entries nobody holds, most recently used at the front
+	closed      bool
 
 	stop chan struct{}
 	done chan struct{}
@@ -56,12 +61,13 @@ func OpenStore(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("logstore: create data dir: %w", err)
 	}
 	s := &Store{
-		dir:      dir,
-		opts:     resolved,
-		subjects: map[string]string{},
-		open:     map[string]*storeEntry{},
-		stop:     make(chan struct{}),
-		done:     make(chan struct{}),
+		dir:         dir,
+		opts:        resolved,
+		subjects:    map[string]string{},
+		open:        map[string]*storeEntry{},
+		closedClean: map[string]struct{}{},
+		stop:        make(chan struct{}),
+		done:        make(chan struct{}),
 	}
 	if err := s.loadSubjects(); err != nil {
 		return nil, err
@@ -208,7 +214,11 @@ func (s *Store) openEntry(e *storeEntry, isNew bool) {
 		s.sorted = nil
 		s.mu.Unlock()
 	}
-	log, err := openLog(e.dir, e.subject, &s.opts)
+	s.mu.Lock()
+	_, clean := s.closedClean[e.subject]
+	delete(s.closedClean, e.subject)
+	s.mu.Unlock()
+	log, err := openLog(e.dir, e.subject, &s.opts, clean)
 	var corrupt *CorruptionError
 	switch {
 	case errors.As(err, &corrupt) && log != nil:
@@ -262,10 +272,14 @@ func (s *Store) evictLocked() []*storeEntry {
 // closeEvicted closes evicted logs outside the lock, then forgets them.
 func (s *Store) closeEvicted(victims []*storeEntry) {
 	for _, e := range victims {
-		if err := e.log.Close(); err != nil {
+		err := e.log.Close()
+		if err != nil {
 			s.opts.Logger.Error("logstore: closing evicted log", "subject", e.subject, "err", err)
 		}
 		s.mu.Lock()
+		if err == nil && e.log.openErr == nil {
+			s.closedClean[e.subject] = struct{}{}
+		}
 		delete(s.open, e.subject)
 		close(e.closing)
 		s.mu.Unlock()

@@ -974,3 +974,42 @@ func TestStoreDurableLag(t *testing.T) {
 		t.Fatalf("lag %d after sync, want 0", lag)
 	}
 }
+
+// TestStoreReopenAfterEvictionSkipsTheSync: a log that an eviction closed
+// cleanly (everything synced) is reopened without syncing its segments
+// again, so subjects that take turns past MaxOpenLogs do not pay an
+// fdatasync per segment on every reopen; a log opened afresh still syncs.
+func TestStoreReopenAfterEvictionSkipsTheSync(t *testing.T) {
+	var syncs atomic.Int64
+	opts := testOptions()
+	opts.MaxOpenLogs = 1
+	opts.faults = &faultHooks{sync: func(*os.File) error { syncs.Add(1); return nil }}
+	dir := t.TempDir()
+	s := openTestStore(t, dir, opts)
+	for _, subject := range []string{"turns.a", "turns.b"} { // b evicts a
+		if _, _, err := s.Append(subject, 0, nil, []byte(subject)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	syncs.Store(0)
+	l, err := s.Acquire("turns.a", false) // reopened; evicts b
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := syncs.Load() // b is evicted only when a is released
+	s.Release(l)
+	if got != 0 {
+		t.Fatalf("reopening an evicted log synced %d times", got)
+	}
+	s.Close()
+
+	syncs.Store(0)
+	fresh, err := OpenLog(filepath.Join(dir, subjectDirName("turns.a")), "turns.a", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	if syncs.Load() == 0 {
+		t.Fatal("a log opened by a new process was not synced")
+	}
+}
