@@ -57,6 +57,7 @@ func (c *capture) subscribe(nc *nats.Conn, filters []string, pendingMsgs, pendin
 			bytes:    c.metrics.bytesStored.WithLabelValues(filter),
 			errors:   c.metrics.appendErrors.WithLabelValues(filter),
 		}
+		c.metrics.dropped.WithLabelValues(filter) // a zero series to alert on from the start
 		sub, err := nc.Subscribe(filter, func(msg *nats.Msg) { c.handle(msg, counters) })
 		if err != nil {
 			return err

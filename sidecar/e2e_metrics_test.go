@@ -2,9 +2,13 @@ package sidecar_test
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -185,4 +189,53 @@ func TestReadyzFailsWhileNATSIsDown(t *testing.T) {
 			metricValue(t, families, "voik_nats_connected", "role", "api") == 1 &&
 			metricValue(t, families, "voik_nats_reconnects_total") >= 2
 	})
+}
+
+// TestGrafanaDashboardUsesRealMetrics: every series the example dashboard
+// (charts/voik/dashboards/voik-grafana.json) queries is one voik exports,
+// so renaming a metric without the dashboard fails here.
+func TestGrafanaDashboardUsesRealMetrics(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("..", "charts", "voik", "dashboards", "voik-grafana.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dashboard struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(raw, &dashboard); err != nil {
+		t.Fatalf("dashboard: %v", err)
+	}
+	ns := harness.StartNATS(t)
+	v := harness.StartVoik(t, harness.TestConfig(t, ns.ClientURL()))
+	// Series with labels appear once used: one API request and one ack.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := v.Client.Append(ctx, "dashboard.orders", nil, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Client.Info(ctx, "dashboard.orders"); err != nil {
+		t.Fatal(err)
+	}
+	families := scrape(t, v.Sidecar.HTTPAddr())
+	name := regexp.MustCompile(`voik_[a-z_]+`)
+	queried := 0
+	for _, panel := range dashboard.Panels {
+		for _, target := range panel.Targets {
+			for _, metric := range name.FindAllString(target.Expr, -1) {
+				queried++
+				base := strings.TrimSuffix(metric, "_bucket")
+				if families[metric] == nil && families[base] == nil {
+					t.Errorf("panel %q queries %s, which voik does not export", panel.Title, metric)
+				}
+			}
+		}
+	}
+	if queried < 10 {
+		t.Fatalf("the dashboard queries only %d series", queried)
+	}
 }
