@@ -50,6 +50,16 @@ func run() int {
 	profileDir := flag.String("profile", "", "with -inprocess: write a CPU profile of each voik phase to DIR/SIZE-PHASE.pprof")
 	voikSync := flag.String("voik-sync", "batch", "VOIK_SYNC of the voik under test: always, batch, interval or none")
 	parts := flag.String("parts", "", "run only these of ceiling,voik,jetstream,always (comma-separated)")
+	flag.Usage = func() {
+		out := flag.CommandLine.Output()
+		fmt.Fprintln(out, "usage: voikbench [flags]: voik against a counting NATS subscriber and JetStream")
+		flag.VisitAll(func(f *flag.Flag) {
+			if strings.HasPrefix(f.Name, "test.") {
+				return // registered by testing.Init, not ours
+			}
+			fmt.Fprintf(out, "  -%s\n    \t%s\n", f.Name, f.Usage)
+		})
+	}
 	flag.Parse()
 
 	opts := bench.Defaults(*quick)
