@@ -378,3 +378,25 @@ func TestHelpListsEverySettingWithItsVariableDefaultAndMeaning(t *testing.T) {
 		}
 	}
 }
+
+// TestHelpNeverShowsSecrets: with secrets in the environment, voik -h
+// lists the settings but never their values.
+func TestHelpNeverShowsSecrets(t *testing.T) {
+	const token, password = "token-that-must-not-show", "password-that-must-not-show"
+	t.Setenv("VOIK_NATS_TOKEN", token)
+	t.Setenv("VOIK_NATS_USER", "voik")
+	t.Setenv("VOIK_NATS_PASSWORD", password)
+	code, stdout, stderr := runCLI(t, "-h")
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	all := strings.Join(stdout, "\n") + stderr
+	if !strings.Contains(all, "VOIK_NATS_TOKEN") || !strings.Contains(all, "VOIK_NATS_PASSWORD") {
+		t.Fatal("voik -h does not list the secret settings")
+	}
+	for _, secret := range []string{token, password} {
+		if strings.Contains(all, secret) {
+			t.Fatalf("voik -h shows a secret value %q", secret)
+		}
+	}
+}
