@@ -2,6 +2,7 @@ package messages
 
 import (
 	"bytes"
+	"slices"
 	"sort"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -144,6 +145,7 @@ func EncodeError(e *Error) []byte { return Encode(ErrorReply{Error: e}) }
 // server can stop where the next record would push the reply past its size
 // limit. The zero value is ready; Reset makes it reusable.
 type FetchReplyBuilder struct {
+	out     []byte // the finished reply
 	records bytes.Buffer
 	enc     *msgpack.Encoder
 	count   int
@@ -287,23 +289,31 @@ func uintSize(v uint64) int {
 	return 9
 }
 
-// Finish encodes the whole reply.
+// Finish encodes the whole reply into the builder's own memory: the
+// bytes are valid until the next Reset.
 func (b *FetchReplyBuilder) Finish(subject string, next, first, end uint64) []byte {
-	out := bytes.NewBuffer(make([]byte, 0, b.Size(len(subject))))
-	e := msgpack.NewEncoder(out)
-	e.EncodeMapLen(5)
-	e.EncodeString("subject")
-	e.EncodeString(subject)
-	e.EncodeString("records")
-	e.EncodeArrayLen(b.count)
-	out.Write(b.records.Bytes())
-	e.EncodeString("next_offset")
-	e.EncodeUint(next)
-	e.EncodeString("first_offset")
-	e.EncodeUint(first)
-	e.EncodeString("end_offset")
-	e.EncodeUint(end)
-	return out.Bytes()
+	out := slices.Grow(b.out[:0], b.finishedSize(len(subject), next, first, end))
+	out = append(out, 0x85) // a map of five
+	out = appendMsgpackString(out, "subject")
+	out = appendMsgpackString(out, subject)
+	out = appendMsgpackString(out, "records")
+	switch n := b.count; {
+	case n < 16:
+		out = append(out, 0x90|byte(n))
+	case n < 1<<16:
+		out = append(out, 0xdc, byte(n>>8), byte(n))
+	default:
+		out = append(out, 0xdd, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	}
+	out = append(out, b.records.Bytes()...)
+	out = appendMsgpackString(out, "next_offset")
+	out = appendMsgpackUint(out, next)
+	out = appendMsgpackString(out, "first_offset")
+	out = appendMsgpackUint(out, first)
+	out = appendMsgpackString(out, "end_offset")
+	out = appendMsgpackUint(out, end)
+	b.out = out
+	return out
 }
 
 // decodeReply unmarshals a reply into v, or returns the *Error it carries.

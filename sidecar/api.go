@@ -135,7 +135,12 @@ func (a *api) dispatch(msg *nats.Msg, verb string) {
 	go func() {
 		defer func() { <-a.slots; a.inFlight.Done() }()
 		start := time.Now()
-		body, code := a.answer(msg, verb)
+		// A FETCH reply is built in (and may point into) the builder's
+		// memory, so the builder goes back to the pool only once the reply
+		// is sent: nats.go copies it on publish.
+		builder := a.builders.Get().(*messages.FetchReplyBuilder)
+		defer a.builders.Put(builder)
+		body, code := a.answer(msg, verb, builder)
 		a.respond(msg, verb, start, body, code)
 	}()
 }
@@ -160,7 +165,7 @@ func (a *api) respond(msg *nats.Msg, verb string, start time.Time, body []byte, 
 
 // answer returns the reply body and its code (200 for success). REPLAY
 // publishes its records itself, after its reply.
-func (a *api) answer(msg *nats.Msg, verb string) (body []byte, code int) {
+func (a *api) answer(msg *nats.Msg, verb string, builder *messages.FetchReplyBuilder) (body []byte, code int) {
 	defer func() {
 		if r := recover(); r != nil {
 			a.logger.Error("request handler panicked", "verb", verb, "subject", msg.Subject, "panic", r)
@@ -179,7 +184,7 @@ func (a *api) answer(msg *nats.Msg, verb string) (body []byte, code int) {
 			switch verb {
 			case verbFetch:
 				var raw []byte
-				if raw, err = a.fetch(subject, msg.Data); err == nil {
+				if raw, err = a.fetch(subject, msg.Data, builder); err == nil {
 					return raw, 200
 				}
 			case verbInfo:
@@ -255,7 +260,7 @@ func startOffset(log *logstore.Log, offset *uint64, startTime int64) (uint64, *m
 	return *offset, nil
 }
 
-func (a *api) fetch(subject string, body []byte) ([]byte, *messages.Error) {
+func (a *api) fetch(subject string, body []byte, builder *messages.FetchReplyBuilder) ([]byte, *messages.Error) {
 	req, err := messages.DecodeFetchRequest(body)
 	if err != nil {
 		return nil, err
@@ -283,8 +288,6 @@ func (a *api) fetch(subject string, body []byte) ([]byte, *messages.Error) {
 	// The reply reports the log as it is now; records appended while it is
 	// built wait for the next fetch.
 	first, end := log.FirstOffset(), log.EndOffset()
-	builder := a.builders.Get().(*messages.FetchReplyBuilder)
-	defer a.builders.Put(builder)
 	builder.Reset()
 	payloadBytes := 0
 	var tooLarge, decodeFailed error
