@@ -17,6 +17,9 @@ type Record struct {
 }
 
 // FetchReply answers FETCH.
+//
+// A Record's Data returned by Client.Fetch shares memory with the reply it
+// came in (no copy is made); keeping one record keeps that reply alive.
 type FetchReply struct {
 	Subject     string   `msgpack:"subject" json:"subject"`
 	Records     []Record `msgpack:"records" json:"records"`
@@ -326,6 +329,12 @@ func decodeReply(body []byte, v any) error {
 			return errBadReply
 		}
 		return reply.Error
+	}
+	if fetch, ok := v.(*FetchReply); ok {
+		if decodeFetchReply(body, fetch) == nil {
+			return nil
+		}
+		*fetch = FetchReply{} // a shape the fast path does not know: decode it generally
 	}
 	if err := msgpack.Unmarshal(body, v); err != nil {
 		return errBadReply
