@@ -32,6 +32,7 @@ type Store struct {
 	closedClean map[string]struct{}
 	idle        list.List // open entries nobody holds, most recently used at the front
 	closed      bool
+	created     chan struct{} // closed (and replaced) when a subject gets its log
 
 	stop chan struct{}
 	done chan struct{}
@@ -66,6 +67,7 @@ func OpenStore(dir string, opts Options) (*Store, error) {
 		subjects:    map[string]string{},
 		open:        map[string]*storeEntry{},
 		closedClean: map[string]struct{}{},
+		created:     make(chan struct{}),
 		stop:        make(chan struct{}),
 		done:        make(chan struct{}),
 	}
@@ -122,6 +124,15 @@ func (s *Store) Has(subject string) bool {
 	defer s.mu.Unlock()
 	_, ok := s.subjects[subject]
 	return ok
+}
+
+// Created returns a channel that is closed when the next subject gets a
+// log, for waiting on a subject that has none yet: take the channel, check
+// Has, then wait on the channel.
+func (s *Store) Created() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.created
 }
 
 // Subjects returns every subject with a log, sorted bytewise. The slice is
@@ -212,6 +223,8 @@ func (s *Store) openEntry(e *storeEntry, isNew bool) {
 		s.mu.Lock()
 		s.subjects[e.subject] = e.dir
 		s.sorted = nil
+		close(s.created)
+		s.created = make(chan struct{})
 		s.mu.Unlock()
 	}
 	s.mu.Lock()

@@ -1013,3 +1013,32 @@ func TestStoreReopenAfterEvictionSkipsTheSync(t *testing.T) {
 		t.Fatal("a log opened by a new process was not synced")
 	}
 }
+
+// TestStoreCreatedSignalsNewSubjects: the channel from Created closes when
+// a subject gets its log, not before, and not for appends to a known one.
+func TestStoreCreatedSignalsNewSubjects(t *testing.T) {
+	s := openTestStore(t, t.TempDir(), testOptions())
+	if _, _, err := s.Append("known", 0, nil, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	created := s.Created()
+	if _, _, err := s.Append("known", 0, nil, []byte("y")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-created:
+		t.Fatal("an append to a known subject signalled a new one")
+	default:
+	}
+	if _, _, err := s.Append("newcomer", 0, nil, []byte("z")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-created:
+	default:
+		t.Fatal("a new subject was not signalled")
+	}
+	if !s.Has("newcomer") {
+		t.Fatal("signalled before the subject is known")
+	}
+}

@@ -225,6 +225,21 @@ func (a *api) acquire(subject string, empty bool) (*logstore.Log, *messages.Erro
 	return log, nil
 }
 
+// waitForSubject returns once subject has a log or ctx ends.
+func (a *api) waitForSubject(ctx context.Context, subject string) {
+	for {
+		created := a.store.Created()
+		if a.store.Has(subject) {
+			return
+		}
+		select {
+		case <-created:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
 // storeError maps a read error to its reply.
 func storeError(err error) *messages.Error {
 	var rangeErr *logstore.RangeError
@@ -265,6 +280,13 @@ func (a *api) fetch(subject string, body []byte, builder *messages.FetchReplyBui
 	if err != nil {
 		return nil, err
 	}
+	// A long poll waits, within wait_ms, for the subject's first record
+	// as for any other: a consumer may start before its publisher.
+	wait, cancel := context.WithTimeout(a.shutdown, time.Duration(req.WaitMs)*time.Millisecond)
+	defer cancel()
+	if req.WaitMs > 0 {
+		a.waitForSubject(wait, subject)
+	}
 	log, err := a.acquire(subject, req.WaitMs > 0)
 	if err != nil {
 		return nil, err
@@ -275,9 +297,7 @@ func (a *api) fetch(subject string, body []byte, builder *messages.FetchReplyBui
 		return nil, err
 	}
 	if req.WaitMs > 0 && start >= log.EndOffset() {
-		ctx, cancel := context.WithTimeout(a.shutdown, time.Duration(req.WaitMs)*time.Millisecond)
-		log.WaitFor(ctx, start)
-		cancel()
+		log.WaitFor(wait, start)
 	}
 
 	maxPayload := int(a.nc.MaxPayload())

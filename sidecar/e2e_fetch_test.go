@@ -373,3 +373,28 @@ func TestPagingByNextOffsetNeitherSkipsNorRepeatsARecord(t *testing.T) {
 		}
 	}
 }
+
+// TestLongPollOnANewSubjectWakesOnItsFirstMessage: a consumer may start
+// before its publisher: a long poll on a subject voik has never stored
+// waits for the first record (and is a 404 only if none comes in time).
+func TestLongPollOnANewSubjectWakesOnItsFirstMessage(t *testing.T) {
+	t.Parallel()
+	e := start(t)
+	got := make(chan map[string]any, 1)
+	go func() {
+		msg, err := e.nc.Request(e.prefix()+".FETCH.poll.newborn", encode(t, map[string]any{"wait_ms": 30000}), 40*time.Second)
+		if err != nil {
+			got <- map[string]any{"request error": err.Error()}
+			return
+		}
+		got <- decodeReply(t, msg.Data)
+	}()
+	e.fetchesDispatched()
+	published := time.Now()
+	e.publish("poll.newborn", nil, []byte("0"))
+	reply := waitUntil(t, got, 35*time.Second, "the long poll's reply")
+	wantRecordOffsets(t, wantFetchReply(t, reply, "poll.newborn", 1, 0, 1), 0, 1)
+	if answered := time.Since(published); answered > 5*time.Second {
+		t.Fatalf("long poll on a new subject answered %v after its first publish", answered)
+	}
+}
