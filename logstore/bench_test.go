@@ -90,16 +90,22 @@ func BenchmarkAppend(b *testing.B) {
 	}
 }
 
+// benchReferenceFile is the plain file a reference benchmark writes.
+func benchReferenceFile(b *testing.B) *os.File {
+	f, err := os.Create(filepath.Join(b.TempDir(), "reference.log"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { f.Close() })
+	return f
+}
+
 // BenchmarkAppendReference writes the same framed bytes with os.File.Write
 // and one fdatasync at the end.
 func BenchmarkAppendReference(b *testing.B) {
 	for _, size := range benchSizes {
 		b.Run(size.name, func(b *testing.B) {
-			f, err := os.Create(filepath.Join(b.TempDir(), "reference.log"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { f.Close() })
+			f := benchReferenceFile(b)
 			record := benchData(recordSize(0, size.n))
 			b.SetBytes(int64(len(record)))
 			b.ReportAllocs()
@@ -214,11 +220,7 @@ func (g *benchGroupFile) append(record []byte) error {
 func BenchmarkAppendAckedReference(b *testing.B) {
 	for _, size := range benchSizes {
 		b.Run(size.name, func(b *testing.B) {
-			f, err := os.Create(filepath.Join(b.TempDir(), "reference.log"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { f.Close() })
+			f := benchReferenceFile(b)
 			g := &benchGroupFile{f: f}
 			g.cond.L = &g.mu
 			record := benchData(recordSize(0, size.n))

@@ -102,8 +102,8 @@ func writeGoldenSegment(t *testing.T) (logFile, idxFile []byte) {
 	if bases := segmentBases(t, dir); !slices.Equal(bases, []uint64{0}) {
 		t.Fatalf("golden segment: want one segment at 0, got %v", bases)
 	}
-	logFile = rcvRead(t, filepath.Join(dir, segmentFileName(0, ".log")))
-	idxFile = rcvRead(t, filepath.Join(dir, segmentFileName(0, ".idx")))
+	logFile = plRead(t, filepath.Join(dir, segmentFileName(0, ".log")))
+	idxFile = plRead(t, filepath.Join(dir, segmentFileName(0, ".idx")))
 	return logFile, idxFile
 }
 
@@ -155,7 +155,7 @@ func TestGoldenSegmentWrite(t *testing.T) {
 		}
 		t.Logf("wrote %s (%d bytes) and %s (%d bytes)", logPath, logEnd, idxPath, idxEnd)
 	}
-	goldenLog, goldenIdx := rcvRead(t, logPath), rcvRead(t, idxPath)
+	goldenLog, goldenIdx := plRead(t, logPath), plRead(t, idxPath)
 	if len(goldenLog) != logEnd || len(goldenIdx) != idxEnd {
 		t.Fatalf("golden prefixes are %d and %d bytes, the records take %d and %d", len(goldenLog), len(goldenIdx), logEnd, idxEnd)
 	}
@@ -167,8 +167,8 @@ func TestGoldenSegmentWrite(t *testing.T) {
 // from the documented layout and with the package's decoders, and checks
 // every field: a format change is caught from the reading side too.
 func TestGoldenSegmentRead(t *testing.T) {
-	logFile := rcvRead(t, filepath.Join(goldenDir, goldenLogFile))
-	idxFile := rcvRead(t, filepath.Join(goldenDir, goldenIdxFile))
+	logFile := plRead(t, filepath.Join(goldenDir, goldenLogFile))
+	idxFile := plRead(t, filepath.Join(goldenDir, goldenIdxFile))
 	castagnoliTable := crc32.MakeTable(crc32.Castagnoli)
 
 	checkHeader := func(name string, b []byte, magic string) {
@@ -379,7 +379,7 @@ func bndCheck(t *testing.T, l *Log, want []bndRecord) {
 // records and where they end; everything after must be zero.
 func bndSegmentOffsets(t *testing.T, path string) ([]uint64, int) {
 	t.Helper()
-	b := rcvRead(t, path)
+	b := plRead(t, path)
 	positions, end := rcvWalk(b)
 	var offsets []uint64
 	for _, p := range positions {

@@ -124,6 +124,7 @@ func plPath(dir string, base uint64, ext string) string {
 	return filepath.Join(dir, segmentFileName(base, ext))
 }
 
+// plRead is a file's content; the test fails if it cannot be read.
 func plRead(t testing.TB, path string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(path)

@@ -77,35 +77,12 @@ func rcvResign(b []byte) {
 	binary.LittleEndian.PutUint32(b[4:8], crc32.Checksum(b[8:8+length], castagnoli))
 }
 
-func rcvRead(t testing.TB, path string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 func rcvEdit(t testing.TB, path string, edit func(b []byte) []byte) {
 	t.Helper()
-	b := rcvRead(t, path)
+	b := plRead(t, path)
 	if err := os.WriteFile(path, edit(b), 0o600); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// rcvSnapshot reads every file in dir.
-func rcvSnapshot(t testing.TB, dir string) map[string][]byte {
-	t.Helper()
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	files := map[string][]byte{}
-	for _, e := range entries {
-		files[e.Name()] = rcvRead(t, filepath.Join(dir, e.Name()))
-	}
-	return files
 }
 
 // rcvFixture is a closed log of n records written by appendN.
@@ -142,7 +119,7 @@ func (fx *rcvFixture) path(i int, ext string) string {
 // records reads the .log of segment i and the positions of its records.
 func (fx *rcvFixture) records(t testing.TB, i int) ([]byte, []int64, int64) {
 	t.Helper()
-	b := rcvRead(t, fx.path(i, ".log"))
+	b := plRead(t, fx.path(i, ".log"))
 	positions, end := rcvWalk(b)
 	if uint64(len(positions)) != fx.end(i)-fx.base(i) {
 		t.Fatalf("segment %d holds %d records, want %d", i, len(positions), fx.end(i)-fx.base(i))
@@ -202,7 +179,7 @@ func rcvCorrupt(end uint64, file string, offset uint64, position int64) rcvWant 
 // warning that gives the number of bytes cut.
 func rcvTornTail(t *testing.T, fx *rcvFixture, end uint64, position int64, edit func(b []byte)) rcvWant {
 	path := fx.path(-1, ".log")
-	original := rcvRead(t, path)
+	original := plRead(t, path)
 	damaged := slices.Clone(original)
 	edit(damaged)
 	cut := lastNonZero(damaged[position:]) + 1
@@ -216,7 +193,7 @@ func rcvTornTail(t *testing.T, fx *rcvFixture, end uint64, position int64, edit 
 	w.warn = []string{`msg="logstore: cutting torn tail"`, fmt.Sprintf("position=%d bytes=%d", position, cut)}
 	w.changed = []string{fx.name(-1, ".log")}
 	w.check = func(t *testing.T, l *Log) {
-		b := rcvRead(t, path)
+		b := plRead(t, path)
 		if !bytes.Equal(b[:position], original[:position]) {
 			t.Fatal("bytes before the torn tail changed")
 		}
@@ -246,7 +223,7 @@ func rcvBadNewest(t *testing.T, fx *rcvFixture, k int, edit func(record []byte))
 // rebuilt, byte for byte what the writer wrote, with no error.
 func rcvSealedIndex(t *testing.T, fx *rcvFixture, warn bool, edit func(idx []byte, entries int) []byte) rcvWant {
 	path := fx.path(1, ".idx")
-	original := rcvRead(t, path)
+	original := plRead(t, path)
 	entries := int(fx.end(1) - fx.base(1))
 	rebuilt := original[:fileHeaderSize+entries*indexEntrySize]
 	if lastNonZero(original[len(rebuilt):]) >= 0 {
@@ -264,7 +241,7 @@ func rcvSealedIndex(t *testing.T, fx *rcvFixture, warn bool, edit func(idx []byt
 		w.warn = []string{`msg="logstore: rebuilding index"`, fx.name(1, ".idx")}
 	}
 	w.check = func(t *testing.T, l *Log) {
-		if got := rcvRead(t, path); !bytes.Equal(got, rebuilt) {
+		if got := plRead(t, path); !bytes.Equal(got, rebuilt) {
 			t.Fatalf("rebuilt index (%d bytes) differs from the one written (%d bytes)", len(got), len(rebuilt))
 		}
 		if _, err := os.Stat(path + ".tmp"); !errors.Is(err, os.ErrNotExist) {
@@ -284,7 +261,7 @@ func rcvNewestIndex(t *testing.T, fx *rcvFixture, edit func(idx []byte, entries 
 	path := fx.path(-1, ".idx")
 	b, positions, _ := fx.records(t, -1)
 	entries := len(positions)
-	if damaged := edit(rcvRead(t, path), entries); damaged == nil {
+	if damaged := edit(plRead(t, path), entries); damaged == nil {
 		if err := os.Remove(path); err != nil {
 			t.Fatal(err)
 		}
@@ -293,7 +270,7 @@ func rcvNewestIndex(t *testing.T, fx *rcvFixture, edit func(idx []byte, entries 
 	}
 	w := rcvOK(0, uint64(fx.n))
 	w.check = func(t *testing.T, l *Log) {
-		idx := rcvRead(t, path)
+		idx := plRead(t, path)
 		if base, err := decodeFileHeader(idx, indexMagic); err != nil || base != fx.base(-1) {
 			t.Fatalf("index header: %d, %v", base, err)
 		}
@@ -626,7 +603,7 @@ func TestRecovery(t *testing.T) {
 			opts, logs := rcvOptions()
 			fx := buildRecoveryFixture(t, opts, 300)
 			w := c.damage(t, fx)
-			before := rcvSnapshot(t, fx.dir)
+			before := plSnapshot(t, fx.dir)
 
 			logs.Reset()
 			l, err := OpenLog(fx.dir, "test.subject", opts)
@@ -640,7 +617,7 @@ func TestRecovery(t *testing.T) {
 					t.Errorf("log output lacks %q:\n%s", s, output)
 				}
 			}
-			after := rcvSnapshot(t, fx.dir)
+			after := plSnapshot(t, fx.dir)
 			for _, name := range w.removed {
 				if _, ok := after[name]; ok {
 					t.Errorf("%s not removed", name)
@@ -677,7 +654,7 @@ func TestRecovery(t *testing.T) {
 				t.Fatal(err)
 			}
 			if w.corrupt {
-				if after := rcvSnapshot(t, fx.dir); !rcvLogFilesEqual(before, after) {
+				if after := plSnapshot(t, fx.dir); !rcvLogFilesEqual(before, after) {
 					t.Fatal("a corrupt log's .log files changed")
 				}
 			}
@@ -777,12 +754,12 @@ func TestOpenLogCorruptFirstSegmentReturnsLog(t *testing.T) {
 			appendN(t, l, 0, c.segments)
 			l.Close()
 			rcvEdit(t, filepath.Join(dir, segmentFileName(0, ".log")), func(b []byte) []byte { b[3] ^= 0x20; return b })
-			before := rcvSnapshot(t, dir)
+			before := plSnapshot(t, dir)
 			l, err = OpenLog(dir, "test.subject", opts)
 			if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("OpenLog: %v, want ErrCorrupt", err)
 			}
-			if !rcvLogFilesEqual(before, rcvSnapshot(t, dir)) {
+			if !rcvLogFilesEqual(before, plSnapshot(t, dir)) {
 				t.Fatal("files changed")
 			}
 			if l == nil {
