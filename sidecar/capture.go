@@ -30,8 +30,10 @@ type capture struct {
 	subs        []*nats.Subscription
 	dropMu      sync.Mutex
 	droppedSeen map[*nats.Subscription]int
-	acks        sync.WaitGroup    // acks not answered yet
-	ackQueues   []chan pendingAck // one per ack worker
+	acksOK      prometheus.Counter // voik_acks_total{result="ok"}, resolved once: acks are hot
+	acksFailed  prometheus.Counter // {result="error"}
+	acks        sync.WaitGroup     // acks not answered yet
+	ackQueues   []chan pendingAck  // one per ack worker
 	closed      atomic.Bool
 }
 
@@ -144,6 +146,8 @@ func ackShard(subject string) int {
 // startAckWorkers starts the workers; they stop once their queues are
 // closed and drained (stopAckWorkers).
 func (c *capture) startAckWorkers() {
+	c.acksOK = c.metrics.acks.WithLabelValues("ok")
+	c.acksFailed = c.metrics.acks.WithLabelValues("error")
 	c.ackQueues = make([]chan pendingAck, ackWorkers)
 	for i := range c.ackQueues {
 		queue := make(chan pendingAck, ackQueueDepth)
@@ -191,11 +195,11 @@ func (c *capture) appendFailed(msg *nats.Msg, counters *filterCounters, err erro
 }
 
 func (c *capture) sendAck(reply string, body []byte, ok bool) {
-	result := "ok"
-	if !ok {
-		result = "error"
+	if ok {
+		c.acksOK.Inc()
+	} else {
+		c.acksFailed.Inc()
 	}
-	c.metrics.acks.WithLabelValues(result).Inc()
 	if err := c.replies.Publish(reply, body); err != nil {
 		c.logger.Error("cannot send ack", "err", err)
 	}

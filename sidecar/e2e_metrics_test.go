@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -238,4 +239,42 @@ func TestGrafanaDashboardUsesRealMetrics(t *testing.T) {
 	if queried < 10 {
 		t.Fatalf("the dashboard queries only %d series", queried)
 	}
+}
+
+// TestDiskBytesAfterRestartMatchTheFiles: voik_disk_bytes starts from a
+// walk of the data dir (in the background, so a big store does not delay
+// readiness) and then follows the store: after a restart it equals the
+// segment files on disk.
+func TestDiskBytesAfterRestartMatchTheFiles(t *testing.T) {
+	ns := harness.StartNATS(t)
+	cfg := harness.TestConfig(t, ns.ClientURL())
+	v := harness.StartVoik(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, subject := range []string{"disk.a", "disk.b", "disk.c"} {
+		if _, err := v.Client.Append(ctx, subject, nil, make([]byte, 5000)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v.Stop(t)
+	var onDisk int64
+	if err := filepath.WalkDir(cfg.DataDir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && (strings.HasSuffix(path, ".log") || strings.HasSuffix(path, ".idx")) {
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			onDisk += info.Size()
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if onDisk == 0 {
+		t.Fatal("no segment files")
+	}
+	v = harness.StartVoik(t, cfg)
+	harness.Eventually(t, 10*time.Second, "voik_disk_bytes equal to the files on disk", func() bool {
+		return metricValue(t, scrape(t, v.Sidecar.HTTPAddr()), "voik_disk_bytes") == float64(onDisk)
+	})
 }

@@ -1,10 +1,10 @@
 package sidecar
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
-	"log/slog"
 	"path/filepath"
 	"strings"
 	"time"
@@ -119,11 +119,9 @@ func newMetrics(reg prometheus.Registerer, gauges storeGauges) (*metrics, error)
 	return m, nil
 }
 
-// storeObserver turns the store's events into metrics.
-type storeObserver struct {
-	m      *metrics
-	logger *slog.Logger
-}
+// storeObserver turns the store's events into metrics. (The store logs
+// what recovery repaired itself.)
+type storeObserver struct{ m *metrics }
 
 func (o storeObserver) Synced(elapsed time.Duration, err error) {
 	o.m.syncSeconds.Observe(elapsed.Seconds())
@@ -136,18 +134,20 @@ func (o storeObserver) DiskBytes(delta int64) { o.m.diskBytes.Add(float64(delta)
 
 func (o storeObserver) RetentionDeleted(segments int) { o.m.retentionDeleted.Add(float64(segments)) }
 
-func (o storeObserver) Recovered(subject string, r logstore.Recovery) {
+func (o storeObserver) Recovered(_ string, r logstore.Recovery) {
 	o.m.logOpens.WithLabelValues(r.Outcome()).Inc()
-	if r.TornBytes > 0 || r.IndexesRebuilt > 0 {
-		o.logger.Warn("log recovered", "subject", subject, "outcome", r.Outcome(), "torn_bytes", r.TornBytes, "indexes_rebuilt", r.IndexesRebuilt)
-	}
 }
 
 // segmentFileBytes sums the sizes of the segment files under dir: the
 // starting point of voik_disk_bytes, which the store's events move after.
-func segmentFileBytes(dir string) (int64, error) {
+// A file that grows while the walk runs may be counted once too often, by
+// at most what it grew meanwhile.
+func segmentFileBytes(ctx context.Context, dir string) (int64, error) {
 	var total int64
 	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				return nil

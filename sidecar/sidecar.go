@@ -124,18 +124,27 @@ func (s *Sidecar) Run(ctx context.Context) (err error) {
 	defer s.stopHTTP()
 
 	policy, _ := s.cfg.SyncPolicy()
-	diskBytes, err := segmentFileBytes(s.cfg.DataDir)
-	if err != nil {
-		return &ConfigError{fmt.Errorf("VOIK_DATA_DIR %s: %v", s.cfg.DataDir, err)}
-	}
-	s.metrics.diskBytes.Set(float64(diskBytes))
 	storeOpts := s.cfg.StoreOptions(s.logger)
-	storeOpts.Observer = storeObserver{m: s.metrics, logger: s.logger}
+	storeOpts.Observer = storeObserver{m: s.metrics}
 	s.store, err = logstore.OpenStore(s.cfg.DataDir, storeOpts)
 	if err != nil {
 		return &ConfigError{fmt.Errorf("VOIK_DATA_DIR %s: %v", s.cfg.DataDir, err)}
 	}
 	storeRef.Store(s.store)
+	// What the segment files took at start is measured in the background
+	// (a walk of 100,000 subjects takes seconds) and added to the changes
+	// the store reports from its opening on.
+	measured := make(chan struct{})
+	walkCtx, stopWalk := context.WithCancel(ctx)
+	go func() {
+		defer close(measured)
+		if total, err := segmentFileBytes(walkCtx, s.cfg.DataDir); err != nil {
+			s.logger.Warn("cannot measure the data dir for voik_disk_bytes", "err", err)
+		} else {
+			s.metrics.diskBytes.Add(float64(total))
+		}
+	}()
+	defer func() { stopWalk(); <-measured }()
 	defer func() {
 		if closeErr := s.store.Close(); closeErr != nil {
 			s.logger.Error("closing the store", "err", closeErr)
