@@ -282,9 +282,11 @@ func (a *api) fetch(subject string, body []byte, builder *messages.FetchReplyBui
 	}
 	// A long poll waits, within wait_ms, for the subject's first record
 	// as for any other: a consumer may start before its publisher.
-	wait, cancel := context.WithTimeout(a.shutdown, time.Duration(req.WaitMs)*time.Millisecond)
-	defer cancel()
+	wait := a.shutdown
 	if req.WaitMs > 0 {
+		var cancel context.CancelFunc
+		wait, cancel = context.WithTimeout(a.shutdown, time.Duration(req.WaitMs)*time.Millisecond)
+		defer cancel()
 		a.waitForSubject(wait, subject)
 	}
 	log, err := a.acquire(subject, req.WaitMs > 0)
