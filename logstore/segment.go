@@ -230,10 +230,11 @@ func (s *segment) mapWritable(capacity int64) error {
 // capacity is the largest the .log file may grow to.
 func (s *segment) capacity() int64 { return int64(len(s.logMap)) }
 
-// ensureSpace grows the files so that a record of size bytes fits at
-// writePos and its index entry fits too. Growth doubles, from the initial
-// preallocation up to the capacity, so a small log costs a small file.
-func (s *segment) ensureSpace(size int64) error {
+// ensureSpace grows the files so that records of size bytes in all fit
+// at writePos and their index entries fit too. Growth doubles, from the
+// initial preallocation up to the capacity, so a small log costs a small
+// file.
+func (s *segment) ensureSpace(size, records int64) error {
 	need := s.writePos + size
 	if allocated := s.logAllocated.Load(); need > allocated {
 		grown := min(max(roundUpPage(need), allocated*2), s.capacity())
@@ -242,7 +243,7 @@ func (s *segment) ensureSpace(size int64) error {
 		}
 		s.logAllocated.Store(grown)
 	}
-	needIndex := int64(fileHeaderSize + (s.count.Load()+1)*indexEntrySize)
+	needIndex := int64(fileHeaderSize + (s.count.Load()+uint64(records))*indexEntrySize)
 	if allocated := s.indexAllocated.Load(); needIndex > allocated {
 		grown := min(max(roundUpPage(needIndex), allocated*2), int64(len(s.indexMap)))
 		if err := s.grow(s.indexFile, allocated, grown-allocated); err != nil {
@@ -310,12 +311,23 @@ func (s *segment) writeRecord(position, size int64, offset uint64, timestamp int
 	}
 	buf := s.scratch[:head]
 	encodeRecordHead(buf, offset, timestamp, headers, headersLen, data)
-	pieces := [][]byte{buf, data}
+	return s.writeVectors([][]byte{buf, data}, position, size)
+}
+
+// writeVectors writes pieces, size bytes in all, at position with pwritev,
+// as often as the kernel takes less than all of it. On an error it clears
+// the whole range again, so that recovery finds no partial record there.
+func (s *segment) writeVectors(pieces [][]byte, position, size int64) error {
 	at := position
-	for len(pieces) > 0 {
+	for {
+		for len(pieces) > 0 && len(pieces[0]) == 0 {
+			pieces = pieces[1:] // empty data: nothing to write, and pwritev would return 0
+		}
+		if len(pieces) == 0 {
+			return nil
+		}
 		n, err := unix.Pwritev(int(s.logFile.Fd()), pieces, at)
 		if err != nil {
-			// Leave no part of the record behind for recovery to puzzle over.
 			clear(s.logMap[position : position+size])
 			return fmt.Errorf("logstore: write %s: %w", s.logPath, err)
 		}
@@ -330,7 +342,6 @@ func (s *segment) writeRecord(position, size int64, offset uint64, timestamp int
 			}
 		}
 	}
-	return nil
 }
 
 // indexEntryAt returns the index entry of the i-th record of the segment.

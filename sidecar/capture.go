@@ -37,12 +37,14 @@ type capture struct {
 	closed      atomic.Bool
 }
 
-// filterCounters are one filter's metric children, resolved once.
+// filterCounters are one filter's metric children, resolved once, and
+// the batch its handler holds.
 type filterCounters struct {
 	filter   string
 	messages prometheus.Counter
 	bytes    prometheus.Counter
 	errors   prometheus.Counter
+	batch    captureBatch
 }
 
 // excluded says whether a subject is never stored (PROTOCOL.md section 2).
@@ -73,6 +75,17 @@ func (c *capture) subscribe(nc *nats.Conn, filters []string, pendingMsgs, pendin
 }
 
 func (c *capture) handle(msg *nats.Msg, counters *filterCounters) {
+	c.take(msg, counters)
+	// Whatever became of msg, flush what is held unless more is coming:
+	// the last message of a burst may be one that is not stored.
+	if b := &counters.batch; len(b.held) > 0 && (len(b.held) >= batchRecords || b.bytes >= batchBytes || !queuedBehind(msg)) {
+		c.flush(counters)
+	}
+}
+
+// take stores msg at once, or holds it for a batch while more messages
+// are queued behind it.
+func (c *capture) take(msg *nats.Msg, counters *filterCounters) {
 	if excluded(msg.Subject, c.prefix) {
 		return
 	}
@@ -80,7 +93,6 @@ func (c *capture) handle(msg *nats.Msg, counters *filterCounters) {
 		return
 	}
 	start := time.Now()
-	now := start.UnixNano()
 	wantsAck := msg.Reply != ""
 	if wantsAck {
 		_, wantsAck = msg.Header[messages.HeaderAck]
@@ -94,25 +106,158 @@ func (c *capture) handle(msg *nats.Msg, counters *filterCounters) {
 		}
 		return
 	}
+	b := &counters.batch
+	if len(b.held) == 0 && !queuedBehind(msg) {
+		c.appendOne(msg, counters, start, wantsAck)
+		return
+	}
+	b.held = append(b.held, heldMsg{msg: msg, arrived: start, wantsAck: wantsAck})
+	b.bytes += len(msg.Data)
+}
+
+// Capture under load appends the messages NATS has already queued for a
+// filter together (logstore.Log.AppendBatch: one system call for many
+// records); a message that arrives alone is appended at once. A message
+// is held only while more are queued behind it, so batching adds no
+// latency: the last of a burst flushes everything held.
+const (
+	batchRecords = 512     // at most this many records held
+	batchBytes   = 1 << 20 // or this much data
+)
+
+// captureBatch is what one filter's handler holds; only that handler's
+// goroutine touches it.
+type captureBatch struct {
+	held    []heldMsg
+	bytes   int
+	groups  map[string][]int // subject -> indexes into held, in arrival order
+	order   []string         // subjects in groups, in first arrival order
+	entries []logstore.Entry
+}
+
+type heldMsg struct {
+	msg      *nats.Msg
+	arrived  time.Time
+	wantsAck bool
+}
+
+// queuedBehind says, from inside msg's handler, whether NATS has more
+// messages queued for its subscription. nats.go counts the message being
+// handled as pending until its handler returns, hence > 1.
+func queuedBehind(msg *nats.Msg) bool {
+	if msg.Sub == nil {
+		return false
+	}
+	n, _, err := msg.Sub.Pending()
+	return err == nil && n > 1
+}
+
+// appendOne stores a message that arrived alone.
+func (c *capture) appendOne(msg *nats.Msg, counters *filterCounters, start time.Time, wantsAck bool) {
 	log, err := c.store.Acquire(msg.Subject, true)
 	if err != nil {
 		c.appendFailed(msg, counters, err, wantsAck)
 		return
 	}
-	offset, ts, err := log.Append(now, logstore.Headers(msg.Header), msg.Data)
+	offset, ts, err := log.Append(start.UnixNano(), logstore.Headers(msg.Header), msg.Data)
 	c.metrics.appendSeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
 		c.store.Release(log)
 		c.appendFailed(msg, counters, err, wantsAck)
 		return
 	}
-	counters.messages.Inc()
-	counters.bytes.Add(float64(logstore.PayloadSize(logstore.Headers(msg.Header), msg.Data)))
+	c.stored(msg, counters)
+	c.metrics.batchRecords.Observe(1)
 	if !wantsAck {
 		c.store.Release(log)
 		return
 	}
 	log.RequestSync() // group commit starts now, with every ack waiting
+	c.queueAck(log, msg, offset, ts)
+}
+
+// flush appends everything held, one batch per subject, in arrival order
+// within each subject.
+func (c *capture) flush(counters *filterCounters) {
+	b := &counters.batch
+	if b.groups == nil {
+		b.groups = make(map[string][]int)
+	}
+	for i, h := range b.held {
+		subject := h.msg.Subject
+		group, ok := b.groups[subject]
+		if !ok {
+			b.order = append(b.order, subject)
+		}
+		b.groups[subject] = append(group, i)
+	}
+	for _, subject := range b.order {
+		c.appendGroup(subject, b.groups[subject], counters)
+	}
+	clear(b.held) // hold no messages for the garbage collector
+	b.held, b.bytes, b.order = b.held[:0], 0, b.order[:0]
+	clear(b.groups)
+}
+
+// appendGroup appends the held messages at indexes, all for subject.
+func (c *capture) appendGroup(subject string, indexes []int, counters *filterCounters) {
+	b := &counters.batch
+	log, err := c.store.Acquire(subject, true)
+	if err != nil {
+		for _, i := range indexes {
+			c.appendFailed(b.held[i].msg, counters, err, b.held[i].wantsAck)
+		}
+		return
+	}
+	defer c.store.Release(log)
+	entries := b.entries[:0]
+	for _, i := range indexes {
+		h := &b.held[i]
+		entries = append(entries, logstore.Entry{Timestamp: h.arrived.UnixNano(), Headers: logstore.Headers(h.msg.Header), Data: h.msg.Data})
+	}
+	acked := false
+	for done := 0; done < len(entries); {
+		first, n, err := log.AppendBatch(entries[done:])
+		stored := time.Now()
+		if n > 0 {
+			c.metrics.batchRecords.Observe(float64(n))
+		}
+		for k := range n {
+			h := &b.held[indexes[done+k]]
+			c.metrics.appendSeconds.Observe(stored.Sub(h.arrived).Seconds())
+			c.stored(h.msg, counters)
+			if h.wantsAck {
+				if l, err := c.store.Acquire(subject, false); err == nil { // the ack holds its own reference
+					c.queueAck(l, h.msg, first+uint64(k), entries[done+k].Timestamp)
+					acked = true
+				} else {
+					c.appendFailed(h.msg, counters, err, true)
+				}
+			}
+		}
+		done += n
+		if err != nil {
+			h := &b.held[indexes[done]]
+			c.appendFailed(h.msg, counters, err, h.wantsAck)
+			done++
+		}
+	}
+	if acked {
+		log.RequestSync()
+	}
+	clear(entries)
+	b.entries = entries[:0]
+}
+
+// stored counts a stored message.
+func (c *capture) stored(msg *nats.Msg, counters *filterCounters) {
+	counters.messages.Inc()
+	counters.bytes.Add(float64(logstore.PayloadSize(logstore.Headers(msg.Header), msg.Data)))
+}
+
+// queueAck hands an acked append to its worker, with the log reference it
+// holds until the ack is sent.
+func (c *capture) queueAck(log *logstore.Log, msg *nats.Msg, offset uint64, ts int64) {
 	c.acks.Add(1)
 	c.ackQueues[ackShard(msg.Subject)] <- pendingAck{log: log, subject: msg.Subject, reply: msg.Reply, offset: offset, ts: ts}
 }

@@ -31,6 +31,7 @@ type metrics struct {
 
 	// Storage, fed by the store's Observer and by capture.
 	appendSeconds    prometheus.Histogram
+	batchRecords     prometheus.Histogram
 	syncSeconds      prometheus.Histogram
 	syncErrors       prometheus.Counter
 	diskBytes        prometheus.Gauge
@@ -82,6 +83,10 @@ func newMetrics(reg prometheus.Registerer, gauges storeGauges) (*metrics, error)
 			Name: "voik_append_duration_seconds", Help: "Time to append a captured message to its log, opening or creating the log included.",
 			Buckets: latency,
 		}),
+		batchRecords: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "voik_capture_batch_records", Help: "Records capture stored with one write: 1 for a message that came alone, more when NATS had several queued.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 10), // 1 to 512 (batchRecords)
+		}),
 		syncSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "voik_sync_duration_seconds", Help: "Time of each fdatasync of a segment file.",
 			Buckets: latency,
@@ -104,7 +109,7 @@ func newMetrics(reg prometheus.Registerer, gauges storeGauges) (*metrics, error)
 	}
 	for _, c := range []prometheus.Collector{m.messagesStored, m.bytesStored, m.appendErrors, m.dropped, m.acks,
 		m.requests, m.requestSeconds, m.replayed, m.natsConnected, m.reconnects,
-		m.appendSeconds, m.syncSeconds, m.syncErrors, m.diskBytes, m.retentionDeleted, m.logOpens,
+		m.appendSeconds, m.batchRecords, m.syncSeconds, m.syncErrors, m.diskBytes, m.retentionDeleted, m.logOpens,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "voik_open_logs", Help: "Subject logs open now."}, gauges.openLogs),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "voik_durable_lag_records", Help: "Records appended to open logs and not yet durable.",
