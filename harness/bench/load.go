@@ -183,15 +183,26 @@ func (r ackedResult) figure(size int, scenario string, n int, note string) Figur
 }
 
 // ceiling: what a subscriber that does nothing but count receives of a
-// burst; no consumer of core NATS can capture faster on this machine.
+// burst; no consumer of core NATS can capture faster on this machine. The
+// subscriber runs as a child process, as voik does; the same subscriber in
+// the NATS server's own process is measured too, for reference.
 func (s *sizeRun) ceiling(e *Env) {
 	ns := harness.StartNATS(e)
-	subConn := harness.Connect(e, ns.ClientURL())
 	pub := harness.Connect(e, ns.ClientURL())
+
+	counter := startCounter(e, ns.ClientURL(), "bench.ceiling", s.messages, s.opts.Stall)
+	start := time.Now()
+	publishBurst(e, pub, "bench.ceiling", s.payload, s.messages)
+	got, at := counter.result(e)
+	f := Figure{Size: s.size, Scenario: ScenarioCeiling, Messages: s.messages, Done: got, Note: "child process, like voik"}
+	f.throughput(at.Sub(start))
+	s.add(f)
+
+	subConn := harness.Connect(e, ns.ClientURL())
 	var count atomic.Int64
 	var lastAt atomic.Int64
 	n := int64(s.messages)
-	sub, err := subConn.Subscribe("bench.ceiling", func(*nats.Msg) {
+	sub, err := subConn.Subscribe("bench.ceiling.inprocess", func(*nats.Msg) {
 		if count.Add(1) == n {
 			lastAt.Store(time.Now().UnixNano())
 		}
@@ -202,15 +213,15 @@ func (s *sizeRun) ceiling(e *Env) {
 	sub.SetPendingLimits(-1, -1)
 	subConn.Flush()
 	done := func() int { return int(count.Load()) }
-	stop := watch(s.opts.Progress, "ceiling", s.messages, done)
-	start := time.Now()
-	publishBurst(e, pub, "bench.ceiling", s.payload, s.messages)
-	got, at := waitCount(done, s.messages, s.opts.Stall, time.Millisecond)
+	stop := watch(s.opts.Progress, "ceiling in-process", s.messages, done)
+	start = time.Now()
+	publishBurst(e, pub, "bench.ceiling.inprocess", s.payload, s.messages)
+	got, at = waitCount(done, s.messages, s.opts.Stall, time.Millisecond)
 	stop()
 	if got == s.messages {
 		at = time.Unix(0, lastAt.Load())
 	}
-	f := Figure{Size: s.size, Scenario: ScenarioCeiling, Messages: s.messages, Done: got}
+	f = Figure{Size: s.size, Scenario: ScenarioCeilingInProcess, Messages: s.messages, Done: got, Note: "in the NATS server's process"}
 	f.throughput(at.Sub(start))
 	s.add(f)
 }

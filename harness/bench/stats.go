@@ -23,22 +23,23 @@ type Figure struct {
 
 // Scenarios, in the order the report prints them.
 const (
-	ScenarioCeiling      = "ceiling: core subscriber"
-	ScenarioVoikCapture  = "voik capture"
-	ScenarioJSCapture    = "JetStream capture"
-	ScenarioVoikAck      = "voik acked append"
-	ScenarioJSAck        = "JetStream acked publish"
-	ScenarioJSAckAlways  = "JetStream acked, sync always"
-	ScenarioVoikFetch    = "voik FETCH history"
-	ScenarioJSPull       = "JetStream pull consumer"
-	ScenarioJSOrdered    = "JetStream ordered consumer"
-	ScenarioVoikFetchOne = "voik FETCH 1 record"
-	ScenarioJSGetOne     = "JetStream get 1 message"
-	ScenarioVoikReplay   = "voik REPLAY"
+	ScenarioCeiling          = "ceiling: core subscriber"
+	ScenarioCeilingInProcess = "ceiling: in-process sub"
+	ScenarioVoikCapture      = "voik capture"
+	ScenarioJSCapture        = "JetStream capture"
+	ScenarioVoikAck          = "voik acked append"
+	ScenarioJSAck            = "JetStream acked publish"
+	ScenarioJSAckAlways      = "JetStream acked, sync always"
+	ScenarioVoikFetch        = "voik FETCH history"
+	ScenarioJSPull           = "JetStream pull consumer"
+	ScenarioJSOrdered        = "JetStream ordered consumer"
+	ScenarioVoikFetchOne     = "voik FETCH 1 record"
+	ScenarioJSGetOne         = "JetStream get 1 message"
+	ScenarioVoikReplay       = "voik REPLAY"
 )
 
 var scenarioOrder = []string{
-	ScenarioCeiling, ScenarioVoikCapture, ScenarioJSCapture,
+	ScenarioCeiling, ScenarioCeilingInProcess, ScenarioVoikCapture, ScenarioJSCapture,
 	ScenarioVoikAck, ScenarioJSAck, ScenarioJSAckAlways,
 	ScenarioVoikFetch, ScenarioJSPull, ScenarioJSOrdered,
 	ScenarioVoikFetchOne, ScenarioJSGetOne, ScenarioVoikReplay,

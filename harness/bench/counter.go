@@ -1,0 +1,125 @@
+package bench
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// counterEnv, set in the environment of a benchmark binary, makes it a
+// counting subscriber instead (see RunCounterIfAsked): "URL SUBJECT N
+// STALL_NS". voik runs as a child process, so the ceiling it is compared
+// with is a subscriber in a child process too, with the same hops and
+// the same competition for CPU with the NATS server and the publisher.
+const counterEnv = "VOIKBENCH_COUNTER"
+
+// RunCounterIfAsked turns this process into a counting subscriber and
+// exits, if the benchmark started it as one. Programs that run Run (and
+// the tests of this package, from TestMain) call it first thing.
+func RunCounterIfAsked() {
+	spec := os.Getenv(counterEnv)
+	if spec == "" {
+		return
+	}
+	if err := runCounter(spec); err != nil {
+		fmt.Fprintf(os.Stderr, "counting subscriber: %v\n", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// runCounter subscribes, says "ready", counts until N messages came or
+// none came for STALL, and prints "COUNT UNIX_NANOS" (when it reached the
+// count it stopped at).
+func runCounter(spec string) error {
+	fields := strings.Fields(spec)
+	if len(fields) != 4 {
+		return fmt.Errorf("%s=%q: want URL SUBJECT N STALL_NS", counterEnv, spec)
+	}
+	n, err1 := strconv.Atoi(fields[2])
+	stall, err2 := strconv.ParseInt(fields[3], 10, 64)
+	if err1 != nil || err2 != nil || n < 1 || stall < 1 {
+		return fmt.Errorf("%s=%q: bad count or stall", counterEnv, spec)
+	}
+	nc, err := nats.Connect(fields[0], nats.Name("voikbench counter"))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	var count, lastAt atomic.Int64
+	sub, err := nc.Subscribe(fields[1], func(*nats.Msg) {
+		if count.Add(1) == int64(n) {
+			lastAt.Store(time.Now().UnixNano())
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if err := sub.SetPendingLimits(-1, -1); err != nil {
+		return err
+	}
+	if err := nc.Flush(); err != nil {
+		return err
+	}
+	fmt.Println("ready")
+	got, at := waitCount(func() int { return int(count.Load()) }, n, time.Duration(stall), time.Millisecond)
+	if got >= n {
+		at = time.Unix(0, lastAt.Load())
+	}
+	fmt.Println(got, at.UnixNano())
+	return nil
+}
+
+// counterProcess is a counting subscriber running as a child.
+type counterProcess struct {
+	cmd *exec.Cmd
+	out *bufio.Scanner
+}
+
+// startCounter starts a counting subscriber on subject and returns once it
+// is subscribed.
+func startCounter(e *Env, url, subject string, n int, stall time.Duration) *counterProcess {
+	self, err := os.Executable()
+	if err != nil {
+		e.Fatalf("counting subscriber: %v", err)
+	}
+	cmd := exec.Command(self)
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %d %d", counterEnv, url, subject, n, stall.Nanoseconds()))
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		e.Fatalf("counting subscriber: %v", err)
+	}
+	if err := cmd.Start(); err != nil {
+		e.Fatalf("counting subscriber: %v", err)
+	}
+	e.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	c := &counterProcess{cmd: cmd, out: bufio.NewScanner(stdout)}
+	if !c.out.Scan() || c.out.Text() != "ready" {
+		e.Fatalf("counting subscriber did not start: %q %v", c.out.Text(), c.out.Err())
+	}
+	return c
+}
+
+// result waits for the count and when it was reached.
+func (c *counterProcess) result(e *Env) (int, time.Time) {
+	if !c.out.Scan() {
+		e.Fatalf("counting subscriber ended without a count: %v", c.out.Err())
+	}
+	var got int
+	var at int64
+	if _, err := fmt.Sscan(c.out.Text(), &got, &at); err != nil {
+		e.Fatalf("counting subscriber said %q: %v", c.out.Text(), err)
+	}
+	return got, time.Unix(0, at)
+}
