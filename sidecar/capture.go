@@ -173,7 +173,7 @@ func (c *capture) appendOne(msg *nats.Msg, counters *filterCounters, start time.
 		return
 	}
 	log.RequestSync() // group commit starts now, with every ack waiting
-	c.queueAck(log, msg, offset, ts)
+	c.queueAcks(log, msg.Subject, []ackItem{{reply: msg.Reply, offset: offset, ts: ts}})
 }
 
 // flush appends everything held, one batch per subject, in arrival order
@@ -215,7 +215,7 @@ func (c *capture) appendGroup(subject string, indexes []int, counters *filterCou
 		h := &b.held[i]
 		entries = append(entries, logstore.Entry{Timestamp: h.arrived.UnixNano(), Headers: logstore.Headers(h.msg.Header), Data: h.msg.Data})
 	}
-	acked := false
+	var acks []ackItem // acked messages of this group, answered together
 	for done := 0; done < len(entries); {
 		first, n, err := log.AppendBatch(entries[done:])
 		stored := time.Now()
@@ -227,12 +227,7 @@ func (c *capture) appendGroup(subject string, indexes []int, counters *filterCou
 			c.metrics.appendSeconds.Observe(stored.Sub(h.arrived).Seconds())
 			c.stored(h.msg, counters)
 			if h.wantsAck {
-				if l, err := c.store.Acquire(subject, false); err == nil { // the ack holds its own reference
-					c.queueAck(l, h.msg, first+uint64(k), entries[done+k].Timestamp)
-					acked = true
-				} else {
-					c.appendFailed(h.msg, counters, err, true)
-				}
+				acks = append(acks, ackItem{reply: h.msg.Reply, offset: first + uint64(k), ts: entries[done+k].Timestamp})
 			}
 		}
 		done += n
@@ -242,8 +237,15 @@ func (c *capture) appendGroup(subject string, indexes []int, counters *filterCou
 			done++
 		}
 	}
-	if acked {
-		log.RequestSync()
+	if len(acks) > 0 {
+		if l, err := c.store.Acquire(subject, false); err == nil { // the acks hold their own reference
+			l.RequestSync()
+			c.queueAcks(l, subject, acks)
+		} else {
+			for _, a := range acks {
+				c.sendAck(a.reply, messages.EncodeError(messages.Errorf(messages.CodeUnavailable, "record %d of %s could not be made durable: %v", a.offset, subject, err)), false)
+			}
+		}
 	}
 	clear(entries)
 	b.entries = entries[:0]
@@ -255,20 +257,25 @@ func (c *capture) stored(msg *nats.Msg, counters *filterCounters) {
 	counters.bytes.Add(float64(logstore.PayloadSize(logstore.Headers(msg.Header), msg.Data)))
 }
 
-// queueAck hands an acked append to its worker, with the log reference it
-// holds until the ack is sent.
-func (c *capture) queueAck(log *logstore.Log, msg *nats.Msg, offset uint64, ts int64) {
+// queueAcks hands acked appends of one subject, in offset order, to
+// their worker, with the log reference they hold until they are answered.
+func (c *capture) queueAcks(log *logstore.Log, subject string, items []ackItem) {
 	c.acks.Add(1)
-	c.ackQueues[ackShard(msg.Subject)] <- pendingAck{log: log, subject: msg.Subject, reply: msg.Reply, offset: offset, ts: ts}
+	c.ackQueues[ackShard(subject)] <- pendingAck{log: log, subject: subject, items: items}
 }
 
-// pendingAck is an acked append waiting for its record to be durable.
+// pendingAck is acked appends to one log waiting for their records to be
+// durable: one message, or those of one batch.
 type pendingAck struct {
 	log     *logstore.Log
 	subject string
-	reply   string
-	offset  uint64
-	ts      int64
+	items   []ackItem // offsets ascending
+}
+
+type ackItem struct {
+	reply  string
+	offset uint64
+	ts     int64
 }
 
 // ackWorkers answer acks: each owns a queue, and a subject always goes to
@@ -298,8 +305,9 @@ func (c *capture) startAckWorkers() {
 		queue := make(chan pendingAck, ackQueueDepth)
 		c.ackQueues[i] = queue
 		go func() {
+			var buf []byte
 			for a := range queue {
-				c.answerAck(a)
+				buf = c.answerAck(a, buf)
 			}
 		}()
 	}
@@ -313,14 +321,21 @@ func (c *capture) stopAckWorkers() {
 	}
 }
 
-func (c *capture) answerAck(a pendingAck) {
+func (c *capture) answerAck(a pendingAck, buf []byte) []byte {
 	defer c.acks.Done()
 	defer c.store.Release(a.log)
-	if err := a.log.WaitDurable(context.Background(), a.offset); err != nil {
-		c.sendAck(a.reply, messages.EncodeError(messages.Errorf(messages.CodeUnavailable, "record %d of %s could not be made durable: %v", a.offset, a.subject, err)), false)
-		return
+	last := a.items[len(a.items)-1].offset
+	if err := a.log.WaitDurable(context.Background(), last); err != nil {
+		for _, item := range a.items {
+			c.sendAck(item.reply, messages.EncodeError(messages.Errorf(messages.CodeUnavailable, "record %d of %s could not be made durable: %v", item.offset, a.subject, err)), false)
+		}
+		return buf
 	}
-	c.sendAck(a.reply, messages.AppendAckReply(nil, a.subject, a.offset, a.ts), true)
+	for _, item := range a.items {
+		buf = messages.AppendAckReply(buf[:0], a.subject, item.offset, item.ts)
+		c.sendAck(item.reply, buf, true) // Publish copies it
+	}
+	return buf
 }
 
 func (c *capture) appendFailed(msg *nats.Msg, counters *filterCounters, err error, wantsAck bool) {
