@@ -159,31 +159,30 @@ func (s *sizeRun) voikFetchHistory(e *Env, client *messages.Client, history int)
 	start := time.Now()
 	offset := uint64(0)
 	pages := 0
-	for read < history {
-		reply, err := client.Fetch(s.ctx, captureSubject, messages.FetchRequest{Offset: &offset, MaxMessages: messages.MaxMessagesCap})
-		if err != nil {
-			f.Err = err.Error()
-			break
-		}
-		for _, rec := range reply.Records {
+	err := client.ReadRange(s.ctx, captureSubject, 0, uint64(history), messages.ReadOptions{Depth: fetchDepth}, func(records []messages.Record) error {
+		for _, rec := range records {
 			if rec.Offset != offset || len(rec.Data) != s.size {
-				f.Err = fmt.Sprintf("record at %d: offset %d, %d bytes", offset, rec.Offset, len(rec.Data))
-				break
+				return fmt.Errorf("record at %d: offset %d, %d bytes", offset, rec.Offset, len(rec.Data))
 			}
 			offset++
 		}
-		read += len(reply.Records)
+		read += len(records)
 		progress.Store(int64(read))
 		pages++
-		if len(reply.Records) == 0 || f.Err != "" {
-			break
-		}
+		return nil
+	})
+	if err != nil {
+		f.Err = err.Error()
 	}
 	f.Done = read
 	f.throughput(time.Since(start))
-	f.Note = fmt.Sprintf("%d pages", pages)
+	f.Note = fmt.Sprintf("%d pages, %d in flight", pages, fetchDepth)
 	return f
 }
+
+// fetchDepth is how many FETCH pages the history read keeps in flight
+// (messages.Client.ReadRange), as a pull consumer has its batch streaming.
+const fetchDepth = 4
 
 func (s *sizeRun) voikFetchOne(e *Env, client *messages.Client, history int) Figure {
 	f := Figure{Size: s.size, Scenario: ScenarioVoikFetchOne, Messages: s.opts.FetchOne}

@@ -1,0 +1,123 @@
+package messages
+
+import (
+	"context"
+	"fmt"
+)
+
+// ReadOptions tune ReadRange.
+type ReadOptions struct {
+	// Depth is how many FETCH requests are in flight at once; default 4.
+	// While fn looks at one page, voik reads the next ones and NATS
+	// carries them.
+	Depth int
+	// MaxBytes is each FETCH's max_bytes; 0 is the reply limit.
+	MaxBytes uint64
+}
+
+// ReadRange calls fn with the records [from, to) of subject, in order, a
+// page at a time, keeping several FETCH requests in flight instead of
+// waiting for each page before asking for the next. The first page tells
+// how many records a page holds; the next pages are asked for at the
+// offsets that predicts, and a page that comes back short (its records
+// were larger) is completed by further requests before fn sees what
+// follows it. fn must not keep the records past its return (Record.Data
+// points into the reply). to must not be beyond the subject's end offset.
+// An error from fn or from a FETCH ends the read; requests still in flight
+// are left to finish on their own.
+func (c *Client) ReadRange(ctx context.Context, subject string, from, to uint64, opts ReadOptions, fn func([]Record) error) error {
+	depth := opts.Depth
+	if depth <= 0 {
+		depth = 4
+	}
+	fetch := func(offset, count uint64) (*FetchReply, error) {
+		return c.Fetch(ctx, subject, FetchRequest{Offset: &offset, MaxMessages: count, MaxBytes: opts.MaxBytes})
+	}
+	type page struct {
+		offset, count uint64
+		reply         chan pageReply
+	}
+	var (
+		next     = from        // the next offset fn gets
+		planned  = from        // the next offset asked for
+		perPage  = uint64(100) // records asked for per page; learnt from the first reply
+		inFlight []page
+	)
+	ask := func(offset, count uint64) {
+		p := page{offset: offset, count: count, reply: make(chan pageReply, 1)}
+		go func() {
+			r, err := fetch(offset, count)
+			p.reply <- pageReply{r, err}
+		}()
+		inFlight = append(inFlight, p)
+	}
+	// deliver passes a reply's records to fn and says how many there were.
+	deliver := func(r *FetchReply, at uint64) (uint64, error) {
+		if len(r.Records) == 0 {
+			return 0, fmt.Errorf("voik: read %s: no record at offset %d (end offset %d)", subject, at, r.EndOffset)
+		}
+		if r.Records[0].Offset != at {
+			return 0, fmt.Errorf("voik: read %s: asked for offset %d, got %d", subject, at, r.Records[0].Offset)
+		}
+		n := uint64(len(r.Records))
+		if at+n > to {
+			n = to - at
+		}
+		return n, fn(r.Records[:n])
+	}
+
+	// The first page alone, as large as a reply may be, to learn its size.
+	if next < to {
+		r, err := fetch(next, min(to-next, MaxMessagesCap))
+		if err != nil {
+			return err
+		}
+		n, err := deliver(r, next)
+		if err != nil {
+			return err
+		}
+		next += n
+		planned, perPage = next, n
+	}
+	for next < to {
+		for len(inFlight) < depth && planned < to {
+			count := min(perPage, to-planned)
+			ask(planned, count)
+			planned += count
+		}
+		p := inFlight[0]
+		inFlight = inFlight[1:]
+		var r pageReply
+		select {
+		case r = <-p.reply:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if r.err != nil {
+			return r.err
+		}
+		n, err := deliver(r.reply, next)
+		if err != nil {
+			return err
+		}
+		next += n
+		// A short page: fetch the rest of its range before going on.
+		for end := p.offset + p.count; next < end; {
+			r, err := fetch(next, end-next)
+			if err != nil {
+				return err
+			}
+			n, err := deliver(r, next)
+			if err != nil {
+				return err
+			}
+			next += n
+		}
+	}
+	return nil
+}
+
+type pageReply struct {
+	reply *FetchReply
+	err   error
+}
