@@ -6,6 +6,8 @@ package logstore
 //
 //	BenchmarkAppend/<size>/<policy>    Log.Append, then Log.Sync, vs
 //	BenchmarkAppendReference/<size>    os.File.Write of the same bytes, then fdatasync
+//	BenchmarkAppendBatch/<size>        Log.AppendBatch of 64 records at a time, then Log.Sync, vs
+//	BenchmarkAppendBatchReference/<size>  one os.File.Write per 64 records, then fdatasync
 //	BenchmarkAppendAcked/<size>        64 appenders each waiting WaitDurable (group commit), vs
 //	BenchmarkAppendAckedReference/<size>  the same with Write and a leader-based group fdatasync
 //	BenchmarkReadSequential/1KiB       Scan of a 256 MiB log, vs .../crc32c-{region,records}-reference: CRC-32C of the same mapped bytes
@@ -119,6 +121,62 @@ func BenchmarkAppendReference(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.StopTimer()
+		})
+	}
+}
+
+// benchBatch is the records per AppendBatch call in BenchmarkAppendBatch.
+const benchBatch = 64
+
+// BenchmarkAppendBatch appends b.N records, benchBatch at a time, through
+// Log.AppendBatch (what capture does under load) and then calls Log.Sync.
+func BenchmarkAppendBatch(b *testing.B) {
+	for _, size := range benchSizes {
+		b.Run(size.name, func(b *testing.B) {
+			l := benchOpenLog(b, benchOptions(SyncBatch))
+			data := benchData(size.n)
+			entries := make([]Entry, benchBatch)
+			b.SetBytes(int64(recordSize(0, size.n)))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i += benchBatch {
+				batch := entries[:min(benchBatch, b.N-i)]
+				for k := range batch {
+					batch[k] = Entry{Data: data}
+				}
+				if _, _, err := l.AppendBatch(batch); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := l.Sync(); err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+}
+
+// BenchmarkAppendBatchReference writes the same framed bytes with one
+// os.File.Write per benchBatch records and one fdatasync at the end.
+func BenchmarkAppendBatchReference(b *testing.B) {
+	for _, size := range benchSizes {
+		b.Run(size.name, func(b *testing.B) {
+			f := benchReferenceFile(b)
+			record := benchData(recordSize(0, size.n))
+			chunk := make([]byte, 0, benchBatch*len(record))
+			for range benchBatch {
+				chunk = append(chunk, record...)
+			}
+			b.SetBytes(int64(len(record)))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i += benchBatch {
+				if _, err := f.Write(chunk[:min(benchBatch, b.N-i)*len(record)]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := unix.Fdatasync(int(f.Fd())); err != nil {
+				b.Fatal(err)
+			}
 		})
 	}
 }
