@@ -171,7 +171,8 @@ func encodeHeaders(dst []byte, headers Headers) []byte {
 	if len(headers) == 0 {
 		return dst
 	}
-	names := make([]string, 0, len(headers))
+	var few [8]string // most messages have a few headers: no allocation for them
+	names := few[:0]
 	for name := range headers {
 		names = append(names, name)
 	}

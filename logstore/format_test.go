@@ -875,3 +875,16 @@ func TestSubjectDirNameQuick(t *testing.T) {
 		t.Fatal("directory name not valid UTF-8")
 	}
 }
+
+// Encoding the headers of a record (every acked append has at least
+// Voik-Ack) allocates nothing for up to eight names.
+func TestEncodeHeadersDoesNotAllocate(t *testing.T) {
+	if storeRaceEnabled {
+		t.Skip("the race detector changes allocations")
+	}
+	h := Headers{"Voik-Ack": {"1"}, "Nats-Msg-Id": {"abc"}, "B": {"x", "y"}}
+	buf := make([]byte, 0, 256)
+	if n := testing.AllocsPerRun(100, func() { buf = encodeHeaders(buf[:0], h) }); n != 0 {
+		t.Fatalf("encodeHeaders allocates %v times per call", n)
+	}
+}
