@@ -75,17 +75,19 @@ func (c *capture) subscribe(nc *nats.Conn, filters []string, pendingMsgs, pendin
 }
 
 func (c *capture) handle(msg *nats.Msg, counters *filterCounters) {
-	c.take(msg, counters)
+	b := &counters.batch
+	more := b.queuedBehind(msg)
+	c.take(msg, counters, more)
 	// Whatever became of msg, flush what is held unless more is coming:
 	// the last message of a burst may be one that is not stored.
-	if b := &counters.batch; len(b.held) > 0 && (len(b.held) >= batchRecords || b.bytes >= batchBytes || !queuedBehind(msg)) {
+	if len(b.held) > 0 && (len(b.held) >= batchRecords || b.bytes >= batchBytes || !more) {
 		c.flush(counters)
 	}
 }
 
 // take stores msg at once, or holds it for a batch while more messages
 // are queued behind it.
-func (c *capture) take(msg *nats.Msg, counters *filterCounters) {
+func (c *capture) take(msg *nats.Msg, counters *filterCounters, more bool) {
 	if excluded(msg.Subject, c.prefix) {
 		return
 	}
@@ -107,7 +109,7 @@ func (c *capture) take(msg *nats.Msg, counters *filterCounters) {
 		return
 	}
 	b := &counters.batch
-	if len(b.held) == 0 && !queuedBehind(msg) {
+	if len(b.held) == 0 && !more {
 		c.appendOne(msg, counters, start, wantsAck)
 		return
 	}
@@ -133,6 +135,7 @@ type captureBatch struct {
 	groups  map[string][]int // subject -> indexes into held, in arrival order
 	order   []string         // subjects in groups, in first arrival order
 	entries []logstore.Entry
+	behind  int // messages known to be queued behind the last one handled
 }
 
 type heldMsg struct {
@@ -142,14 +145,28 @@ type heldMsg struct {
 }
 
 // queuedBehind says, from inside msg's handler, whether NATS has more
-// messages queued for its subscription. nats.go counts the message being
-// handled as pending until its handler returns, hence > 1.
-func queuedBehind(msg *nats.Msg) bool {
+// messages queued for its subscription. Asking takes the subscription's
+// lock, which NATS's reader takes for every message it queues, so the
+// answer is remembered: n queued behind this message means n-1 behind
+// the next one, without asking again.
+func (b *captureBatch) queuedBehind(msg *nats.Msg) bool {
+	if b.behind > 0 {
+		b.behind--
+		if b.behind > 0 {
+			return true
+		}
+	}
 	if msg.Sub == nil {
 		return false
 	}
+	// nats.go counts the message being handled as pending until its
+	// handler returns, hence the -1.
 	n, _, err := msg.Sub.Pending()
-	return err == nil && n > 1
+	if err != nil || n <= 1 {
+		return false
+	}
+	b.behind = n - 1
+	return true
 }
 
 // appendOne stores a message that arrived alone.
