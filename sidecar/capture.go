@@ -239,14 +239,17 @@ func (c *capture) appendGroup(subject string, indexes []int, counters *filterCou
 		if n > 0 {
 			c.metrics.batchRecords.Observe(float64(n))
 		}
+		payload := 0
 		for k := range n {
 			h := &b.held[indexes[done+k]]
 			c.metrics.appendSeconds.Observe(stored.Sub(h.arrived).Seconds())
-			c.stored(h.msg, counters)
+			payload += logstore.PayloadSize(logstore.Headers(h.msg.Header), h.msg.Data)
 			if h.wantsAck {
 				acks = append(acks, ackItem{reply: h.msg.Reply, offset: first + uint64(k), ts: entries[done+k].Timestamp})
 			}
 		}
+		counters.messages.Add(float64(n))
+		counters.bytes.Add(float64(payload))
 		done += n
 		if err != nil {
 			h := &b.held[indexes[done]]
