@@ -18,8 +18,9 @@ import (
 // capture appends every message of its filters to the store. Each filter
 // has its own subscription, so NATS calls handle from one goroutine per
 // filter, in arrival order; handle does nothing slower than the append
-// itself. Acknowledged appends wait for durability in goroutines of their
-// own, holding their log open until the ack is sent.
+// itself, and appends what NATS has queued in batches (captureBatch).
+// Acknowledged appends wait for durability in ack workers, holding their
+// log open until the ack is sent.
 type capture struct {
 	store   *logstore.Store
 	replies *nats.Conn // where acks are published
@@ -120,8 +121,9 @@ func (c *capture) take(msg *nats.Msg, counters *filterCounters, more bool) {
 // Capture under load appends the messages NATS has already queued for a
 // filter together (logstore.Log.AppendBatch: one system call for many
 // records); a message that arrives alone is appended at once. A message
-// is held only while more are queued behind it, so batching adds no
-// latency: the last of a burst flushes everything held.
+// is held only while more are queued behind it, and only until 512 are
+// held, so batching adds at most the time to take those from the queue:
+// the last of a burst flushes everything held.
 const (
 	batchRecords = 512     // at most this many records held
 	batchBytes   = 1 << 20 // or this much data
