@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -189,17 +188,10 @@ func TestAppendBatchBytesMatchAppend(t *testing.T) {
 // not fit, reports ErrNoSpace, and the log takes batches again once there
 // is space.
 func TestAppendBatchIntoAFullDisk(t *testing.T) {
-	opts := testOptions()
-	full := false
-	opts.faults = &faultHooks{preallocate: func(*os.File, int64, int64) error {
-		if full {
-			return fmt.Errorf("%w: injected", ErrNoSpace)
-		}
-		return nil
-	}}
+	opts, full := fullDiskOptions()
 	l := openTestLog(t, t.TempDir(), opts)
 	appendBatches(t, l, 0, 5, 5)
-	full = true
+	*full = true
 	var err error
 	stored := 5
 	for i := 0; i < 50 && err == nil; i++ {
@@ -214,7 +206,7 @@ func TestAppendBatchIntoAFullDisk(t *testing.T) {
 		t.Fatalf("end offset %d, but %d records reported stored", end, stored)
 	}
 	checkRecords(t, l, 0, stored)
-	full = false
+	*full = false
 	appendBatches(t, l, stored, 20, 20)
 	checkRecords(t, l, 0, stored+20)
 }

@@ -105,6 +105,12 @@ func (l *Log) Append(timestamp int64, headers Headers, data []byte) (uint64, int
 	if err != nil {
 		return 0, 0, err
 	}
+	return offset, timestamp, l.published(offset)
+}
+
+// published follows appends up to last: it wakes readers waiting for new
+// records and starts (SyncBatch) or waits for (SyncAlways) the sync.
+func (l *Log) published(last uint64) error {
 	if l.hasWaiters.Load() {
 		l.broadcast(&l.appended)
 	}
@@ -113,11 +119,9 @@ func (l *Log) Append(timestamp int64, headers Headers, data []byte) (uint64, int
 		l.armLazySync()
 	case SyncAlways:
 		l.kickSyncer()
-		if err := l.WaitDurable(context.Background(), offset); err != nil {
-			return offset, timestamp, err
-		}
+		return l.WaitDurable(context.Background(), last)
 	}
-	return offset, timestamp, nil
+	return nil
 }
 
 func (l *Log) appendLocked(timestamp int64, headers Headers, data []byte) (uint64, int64, error) {
@@ -196,17 +200,8 @@ func (l *Log) AppendBatch(entries []Entry) (first uint64, n int, err error) {
 	if n == 0 {
 		return first, 0, err
 	}
-	if l.hasWaiters.Load() {
-		l.broadcast(&l.appended)
-	}
-	switch l.opts.Sync {
-	case SyncBatch:
-		l.armLazySync()
-	case SyncAlways:
-		l.kickSyncer()
-		if syncErr := l.WaitDurable(context.Background(), first+uint64(n)-1); syncErr != nil {
-			return first, n, syncErr
-		}
+	if syncErr := l.published(first + uint64(n) - 1); syncErr != nil {
+		return first, n, syncErr
 	}
 	return first, n, err
 }

@@ -294,18 +294,25 @@ func TestFailedSyncIsSticky(t *testing.T) {
 	checkRecords(t, l, 0, 5) // reads keep working
 }
 
-func TestNoSpaceWhilePreallocating(t *testing.T) {
+// fullDiskOptions are test options whose preallocation fails with
+// ErrNoSpace while *full is true.
+func fullDiskOptions() (Options, *bool) {
 	opts := testOptions()
-	full := false
+	full := new(bool)
 	opts.faults = &faultHooks{preallocate: func(*os.File, int64, int64) error {
-		if full {
+		if *full {
 			return fmt.Errorf("%w: injected", ErrNoSpace)
 		}
 		return nil
 	}}
+	return opts, full
+}
+
+func TestNoSpaceWhilePreallocating(t *testing.T) {
+	opts, full := fullDiskOptions()
 	l := openTestLog(t, t.TempDir(), opts)
 	appendN(t, l, 0, 5)
-	full = true
+	*full = true
 	var err error
 	for i := 0; i < 200 && err == nil; i++ {
 		_, _, err = l.Append(0, nil, payload(i))
@@ -315,7 +322,7 @@ func TestNoSpaceWhilePreallocating(t *testing.T) {
 	}
 	end := l.EndOffset()
 	checkRecords(t, l, 0, 5)
-	full = false
+	*full = false
 	off, _, err := l.Append(0, nil, []byte("space again"))
 	if err != nil || off != end {
 		t.Fatalf("append after space freed: offset %d (want %d), %v", off, end, err)

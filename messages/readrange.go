@@ -65,14 +65,19 @@ func (c *Client) ReadRange(ctx context.Context, subject string, from, to uint64,
 		}
 		return n, fn(r.Records[:n])
 	}
+	// fetchAndDeliver reads count records from at, one FETCH, and passes
+	// them on.
+	fetchAndDeliver := func(at, count uint64) (uint64, error) {
+		r, err := fetch(at, count)
+		if err != nil {
+			return 0, err
+		}
+		return deliver(r, at)
+	}
 
 	// The first page alone, as large as a reply may be, to learn its size.
 	if next < to {
-		r, err := fetch(next, min(to-next, MaxMessagesCap))
-		if err != nil {
-			return err
-		}
-		n, err := deliver(r, next)
+		n, err := fetchAndDeliver(next, min(to-next, MaxMessagesCap))
 		if err != nil {
 			return err
 		}
@@ -103,11 +108,7 @@ func (c *Client) ReadRange(ctx context.Context, subject string, from, to uint64,
 		next += n
 		// A short page: fetch the rest of its range before going on.
 		for end := p.offset + p.count; next < end; {
-			r, err := fetch(next, end-next)
-			if err != nil {
-				return err
-			}
-			n, err := deliver(r, next)
+			n, err := fetchAndDeliver(next, end-next)
 			if err != nil {
 				return err
 			}
