@@ -14,7 +14,8 @@
 //
 // One writer appends to a log at a time. A record is copied into the
 // newest segment (through the mapping, or with pwritev when it is 4 KiB or
-// more), its index entry written, and only then is
+// more; Log.AppendBatch copies many records with one pwritev), its index
+// entry written, and only then is
 // the log's end offset raised; readers read below the end offset without
 // taking any lock. Segments grow by fallocate, from
 // Options.InitialSegmentBytes to Options.SegmentBytes, and a full segment
