@@ -3,13 +3,16 @@
 // of capture) and JetStream with file storage (the thing voik is an
 // alternative to). For each message size it runs
 //
-//  1. ceiling: a burst of plain publishes to a counting subscriber;
+//  1. ceiling: a burst of plain publishes to a counting subscriber in a
+//     child process (this binary again, see RunCounterIfAsked), as voik
+//     is, and the same in the NATS server's process for reference;
 //  2. voik capture: the same burst, until INFO shows every message;
 //  3. JetStream capture: the same burst into a file-storage stream;
 //  4. voik acknowledged appends (Voik-Ack) with a window in flight;
 //  5. JetStream acknowledged publishes, at the default sync interval and
 //     with sync_interval: always;
-//  6. voik FETCH of the whole history, and single-record fetches;
+//  6. voik FETCH of the whole history (messages.Client.ReadRange, four
+//     pages in flight), and single-record fetches;
 //  7. JetStream reads of the same history: pull consumer, ordered
 //     consumer, and single-message gets;
 //  8. voik REPLAY of the whole history;
