@@ -114,6 +114,9 @@ func (c *capture) take(msg *nats.Msg, counters *filterCounters, more bool) {
 		c.appendOne(msg, counters, start, wantsAck)
 		return
 	}
+	if len(b.held) > 0 && msg.Subject != b.held[0].msg.Subject {
+		b.mixed = true
+	}
 	b.held = append(b.held, heldMsg{msg: msg, arrived: start, wantsAck: wantsAck})
 	b.bytes += len(msg.Data)
 }
@@ -137,7 +140,9 @@ type captureBatch struct {
 	groups  map[string][]int // subject -> indexes into held, in arrival order
 	order   []string         // subjects in groups, in first arrival order
 	entries []logstore.Entry
-	behind  int // messages known to be queued behind the last one handled
+	behind  int  // messages known to be queued behind the last one handled
+	mixed   bool // held has more than one subject
+	all     []int
 }
 
 type heldMsg struct {
@@ -199,6 +204,16 @@ func (c *capture) appendOne(msg *nats.Msg, counters *filterCounters, start time.
 // within each subject.
 func (c *capture) flush(counters *filterCounters) {
 	b := &counters.batch
+	if !b.mixed {
+		// One subject (the common case): no grouping to do.
+		b.all = b.all[:0]
+		for i := range b.held {
+			b.all = append(b.all, i)
+		}
+		c.appendGroup(b.held[0].msg.Subject, b.all, counters)
+		b.reset()
+		return
+	}
 	if b.groups == nil {
 		b.groups = make(map[string][]int)
 	}
@@ -213,9 +228,15 @@ func (c *capture) flush(counters *filterCounters) {
 	for _, subject := range b.order {
 		c.appendGroup(subject, b.groups[subject], counters)
 	}
-	clear(b.held) // hold no messages for the garbage collector
-	b.held, b.bytes, b.order = b.held[:0], 0, b.order[:0]
+	b.order = b.order[:0]
 	clear(b.groups)
+	b.reset()
+}
+
+// reset empties the batch after a flush.
+func (b *captureBatch) reset() {
+	clear(b.held) // hold no messages for the garbage collector
+	b.held, b.bytes, b.mixed = b.held[:0], 0, false
 }
 
 // appendGroup appends the held messages at indexes, all for subject.
