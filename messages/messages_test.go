@@ -335,3 +335,53 @@ func TestAppendAckReplyDecodesAsAckReply(t *testing.T) {
 		}
 	}
 }
+
+// validTokensBySplit is the plain statement of the subject rules that
+// validTokens implements in one pass: the oracle for the test below.
+func validTokensBySplit(s string, wildcards bool) bool {
+	if s == "" || strings.ContainsAny(s, " \t\r\n\x00") {
+		return false
+	}
+	tokens := strings.Split(s, ".")
+	for i, t := range tokens {
+		switch {
+		case t == "":
+			return false
+		case t == "*" && !wildcards:
+			return false
+		case t == ">" && (!wildcards || i != len(tokens)-1):
+			return false
+		}
+	}
+	return true
+}
+
+// Every string of up to five characters from an alphabet of the
+// characters that matter gets the same answer from validTokens as from
+// the split-based statement of the rules, and checking allocates nothing.
+func TestValidTokensMatchesTheRules(t *testing.T) {
+	alphabet := []string{"a", ".", "*", ">", " ", "\x00", "bc"}
+	var walk func(prefix string, depth int)
+	checked := 0
+	walk = func(prefix string, depth int) {
+		for _, wildcards := range []bool{false, true} {
+			if got, want := validTokens(prefix, wildcards), validTokensBySplit(prefix, wildcards); got != want {
+				t.Fatalf("validTokens(%q, %v) = %v, want %v", prefix, wildcards, got, want)
+			}
+		}
+		checked++
+		if depth == 5 {
+			return
+		}
+		for _, c := range alphabet {
+			walk(prefix+c, depth+1)
+		}
+	}
+	walk("", 0)
+	if checked < 10000 {
+		t.Fatalf("only %d strings checked", checked)
+	}
+	if n := testing.AllocsPerRun(100, func() { ValidSubject("orders.eu.west.1234") }); n != 0 {
+		t.Fatalf("ValidSubject allocates %v times", n)
+	}
+}

@@ -14,27 +14,36 @@ func ValidFilter(s string) bool {
 	return validTokens(s, true)
 }
 
+// validTokens checks s in one pass without allocating: capture asks it of
+// every message.
 func validTokens(s string, wildcards bool) bool {
 	if s == "" {
 		return false
 	}
-	if strings.ContainsAny(s, " \t\r\n\x00") {
-		return false
-	}
-	tokens := strings.Split(s, ".")
-	for i, t := range tokens {
-		switch {
-		case t == "":
+	start := 0
+	for i := 0; i <= len(s); i++ {
+		if i < len(s) {
+			switch s[i] {
+			case ' ', '\t', '\r', '\n', 0:
+				return false
+			case '.':
+			default:
+				continue
+			}
+		}
+		switch token := s[start:i]; token {
+		case "":
 			return false
-		case t == "*":
+		case "*":
 			if !wildcards {
 				return false
 			}
-		case t == ">":
-			if !wildcards || i != len(tokens)-1 {
+		case ">":
+			if !wildcards || i != len(s) {
 				return false
 			}
 		}
+		start = i + 1
 	}
 	return true
 }
