@@ -181,9 +181,14 @@ type Entry struct {
 	Data      []byte
 }
 
-// batchPieces bounds the records of one write: two iovecs each, and the
-// kernel takes at most 1024 (IOV_MAX) in one pwritev.
+// batchPieces bounds the records of one write: at most two iovecs each,
+// and the kernel takes at most 1024 (IOV_MAX) in one pwritev.
 const batchPieces = 1024
+
+// inlineData is the largest record data AppendBatch copies next to the
+// record's head rather than giving the kernel its own iovec: for small
+// records an iovec costs more than the copy.
+const inlineData = 512
 
 // AppendBatch stores entries in order, with the same result as calling
 // Append for each, but copies as many as fit in the active segment with
@@ -253,6 +258,9 @@ func (l *Log) writeBatchLocked(entries []Entry) (int, error) {
 		}
 		size += recSize
 		headsSize += int64(recordHeaderSize + headersLen)
+		if len(e.Data) <= inlineData {
+			headsSize += int64(len(e.Data))
+		}
 		lens = append(lens, headersLen)
 	}
 	l.batchLens = lens
@@ -260,7 +268,8 @@ func (l *Log) writeBatchLocked(entries []Entry) (int, error) {
 		return 0, err
 	}
 
-	// Encode every record's head into one buffer; the data is not copied.
+	// Encode every record's head into one buffer, with the data of small
+	// records after it; larger data is written from where it is.
 	if int64(cap(l.batchHeads)) < headsSize {
 		l.batchHeads = make([]byte, headsSize)
 	}
@@ -269,7 +278,7 @@ func (l *Log) writeBatchLocked(entries []Entry) (int, error) {
 	offset := l.endOffset.Load()
 	lastTimestamp := l.lastTimestamp
 	now := int64(0)
-	at := 0
+	at, run := 0, 0 // heads[run:at] is the piece being built
 	for i := range entries[:k] {
 		e := &entries[i]
 		if e.Timestamp == 0 {
@@ -283,7 +292,15 @@ func (l *Log) writeBatchLocked(entries []Entry) (int, error) {
 		head := heads[at : at+recordHeaderSize+lens[i]]
 		at += len(head)
 		encodeRecordHead(head, offset+uint64(i), e.Timestamp, e.Headers, lens[i], e.Data)
-		pieces = append(pieces, head, e.Data)
+		if len(e.Data) <= inlineData {
+			at += copy(heads[at:], e.Data)
+			continue
+		}
+		pieces = append(pieces, heads[run:at], e.Data)
+		run = at
+	}
+	if at > run {
+		pieces = append(pieces, heads[run:at])
 	}
 	err := seg.writeVectors(pieces, seg.writePos, size)
 	clear(pieces) // keep no reference to the caller's data
