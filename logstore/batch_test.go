@@ -37,37 +37,31 @@ func appendBatches(t testing.TB, l *Log, from, n, batch int) {
 // and a batch of 700 needs several pwritev calls), under every sync policy,
 // and the same again after a reopen (recovery reads them back from disk).
 func TestAppendBatchStoresWhatAppendWould(t *testing.T) {
-	for _, policy := range []SyncPolicy{SyncBatch, SyncAlways, SyncInterval, SyncNone} {
-		t.Run(policy.String(), func(t *testing.T) {
-			dir := t.TempDir()
-			opts := testOptions()
-			opts.Sync = policy
-			opts.SyncInterval = time.Millisecond
-			l := openTestLog(t, dir, opts)
-			appendN(t, l, 0, 10)
-			appendBatches(t, l, 10, 90, 1)
-			appendBatches(t, l, 100, 300, 37)
-			appendBatches(t, l, 400, 700, 700) // more than batchPieces/2 records
-			appendN(t, l, 1100, 10)
-			if got := l.Info().Segments; got < 10 {
-				t.Fatalf("want rotation into many segments, got %d", got)
-			}
-			checkRecords(t, l, 0, 1110)
-			if policy != SyncNone {
-				if err := l.WaitDurable(context.Background(), 1109); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if err := l.Close(); err != nil {
+	forEachSyncPolicy(t, func(t *testing.T, dir string, opts Options) {
+		l := openTestLog(t, dir, opts)
+		appendN(t, l, 0, 10)
+		appendBatches(t, l, 10, 90, 1)
+		appendBatches(t, l, 100, 300, 37)
+		appendBatches(t, l, 400, 700, 700) // more than batchPieces/2 records
+		appendN(t, l, 1100, 10)
+		if got := l.Info().Segments; got < 10 {
+			t.Fatalf("want rotation into many segments, got %d", got)
+		}
+		checkRecords(t, l, 0, 1110)
+		if opts.Sync != SyncNone {
+			if err := l.WaitDurable(context.Background(), 1109); err != nil {
 				t.Fatal(err)
 			}
-			l2 := openTestLog(t, dir, opts)
-			if l2.EndOffset() != 1110 {
-				t.Fatalf("reopened: end %d, want 1110", l2.EndOffset())
-			}
-			checkRecords(t, l2, 0, 1110)
-		})
-	}
+		}
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+		l2 := openTestLog(t, dir, opts)
+		if l2.EndOffset() != 1110 {
+			t.Fatalf("reopened: end %d, want 1110", l2.EndOffset())
+		}
+		checkRecords(t, l2, 0, 1110)
+	})
 }
 
 // Timestamps in a batch are raised like Append's, written back into the

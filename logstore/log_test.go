@@ -90,29 +90,36 @@ func offsetAt(t testing.TB, l *Log, timestamp int64) uint64 {
 }
 
 func TestAppendReadAcrossRotationAndReopen(t *testing.T) {
+	forEachSyncPolicy(t, func(t *testing.T, dir string, opts Options) {
+		l := openTestLog(t, dir, opts)
+		appendN(t, l, 0, 500)
+		if got := l.Info().Segments; got < 5 {
+			t.Fatalf("want rotation into several segments, got %d", got)
+		}
+		checkRecords(t, l, 0, 500)
+		checkRecords(t, l, 123, 500)
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+		l2 := openTestLog(t, dir, opts)
+		if l2.EndOffset() != 500 || l2.FirstOffset() != 0 {
+			t.Fatalf("reopened: first %d end %d", l2.FirstOffset(), l2.EndOffset())
+		}
+		checkRecords(t, l2, 0, 500)
+		appendN(t, l2, 500, 50)
+		checkRecords(t, l2, 490, 550)
+	})
+}
+
+// forEachSyncPolicy runs fn as a subtest for every sync policy, with a
+// fresh directory and the test options set to that policy.
+func forEachSyncPolicy(t *testing.T, fn func(t *testing.T, dir string, opts Options)) {
 	for _, policy := range []SyncPolicy{SyncBatch, SyncAlways, SyncInterval, SyncNone} {
 		t.Run(policy.String(), func(t *testing.T) {
-			dir := t.TempDir()
 			opts := testOptions()
 			opts.Sync = policy
 			opts.SyncInterval = time.Millisecond
-			l := openTestLog(t, dir, opts)
-			appendN(t, l, 0, 500)
-			if got := l.Info().Segments; got < 5 {
-				t.Fatalf("want rotation into several segments, got %d", got)
-			}
-			checkRecords(t, l, 0, 500)
-			checkRecords(t, l, 123, 500)
-			if err := l.Close(); err != nil {
-				t.Fatal(err)
-			}
-			l2 := openTestLog(t, dir, opts)
-			if l2.EndOffset() != 500 || l2.FirstOffset() != 0 {
-				t.Fatalf("reopened: first %d end %d", l2.FirstOffset(), l2.EndOffset())
-			}
-			checkRecords(t, l2, 0, 500)
-			appendN(t, l2, 500, 50)
-			checkRecords(t, l2, 490, 550)
+			fn(t, t.TempDir(), opts)
 		})
 	}
 }
