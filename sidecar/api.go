@@ -154,13 +154,15 @@ func (a *api) respond(msg *nats.Msg, verb string, start time.Time, body []byte, 
 		code = messages.CodeInternal
 		body = messages.EncodeError(messages.Errorf(code, "the %s reply (%d bytes) would exceed max_payload %d", verb, len(body), maxPayload))
 	}
+	// Counted before the reply leaves, so that a client that has its reply
+	// and then scrapes /metrics finds its request counted.
+	a.metrics.requests.WithLabelValues(verb, strconv.Itoa(code)).Inc()
+	a.metrics.requestSeconds.WithLabelValues(verb).Observe(time.Since(start).Seconds())
 	if body != nil {
 		if err := msg.Respond(body); err != nil {
 			a.logger.Warn("cannot send reply", "verb", verb, "err", err)
 		}
 	}
-	a.metrics.requests.WithLabelValues(verb, strconv.Itoa(code)).Inc()
-	a.metrics.requestSeconds.WithLabelValues(verb).Observe(time.Since(start).Seconds())
 }
 
 // answer returns the reply body and its code (200 for success). REPLAY
