@@ -9,9 +9,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/voik/voik/config"
+	"github.com/voik/voik/harness"
 	"github.com/voik/voik/messages"
 )
 
@@ -113,8 +115,13 @@ func TestBurstOverInterleavedSubjectsKeepsEachSubjectsOrder(t *testing.T) {
 	}
 	mu.Unlock()
 
-	families := scrape(t, e.voik.Sidecar.HTTPAddr())
-	h := families["voik_capture_batch_records"].GetMetric()[0].GetHistogram()
+	// Capture counts a batch just after storing it: wait for the count to
+	// reach n, then it must be exactly n.
+	var h *dto.Histogram
+	harness.Eventually(t, 10*time.Second, "the batch histogram to count every record", func() bool {
+		h = scrape(t, e.voik.Sidecar.HTTPAddr())["voik_capture_batch_records"].GetMetric()[0].GetHistogram()
+		return h.GetSampleSum() >= n
+	})
 	if h.GetSampleSum() != n {
 		t.Fatalf("batches hold %v records in all, want %d", h.GetSampleSum(), n)
 	}
