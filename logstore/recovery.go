@@ -64,25 +64,25 @@ func openLog(dir, subject string, opts *Options, closedClean bool) (*Log, error)
 		l.openErr = openErr
 		return l, openErr
 	}
+	// What recovery found may still be only in the page cache (a writer
+	// that died under SyncNone, or whose sync failed), and a torn tail was
+	// zeroed in it: sync it before calling it durable. Not needed for a log
+	// this store closed cleanly (Close synced it), unless a tail was cut,
+	// nor for a new log (createSegment synced it).
 	if len(segments) == 0 {
 		seg, err := createSegment(dir, 0, opts)
 		if err != nil {
 			return nil, err
 		}
 		segments = []*segment{seg}
-	}
-	// What recovery found may still be only in the page cache (a writer
-	// that died under SyncNone, or whose sync failed): sync it before
-	// calling it durable. Clean files cost next to nothing.
-	for _, seg := range segments {
-		if closedClean {
-			break
-		}
-		if err := seg.syncData(); err != nil {
-			for _, s := range segments {
-				s.release()
+	} else if !closedClean || report.TornBytes > 0 {
+		for _, seg := range segments {
+			if err := seg.syncData(); err != nil {
+				for _, s := range segments {
+					s.release()
+				}
+				return nil, err
 			}
-			return nil, err
 		}
 	}
 	newest := segments[len(segments)-1]
@@ -611,10 +611,7 @@ func openNewestSegment(dir string, base uint64, opts *Options, report *Recovery)
 		cut := lastNonZero(tail) + 1
 		opts.Logger.Warn("logstore: cutting torn tail", "path", s.logPath, "offset", base+count, "position", badAt, "bytes", cut)
 		clear(tail[:cut])
-		report.TornBytes = int64(cut)
-		if err := s.syncData(); err != nil {
-			return fail(err)
-		}
+		report.TornBytes = int64(cut) // synced by openLog with the rest
 	}
 	if err := s.mapIndexRebuilt(count); err != nil {
 		return fail(err)

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -969,5 +970,43 @@ func TestTornTailSearchIsLinear(t *testing.T) {
 	l.Close()
 	if elapsed > time.Second/4 { // a linear scan of 1 MiB takes about a millisecond
 		t.Fatalf("recovering a 1 MiB torn tail took %v", elapsed)
+	}
+}
+
+// TestOpenSyncsEachSegmentOnce counts fdatasyncs at open: a new log syncs
+// its first segment once (its header, before any record), and a log with
+// a torn tail syncs each segment once, the cut included; no file is
+// synced twice.
+func TestOpenSyncsEachSegmentOnce(t *testing.T) {
+	var syncs atomic.Int64
+	opts, _ := rcvOptions()
+	opts.faults = &faultHooks{sync: func(*os.File) error { syncs.Add(1); return nil }}
+
+	l, err := OpenLog(t.TempDir(), "fresh", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := syncs.Load(); got != 1 {
+		t.Errorf("a new log: %d fdatasyncs, want 1", got)
+	}
+	l.Close()
+
+	fx := buildRecoveryFixture(t, opts, 300)
+	rcvEdit(t, fx.path(-1, ".log"), func(b []byte) []byte {
+		_, end := rcvWalk(b)
+		copy(b[end:], "torn")
+		return b
+	})
+	syncs.Store(0)
+	l, err = OpenLog(fx.dir, "test.subject", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if got, want := syncs.Load(), int64(len(fx.bases)); got != want {
+		t.Errorf("a log with a torn tail, %d segments: %d fdatasyncs, want %d", want, got, want)
+	}
+	if l.EndOffset() != 300 {
+		t.Fatalf("end offset %d after the cut, want 300", l.EndOffset())
 	}
 }

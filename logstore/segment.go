@@ -267,11 +267,18 @@ const writeThroughBytes = 4096
 // back as zeros at the next sync: at most this much per sync.
 const prefaultBytes = 64 << 10
 
+// prefaultRefused is set once the kernel has refused a prefault.
+var prefaultRefused atomic.Bool
+
 // prefault makes the pages from position on writable in the mapping in
 // one system call (MADV_POPULATE_WRITE), when the writer reaches pages not
 // yet populated or a sync has write-protected them again. It is only an
-// optimisation: if the kernel refuses, records fault the pages in as before.
+// optimisation: a kernel without MADV_POPULATE_WRITE (before Linux 5.14)
+// is asked once, and records then fault the pages in.
 func (s *segment) prefault(position, size int64) {
+	if prefaultRefused.Load() {
+		return
+	}
 	gen := s.syncGen.Load()
 	if position+size <= s.prefaulted && gen == s.faultGen {
 		return
@@ -290,6 +297,11 @@ func (s *segment) prefault(position, size int64) {
 		return
 	}
 	if err := unix.Madvise(s.logMap[from:to], unix.MADV_POPULATE_WRITE); err != nil {
+		// EINVAL: this kernel has no MADV_POPULATE_WRITE. Anything else
+		// (EINTR from a signal, ENOMEM) may pass; the next call retries.
+		if errors.Is(err, unix.EINVAL) {
+			prefaultRefused.Store(true)
+		}
 		s.prefaulted = 0
 		return
 	}
