@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -234,4 +235,31 @@ func TestAppendBatchIntoAFullDisk(t *testing.T) {
 	*full = false
 	appendBatches(t, l, stored, 20, 20)
 	checkRecords(t, l, 0, stored+20)
+}
+
+// Under SyncAlways a batch whose sync fails is stored (published to
+// readers) but not durable: AppendBatch reports every entry stored and
+// ErrSyncFailed, so a caller tells it from an entry that was refused
+// (n < len(entries)). Capture relies on that.
+func TestAppendBatchSyncFailureUnderSyncAlways(t *testing.T) {
+	opts := testOptions()
+	opts.Sync = SyncAlways
+	var failing atomic.Bool
+	opts.faults = &faultHooks{sync: func(*os.File) error {
+		if failing.Load() {
+			return errors.New("EIO")
+		}
+		return nil
+	}}
+	l := openTestLog(t, t.TempDir(), opts)
+	appendBatches(t, l, 0, 5, 5)
+	failing.Store(true)
+	first, n, err := l.AppendBatch(entriesFor(5, 4))
+	if !errors.Is(err, ErrSyncFailed) || first != 5 || n != 4 {
+		t.Fatalf("got first %d, %d stored, %v; want 5, 4, ErrSyncFailed", first, n, err)
+	}
+	checkRecords(t, l, 0, 9)
+	if _, n, err := l.AppendBatch(entriesFor(9, 2)); !errors.Is(err, ErrSyncFailed) || n != 0 {
+		t.Fatalf("after the failed sync: %d stored, %v; want 0, ErrSyncFailed", n, err)
+	}
 }

@@ -198,8 +198,9 @@ const inlineData = 512
 //
 // It returns the offset of the first entry and how many were stored. When
 // that is fewer than len(entries), err says why entries[n] was not; none
-// after it was tried. Entries stored are published to readers and, under
-// SyncAlways, durable when it returns, even if err is not nil.
+// after it was tried. Entries stored are published to readers; under
+// SyncAlways they are durable when it returns, unless err is not nil with
+// n == len(entries): all were stored, and their sync failed.
 func (l *Log) AppendBatch(entries []Entry) (first uint64, n int, err error) {
 	first, n, err = l.appendBatchLocked(entries)
 	if n == 0 {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -35,7 +34,6 @@ type capture struct {
 	acksFailed  prometheus.Counter // {result="error"}
 	acks        sync.WaitGroup     // acks not answered yet
 	ackQueues   []chan pendingAck  // one per ack worker
-	closed      atomic.Bool
 }
 
 // filterCounters are one filter's metric children, resolved once, and
@@ -142,7 +140,6 @@ type captureBatch struct {
 	entries []logstore.Entry
 	behind  int  // messages known to be queued behind the last one handled
 	mixed   bool // held has more than one subject
-	all     []int
 }
 
 type heldMsg struct {
@@ -190,7 +187,7 @@ func (c *capture) appendOne(msg *nats.Msg, counters *filterCounters, start time.
 		c.appendFailed(msg, counters, err, wantsAck)
 		return
 	}
-	c.stored(msg, counters)
+	c.stored(counters, 1, logstore.PayloadSize(logstore.Headers(msg.Header), msg.Data))
 	c.metrics.batchRecords.Observe(1)
 	if !wantsAck {
 		c.store.Release(log)
@@ -206,11 +203,7 @@ func (c *capture) flush(counters *filterCounters) {
 	b := &counters.batch
 	if !b.mixed {
 		// One subject (the common case): no grouping to do.
-		b.all = b.all[:0]
-		for i := range b.held {
-			b.all = append(b.all, i)
-		}
-		c.appendGroup(b.held[0].msg.Subject, b.all, counters)
+		c.appendGroup(b.held[0].msg.Subject, nil, counters)
 		b.reset()
 		return
 	}
@@ -239,20 +232,30 @@ func (b *captureBatch) reset() {
 	b.held, b.bytes, b.mixed = b.held[:0], 0, false
 }
 
-// appendGroup appends the held messages at indexes, all for subject.
+// appendGroup appends the held messages at indexes (nil: all of them),
+// all for subject.
 func (c *capture) appendGroup(subject string, indexes []int, counters *filterCounters) {
 	b := &counters.batch
+	held := func(k int) *heldMsg {
+		if indexes == nil {
+			return &b.held[k]
+		}
+		return &b.held[indexes[k]]
+	}
+	count := len(indexes)
+	if indexes == nil {
+		count = len(b.held)
+	}
 	log, err := c.store.Acquire(subject, true)
 	if err != nil {
-		for _, i := range indexes {
-			c.appendFailed(b.held[i].msg, counters, err, b.held[i].wantsAck)
+		for k := range count {
+			c.appendFailed(held(k).msg, counters, err, held(k).wantsAck)
 		}
 		return
 	}
-	defer c.store.Release(log)
 	entries := b.entries[:0]
-	for _, i := range indexes {
-		h := &b.held[i]
+	for k := range count {
+		h := held(k)
 		entries = append(entries, logstore.Entry{Timestamp: h.arrived.UnixNano(), Headers: logstore.Headers(h.msg.Header), Data: h.msg.Data})
 	}
 	var acks []ackItem // acked messages of this group, answered together
@@ -264,40 +267,42 @@ func (c *capture) appendGroup(subject string, indexes []int, counters *filterCou
 		}
 		payload := 0
 		for k := range n {
-			h := &b.held[indexes[done+k]]
+			h := held(done + k)
 			c.metrics.appendSeconds.Observe(stored.Sub(h.arrived).Seconds())
 			payload += logstore.PayloadSize(logstore.Headers(h.msg.Header), h.msg.Data)
 			if h.wantsAck {
 				acks = append(acks, ackItem{reply: h.msg.Reply, offset: first + uint64(k), ts: entries[done+k].Timestamp})
 			}
 		}
-		counters.messages.Add(float64(n))
-		counters.bytes.Add(float64(payload))
+		c.stored(counters, n, payload)
 		done += n
-		if err != nil {
-			h := &b.held[indexes[done]]
+		switch {
+		case err == nil:
+		case done < len(entries): // entries[done] was not stored
+			h := held(done)
 			c.appendFailed(h.msg, counters, err, h.wantsAck)
 			done++
-		}
-	}
-	if len(acks) > 0 {
-		if l, err := c.store.Acquire(subject, false); err == nil { // the acks hold their own reference
-			l.RequestSync()
-			c.queueAcks(l, subject, acks)
-		} else {
-			for _, a := range acks {
-				c.sendAck(a.reply, messages.EncodeError(messages.Errorf(messages.CodeUnavailable, "record %d of %s could not be made durable: %v", a.offset, subject, err)), false)
-			}
+		default:
+			// All stored, but not made durable (SyncAlways): the acks
+			// waiting for durability are answered with the error.
+			counters.errors.Inc()
+			c.logger.Error("stored messages could not be made durable", "subject", subject, "filter", counters.filter, "err", err)
 		}
 	}
 	clear(entries)
 	b.entries = entries[:0]
+	if len(acks) == 0 {
+		c.store.Release(log)
+		return
+	}
+	log.RequestSync()
+	c.queueAcks(log, subject, acks) // the acks hold the reference until answered
 }
 
-// stored counts a stored message.
-func (c *capture) stored(msg *nats.Msg, counters *filterCounters) {
-	counters.messages.Inc()
-	counters.bytes.Add(float64(logstore.PayloadSize(logstore.Headers(msg.Header), msg.Data)))
+// stored counts n messages stored, with payload bytes in all.
+func (c *capture) stored(counters *filterCounters, n, payload int) {
+	counters.messages.Add(float64(n))
+	counters.bytes.Add(float64(payload))
 }
 
 // queueAcks hands acked appends of one subject, in offset order, to
