@@ -3,7 +3,7 @@ GO          ?= go
 PKGS        := ./...
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS     := -X main.version=$(VERSION)
-# Crash kills run inside `make test`; `make crash` runs many more.
+# Crash kills of the storage engine inside `make test`; `make crash-store` runs CRASH_KILLS.
 CRASH_KILLS ?= 200
 FUZZTIME    ?= 30s
 
@@ -12,7 +12,9 @@ TEST_EXTRA  :=
 
 .PHONY: help build build_release run test test-short bench-store crash-store fuzz install format lint docs clean
 
-# mk/*.mk hold the targets of one part each (benchmark, chart, image).
+# mk/*.mk hold the targets of one part each (benchmark, chart, image); a
+# plain `make` still lists the targets.
+.DEFAULT_GOAL := help
 -include mk/*.mk
 
 help: ## list the targets
@@ -61,4 +63,4 @@ docs: ## regenerate the settings table in README.md from the code
 	$(GO) test ./config -run TestREADMESettingsTable -update
 
 clean: ## remove build output
-	rm -rf bin
+	rm -rf bin .build

@@ -62,5 +62,5 @@ image: ## build the voik OCI image into IMAGE_DIR (an OCI layout; IMAGE_PLATFORM
 image-test: image ## build the image, then check its config (entrypoint, user, labels, ports, volumes) and files
 	cd image && $(GO) vet ./... && VOIK_IMAGE_LAYOUT=$(IMAGE_DIR) $(GO) test -count=1 ./...
 
-image-push: image ## push the image in IMAGE_DIR to IMAGE_REF (default IMAGE_REPO:IMAGE_TAG), with ~/.docker/config.json credentials
+image-push: ## push the image in IMAGE_DIR to IMAGE_REF (default IMAGE_REPO:IMAGE_TAG), with ~/.docker/config.json credentials
 	cd image && $(GO) run . -push -out $(IMAGE_DIR) -ref $(or $(IMAGE_REF),$(IMAGE_REPO):$(IMAGE_TAG))
