@@ -8,7 +8,7 @@ SOAK        ?= 10m
 
 .PHONY: bench bench-quick crash soak
 
-bench: build ## voik vs a counting NATS subscriber and JetStream, 128B/1KiB/16KiB (~5-10 min); table, and BENCH_JSON
+bench: build ## voik vs a counting NATS subscriber and JetStream, 128B/1KiB/16KiB (~3 min); table, and BENCH_JSON
 	$(GO) run ./harness/cmd/voikbench -voik bin/voik -json $(BENCH_JSON) $(BENCH_FLAGS)
 
 bench-quick: build ## the benchmark in about a minute

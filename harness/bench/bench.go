@@ -44,7 +44,7 @@ type Options struct {
 	Mode     string    // "full", "quick" or "custom", for the report
 }
 
-// Defaults are the counts of a full run (about 5 to 10 minutes on two
+// Defaults are the counts of a full run (about 3 minutes on two
 // cores, every scenario three times) and of a quick one (about a minute,
 // once). 300,000 at 1 KiB is the
 // burst the capture target is stated for; quick keeps it.

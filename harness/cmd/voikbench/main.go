@@ -36,7 +36,7 @@ func run() int {
 	// harness.StartVoik (the -inprocess mode) asks testing.Verbose, which
 	// needs the testing flags registered.
 	testing.Init()
-	quick := flag.Bool("quick", false, "about a minute instead of 5 to 10")
+	quick := flag.Bool("quick", false, "about a minute instead of about 3")
 	jsonPath := flag.String("json", "", "also write the figures to this file as JSON")
 	voikBin := flag.String("voik", "", "voik binary to run as the child (default: go build it into a temp dir)")
 	sizes := flag.String("sizes", "", "message sizes in bytes, comma-separated (default 128,1024,16384)")
