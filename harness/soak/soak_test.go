@@ -50,6 +50,13 @@ const (
 type counters struct {
 	published, acked, fetched, polled, replayed, errors atomic.Int64
 	appendsUnanswered                                   atomic.Int64 // may or may not be stored
+	firstErr                                            atomic.Value // string: the first request error
+}
+
+// failed counts a request error the contract does not allow for.
+func (c *counters) failed(what string, err error) {
+	c.errors.Add(1)
+	c.firstErr.CompareAndSwap(nil, what+": "+err.Error())
 }
 
 // sample is one look at voik.
@@ -159,6 +166,9 @@ func TestSoak(t *testing.T) {
 		samples = append(samples, s)
 	}
 	wg.Wait()
+	if n := c.errors.Load(); n > 0 {
+		t.Errorf("%d requests failed; the first: %s", n, c.firstErr.Load())
+	}
 	if c.published.Load() == 0 || c.fetched.Load() == 0 || c.polled.Load() == 0 || c.replayed.Load() == 0 {
 		t.Errorf("a worker did nothing: published %d, fetched %d, polled %d, replayed %d", c.published.Load(), c.fetched.Load(), c.polled.Load(), c.replayed.Load())
 	}
@@ -249,7 +259,7 @@ func appendAcked(ctx context.Context, client *messages.Client, rng *rand.Rand, s
 		if _, err := client.Append(ctx, subjects[rng.IntN(len(subjects))], nats.Header{"Soak": {"1"}}, payload); err != nil {
 			c.appendsUnanswered.Add(1)
 			if ctx.Err() == nil {
-				c.errors.Add(1)
+				c.failed("acked append", err)
 			}
 			continue
 		}
@@ -267,7 +277,7 @@ func fetchPages(ctx context.Context, client *messages.Client, rng *rand.Rand, su
 			reply, err := client.Fetch(ctx, subject, messages.FetchRequest{Offset: offset, MaxMessages: 1000})
 			if err != nil {
 				if ctx.Err() == nil && !isOutOfRange(err) && !isNotFound(err) {
-					c.errors.Add(1)
+					c.failed("fetch", err)
 				}
 				break
 			}
@@ -295,7 +305,7 @@ func longPoll(ctx context.Context, client *messages.Client, subject string, c *c
 			case isNotFound(err):
 				time.Sleep(50 * time.Millisecond)
 			case ctx.Err() == nil:
-				c.errors.Add(1)
+				c.failed("long poll", err)
 			}
 			continue
 		}
@@ -316,7 +326,7 @@ func replay(ctx context.Context, client *messages.Client, rng *rand.Rand, subjec
 		// Retention may delete the next segment under a replay: it then
 		// ends early with 503, as the contract says.
 		if err != nil && ctx.Err() == nil && !isNotFound(err) && !isOutOfRange(err) && !errors.Is(err, messages.ErrReplayInterrupted) {
-			c.errors.Add(1)
+			c.failed("replay", err)
 		}
 		select {
 		case <-ctx.Done():
