@@ -16,7 +16,6 @@ type ProcUsage struct {
 	RSS     int64         // resident set now, bytes (VmRSS)
 	PeakRSS int64         // high-water mark of the resident set, bytes (VmHWM)
 	AnonRSS int64         // anonymous part of RSS (heap, stacks), bytes (RssAnon)
-	FileRSS int64         // file-backed part of RSS (mapped segments), bytes (RssFile)
 	CPU     time.Duration // user + system time so far
 	UserCPU time.Duration // user time alone
 	// MinorFaults counts page faults served without I/O: each first store
@@ -57,8 +56,6 @@ func ReadProcUsage(pid int) (ProcUsage, error) {
 			u.PeakRSS = kb << 10
 		case "RssAnon":
 			u.AnonRSS = kb << 10
-		case "RssFile":
-			u.FileRSS = kb << 10
 		}
 	}
 	// Context switches are counted per thread.

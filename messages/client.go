@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/vmihailenco/msgpack/v5"
 )
 
 // Client speaks voik's API over a NATS connection.
@@ -32,7 +33,7 @@ func (c *Client) request(ctx context.Context, subject string, body any, extra ti
 	payload := []byte(nil)
 	if body != nil {
 		var err error
-		if payload, err = marshal(body); err != nil {
+		if payload, err = msgpack.Marshal(body); err != nil {
 			return err
 		}
 	}

@@ -7,15 +7,12 @@ import (
 
 // Error codes of the wire contract (PROTOCOL.md section 3).
 const (
-	CodeBadRequest      = 400 // not a map, wrong type, out of range, invalid subject
-	CodeNotFound        = 404 // the subject has no log
-	CodeTooLarge        = 413 // the record cannot fit in one reply under max_payload
-	CodeOutOfRange      = 416 // offset below first_offset or above end_offset
-	CodeInternal        = 500 // an internal or I/O error
-	CodeUnavailable     = 503 // shutting down, or disk full for an ack
-	errorKey            = "error"
-	errorCodeKey        = "code"
-	errorDescriptionKey = "description"
+	CodeBadRequest  = 400 // not a map, wrong type, out of range, invalid subject
+	CodeNotFound    = 404 // the subject has no log
+	CodeTooLarge    = 413 // the record cannot fit in one reply under max_payload
+	CodeOutOfRange  = 416 // offset below first_offset or above end_offset
+	CodeInternal    = 500 // an internal or I/O error
+	CodeUnavailable = 503 // shutting down, or disk full for an ack
 )
 
 // Error is the body of every error reply: {error: {code, description}}. It

@@ -38,9 +38,9 @@ func (c *Client) ReadRange(ctx context.Context, subject string, from, to uint64,
 		reply         chan pageReply
 	}
 	var (
-		next     = from        // the next offset fn gets
-		planned  = from        // the next offset asked for
-		perPage  = uint64(100) // records asked for per page; learnt from the first reply
+		next     = from // the next offset fn gets
+		planned  uint64 // the next offset asked for, after the first page
+		perPage  uint64 // records asked for per page: what the first page held
 		inFlight []page
 	)
 	ask := func(offset, count uint64) {

@@ -164,33 +164,6 @@ func (b *FetchReplyBuilder) Reset() {
 // Count is the number of records added.
 func (b *FetchReplyBuilder) Count() int { return b.count }
 
-// Size is an upper bound of the encoded reply with the records added so
-// far, for a subject of subjectLen bytes.
-func (b *FetchReplyBuilder) Size(subjectLen int) int {
-	return envelopeSize(subjectLen) + b.records.Len()
-}
-
-// envelopeSize bounds everything in a FETCH reply but the records.
-func envelopeSize(subjectLen int) int {
-	const keys = 1 + len("subject") + 1 + len("records") + 1 + len("next_offset") + 1 + len("first_offset") + 1 + len("end_offset") + 1
-	return 1 + keys + 5 + subjectLen + 5 + 3*9
-}
-
-// RecordSize bounds the encoded size of one record.
-func RecordSize(headers map[string][]string, dataLen int) int {
-	n := 1 + (1 + len("offset") + 9) + (1 + len("ts") + 9) + (1 + len("data") + 5 + dataLen)
-	if len(headers) > 0 {
-		n += 1 + len("headers") + 5
-		for name, values := range headers {
-			n += 5 + len(name) + 5
-			for _, v := range values {
-				n += 5 + len(v)
-			}
-		}
-	}
-	return n
-}
-
 // Add appends one record. Header names are written sorted, so the same
 // record always encodes the same way.
 func (b *FetchReplyBuilder) Add(offset uint64, timestamp int64, headers map[string][]string, data []byte) {
@@ -344,5 +317,3 @@ func decodeReply(body []byte, v any) error {
 
 // errorReplyPrefix starts every error reply: a map of one, "error".
 var errorReplyPrefix = []byte("\x81\xa5error")
-
-func marshal(v any) ([]byte, error) { return msgpack.Marshal(v) }
