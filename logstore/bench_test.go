@@ -41,7 +41,7 @@ var benchSizes = []struct {
 	n    int
 }{{"128B", 128}, {"1KiB", 1 << 10}, {"16KiB", 16 << 10}}
 
-// benchOptions are the defaults (64 MiB segments, 64 KiB initial) with a
+// benchOptions are the defaults (64 MiB segments, 4 KiB initial) with a
 // quiet logger.
 func benchOptions(policy SyncPolicy) Options {
 	return Options{Sync: policy, Logger: testOptions().Logger}

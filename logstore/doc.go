@@ -19,7 +19,8 @@
 // the log's end offset raised; readers read below the end offset without
 // taking any lock. Segments grow by fallocate, from
 // Options.InitialSegmentBytes to Options.SegmentBytes, and a full segment
-// is synced and sealed before the next is created.
+// is synced (under SyncNone: marked, and synced by the next Sync or Close)
+// and sealed before the next is created.
 //
 // # Durability
 //

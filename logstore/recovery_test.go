@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"log/slog"
+	"math"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -1008,5 +1009,32 @@ func TestOpenSyncsEachSegmentOnce(t *testing.T) {
 	}
 	if l.EndOffset() != 300 {
 		t.Fatalf("end offset %d after the cut, want 300", l.EndOffset())
+	}
+}
+
+// TestTornTailSearchGivesUpPastItsBudget: a tail crafted so that a
+// candidate record passes every cheap check (length, offset, timestamp)
+// every 24 bytes and claims the rest of the tail would cost the square
+// of the tail in checksums. findValidRecord stops at its budget and says
+// so (searchTooCostly) rather than search on, and OpenLog reports such a
+// tail as corruption instead of cutting it.
+func TestTornTailSearchGivesUpPastItsBudget(t *testing.T) {
+	const minOffset, minTimestamp = 7, 1700000000000000000
+	tail := make([]byte, 1<<20)
+	for at := 0; at+recordHeaderSize <= len(tail); at += 24 {
+		binary.LittleEndian.PutUint32(tail[at:], uint32(len(tail)-at-8)) // claims the rest
+		binary.LittleEndian.PutUint64(tail[at+8:], minOffset)
+		binary.LittleEndian.PutUint64(tail[at+16:], math.MaxInt64)
+	}
+	if got := findValidRecord(tail, minOffset, minTimestamp); got != searchTooCostly {
+		t.Fatalf("findValidRecord = %d, want searchTooCostly (%d)", got, searchTooCostly)
+	}
+	// The same bytes with a timestamp from before the last good record are
+	// rejected before any checksum: nothing found, no budget spent.
+	for at := 0; at+recordHeaderSize <= len(tail); at += 24 {
+		binary.LittleEndian.PutUint64(tail[at+16:], 1)
+	}
+	if got := findValidRecord(tail, minOffset, minTimestamp); got != -1 {
+		t.Fatalf("with old timestamps: findValidRecord = %d, want -1", got)
 	}
 }

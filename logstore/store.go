@@ -78,8 +78,9 @@ func OpenStore(dir string, opts Options) (*Store, error) {
 	return s, nil
 }
 
-// loadSubjects reads the names of all log directories. Only a shortened
-// name costs a file read; leftovers of an interrupted createLogDir are removed.
+// loadSubjects reads the names of all log directories: a stat of each
+// one's subject file (a foreign directory has none), and a read of it only
+// for a shortened name. Leftovers of an interrupted createLogDir are removed.
 func (s *Store) loadSubjects() error {
 	entries, err := os.ReadDir(s.dir)
 	if err != nil {
