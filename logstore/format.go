@@ -269,19 +269,15 @@ func recordSize(headersLen, dataLen int) int {
 // field is written last, so that a writer killed mid-copy leaves a zero
 // length behind rather than a length with a torn body.
 func encodeRecord(dst []byte, offset uint64, timestamp int64, headers Headers, headersLen int, data []byte) {
-	binary.LittleEndian.PutUint64(dst[8:16], offset)
-	binary.LittleEndian.PutUint64(dst[16:24], uint64(timestamp))
-	binary.LittleEndian.PutUint32(dst[24:28], uint32(headersLen))
-	encodeHeaders(dst[recordHeaderSize:recordHeaderSize], headers)
-	copy(dst[recordHeaderSize+headersLen:], data)
-	binary.LittleEndian.PutUint32(dst[4:8], crc32.Checksum(dst[8:], castagnoli))
-	binary.LittleEndian.PutUint32(dst[0:4], uint32(len(dst)-8))
+	head := recordHeaderSize + headersLen
+	copy(dst[head:], data)
+	encodeRecordHead(dst[:head], offset, timestamp, headers, headersLen, dst[head:])
 }
 
 // encodeRecordHead writes the record's fixed header and its header block
-// into dst (recordHeaderSize+headersLen bytes) and returns the record,
-// checksummed, as two pieces: dst and data. The bytes are those
-// encodeRecord writes; the data is not copied.
+// into dst (recordHeaderSize+headersLen bytes), checksummed over them and
+// data: dst followed by data is the record, the data not copied. The
+// length field is written last.
 func encodeRecordHead(dst []byte, offset uint64, timestamp int64, headers Headers, headersLen int, data []byte) {
 	binary.LittleEndian.PutUint64(dst[8:16], offset)
 	binary.LittleEndian.PutUint64(dst[16:24], uint64(timestamp))

@@ -133,41 +133,20 @@ func (l *Log) appendLocked(timestamp int64, headers Headers, data []byte) (uint6
 	if err := l.appendableLocked(); err != nil {
 		return 0, 0, err
 	}
-	if size > l.opts.maxRecordSize() {
-		return 0, 0, fmt.Errorf("%w: %d bytes with framing, a segment holds at most %d", ErrRecordTooLarge, size, l.opts.maxRecordSize())
-	}
-	if l.active.writePos+size > l.active.capacity() {
-		if err := l.rotateLocked(); err != nil {
-			return 0, 0, err
-		}
+	if err := l.fitsLocked(size); err != nil {
+		return 0, 0, err
 	}
 	seg := l.active
 	if err := seg.ensureSpace(size, 1); err != nil {
 		return 0, 0, err
 	}
-	if timestamp == 0 {
-		timestamp = l.opts.Now().UnixNano()
-	}
-	timestamp = max(timestamp, l.lastTimestamp)
+	timestamp = stamp(timestamp, l.lastTimestamp, l.opts.Now)
 	offset := l.endOffset.Load()
-	position := seg.writePos
-	if err := seg.writeRecord(position, size, offset, timestamp, headers, headersLen, data); err != nil {
+	if err := seg.writeRecord(seg.writePos, size, offset, timestamp, headers, headersLen, data); err != nil {
 		return 0, 0, err
 	}
-	payload := PayloadSize(headers, data)
-	seg.putIndexEntry(offset-seg.baseOffset, indexEntry{position: uint32(position), size: uint32(payload), timestamp: timestamp})
-	seg.writePos += size
-	seg.payloadBytes.Add(int64(payload))
-	if offset == seg.baseOffset {
-		seg.firstTimestamp.Store(timestamp)
-	}
-	seg.lastTimestamp.Store(timestamp)
-	seg.count.Add(1)
-	l.lastTimestamp = timestamp
-	l.endOffset.Store(offset + 1) // publish: the record is complete
-	if l.opts.Sync == SyncNone {
-		l.durable.Store(offset + 1)
-	}
+	seg.indexLocked(offset, timestamp, PayloadSize(headers, data), size)
+	l.publishLocked(seg, offset+1, timestamp)
 	return offset, timestamp, nil
 }
 
@@ -242,17 +221,11 @@ func (l *Log) writeBatchLocked(entries []Entry) (int, error) {
 		e := &entries[k]
 		headersLen := encodedHeadersSize(e.Headers)
 		recSize := int64(recordSize(headersLen, len(e.Data)))
-		if recSize > l.opts.maxRecordSize() {
-			if k == 0 {
-				return 0, fmt.Errorf("%w: %d bytes with framing, a segment holds at most %d", ErrRecordTooLarge, recSize, l.opts.maxRecordSize())
-			}
-			break
+		if k > 0 && (recSize > l.opts.maxRecordSize() || seg.writePos+size+recSize > seg.capacity()) {
+			break // the next write starts with it
 		}
-		if seg.writePos+size+recSize > seg.capacity() {
-			if k > 0 {
-				break
-			}
-			if err := l.rotateLocked(); err != nil {
+		if k == 0 {
+			if err := l.fitsLocked(recSize); err != nil {
 				return 0, err
 			}
 			seg = l.active
@@ -278,17 +251,17 @@ func (l *Log) writeBatchLocked(entries []Entry) (int, error) {
 	pieces := l.batchPieces[:0]
 	offset := l.endOffset.Load()
 	lastTimestamp := l.lastTimestamp
-	now := int64(0)
+	var nowNanos int64 // one "now" for the batch
+	now := func() time.Time {
+		if nowNanos == 0 {
+			nowNanos = l.opts.Now().UnixNano()
+		}
+		return time.Unix(0, nowNanos)
+	}
 	at, run := 0, 0 // heads[run:at] is the piece being built
 	for i := range entries[:k] {
 		e := &entries[i]
-		if e.Timestamp == 0 {
-			if now == 0 {
-				now = l.opts.Now().UnixNano()
-			}
-			e.Timestamp = now
-		}
-		e.Timestamp = max(e.Timestamp, lastTimestamp)
+		e.Timestamp = stamp(e.Timestamp, lastTimestamp, now)
 		lastTimestamp = e.Timestamp
 		head := heads[at : at+recordHeaderSize+lens[i]]
 		at += len(head)
@@ -310,25 +283,45 @@ func (l *Log) writeBatchLocked(entries []Entry) (int, error) {
 		return 0, err
 	}
 
-	// Index and publish, as appendLocked does for one record.
 	for i := range entries[:k] {
 		e := &entries[i]
-		payload := PayloadSize(e.Headers, e.Data)
-		seg.putIndexEntry(offset+uint64(i)-seg.baseOffset, indexEntry{position: uint32(seg.writePos), size: uint32(payload), timestamp: e.Timestamp})
-		seg.writePos += int64(recordSize(lens[i], len(e.Data)))
-		seg.payloadBytes.Add(int64(payload))
-		if offset+uint64(i) == seg.baseOffset {
-			seg.firstTimestamp.Store(e.Timestamp)
-		}
+		seg.indexLocked(offset+uint64(i), e.Timestamp, PayloadSize(e.Headers, e.Data), int64(recordSize(lens[i], len(e.Data))))
 	}
-	seg.lastTimestamp.Store(lastTimestamp)
-	seg.count.Add(uint64(k))
-	l.lastTimestamp = lastTimestamp
-	l.endOffset.Store(offset + uint64(k)) // publish: the records are complete
-	if l.opts.Sync == SyncNone {
-		l.durable.Store(offset + uint64(k))
-	}
+	l.publishLocked(seg, offset+uint64(k), lastTimestamp)
 	return k, nil
+}
+
+// fitsLocked checks that a record of size bytes can be stored, and
+// rotates to a new segment when the active one has no room for it.
+func (l *Log) fitsLocked(size int64) error {
+	if size > l.opts.maxRecordSize() {
+		return fmt.Errorf("%w: %d bytes with framing, a segment holds at most %d", ErrRecordTooLarge, size, l.opts.maxRecordSize())
+	}
+	if l.active.writePos+size > l.active.capacity() {
+		return l.rotateLocked()
+	}
+	return nil
+}
+
+// stamp is a record's timestamp: now for zero, and never below last.
+func stamp(timestamp, last int64, now func() time.Time) int64 {
+	if timestamp == 0 {
+		timestamp = now().UnixNano()
+	}
+	return max(timestamp, last)
+}
+
+// publishLocked raises the end offset to end, the records below it being
+// written and indexed in seg, the newest with timestamp last: readers see
+// them from now on.
+func (l *Log) publishLocked(seg *segment, end uint64, last int64) {
+	seg.lastTimestamp.Store(last)
+	seg.count.Store(end - seg.baseOffset)
+	l.lastTimestamp = last
+	l.endOffset.Store(end)
+	if l.opts.Sync == SyncNone {
+		l.durable.Store(end)
+	}
 }
 
 func (l *Log) appendableLocked() error {

@@ -362,6 +362,18 @@ func (s *segment) indexEntryAt(i uint64) indexEntry {
 	return readIndexEntry(s.indexMap[at : at+indexEntrySize])
 }
 
+// indexLocked records the record at offset, of size bytes framed and
+// payload bytes of headers and data, just written at writePos: its index
+// entry, and the segment's counts. The log's writer lock is held.
+func (s *segment) indexLocked(offset uint64, timestamp int64, payload int, size int64) {
+	s.putIndexEntry(offset-s.baseOffset, indexEntry{position: uint32(s.writePos), size: uint32(payload), timestamp: timestamp})
+	s.writePos += size
+	s.payloadBytes.Add(int64(payload))
+	if offset == s.baseOffset {
+		s.firstTimestamp.Store(timestamp)
+	}
+}
+
 func (s *segment) putIndexEntry(i uint64, e indexEntry) {
 	at := fileHeaderSize + i*indexEntrySize
 	putIndexEntry(s.indexMap[at:at+indexEntrySize], e)
