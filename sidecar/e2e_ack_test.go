@@ -191,20 +191,12 @@ func TestRecordLargerThanASegmentGetsA413AckAndItsSubjectStays404(t *testing.T) 
 	wantError(t, "INFO of a subject whose only message was refused", e.call("INFO.oversized", nil), 404)
 	wantError(t, "FETCH of a subject whose only message was refused", e.call("FETCH.oversized", nil), 404)
 	// A long poll may wait on it, though, and the log takes what fits.
-	polled := make(chan map[string]any, 1)
-	go func() {
-		msg, err := e.nc.Request(e.prefix()+".FETCH.oversized", encode(t, map[string]any{"wait_ms": 30000}), 40*time.Second)
-		if err != nil {
-			polled <- map[string]any{"request error": err.Error()}
-			return
-		}
-		polled <- decodeReply(t, msg.Data)
-	}()
+	polled := e.sendFetch("oversized", map[string]any{"wait_ms": 30000})
 	e.fetchesDispatched()
 	if ack := e.appendAcked("oversized", nil, []byte("fits")); ack.Offset != 0 {
 		t.Fatalf("next append got offset %d", ack.Offset)
 	}
-	records := wantFetchReply(t, waitUntil(t, polled, 35*time.Second, "the long poll"), "oversized", 1, 0, 1)
+	records := wantFetchReply(t, decodeReply(t, waitUntil(t, polled, 35*time.Second, "the long poll").Data), "oversized", 1, 0, 1)
 	if len(records) != 1 || string(records[0]["data"].([]byte)) != "fits" {
 		t.Fatalf("long poll got %v", records)
 	}

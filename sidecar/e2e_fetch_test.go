@@ -225,20 +225,30 @@ func TestFetchMaxBytesCountsDataAndHeadersAndAlwaysReturnsTheFirstRecord(t *test
 // and how long after the publish it came.
 func (e *e2e) longPollWokenBy(subject string, body map[string]any, data string) (map[string]any, time.Duration) {
 	e.t.Helper()
-	got := make(chan map[string]any, 1)
-	go func() {
-		msg, err := e.nc.Request(e.prefix()+".FETCH."+subject, encode(e.t, body), 40*time.Second)
-		if err != nil {
-			got <- map[string]any{"request error": err.Error()}
-			return
-		}
-		got <- decodeReply(e.t, msg.Data)
-	}()
+	got := e.sendFetch(subject, body)
 	e.fetchesDispatched()
 	published := time.Now()
 	e.publish(subject, nil, []byte(data))
 	reply := waitUntil(e.t, got, 35*time.Second, "the long poll's reply")
-	return reply, time.Since(published)
+	return decodeReply(e.t, reply.Data), time.Since(published)
+}
+
+// sendFetch publishes a FETCH of subject with body and returns where its
+// reply will arrive. It publishes on e.nc from the test's goroutine, so a
+// fetchesDispatched after it is ordered after it.
+func (e *e2e) sendFetch(subject string, body any) <-chan *nats.Msg {
+	e.t.Helper()
+	reply := e.nc.NewRespInbox()
+	got := make(chan *nats.Msg, 1)
+	sub, err := e.nc.ChanSubscribe(reply, got)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { sub.Unsubscribe() })
+	if err := e.nc.PublishRequest(e.prefix()+".FETCH."+subject, reply, encode(e.t, body)); err != nil {
+		e.t.Fatal(err)
+	}
+	return got
 }
 
 func TestLongPollWithWaitMs30000ReturnsRightAfterThePublish(t *testing.T) {
@@ -280,26 +290,11 @@ func TestLongPollWaitMsAboveTheCapIsTheCapNotAnError(t *testing.T) {
 	t.Parallel()
 	e := start(t)
 	e.appendAcked("poll.capped", nil, []byte("0"))
-	got := make(chan *nats.Msg, 1)
-	fail := make(chan error, 1)
-	go func() {
-		msg, err := e.nc.Request(e.prefix()+".FETCH.poll.capped", encode(t, map[string]any{"offset": 1, "wait_ms": uint64(math.MaxUint64)}), 70*time.Second)
-		if err != nil {
-			fail <- err
-			return
-		}
-		got <- msg
-	}()
+	got := e.sendFetch("poll.capped", map[string]any{"offset": 1, "wait_ms": uint64(math.MaxUint64)})
 	e.fetchesDispatched()
 	e.publish("poll.capped", nil, []byte("1"))
-	select {
-	case msg := <-got:
-		wantRecordOffsets(t, wantFetchReply(t, decodeReply(t, msg.Data), "poll.capped", 2, 0, 2), 1, 2)
-	case err := <-fail:
-		t.Fatal(err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("a capped long poll was not woken by the publish")
-	}
+	msg := waitUntil(t, got, 30*time.Second, "a capped long poll to be woken by the publish")
+	wantRecordOffsets(t, wantFetchReply(t, decodeReply(t, msg.Data), "poll.capped", 2, 0, 2), 1, 2)
 }
 
 func TestLongPollByStartTimeWaitsAtEndOffsetAndWakesOnPublish(t *testing.T) {

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/voik/voik/config"
 	"github.com/voik/voik/harness"
 	"github.com/voik/voik/messages"
 )
@@ -80,11 +81,8 @@ next:
 // alerts on moved, with names that follow Prometheus conventions and no
 // per-subject labels.
 func TestMetricsMoveWithTraffic(t *testing.T) {
-	ns := harness.StartNATS(t)
-	cfg := harness.TestConfig(t, ns.ClientURL())
-	cfg.Subjects = "metrics.>"
-	v := harness.StartVoik(t, cfg)
-	nc := harness.Connect(t, ns.ClientURL())
+	e := startWith(t, nil, func(c *config.Config) { c.Subjects = "metrics.>" })
+	v, nc := e.voik, e.nc
 	before := scrape(t, v.Sidecar.HTTPAddr())
 	if got := metricValue(t, before, "voik_nats_connected", "role", "capture"); got != 1 {
 		t.Fatalf("voik_nats_connected{role=capture} %v while connected", got)
@@ -101,7 +99,7 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 	if _, err := v.Client.Append(ctx, "metrics.acked", nats.Header{"K": {"v"}}, []byte("acked")); err != nil {
 		t.Fatal(err)
 	}
-	waitForEnd(t, v, "metrics.orders", n)
+	e.waitForEnd("metrics.orders", n)
 	if _, err := v.Client.Fetch(ctx, "metrics.orders", messages.FetchRequest{}); err != nil {
 		t.Fatal(err)
 	}

@@ -120,19 +120,11 @@ func TestStopAnswersEveryAckInFlightAndAllOfItIsDurable(t *testing.T) {
 func TestWaitingFetchIsAnsweredAtOnceWhenVoikStops(t *testing.T) {
 	e := start(t)
 	e.fill("stop.poll", 2)
-	got := make(chan map[string]any, 1)
-	go func() {
-		msg, err := e.nc.Request(e.prefix()+".FETCH.stop.poll", encode(t, map[string]any{"offset": 2, "wait_ms": 60000}), 70*time.Second)
-		if err != nil {
-			got <- map[string]any{"request error": err.Error()}
-			return
-		}
-		got <- decodeReply(t, msg.Data)
-	}()
+	got := e.sendFetch("stop.poll", map[string]any{"offset": 2, "wait_ms": 60000})
 	e.fetchesDispatched()
 	stopping := time.Now()
 	e.voik.Stop(t)
-	reply := waitUntil(t, got, 30*time.Second, "the long poll's reply")
+	reply := decodeReply(t, waitUntil(t, got, 30*time.Second, "the long poll's reply").Data)
 	if elapsed := time.Since(stopping); elapsed > 10*time.Second {
 		t.Fatalf("long poll answered %v after Stop began; its wait was 60 s", elapsed)
 	}
