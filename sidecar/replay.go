@@ -59,7 +59,6 @@ func (a *api) replay(msg *nats.Msg, subject string) ([]byte, int) {
 // deliver publishes records [start, end) of log to deliver, paced, then
 // the end marker; a shutdown cuts it short with a 503 marker.
 func (a *api) deliver(log *logstore.Log, subject, deliver string, start, end uint64) {
-	maxPayload := int(a.nc.MaxPayload())
 	next := start
 	batchMessages, batchBytes := 0, 0
 	status := messages.StatusEnd
@@ -84,13 +83,13 @@ func (a *api) deliver(log *logstore.Log, subject, deliver string, start, end uin
 			out.Header[messages.HeaderOffset] = []string{strconv.FormatUint(v.Offset, 10)}
 			out.Header[messages.HeaderTimestamp] = []string{strconv.FormatInt(v.Timestamp, 10)}
 			out.Data = v.Data
-			if herr != nil || headerSize(out.Header)+len(v.Data) > maxPayload {
+			if herr != nil {
 				out = statusMsg(deliver, "413", v.Offset)
 			}
 			publishErr = a.nc.PublishMsg(out)
 			if errors.Is(publishErr, nats.ErrMaxPayload) {
-				// headerSize is exact for what nats.go writes; should the
-				// two ever differ, the record is still marked, not lost.
+				// The record with voik's headers is over max_payload;
+				// nats.go refused it whole. It is marked, not lost.
 				publishErr = a.nc.PublishMsg(statusMsg(deliver, "413", v.Offset))
 			}
 			if publishErr != nil {
@@ -116,9 +115,6 @@ func (a *api) deliver(log *logstore.Log, subject, deliver string, start, end uin
 			break
 		}
 	}
-	if a.shutdown.Err() != nil && next < end {
-		status = "503"
-	}
 	if publishErr != nil {
 		a.logger.Warn("replay publish failed", "subject", subject, "deliver", deliver, "err", publishErr)
 		return
@@ -138,16 +134,4 @@ func statusMsg(deliver, status string, offset uint64) *nats.Msg {
 	m.Header[messages.HeaderStatus] = []string{status}
 	m.Header[messages.HeaderOffset] = []string{strconv.FormatUint(offset, 10)}
 	return m
-}
-
-// headerSize is what a header block takes on the wire: "NATS/1.0\r\n",
-// a "name: value\r\n" line per value, and a final "\r\n".
-func headerSize(h nats.Header) int {
-	n := len("NATS/1.0\r\n") + 2
-	for name, values := range h {
-		for _, v := range values {
-			n += len(name) + 2 + len(v) + 2
-		}
-	}
-	return n
 }
