@@ -380,7 +380,9 @@ func TestHelpListsEverySettingWithItsVariableDefaultAndMeaning(t *testing.T) {
 }
 
 // TestHelpNeverShowsSecrets: with secrets in the environment, voik -h
-// lists the settings but never their values.
+// lists the settings but never their values. -h describes the settings
+// from an empty Config today; this keeps it so should it ever show the
+// values in effect (as a "current" column would).
 func TestHelpNeverShowsSecrets(t *testing.T) {
 	const token, password = "token-that-must-not-show", "password-that-must-not-show"
 	t.Setenv("VOIK_NATS_TOKEN", token)

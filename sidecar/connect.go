@@ -26,9 +26,6 @@ func (e *ConfigError) Unwrap() error { return e.Err }
 // VOIK_NATS_URL is set. A port that is taken is a configuration error.
 func startEmbeddedServer(cfg *config.Config, logger *slog.Logger) (*server.Server, error) {
 	addr := net.JoinHostPort(cfg.EmbeddedHost, strconv.Itoa(cfg.EmbeddedPort))
-	if err := checkEmbeddedPort(cfg); err != nil {
-		return nil, err
-	}
 	ns, err := server.NewServer(&server.Options{
 		Host:   cfg.EmbeddedHost,
 		Port:   cfg.EmbeddedPort,
@@ -49,8 +46,9 @@ func startEmbeddedServer(cfg *config.Config, logger *slog.Logger) (*server.Serve
 
 // checkEmbeddedPort fails with a *ConfigError when the embedded server
 // would be started and its port is taken. New checks it before anything
-// runs, so that the error is the one line voik prints; starting the server
-// checks again.
+// runs, so that the error is the one line voik prints; a port taken between
+// then and the start is the server's not becoming ready, also a
+// *ConfigError.
 func checkEmbeddedPort(cfg *config.Config) error {
 	if cfg.NatsURL != "" || cfg.EmbeddedPort <= 0 {
 		return nil

@@ -57,7 +57,8 @@ type Sidecar struct {
 }
 
 // New checks what can be checked before anything runs: the filters, the
-// HTTP port, the data dir. A *ConfigError is the user's to fix.
+// embedded server's port and the HTTP port (config.Load has checked the
+// data dir). A *ConfigError is the user's to fix.
 func New(cfg *config.Config, logger *slog.Logger) (*Sidecar, error) {
 	filters, err := cfg.Filters()
 	if err != nil {
