@@ -97,8 +97,14 @@ func (c *Client) Append(ctx context.Context, subject string, headers nats.Header
 	if err != nil {
 		return nil, fmt.Errorf("voik: append to %s: %w", subject, err)
 	}
+	return DecodeAckReply(reply.Data)
+}
+
+// DecodeAckReply decodes voik's answer to an acked append (a message with
+// Voik-Ack and a reply subject): the ack, or its error reply as a *Error.
+func DecodeAckReply(body []byte) (*AckReply, error) {
 	var ack AckReply
-	if err := decodeReply(reply.Data, &ack); err != nil {
+	if err := decodeReply(body, &ack); err != nil {
 		return nil, err
 	}
 	return &ack, nil

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/voik/voik/harness"
 	"github.com/voik/voik/messages"
@@ -96,15 +95,9 @@ func (s *sizeRun) voik(e *Env) {
 		nc: pub, subject: ackSubject, payload: s.payload, n: s.appends, window: s.opts.Window, stall: s.opts.Stall,
 		header: nats.Header{messages.HeaderAck: {"1"}},
 		check: func(i int, body []byte) (uint64, error) {
-			var ack struct {
-				messages.AckReply
-				Error *messages.Error `msgpack:"error"`
-			}
-			if err := msgpack.Unmarshal(body, &ack); err != nil {
+			ack, err := messages.DecodeAckReply(body)
+			if err != nil {
 				return 0, fmt.Errorf("ack %d: %v", i, err)
-			}
-			if ack.Error != nil {
-				return 0, fmt.Errorf("ack %d: %d %s", i, ack.Error.Code, ack.Error.Description)
 			}
 			if ack.Subject != ackSubject {
 				return 0, fmt.Errorf("ack %d: subject %q", i, ack.Subject)

@@ -12,6 +12,7 @@ package crash
 import (
 	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -22,7 +23,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/voik/voik/harness"
 	"github.com/voik/voik/messages"
@@ -178,16 +178,14 @@ func publish(ctx context.Context, t *testing.T, nc *nats.Conn, l *ledger, round,
 		if m.Header.Get("Status") == "503" {
 			return // no responders: voik was down
 		}
-		var ack struct {
-			messages.AckReply
-			Error *messages.Error `msgpack:"error"`
+		ack, err := messages.DecodeAckReply(m.Data)
+		var apiErr *messages.Error
+		if errors.As(err, &apiErr) {
+			return // an error ack promises nothing
 		}
-		if err := msgpack.Unmarshal(m.Data, &ack); err != nil {
+		if err != nil {
 			t.Errorf("ack of %s: %v", pend.id, err)
 			return
-		}
-		if ack.Error != nil {
-			return // an error ack promises nothing
 		}
 		if ack.Subject != pend.subject {
 			t.Errorf("ack of %s names subject %q, sent to %q", pend.id, ack.Subject, pend.subject)
