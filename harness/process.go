@@ -29,18 +29,26 @@ import (
 // package-level cache on purpose: the binary belongs to whoever built it.
 func BuildVoik(tb testing.TB) string {
 	tb.Helper()
+	start := time.Now()
+	bin, err := BuildVoikInto(tb.TempDir())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Logf("built voik in %v", time.Since(start).Round(time.Millisecond))
+	return bin
+}
+
+// BuildVoikInto builds the voik binary into dir and returns its path.
+func BuildVoikInto(dir string) (string, error) {
 	goTool, err := exec.LookPath("go")
 	if err != nil {
 		goTool = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
 	}
-	bin := filepath.Join(tb.TempDir(), "voik")
-	start := time.Now()
-	cmd := exec.Command(goTool, "build", "-o", bin, "github.com/voik/voik")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		tb.Fatalf("go build github.com/voik/voik: %v\n%s", err, out)
+	bin := filepath.Join(dir, "voik")
+	if out, err := exec.Command(goTool, "build", "-o", bin, "github.com/voik/voik").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build github.com/voik/voik: %v\n%s", err, out)
 	}
-	tb.Logf("built voik in %v", time.Since(start).Round(time.Millisecond))
-	return bin
+	return bin, nil
 }
 
 // VoikProcess is voik running as a child process, so that a test can

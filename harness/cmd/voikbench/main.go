@@ -10,11 +10,9 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
@@ -24,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/voik/voik/harness"
 	"github.com/voik/voik/harness/bench"
 )
 
@@ -186,12 +185,10 @@ func voikBinary(bin string) (string, func(), error) {
 		return "", nil, err
 	}
 	cleanup := func() { os.RemoveAll(dir) }
-	bin = filepath.Join(dir, "voik")
 	start := time.Now()
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/voik/voik").CombinedOutput()
-	if err != nil {
+	if bin, err = harness.BuildVoikInto(dir); err != nil {
 		cleanup()
-		return "", nil, errors.New("go build github.com/voik/voik: " + err.Error() + "\n" + string(out))
+		return "", nil, err
 	}
 	fmt.Fprintf(os.Stderr, "built voik in %v\n", time.Since(start).Round(time.Millisecond))
 	return bin, cleanup, nil
