@@ -59,30 +59,9 @@ func (b *syncBuffer) String() string {
 // into the returned buffer, and returns once its API answers.
 func runVoik(t *testing.T, cfg *config.Config) *syncBuffer {
 	t.Helper()
-	if err := cfg.Validate(); err != nil {
-		t.Fatalf("config: %v", err)
-	}
 	logs := &syncBuffer{}
-	s, err := sidecar.New(cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
-	if err != nil {
-		t.Fatalf("voik: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("voik shutdown: %v", err)
-		}
-	})
-	select {
-	case <-s.Started():
-	case err := <-done:
-		t.Fatalf("voik stopped while starting: %v\n%s", err, logs)
-	case <-time.After(30 * time.Second):
-		t.Fatalf("voik did not start within 30s:\n%s", logs)
-	}
+	harness.StartVoik(t, cfg, harness.WithoutClient(),
+		harness.WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
 	return logs
 }
 

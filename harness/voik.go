@@ -50,16 +50,40 @@ func TestConfig(tb testing.TB, natsURL string) *config.Config {
 	return cfg
 }
 
+// VoikOption adjusts StartVoik.
+type VoikOption func(*voikOptions)
+
+type voikOptions struct {
+	logger   *slog.Logger
+	noClient bool
+}
+
+// WithLogger gives voik this logger instead of the test log (warnings,
+// under -v only).
+func WithLogger(l *slog.Logger) VoikOption { return func(o *voikOptions) { o.logger = l } }
+
+// WithoutClient leaves Voik.Client nil: for a server whose users a plain
+// connection cannot be.
+func WithoutClient() VoikOption { return func(o *voikOptions) { o.noClient = true } }
+
 // StartVoik runs voik with cfg until the test ends (or Stop), and returns
 // once its API answers.
-func StartVoik(tb testing.TB, cfg *config.Config) *Voik {
+func StartVoik(tb testing.TB, cfg *config.Config, opts ...VoikOption) *Voik {
 	tb.Helper()
 	if err := cfg.Validate(); err != nil {
 		tb.Fatalf("config: %v", err)
 	}
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
+	var o voikOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	logger := o.logger
+	switch {
+	case logger != nil:
+	case testing.Verbose():
 		logger = slog.New(slog.NewTextHandler(testWriter{tb}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	default:
+		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	s, err := sidecar.New(cfg, logger)
 	if err != nil {
@@ -75,9 +99,10 @@ func StartVoik(tb testing.TB, cfg *config.Config) *Voik {
 	case <-time.After(30 * time.Second):
 		tb.Fatal("voik did not start within 30s")
 	}
-	nc := Connect(tb, s.NatsURL())
-	v.Client = messages.NewClient(nc, cfg.APIPrefix)
 	tb.Cleanup(func() { v.Stop(tb) })
+	if !o.noClient {
+		v.Client = messages.NewClient(Connect(tb, s.NatsURL()), cfg.APIPrefix)
+	}
 	return v
 }
 
