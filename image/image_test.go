@@ -292,10 +292,8 @@ func checkELF(t *testing.T, binary string, platform v1.Platform) {
 	if f.Machine != machine {
 		t.Errorf("binary for %v, want %s", f.Machine, platform.Architecture)
 	}
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_INTERP {
-			t.Error("the binary is dynamically linked; the image has no loader")
-		}
+	if err := checkStatic(binaryPath); err != nil {
+		t.Error(err)
 	}
 }
 

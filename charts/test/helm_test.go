@@ -216,3 +216,29 @@ func envMap(c corev1.Container) map[string]corev1.EnvVar {
 	}
 	return env
 }
+
+// checkProbes checks voik's startup, liveness and readiness probes: HTTP
+// on the named port, /healthz or /readyz, with timings set.
+func checkProbes(t *testing.T, voik corev1.Container, port string) {
+	t.Helper()
+	for _, p := range []struct {
+		name  string
+		probe *corev1.Probe
+		path  string
+	}{
+		{"startup", voik.StartupProbe, "/healthz"},
+		{"liveness", voik.LivenessProbe, "/healthz"},
+		{"readiness", voik.ReadinessProbe, "/readyz"},
+	} {
+		if p.probe == nil || p.probe.HTTPGet == nil {
+			t.Errorf("no HTTP %s probe", p.name)
+			continue
+		}
+		if p.probe.HTTPGet.Path != p.path || p.probe.HTTPGet.Port.String() != port {
+			t.Errorf("%s probe on %s port %s, want %s on %s", p.name, p.probe.HTTPGet.Path, p.probe.HTTPGet.Port.String(), p.path, port)
+		}
+		if p.probe.PeriodSeconds < 1 || p.probe.TimeoutSeconds < 1 || p.probe.FailureThreshold < 1 {
+			t.Errorf("%s probe timings %+v", p.name, p.probe.ProbeHandler)
+		}
+	}
+}

@@ -14,7 +14,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 )
 
@@ -206,23 +205,7 @@ func TestSidecarValues(t *testing.T) {
 				}
 			}
 		}
-		for _, p := range []struct {
-			name  string
-			probe *corev1.Probe
-			path  string
-		}{
-			{"startup", voik.StartupProbe, "/healthz"},
-			{"liveness", voik.LivenessProbe, "/healthz"},
-			{"readiness", voik.ReadinessProbe, "/readyz"},
-		} {
-			if p.probe == nil || p.probe.HTTPGet == nil {
-				t.Errorf("no HTTP %s probe", p.name)
-				continue
-			}
-			if p.probe.HTTPGet.Path != p.path || p.probe.HTTPGet.Port != intstr.FromString(voik.Ports[0].Name) {
-				t.Errorf("%s probe %s on %s, want %s on %s", p.name, p.probe.HTTPGet.Path, p.probe.HTTPGet.Port.String(), p.path, voik.Ports[0].Name)
-			}
-		}
+		checkProbes(t, voik, voik.Ports[0].Name)
 	})
 
 	t.Run("security context", func(t *testing.T) {
