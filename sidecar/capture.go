@@ -415,12 +415,19 @@ func (c *capture) sendAck(reply string, body []byte, ok bool) {
 
 // drain stops taking messages, appends everything NATS already delivered,
 // and returns once the subscriptions are closed.
-func (c *capture) drain(ctx context.Context) {
-	for _, sub := range c.subs {
+func (c *capture) drain(ctx context.Context) { drainAll(ctx, c.subs) }
+
+// drainAll drains subs: NATS stops sending, the messages already delivered
+// are handled, and it returns once every one is closed (or ctx is done).
+func drainAll(ctx context.Context, subs []*nats.Subscription) {
+	var closing []<-chan nats.SubStatus
+	for _, sub := range subs { // all at once: each drain takes a round trip or more
 		closed := sub.StatusChanged(nats.SubscriptionClosed)
-		if err := sub.Drain(); err != nil {
-			continue
+		if err := sub.Drain(); err == nil {
+			closing = append(closing, closed)
 		}
+	}
+	for _, closed := range closing {
 		select {
 		case <-closed:
 		case <-ctx.Done():

@@ -271,11 +271,11 @@ func (s *Sidecar) stop(shutdown context.CancelFunc) {
 	defer cancel()
 	// 1. No new messages; everything NATS delivered is appended.
 	s.capture.drain(ctx)
-	// 2. No new requests; waiting fetches answer now, replays end with 503.
-	for _, sub := range s.api.subs {
-		sub.Unsubscribe()
-	}
+	// 2. Waiting fetches answer now, replays end with 503; no new
+	// requests, and those NATS already delivered are answered 503, not
+	// dropped.
 	shutdown()
+	drainAll(ctx, s.api.subs)
 	// 3. Requests and acks in flight complete (acks once durable).
 	var wg sync.WaitGroup
 	wg.Add(2)
