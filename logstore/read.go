@@ -96,10 +96,14 @@ func guardFault(seg *segment, err *error) {
 		return
 	}
 	fault, ok := r.(interface{ Addr() uintptr })
-	if !ok || !seg.maps(fault.Addr()) {
+	if !ok {
+		panic(r)
+	}
+	path := seg.fileMapping(fault.Addr())
+	if path == "" {
 		panic(r) // not ours: a bug in a callback, say
 	}
-	*err = fmt.Errorf("%w: %s at address %#x", ErrFault, seg.logPath, fault.Addr())
+	*err = fmt.Errorf("%w: %s at address %#x", ErrFault, path, fault.Addr())
 }
 
 // scanSegment reads records of seg from *next while they are below end.

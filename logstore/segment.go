@@ -443,18 +443,22 @@ func (s *segment) closeFiles() {
 	}
 }
 
-// maps says whether addr lies in one of the segment's mappings, so that
-// only faults on its own files are turned into errors.
-func (s *segment) maps(addr uintptr) bool {
-	for _, m := range []mmap.MMap{s.logMap, s.indexMap} {
-		if len(m) > 0 {
-			start := uintptr(unsafe.Pointer(&m[0]))
-			if addr >= start && addr < start+uintptr(len(m)) {
-				return true
+// fileMapping is the path of the file whose mapping holds addr, or "":
+// only faults on the segment's own files are turned into errors, and the
+// error names the file.
+func (s *segment) fileMapping(addr uintptr) string {
+	for _, m := range []struct {
+		data mmap.MMap
+		path string
+	}{{s.logMap, s.logPath}, {s.indexMap, s.indexPath}} {
+		if len(m.data) > 0 {
+			start := uintptr(unsafe.Pointer(&m.data[0]))
+			if addr >= start && addr < start+uintptr(len(m.data)) {
+				return m.path
 			}
 		}
 	}
-	return false
+	return ""
 }
 
 // logBytes is what readers may look at: the mapped, allocated part of the .log.
