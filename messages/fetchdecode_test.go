@@ -83,8 +83,8 @@ func TestFetchReplyFastDecodeMatchesMsgpack(t *testing.T) {
 	}
 }
 
-// FuzzDecodeFetchReply: the fast decoder never panics or allocates what a
-// hostile length asks for, and when it accepts a body it agrees with msgpack.
+// FuzzDecodeFetchReply: the fast decoder never panics, and when it accepts
+// a body msgpack also accepts, the two agree on every field.
 func FuzzDecodeFetchReply(f *testing.F) {
 	var b FetchReplyBuilder
 	b.Add(1, 2, map[string][]string{"K": {"v"}}, []byte("data"))
@@ -99,7 +99,20 @@ func FuzzDecodeFetchReply(f *testing.F) {
 		if err := msgpack.Unmarshal(body, &want); err != nil {
 			return // the fast path is stricter in places and laxer in none that matter
 		}
-		if want.Subject != got.Subject || len(want.Records) != len(got.Records) || want.NextOffset != got.NextOffset {
+		if len(want.Records) == len(got.Records) {
+			for i := range want.Records { // empty is empty, however it was spelled
+				if len(want.Records[i].Data) == 0 && len(got.Records[i].Data) == 0 {
+					want.Records[i].Data, got.Records[i].Data = nil, nil
+				}
+				if len(want.Records[i].Headers) == 0 && len(got.Records[i].Headers) == 0 {
+					want.Records[i].Headers, got.Records[i].Headers = nil, nil
+				}
+			}
+			if len(want.Records) == 0 {
+				want.Records, got.Records = nil, nil
+			}
+		}
+		if !reflect.DeepEqual(want, got) {
 			t.Fatalf("fast %+v, msgpack %+v", got, want)
 		}
 	})
