@@ -244,6 +244,11 @@ func (s *sizeRun) voikReplay(e *Env, nc *nats.Conn, client *messages.Client, his
 	}
 	defer sub.Unsubscribe()
 	sub.SetPendingLimits(-1, -1)
+	// The request goes on another connection: the server must have the
+	// subscription before voik delivers to it.
+	if err := nc.Flush(); err != nil {
+		e.Fatalf("flush: %v", err)
+	}
 	stop := watch(s.opts.Progress, "voik replay", history, func() int { return int(read.Load()) })
 	defer stop()
 	start := time.Now()
