@@ -292,7 +292,7 @@ func checkELF(t *testing.T, binary string, platform v1.Platform) {
 	if f.Machine != machine {
 		t.Errorf("binary for %v, want %s", f.Machine, platform.Architecture)
 	}
-	if err := checkStatic(binaryPath); err != nil {
+	if err := checkStatic(binary); err != nil {
 		t.Error(err)
 	}
 }
