@@ -161,15 +161,15 @@ func (c *Config) Validate() error {
 	if (c.NatsUser == "") != (c.NatsPassword == "") {
 		bad("VOIK_NATS_USER and VOIK_NATS_PASSWORD go together")
 	}
-	for name, path := range map[string]string{
-		"VOIK_NATS_CREDS": c.NatsCreds, "VOIK_NATS_NKEY": c.NatsNKey, "VOIK_NATS_TLS_CA": c.NatsTLSCA,
-		"VOIK_NATS_TLS_CERT": c.NatsTLSCert, "VOIK_NATS_TLS_KEY": c.NatsTLSKey,
+	for _, file := range []struct{ name, path string }{
+		{"VOIK_NATS_CREDS", c.NatsCreds}, {"VOIK_NATS_NKEY", c.NatsNKey}, {"VOIK_NATS_TLS_CA", c.NatsTLSCA},
+		{"VOIK_NATS_TLS_CERT", c.NatsTLSCert}, {"VOIK_NATS_TLS_KEY", c.NatsTLSKey},
 	} {
-		if path == "" {
+		if file.path == "" {
 			continue
 		}
-		if f, err := os.Open(path); err != nil {
-			bad("%s: %v", name, errors.Unwrap(err))
+		if f, err := os.Open(file.path); err != nil {
+			bad("%s: %v", file.name, errors.Unwrap(err))
 		} else {
 			f.Close()
 		}
@@ -177,10 +177,20 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		bad("VOIK_DATA_DIR is empty")
 	}
-	if len(problems) > 0 {
-		return fmt.Errorf("configuration: %w", problems[0])
+	if len(problems) == 0 {
+		return nil
 	}
-	return nil
+	// Every problem at once, on one line, so that a broken deployment is
+	// fixed in one round instead of one restart per mistake.
+	return fmt.Errorf("configuration: "+strings.TrimSuffix(strings.Repeat("%w; ", len(problems)), "; "), anySlice(problems)...)
+}
+
+func anySlice(errs []error) []any {
+	out := make([]any, len(errs))
+	for i, err := range errs {
+		out[i] = err
+	}
+	return out
 }
 
 // checkDataDir makes the data dir (0700) and proves it writable.

@@ -105,6 +105,38 @@ func TestBadSettingsAreOneClearLine(t *testing.T) {
 	}
 }
 
+func TestEveryBadSettingIsReportedOnOneLine(t *testing.T) {
+	dir := t.TempDir()
+	setEnv(t, map[string]string{
+		"VOIK_DATA_DIR":   filepath.Join(dir, "data"),
+		"VOIK_SYNC":       "sometimes",
+		"VOIK_LOG_LEVEL":  "loud",
+		"VOIK_API_PREFIX": "VOIK.*",
+		"VOIK_NATS_CREDS": filepath.Join(dir, "nope.creds"),
+		"VOIK_NATS_NKEY":  filepath.Join(dir, "nope.nk"),
+	})
+	_, err := Load("")
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	msg := err.Error()
+	if strings.Contains(msg, "\n") || strings.Count(msg, "configuration:") != 1 {
+		t.Fatalf("want one line with one prefix: %q", msg)
+	}
+	// In the order Validate checks them, the same on every run.
+	last := -1
+	for _, want := range []string{"VOIK_API_PREFIX", "VOIK_SYNC ", "VOIK_LOG_LEVEL", "VOIK_NATS_CREDS", "VOIK_NATS_NKEY"} {
+		at := strings.Index(msg, want)
+		if at < 0 {
+			t.Fatalf("%q does not mention %s", msg, want)
+		}
+		if at < last {
+			t.Fatalf("%q: %s out of order", msg, want)
+		}
+		last = at
+	}
+}
+
 func TestFiltersDropCoveredOnes(t *testing.T) {
 	c := &Config{Subjects: "orders.eu, orders.>,orders.>,metrics.*"}
 	got, err := c.Filters()
