@@ -144,28 +144,56 @@ func scanSegment(seg *segment, next *uint64, end uint64, fn func(RecordView) boo
 
 // locate returns where the record at offset starts. The index says so in
 // one lookup; the index is derived data, so when the record there is not
-// the one wanted, locate walks the .log from the segment's start instead
-// (the records themselves are the truth) and returns the index's position
-// only if the walk fails too, for the caller to report.
+// the one wanted, the positions are rebuilt from the .log once (the
+// records themselves are the truth) and used for every later read of the
+// segment. It returns the index's position only if the .log has no such
+// record either, for the caller to report.
 func (s *segment) locate(bytes []byte, offset uint64) int64 {
-	position := int64(s.indexEntryAt(offset - s.baseOffset).position)
-	if position >= fileHeaderSize && position+recordHeaderSize <= int64(len(bytes)) &&
-		binary.LittleEndian.Uint32(bytes[position:]) != 0 &&
-		binary.LittleEndian.Uint64(bytes[position+8:]) == offset {
+	i := offset - s.baseOffset
+	if p := s.positions.Load(); p != nil && i < uint64(len(*p)) {
+		return int64((*p)[i])
+	}
+	position := int64(s.indexEntryAt(i).position)
+	if recordAt(bytes, position, offset) {
 		return position // the caller verifies the checksum
 	}
-	walk := int64(fileHeaderSize)
-	for walk < int64(len(bytes)) {
-		view, status, _ := decodeRecord(bytes[walk:])
-		if status != decodeOK || view.offset > offset {
-			break
-		}
-		if view.offset == offset {
-			return walk
-		}
-		walk += int64(view.size)
+	if p := s.rebuildPositions(bytes, offset); i < uint64(len(p)) {
+		return int64(p[i])
 	}
 	return position
+}
+
+// recordAt says whether a record that claims offset starts at position.
+func recordAt(bytes []byte, position int64, offset uint64) bool {
+	return position >= fileHeaderSize && position+recordHeaderSize <= int64(len(bytes)) &&
+		binary.LittleEndian.Uint32(bytes[position:]) != 0 &&
+		binary.LittleEndian.Uint64(bytes[position+8:]) == offset
+}
+
+// rebuildPositions walks the .log from its start and records where each
+// valid record begins, up to the segment's count, unless another reader
+// already did so far enough to cover offset. It logs once per rebuild.
+func (s *segment) rebuildPositions(bytes []byte, offset uint64) []uint32 {
+	s.rebuildMu.Lock()
+	defer s.rebuildMu.Unlock()
+	if p := s.positions.Load(); p != nil && offset-s.baseOffset < uint64(len(*p)) {
+		return *p
+	}
+	count := s.count.Load()
+	positions := make([]uint32, 0, count)
+	walk := int64(fileHeaderSize)
+	for uint64(len(positions)) < count && walk < int64(len(bytes)) {
+		view, status, _ := decodeRecord(bytes[walk:])
+		if status != decodeOK || view.offset != s.baseOffset+uint64(len(positions)) {
+			break
+		}
+		positions = append(positions, uint32(walk))
+		walk += int64(view.size)
+	}
+	s.positions.Store(&positions)
+	s.logger.Warn("logstore: index disagrees with its log; reading by positions rebuilt from the log",
+		"path", s.indexPath, "offset", offset, "records", len(positions))
+	return positions
 }
 
 // Read returns up to max records from offset, copied out of the mapping.

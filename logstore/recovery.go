@@ -298,6 +298,7 @@ func openFiles(dir string, base uint64, writable bool, opts *Options) (*segment,
 		writable:   writable,
 		faults:     opts.faults,
 		observer:   opts.Observer,
+		logger:     opts.Logger,
 	}
 	s.refs.Store(1)
 	var err error

@@ -841,6 +841,49 @@ func TestSealedIndexWrongMiddleEntry(t *testing.T) {
 	checkRecords(t, l, int(k), fx.n)
 }
 
+// TestSealedIndexWrongEntriesRebuildPositionsOnce: reads that start at
+// wrong index entries of a sealed segment walk its .log once, log that
+// once, and are served from the rebuilt positions afterwards instead of
+// walking the segment from its start on every read.
+func TestSealedIndexWrongEntriesRebuildPositionsOnce(t *testing.T) {
+	opts, logs := rcvOptions()
+	fx := buildRecoveryFixture(t, opts, 300)
+	_, positions, _ := fx.records(t, 1)
+	rcvEdit(t, fx.path(1, ".idx"), func(b []byte) []byte {
+		for _, i := range []int{3, 7} {
+			binary.LittleEndian.PutUint32(rcvEntry(b, i), uint32(positions[i]+1)) // still in order and in bounds
+		}
+		return b
+	})
+	logs.Reset()
+	l, err := OpenLog(fx.dir, "test.subject", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for _, i := range []uint64{3, 7, 3, 7} {
+		checkRecords(t, l, int(fx.base(1)+i), int(fx.base(1)+i+1))
+	}
+	if n := strings.Count(logs.String(), "index disagrees with its log"); n != 1 {
+		t.Fatalf("%d rebuild warnings for reads at two wrong entries, want 1:\n%s", n, logs.String())
+	}
+	var seg *segment
+	for _, s := range *l.segments.Load() {
+		if s.baseOffset == fx.base(1) {
+			seg = s
+		}
+	}
+	p := seg.positions.Load()
+	if p == nil || len(*p) != len(positions) {
+		t.Fatalf("rebuilt positions %v, want the %d records of the segment", p, len(positions))
+	}
+	for i, want := range positions {
+		if int64((*p)[i]) != want {
+			t.Fatalf("rebuilt position of record %d is %d, the .log has it at %d", i, (*p)[i], want)
+		}
+	}
+}
+
 // TestStoreRemovesUnfinishedLogDirs: createLogDir builds a log directory
 // under ".new-*" and renames it; a crash leaves the temporary directory,
 // which OpenStore removes. Logs that were completed are all found.

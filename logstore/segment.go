@@ -3,8 +3,10 @@ package logstore
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -47,6 +49,15 @@ type segment struct {
 	syncGen atomic.Uint64 // counts syncs of the .log: each write-protects its pages again
 	refs    atomic.Int32
 	deleted atomic.Bool // unlinked by retention; still readable until the last release
+
+	// positions is where each record starts, rebuilt from the .log the
+	// first time a read finds the .idx pointing elsewhere (an index that
+	// passed the cheap checks at open but is wrong inside); from then on
+	// reads use it instead of walking the .log each time. nil while the
+	// index is trusted. rebuildMu lets one reader walk while others wait.
+	positions atomic.Pointer[[]uint32]
+	rebuildMu sync.Mutex
+	logger    *slog.Logger
 
 	// ---- owned by the writer ----
 	writable   bool
@@ -160,6 +171,7 @@ func createSegment(dir string, baseOffset uint64, opts *Options) (*segment, erro
 		writable:   true,
 		faults:     opts.faults,
 		observer:   opts.Observer,
+		logger:     opts.Logger,
 	}
 	s.refs.Store(1)
 	err := s.createFiles(opts)
