@@ -195,50 +195,77 @@ func TestCIValues(t *testing.T) {
 }
 
 // TestAuthentication checks each way to reach NATS: the VOIK_* variables
-// voik's container reads, from the Secret named in the values. (The helm
-// test pod's NATS_* variables are not checked here.)
+// voik's container reads, and the NATS_* variables the NATS CLI of the
+// helm test pod reads, from the Secret named in the values. The test pod
+// is rendered for every file, also where the file turns it off.
 func TestAuthentication(t *testing.T) {
 	for _, tc := range []struct {
 		file string
 		want map[string]string // variable: file path, or "secret:NAME/KEY"
+		cli  map[string]string // the same for the test pod's publish container
 	}{
 		{"ci/credentials-tls-values.yaml", map[string]string{
 			"VOIK_NATS_CREDS":    "/etc/voik/nats/credentials/voik.creds",
 			"VOIK_NATS_TLS_CA":   "/etc/voik/nats/tls-ca/ca.crt",
 			"VOIK_NATS_TLS_CERT": "/etc/voik/nats/tls-client/tls.crt",
 			"VOIK_NATS_TLS_KEY":  "/etc/voik/nats/tls-client/tls.key",
+		}, map[string]string{
+			"NATS_CREDS": "/etc/voik/nats/credentials/voik.creds",
+			"NATS_CA":    "/etc/voik/nats/tls-ca/ca.crt",
+			"NATS_CERT":  "/etc/voik/nats/tls-client/tls.crt",
+			"NATS_KEY":   "/etc/voik/nats/tls-client/tls.key",
 		}},
-		{"ci/nkey-values.yaml", map[string]string{"VOIK_NATS_NKEY": "/etc/voik/nats/nkey/nkey.seed"}},
-		{"ci/token-ephemeral-values.yaml", map[string]string{"VOIK_NATS_TOKEN": "secret:nats-token/token"}},
+		{"ci/nkey-values.yaml", map[string]string{"VOIK_NATS_NKEY": "/etc/voik/nats/nkey/nkey.seed"},
+			map[string]string{"NATS_NKEY": "/etc/voik/nats/nkey/nkey.seed"}},
+		// The NATS CLI takes a token as the user name.
+		{"ci/token-ephemeral-values.yaml", map[string]string{"VOIK_NATS_TOKEN": "secret:nats-token/token"},
+			map[string]string{"NATS_USER": "secret:nats-token/token"}},
 		{"ci/userpassword-values.yaml", map[string]string{
 			"VOIK_NATS_USER":     "secret:voik-nats-user/username",
 			"VOIK_NATS_PASSWORD": "secret:voik-nats-user/password",
+		}, map[string]string{
+			"NATS_USER":     "secret:voik-nats-user/username",
+			"NATS_PASSWORD": "secret:voik-nats-user/password",
 		}},
 	} {
 		t.Run(filepath.Base(tc.file), func(t *testing.T) {
-			manifests := render(t, []string{tc.file})
+			manifests := render(t, []string{tc.file}, "--set", "tests.enabled=true")
 			s := only[*appsv1.StatefulSet](t, manifests)
-			env := envMap(container(t, s.Spec.Template.Spec, "voik"))
-			for name, want := range tc.want {
-				e, ok := env[name]
-				switch {
-				case !ok:
-					t.Errorf("%s not set", name)
-				case strings.HasPrefix(want, "secret:"):
-					ref := e.ValueFrom
-					if ref == nil || ref.SecretKeyRef == nil || "secret:"+ref.SecretKeyRef.Name+"/"+ref.SecretKeyRef.Key != want {
-						t.Errorf("%s = %+v, want from %s", name, e, want)
-					}
-				case e.Value != want:
-					t.Errorf("%s = %q, want %q", name, e.Value, want)
-				}
-			}
-			for name := range env {
-				if _, ok := tc.want[name]; strings.HasPrefix(name, "VOIK_NATS_") && name != "VOIK_NATS_URL" && name != "VOIK_NATS_NAME" && !ok {
-					t.Errorf("%s set as well", name)
-				}
+			voik := container(t, s.Spec.Template.Spec, "voik")
+			checkEnv(t, "voik", envMap(voik), tc.want, "VOIK_NATS_", "VOIK_NATS_URL", "VOIK_NATS_NAME")
+			testPod := only[*corev1.Pod](t, manifests)
+			publish := envMap(container(t, testPod.Spec, "publish"))
+			checkEnv(t, "test pod", publish, tc.cli, "NATS_", "NATS_URL")
+			if got, want := publish["NATS_URL"].Value, envMap(voik)["VOIK_NATS_URL"].Value; got != want {
+				t.Errorf("test pod publishes to %q, voik connects to %q", got, want)
 			}
 		})
+	}
+}
+
+// checkEnv checks that env has each variable of want (a value, or
+// "secret:NAME/KEY" for one from a Secret) and no other variable with the
+// prefix, apart from those in also.
+func checkEnv(t *testing.T, who string, env map[string]corev1.EnvVar, want map[string]string, prefix string, also ...string) {
+	t.Helper()
+	for name, w := range want {
+		e, ok := env[name]
+		switch {
+		case !ok:
+			t.Errorf("%s: %s not set", who, name)
+		case strings.HasPrefix(w, "secret:"):
+			ref := e.ValueFrom
+			if ref == nil || ref.SecretKeyRef == nil || "secret:"+ref.SecretKeyRef.Name+"/"+ref.SecretKeyRef.Key != w {
+				t.Errorf("%s: %s = %+v, want from %s", who, name, e, w)
+			}
+		case e.Value != w:
+			t.Errorf("%s: %s = %q, want %q", who, name, e.Value, w)
+		}
+	}
+	for name := range env {
+		if _, ok := want[name]; strings.HasPrefix(name, prefix) && !ok && !slices.Contains(also, name) {
+			t.Errorf("%s: %s set as well", who, name)
+		}
 	}
 }
 
