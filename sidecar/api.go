@@ -45,38 +45,17 @@ type api struct {
 	builders sync.Pool // *messages.FetchReplyBuilder
 }
 
-// subscribe subscribes the per-subject verbs once per capture filter, so
-// that voik instances sharing a NATS cluster answer only for what they store.
-func (a *api) subscribe(filters []string) error {
-	add := func(subject, verb string) error {
-		sub, err := a.nc.Subscribe(subject, func(msg *nats.Msg) { a.dispatch(msg, verb) })
+// subscribe takes every request under the prefix: the verbs on any
+// subject, inside the capture filters or not (a subject with no log is a
+// 404, and no request goes unanswered), and anything malformed (400). One
+// subscription on <prefix>.> routes them, so no request is delivered twice.
+// voik instances sharing a NATS cluster therefore need prefixes of their own.
+func (a *api) subscribe() error {
+	for _, subject := range []string{a.prefix, a.prefix + ".>"} {
+		sub, err := a.nc.Subscribe(subject, a.route)
 		if err == nil {
 			err = sub.SetPendingLimits(-1, -1)
 		}
-		if err != nil {
-			return fmt.Errorf("subscribe %s: %w", subject, err)
-		}
-		a.subs = append(a.subs, sub)
-		return nil
-	}
-	for _, filter := range filters {
-		for _, verb := range []string{verbFetch, verbInfo, verbReplay} {
-			if err := add(a.prefix+"."+verb+"."+filter, verb); err != nil {
-				return err
-			}
-		}
-	}
-	if err := add(a.prefix+"."+verbSubjects, verbSubjects); err != nil {
-		return err
-	}
-	// What else can be told apart from another voik's request is a
-	// malformed one: the prefix alone, an unknown verb without a subject,
-	// FETCH, INFO or REPLAY without one, SUBJECTS with one. A per-subject
-	// verb on a subject outside this voik's filters is left alone: another
-	// voik sharing the NATS may capture it, and with none NATS tells the
-	// client at once that nobody answers.
-	for _, subject := range []string{a.prefix, a.prefix + ".*", a.prefix + "." + verbSubjects + ".>"} {
-		sub, err := a.nc.Subscribe(subject, a.malformed)
 		if err != nil {
 			return fmt.Errorf("subscribe %s: %w", subject, err)
 		}
@@ -88,29 +67,30 @@ func (a *api) subscribe(filters []string) error {
 // verbInvalid labels the metrics of requests to no verb at all.
 const verbInvalid = "invalid"
 
-// malformed answers a request to an API subject that names no verb
-// correctly with a 400; those the verbs' own subscriptions get are left
-// to them.
-func (a *api) malformed(msg *nats.Msg) {
-	if msg.Reply == "" {
-		return
-	}
+// route hands a request to its verb, or answers 400 when its subject names
+// no verb correctly.
+func (a *api) route(msg *nats.Msg) {
 	rest := strings.TrimPrefix(strings.TrimPrefix(msg.Subject, a.prefix), ".")
 	verb, _, hasSubject := strings.Cut(rest, ".")
 	var err *messages.Error
 	switch verb {
 	case verbFetch, verbInfo, verbReplay:
 		if hasSubject {
+			a.dispatch(msg, verb)
 			return
 		}
 		err = messages.Errorf(messages.CodeBadRequest, "%s needs a subject: %s.%s.<subject>", verb, a.prefix, verb)
 	case verbSubjects:
 		if !hasSubject {
+			a.dispatch(msg, verb)
 			return
 		}
 		err = messages.Errorf(messages.CodeBadRequest, "SUBJECTS takes no subject: send the filter in the body to %s.SUBJECTS", a.prefix)
 	default:
 		err = messages.Errorf(messages.CodeBadRequest, "%s is not a verb: want %s.FETCH, INFO or REPLAY followed by a subject, or %s.SUBJECTS", messages.Quote(verb), a.prefix, a.prefix)
+	}
+	if msg.Reply == "" {
+		return
 	}
 	a.respond(msg, verbInvalid, time.Now(), messages.EncodeError(err), err.Code)
 }

@@ -2,7 +2,6 @@ package sidecar_test
 
 import (
 	"context"
-	"errors"
 	"reflect"
 	"sort"
 	"strings"
@@ -207,27 +206,60 @@ func TestLiteralWildcardSubjectsAreNotStored(t *testing.T) {
 	}
 }
 
-func TestTwoVoiksSharingNATSEachAnswerForTheirOwnFilters(t *testing.T) {
+func TestTwoVoiksSharingNATSEachAnswerOnTheirOwnPrefix(t *testing.T) {
 	t.Parallel()
-	orders := startWith(t, nil, func(c *configT) { c.Subjects = "orders.>" })
+	orders := startWith(t, nil, func(c *configT) { c.Subjects, c.APIPrefix = "orders.>", "ORDERS.API" })
 	paymentsCfg := harness.TestConfig(t, orders.server.ClientURL())
-	paymentsCfg.Subjects = "payments.>"
+	paymentsCfg.Subjects, paymentsCfg.APIPrefix = "payments.>", "PAYMENTS.API"
 	harness.StartVoik(t, paymentsCfg)
+	payments := messages.NewClient(orders.nc, paymentsCfg.APIPrefix)
 
 	orders.appendAcked("orders.eu", nil, []byte("an order"))
 	orders.appendAcked("payments.eu", nil, []byte("a payment"))
-	for subject, data := range map[string]string{"orders.eu": "an order", "payments.eu": "a payment"} {
-		for i := 0; i < 5; i++ { // a wrong voik answering would win some of these
-			reply := orders.fetch(subject, messages.FetchRequest{})
-			if len(reply.Records) != 1 || string(reply.Records[0].Data) != data {
-				t.Fatalf("FETCH %s: %+v", subject, reply)
-			}
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
+	for _, c := range []struct {
+		client  *messages.Client
+		subject string
+		data    string // "": 404
+	}{
+		{orders.client, "orders.eu", "an order"},
+		{orders.client, "payments.eu", ""},
+		{payments, "payments.eu", "a payment"},
+		{payments, "orders.eu", ""},
+	} {
+		reply, err := c.client.Fetch(ctx, c.subject, messages.FetchRequest{})
+		switch {
+		case c.data == "" && !isCode(err, messages.CodeNotFound):
+			t.Errorf("FETCH %s from the voik that does not capture it: %+v, %v; want 404", c.subject, reply, err)
+		case c.data != "" && (err != nil || len(reply.Records) != 1 || string(reply.Records[0].Data) != c.data):
+			t.Errorf("FETCH %s: %+v, %v", c.subject, reply, err)
 		}
 	}
-	// Neither captures it: NATS says at once that nobody answers.
-	if _, err := orders.nc.Request(orders.prefix()+".FETCH.other.subject", nil, requestTimeout); !errors.Is(err, nats.ErrNoResponders) {
-		t.Fatalf("FETCH outside both voiks' filters: %v, want no responders", err)
+}
+
+// TestSubjectsOutsideTheFiltersAreAnswered: the verbs answer for any
+// subject, not only those the filters capture now: 404 for one never
+// stored, and the records of one stored under filters voik had before.
+func TestSubjectsOutsideTheFiltersAreAnswered(t *testing.T) {
+	t.Parallel()
+	e := start(t)
+	e.appendAcked("payments.eu", nil, []byte("a payment"))
+	e.voik.Stop(t)
+	e.voik.Config.Subjects = "orders.>"
+	e.voik = harness.StartVoik(t, e.voik.Config)
+	for _, call := range []struct {
+		subject string
+		body    any
+	}{
+		{"FETCH.other.subject", nil},
+		{"FETCH.other.subject", map[string]any{"wait_ms": 50}},
+		{"INFO.other.subject", nil},
+		{"REPLAY.other.subject", map[string]any{"deliver": "_INBOX.x"}},
+	} {
+		wantError(t, call.subject, e.call(call.subject, call.body), 404)
 	}
-	// A malformed request is malformed for both.
-	wantError(t, "FETCH without a subject", orders.call("FETCH", nil), 400)
+	if records := e.fetchAll("payments.eu"); len(records) != 1 || string(records[0].Data) != "a payment" {
+		t.Fatalf("FETCH of a subject stored under the old filters: %+v", records)
+	}
 }

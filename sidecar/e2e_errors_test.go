@@ -56,7 +56,9 @@ func TestBadRequestsAre400WithTheErrorShape(t *testing.T) {
 		{"REPLAY of a subject with >", "REPLAY.bad.>", map[string]any{"deliver": "x"}},
 		{"REPLAY without a subject", "REPLAY", map[string]any{"deliver": "x"}},
 		{"an unknown verb", "DELETE", nil},
+		{"an unknown verb with a subject", "DELETE.bad.requests", nil},
 		{"a verb in the wrong case", "fetch", nil},
+		{"a verb in the wrong case with a subject", "fetch.bad.requests", nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

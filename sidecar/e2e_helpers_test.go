@@ -8,6 +8,7 @@ package sidecar_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"reflect"
 	"sort"
@@ -414,3 +415,9 @@ func (c *inboxCollector) index(t testing.TB, msg *nats.Msg) int {
 
 // configT shortens the configuration type in startWith callbacks.
 type configT = config.Config
+
+// isCode says whether err is voik's error reply with code.
+func isCode(err error, code int) bool {
+	var apiErr *messages.Error
+	return errors.As(err, &apiErr) && apiErr.Code == code
+}

@@ -256,7 +256,7 @@ func (s *Sidecar) start(shutdownCtx context.Context) error {
 		slots:    make(chan struct{}, maxInFlight),
 	}
 	s.api.builders.New = func() any { return new(messages.FetchReplyBuilder) }
-	if err := s.api.subscribe(s.filters); err != nil {
+	if err := s.api.subscribe(); err != nil {
 		return fmt.Errorf("api: %w", err)
 	}
 	if err := s.apiNC.Flush(); err != nil {
