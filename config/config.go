@@ -10,9 +10,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"time"
 
@@ -119,10 +121,24 @@ func (c *Config) Validate() error {
 		}
 	}
 	if c.NatsURL != "" {
-		for _, u := range strings.Split(c.NatsURL, ",") {
-			if strings.TrimSpace(u) == "" {
+		websocket := 0
+		entries := strings.Split(c.NatsURL, ",")
+		for _, entry := range entries {
+			entry = strings.TrimSpace(entry)
+			if entry == "" {
 				bad("VOIK_NATS_URL %q has an empty entry", c.NatsURL)
+				continue
 			}
+			ws, problem := natsURLProblem(entry)
+			if problem != "" {
+				bad("VOIK_NATS_URL entry %q: %s", entry, problem)
+			}
+			if ws {
+				websocket++
+			}
+		}
+		if websocket > 0 && websocket < len(entries) {
+			bad("VOIK_NATS_URL %q mixes websocket (ws://, wss://) and other URLs; NATS clients take one kind", c.NatsURL)
 		}
 	}
 	if c.EmbeddedPort < -1 || c.EmbeddedPort > 65535 {
@@ -191,6 +207,45 @@ func anySlice(errs []error) []any {
 		out[i] = err
 	}
 	return out
+}
+
+// natsURLProblem says what keeps the NATS client from ever connecting to
+// entry (one URL of VOIK_NATS_URL, "host:port" meaning nats://), or "";
+// and whether it is a websocket URL. Without this check such a URL is
+// retried forever, as a server that is not up yet would be.
+func natsURLProblem(entry string) (websocket bool, problem string) {
+	raw := entry
+	if !strings.Contains(raw, "://") {
+		raw = "nats://" + raw
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		var urlErr *url.Error
+		if errors.As(err, &urlErr) {
+			err = urlErr.Err
+		}
+		return false, err.Error()
+	}
+	switch u.Scheme {
+	case "nats", "tls":
+	case "ws", "wss":
+		websocket = true
+	default:
+		return false, fmt.Sprintf("scheme %q: want nats://, tls://, ws:// or wss://", u.Scheme)
+	}
+	host := u.Hostname()
+	if host == "" {
+		return websocket, "no host"
+	}
+	if strings.Contains(host, ":") && net.ParseIP(host) == nil {
+		return websocket, fmt.Sprintf("%q is neither a host name nor an IP address (write IPv6 as [::1]:4222)", host)
+	}
+	if port := u.Port(); port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return websocket, fmt.Sprintf("port %s is not between 1 and 65535", port)
+		}
+	}
+	return websocket, ""
 }
 
 // checkDataDir makes the data dir (0700) and proves it writable.

@@ -82,6 +82,12 @@ func TestBadSettingsAreOneClearLine(t *testing.T) {
 		{"missing creds file", map[string]string{"VOIK_NATS_CREDS": filepath.Join(dir, "nope.creds")}, "VOIK_NATS_CREDS"},
 		{"segment too small", map[string]string{"VOIK_SEGMENT_SIZE": "1KiB"}, "VOIK_SEGMENT_SIZE"},
 		{"bad port", map[string]string{"VOIK_EMBEDDED_PORT": "70000"}, "VOIK_EMBEDDED_PORT"},
+		{"NATS URL with an unknown scheme", map[string]string{"VOIK_NATS_URL": "foo://127.0.0.1:4222"}, `scheme "foo"`},
+		{"NATS URL with a port out of range", map[string]string{"VOIK_NATS_URL": "nats://127.0.0.1:1499999"}, "port 1499999"},
+		{"NATS URL with a port not a number", map[string]string{"VOIK_NATS_URL": "nats://127.0.0.1:notaport"}, "invalid port"},
+		{"NATS URL of colons", map[string]string{"VOIK_NATS_URL": "::::"}, "neither a host name nor an IP address"},
+		{"NATS URL without a host", map[string]string{"VOIK_NATS_URL": "nats://:4222"}, "no host"},
+		{"NATS URLs mixing websocket and not", map[string]string{"VOIK_NATS_URL": "ws://a:8080,nats://b:4222"}, "mixes websocket"},
 		{"unwritable data dir", map[string]string{"VOIK_DATA_DIR": filepath.Join(readOnly, "data")}, "VOIK_DATA_DIR"},
 	}
 	for _, c := range cases {
@@ -134,6 +140,18 @@ func TestEveryBadSettingIsReportedOnOneLine(t *testing.T) {
 			t.Fatalf("%q: %s out of order", msg, want)
 		}
 		last = at
+	}
+}
+
+func TestGoodNATSURLsAreAccepted(t *testing.T) {
+	for _, urls := range []string{
+		"nats://127.0.0.1:4222", "127.0.0.1:4222", "nats", "tls://nats.example.com", "nats://user:pass@[::1]:4222",
+		"nats://a:4222, nats://b:4222", "ws://a:8080,wss://b",
+	} {
+		setEnv(t, map[string]string{"VOIK_DATA_DIR": t.TempDir(), "VOIK_NATS_URL": urls})
+		if _, err := Load(""); err != nil {
+			t.Errorf("VOIK_NATS_URL %q refused: %v", urls, err)
+		}
 	}
 }
 
