@@ -377,3 +377,27 @@ func TestValidTokensMatchesTheRules(t *testing.T) {
 		t.Fatalf("ValidSubject allocates %v times", n)
 	}
 }
+
+// TestSubjectsReplySizeBoundsTheEncoding: SubjectsReplySize is never below
+// the encoded size (a page sized by it always fits) and at most the array
+// header's and total's slack above it, across the string and array
+// header boundaries.
+func TestSubjectsReplySizeBoundsTheEncoding(t *testing.T) {
+	for _, n := range []int{0, 1, 15, 16, 17} {
+		for _, length := range []int{0, 1, 31, 32, 255, 256, 65535, 65536} {
+			subjects := make([]string, n)
+			lengths := make([]int, n)
+			for i := range subjects {
+				subjects[i] = strings.Repeat("s", length)
+				lengths[i] = length
+			}
+			for _, total := range []uint64{0, 1 << 63} {
+				got := len(Encode(SubjectsReply{Subjects: subjects, Total: total}))
+				bound := SubjectsReplySize(lengths...)
+				if got > bound || got < bound-12 {
+					t.Errorf("%d subjects of %d bytes, total %d: encoded %d bytes, SubjectsReplySize says %d", n, length, total, got, bound)
+				}
+			}
+		}
+	}
+}

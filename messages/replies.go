@@ -227,6 +227,18 @@ func (b *FetchReplyBuilder) finishedSize(subjectLen int, next, first, end uint64
 		strSize(len("end_offset")) + uintSize(end)
 }
 
+// SubjectsReplySize is the largest encoded size of a SubjectsReply that
+// holds subjects of the given lengths: every byte but the array header
+// (counted at its largest) and total (at its largest) is exact, so a page
+// filled up to max_payload with it is never refused by NATS.
+func SubjectsReplySize(lengths ...int) int {
+	size := 1 + strSize(len("subjects")) + 5 + strSize(len("total")) + 9
+	for _, n := range lengths {
+		size += strSize(n)
+	}
+	return size
+}
+
 // strSize, arrayHeaderSize and uintSize are the MessagePack sizes the
 // encoder writes: always the smallest form.
 func strSize(n int) int {

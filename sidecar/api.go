@@ -361,7 +361,7 @@ func (a *api) subjects(body []byte) (any, *messages.Error) {
 	}
 	maxPayload := int(a.nc.MaxPayload())
 	reply := messages.SubjectsReply{Subjects: []string{}}
-	size := 64 // map, keys, array header and total, generously
+	size := messages.SubjectsReplySize()
 	var matched uint64
 	for _, subject := range a.store.Subjects() {
 		if !messages.Matches(req.Filter, subject) {
@@ -372,11 +372,12 @@ func (a *api) subjects(body []byte) (any, *messages.Error) {
 		if index < req.Offset || uint64(len(reply.Subjects)) >= req.Limit {
 			continue
 		}
-		if size+len(subject)+5 > maxPayload {
+		grown := size + messages.SubjectsReplySize(len(subject)) - messages.SubjectsReplySize()
+		if grown > maxPayload {
 			req.Limit = uint64(len(reply.Subjects)) // the page is full: count the rest
 			continue
 		}
-		size += len(subject) + 5
+		size = grown
 		reply.Subjects = append(reply.Subjects, subject)
 	}
 	reply.Total = matched

@@ -188,3 +188,23 @@ func TestSubjectsPageIsCutShortUnderMaxPayloadAndTotalLetsTheClientGoOn(t *testi
 		t.Fatalf("paged subjects differ from the stored ones:\n got %d %v\nwant %d", len(got), got, len(want))
 	}
 }
+
+// TestSubjectsPageHoldsASubjectThatFitsExactly: a page is cut by the size
+// of the reply as encoded, not by a guess at it, so a subject that fits
+// under max_payload is listed instead of an empty page no client gets past.
+func TestSubjectsPageHoldsASubjectThatFitsExactly(t *testing.T) {
+	t.Parallel()
+	const maxPayload = 2048
+	e := startWith(t, []harness.NATSOption{harness.WithMaxPayload(maxPayload)}, nil)
+	long := "L." + strings.Repeat("y", 1990) // its reply is 2,021 bytes
+	e.appendAcked(long, nil, nil)
+	msg, err := e.nc.Request(e.prefix()+".SUBJECTS", encode(t, map[string]any{"filter": "L.*"}), requestTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reply := decodeReply(t, msg.Data)
+	wantSuccess(t, "SUBJECTS", reply)
+	if page := reply["subjects"].([]any); len(page) != 1 || page[0] != long {
+		t.Fatalf("page %d subjects, total %v: want the one subject, which fits in %d bytes", len(page), reply["total"], len(msg.Data))
+	}
+}
