@@ -195,14 +195,14 @@ func (a *api) acquire(subject string, empty bool) (*logstore.Log, *messages.Erro
 	log, err := a.store.Acquire(subject, false)
 	switch {
 	case errors.Is(err, logstore.ErrNotFound):
-		return nil, messages.Errorf(messages.CodeNotFound, "no log for subject %q", subject)
+		return nil, messages.Errorf(messages.CodeNotFound, "no log for subject %s", messages.Quote(subject))
 	case errors.Is(err, logstore.ErrClosed):
 		return nil, messages.Errorf(messages.CodeUnavailable, "voik is shutting down")
 	case err != nil:
-		return nil, messages.Errorf(messages.CodeInternal, "open log of %q: %v", subject, err)
+		return nil, messages.Errorf(messages.CodeInternal, "open log of %s: %v", messages.Quote(subject), err)
 	case log.EndOffset() == 0 && !empty:
 		a.store.Release(log)
-		return nil, messages.Errorf(messages.CodeNotFound, "no log for subject %q", subject)
+		return nil, messages.Errorf(messages.CodeNotFound, "no log for subject %s", messages.Quote(subject))
 	}
 	return log, nil
 }
@@ -312,7 +312,7 @@ func (a *api) fetch(subject string, body []byte, builder *messages.FetchReplyBui
 		}
 		if !builder.AddWithin(maxPayload, subject, first, end, v.Offset, v.Timestamp, headers, v.Data) {
 			if builder.Count() == 0 {
-				tooLarge = fmt.Errorf("record %d of %q (%d bytes) cannot fit in one reply under max_payload %d", v.Offset, subject, size, maxPayload)
+				tooLarge = fmt.Errorf("record %d of %s (%d bytes) cannot fit in one reply under max_payload %d", v.Offset, messages.Quote(subject), size, maxPayload)
 			}
 			return false
 		}
@@ -323,7 +323,7 @@ func (a *api) fetch(subject string, body []byte, builder *messages.FetchReplyBui
 	case tooLarge != nil:
 		return nil, messages.Errorf(messages.CodeTooLarge, "%v", tooLarge)
 	case decodeFailed != nil:
-		return nil, messages.Errorf(messages.CodeInternal, "record headers of %q: %v", subject, decodeFailed)
+		return nil, messages.Errorf(messages.CodeInternal, "record headers of %s: %v", messages.Quote(subject), decodeFailed)
 	case scanErr != nil && builder.Count() == 0:
 		return nil, storeError(scanErr)
 	case scanErr != nil:

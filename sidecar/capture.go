@@ -103,7 +103,7 @@ func (c *capture) take(msg *nats.Msg, counters *filterCounters, more bool) {
 		// the subscriptions it matches, but no request could name that
 		// subject (400), so it is not stored.
 		if wantsAck {
-			c.sendAck(msg.Reply, messages.EncodeError(messages.Errorf(messages.CodeBadRequest, "%q is not a subject voik can store: it has a wildcard token", msg.Subject)), false)
+			c.sendAck(msg.Reply, messages.EncodeError(messages.Errorf(messages.CodeBadRequest, "%s is not a subject voik can store: it has a wildcard token", messages.Quote(msg.Subject))), false)
 		}
 		return
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -237,4 +238,17 @@ func TestReplayDeliversAMessageOfExactlyMaxPayloadAndMarksOneByteMore413(t *test
 		t.Fatalf("record 2, one byte over, came as %d bytes, headers %v", len(records[2].Data), records[2].Header)
 	}
 	wantEndMarker(t, final, messages.StatusEnd, 3)
+}
+
+// TestErrorsAboutALongSubjectFitUnderMaxPayload: an error reply names the
+// subject cut short, so that under a small max_payload a 413 or a 404
+// about a long subject is still that error, not a 500 for its own size.
+func TestErrorsAboutALongSubjectFitUnderMaxPayload(t *testing.T) {
+	t.Parallel()
+	e := startWith(t, []harness.NATSOption{harness.WithMaxPayload(2048)}, nil)
+	long := "M." + strings.Repeat("y", 1960)
+	e.appendAcked(long, nil, nil) // its FETCH reply would be 2,0xx bytes: 413
+	desc := wantError(t, "FETCH of a record whose reply cannot fit", e.call("FETCH."+long, map[string]any{"offset": 0}), 413)
+	descriptionSays(t, desc, "M.yyy")
+	wantError(t, "INFO of a long subject never stored", e.call("INFO.N."+strings.Repeat("z", 1990), nil), 404)
 }
