@@ -34,10 +34,14 @@ type clientFlags struct {
 	startTime   int64   // --since as Unix ns; 0: not given
 }
 
-func parseClientFlags(command string, args []string, stderr io.Writer) (*clientFlags, []string, error) {
+// parseClientFlags reads a client command's flags before or after its
+// arguments. -h prints the command's flags to help and is flag.ErrHelp;
+// any other error is for the caller to print in one line.
+func parseClientFlags(command string, args []string, help io.Writer) (*clientFlags, []string, error) {
 	f := &clientFlags{}
 	flags := flag.NewFlagSet("voik "+command, flag.ContinueOnError)
-	flags.SetOutput(stderr)
+	flags.SetOutput(io.Discard)
+	flags.Usage = func() {}
 	switch command {
 	case "fetch", "replay":
 		flags.StringVar(&f.offset, "offset", "", "first offset (default: the first held)")
@@ -54,6 +58,11 @@ func parseClientFlags(command string, args []string, stderr io.Writer) (*clientF
 	var positional []string
 	for {
 		if err := flags.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				fmt.Fprintf(help, "Usage of voik %s:\n", command)
+				flags.SetOutput(help)
+				flags.PrintDefaults()
+			}
 			return nil, nil, err
 		}
 		args = flags.Args()
@@ -107,7 +116,7 @@ func parseOffset(offset string) (*uint64, error) {
 }
 
 func runClient(command string, args []string, configPath string, stdout, stderr io.Writer) int {
-	f, positional, err := parseClientFlags(command, args, stderr)
+	f, positional, err := parseClientFlags(command, args, stdout)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK

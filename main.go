@@ -35,13 +35,17 @@ func main() {
 // status.
 func run(args []string, stdout, stderr io.Writer) int {
 	flags := flag.NewFlagSet("voik", flag.ContinueOnError)
-	flags.SetOutput(stderr)
+	// Help that was asked for goes to stdout (voik -h | less); a bad flag
+	// is one line on stderr, like any other usage error.
+	flags.SetOutput(io.Discard)
+	flags.Usage = func() {}
 	configPath := flags.String("config", "", "YAML settings file; VOIK_* variables override it")
-	flags.Usage = func() { usage(flags) }
 	if err := flags.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			usage(flags, stdout)
 			return exitOK
 		}
+		fmt.Fprintf(stderr, "voik: %v (voik -h lists the commands and settings)\n", err)
 		return exitUsage
 	}
 	command, rest := "serve", flags.Args()
@@ -56,7 +60,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return serve(*configPath, stderr)
 	case "help":
-		usage(flags)
+		usage(flags, stdout)
 		return exitOK
 	case "version":
 		fmt.Fprintln(stdout, "voik", version)
@@ -68,8 +72,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return exitUsage
 }
 
-func usage(flags *flag.FlagSet) {
-	w := flags.Output()
+func usage(flags *flag.FlagSet, w io.Writer) {
+	flags.SetOutput(w)
 	fmt.Fprint(w, `voik: a memory for NATS subjects.
 
 Usage:

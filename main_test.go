@@ -359,10 +359,11 @@ func TestServeWithBadConfigurationExits2WithOneClearLine(t *testing.T) {
 }
 
 func TestHelpListsEverySettingWithItsVariableDefaultAndMeaning(t *testing.T) {
-	code, _, stderr := runCLI(t, "-h")
-	if code != 0 {
-		t.Fatalf("exit %d", code)
+	code, lines, errOut := runCLI(t, "-h")
+	if code != 0 || errOut != "" {
+		t.Fatalf("exit %d, stderr %q: want help on stdout alone", code, errOut)
 	}
+	stderr := strings.Join(lines, "\n") // the help, on stdout
 	for _, want := range []string{
 		"VOIK_NATS_URL", "VOIK_DATA_DIR", "./data", "VOIK_SUBJECTS", "VOIK_API_PREFIX", "VOIK.API", "VOIK_HTTP_ADDR", ":8333",
 		"fetch", "info", "subjects", "replay",
@@ -376,6 +377,24 @@ func TestHelpListsEverySettingWithItsVariableDefaultAndMeaning(t *testing.T) {
 		if env := typ.Field(i).Tag.Get("env"); !strings.Contains(stderr, env) {
 			t.Errorf("voik -h does not list %s", env)
 		}
+	}
+}
+
+// TestUnknownFlagIsOneLine: a flag voik does not know is a usage error:
+// exit 2 and one line on stderr that says which, not the whole help.
+func TestUnknownFlagIsOneLine(t *testing.T) {
+	for _, args := range [][]string{{"-bogus"}, {"fetch", "orders.eu", "--bogus"}} {
+		code, stdout, stderr := runCLI(t, args...)
+		if code != 2 || len(stdout) != 0 {
+			t.Fatalf("voik %q: exit %d, stdout %q", args, code, stdout)
+		}
+		if strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.Contains(stderr, "-bogus") {
+			t.Fatalf("voik %q: stderr %q: want one line naming the flag", args, stderr)
+		}
+	}
+	// Help asked for goes to stdout, for a pager or grep.
+	if code, stdout, stderr := runCLI(t, "fetch", "-h"); code != 0 || stderr != "" || !strings.Contains(strings.Join(stdout, "\n"), "-follow") {
+		t.Fatalf("voik fetch -h: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
 }
 
