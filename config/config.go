@@ -263,8 +263,8 @@ func checkDataDir(dir string) error {
 }
 
 // Filters returns the capture filters: each valid, duplicates and filters
-// covered by another dropped. Filters that overlap without one covering the
-// other are refused: NATS would deliver a message matching both twice.
+// covered by another dropped. Filters may still overlap ("orders.*" and
+// "*.eu"); capture stores a message that both match once (see the sidecar).
 func (c *Config) Filters() ([]string, error) {
 	var filters []string
 	for _, f := range strings.Split(c.Subjects, ",") {
@@ -285,13 +285,6 @@ func (c *Config) Filters() ([]string, error) {
 		}
 		if !covered {
 			kept = append(kept, f)
-		}
-	}
-	for i := range kept {
-		for j := i + 1; j < len(kept); j++ {
-			if messages.Overlap(kept[i], kept[j]) {
-				return nil, fmt.Errorf("VOIK_SUBJECTS: %q and %q overlap; use one filter that covers both", kept[i], kept[j])
-			}
 		}
 	}
 	return kept, nil

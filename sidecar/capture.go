@@ -39,11 +39,27 @@ type capture struct {
 // filterCounters are one filter's metric children, resolved once, and
 // the batch its handler holds.
 type filterCounters struct {
-	filter   string
+	filter string
+	// earlier are the filters before this one that some subject matches
+	// as well ("orders.*" before "*.eu"). NATS delivers a message to every
+	// subscription it matches; the first filter's handler stores it and the
+	// others pass, so it is stored once, and a subject's records all come
+	// through one handler, in order.
+	earlier  []string
 	messages prometheus.Counter
 	bytes    prometheus.Counter
 	errors   prometheus.Counter
 	batch    captureBatch
+}
+
+// takenEarlier says whether an earlier filter's handler stores subject.
+func (f *filterCounters) takenEarlier(subject string) bool {
+	for _, filter := range f.earlier {
+		if messages.Matches(filter, subject) {
+			return true
+		}
+	}
+	return false
 }
 
 // excluded says whether a subject is never stored (PROTOCOL.md section 2).
@@ -53,9 +69,16 @@ func excluded(subject, prefix string) bool {
 }
 
 func (c *capture) subscribe(nc *nats.Conn, filters []string, pendingMsgs, pendingBytes int) error {
-	for _, filter := range filters {
+	for i, filter := range filters {
+		var earlier []string
+		for _, other := range filters[:i] {
+			if messages.Overlap(other, filter) {
+				earlier = append(earlier, other)
+			}
+		}
 		counters := &filterCounters{
 			filter:   filter,
+			earlier:  earlier,
 			messages: c.metrics.messagesStored.WithLabelValues(filter),
 			bytes:    c.metrics.bytesStored.WithLabelValues(filter),
 			errors:   c.metrics.appendErrors.WithLabelValues(filter),
@@ -87,7 +110,7 @@ func (c *capture) handle(msg *nats.Msg, counters *filterCounters) {
 // take stores msg at once, or holds it for a batch while more messages
 // are queued behind it.
 func (c *capture) take(msg *nats.Msg, counters *filterCounters, more bool) {
-	if excluded(msg.Subject, c.prefix) {
+	if excluded(msg.Subject, c.prefix) || counters.takenEarlier(msg.Subject) {
 		return
 	}
 	if _, replayed := msg.Header[messages.HeaderOffset]; replayed {

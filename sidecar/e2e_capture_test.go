@@ -2,6 +2,7 @@ package sidecar_test
 
 import (
 	"context"
+	"fmt"
 	"reflect"
 	"sort"
 	"strings"
@@ -261,5 +262,65 @@ func TestSubjectsOutsideTheFiltersAreAnswered(t *testing.T) {
 	}
 	if records := e.fetchAll("payments.eu"); len(records) != 1 || string(records[0].Data) != "a payment" {
 		t.Fatalf("FETCH of a subject stored under the old filters: %+v", records)
+	}
+}
+
+// TestOverlappingFiltersStoreEachMessageOnce: with filters that overlap
+// without one covering the other, NATS delivers a message matching both
+// to both subscriptions; voik stores it once, in order, and acks it once.
+func TestOverlappingFiltersStoreEachMessageOnce(t *testing.T) {
+	t.Parallel()
+	e := startWith(t, nil, func(c *configT) { c.Subjects = "orders.*,*.eu" })
+	const n = 200
+	subjects := []string{"orders.eu", "orders.us", "payments.eu"}
+	inbox := e.nc.NewRespInbox() + "."
+	acks, err := e.nc.SubscribeSync(inbox + ">")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n; i++ {
+		for _, subject := range subjects {
+			msg := nats.NewMsg(subject)
+			msg.Data = []byte(fmt.Sprintf("%s %d", subject, i))
+			if i%10 == 0 {
+				msg.Header.Set(messages.HeaderAck, "1")
+				msg.Reply = inbox + subject
+			}
+			if err := e.nc.PublishMsg(msg); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Acked markers behind everything on a subject only one filter takes:
+	// once acked, each handler has appended all it was going to.
+	e.appendAcked("orders.us", nil, []byte("marker"))
+	e.appendAcked("payments.eu", nil, []byte("marker"))
+	for _, subject := range subjects {
+		records := e.fetchAll(subject)
+		if subject != "orders.eu" {
+			records = records[:len(records)-1] // the marker
+		}
+		if len(records) != n {
+			t.Fatalf("%s: %d records for %d messages", subject, len(records), n)
+		}
+		for i, r := range records {
+			if want := fmt.Sprintf("%s %d", subject, i); string(r.Data) != want {
+				t.Fatalf("%s record %d is %q, want %q", subject, i, r.Data, want)
+			}
+		}
+	}
+	// An ack is sent for a stored record: one record each, one ack each.
+	got := map[string]int{}
+	for range len(subjects) * n / 10 {
+		msg, err := acks.NextMsg(requestTimeout)
+		if err != nil {
+			t.Fatalf("acks so far %v: %v", got, err)
+		}
+		got[msg.Subject[len(inbox):]]++
+	}
+	for _, subject := range subjects {
+		if got[subject] != n/10 {
+			t.Fatalf("acks %v, want %d per subject", got, n/10)
+		}
 	}
 }
