@@ -271,6 +271,38 @@ func (s *Store) release(subject string, l *Log) {
 	s.closeEvicted(victims)
 }
 
+// ReleaseUnused gives back l like Release and, when l has never stored a
+// record and nobody else holds it, deletes its log: a subject whose first
+// message could not be stored (too large for a segment, a full disk) is
+// not left behind as a log with nothing in it, listed by Subjects.
+func (s *Store) ReleaseUnused(l *Log) {
+	s.mu.Lock()
+	e := s.open[l.subject]
+	if e == nil || e.log != l || e.refs != 1 || l.EndOffset() != 0 || s.closed {
+		s.mu.Unlock()
+		s.Release(l)
+		return
+	}
+	// Forgotten under the lock, so no Acquire finds it; one that comes
+	// meanwhile waits for closing and then creates the log afresh.
+	e.refs = 0
+	e.closing = make(chan struct{})
+	delete(s.subjects, l.subject)
+	delete(s.closedClean, l.subject)
+	s.sorted = nil
+	s.mu.Unlock()
+	if err := l.Close(); err != nil {
+		s.opts.Logger.Error("logstore: closing an unused log", "subject", l.subject, "err", err)
+	}
+	if err := removeLogDir(s.dir, e.dir); err != nil {
+		s.opts.Logger.Error("logstore: removing an unused log", "subject", l.subject, "err", err)
+	}
+	s.mu.Lock()
+	delete(s.open, l.subject)
+	close(e.closing)
+	s.mu.Unlock()
+}
+
 // evictLocked picks idle logs to close while more than MaxOpenLogs are open.
 func (s *Store) evictLocked() []*storeEntry {
 	var victims []*storeEntry

@@ -726,6 +726,62 @@ func TestStoreAcquireErrors(t *testing.T) {
 	s.Release(l)
 }
 
+// TestStoreReleaseUnusedDeletesOnlyAnEmptyUnheldLog: a new subject whose
+// first record was refused leaves no log behind (Subjects, Has, the data
+// dir, a reopened store); a log that is held elsewhere or has a record
+// stays; and the subject can be created again afterwards.
+func TestStoreReleaseUnusedDeletesOnlyAnEmptyUnheldLog(t *testing.T) {
+	dir := t.TempDir()
+	s := openTestStore(t, dir, testOptions())
+	tooLarge := make([]byte, 32<<10) // segments hold 16 KiB
+	refuse := func(subject string) *Log {
+		t.Helper()
+		l, err := s.Acquire(subject, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := l.Append(0, nil, tooLarge); !errors.Is(err, ErrRecordTooLarge) {
+			t.Fatalf("append of 32 KiB: %v, want ErrRecordTooLarge", err)
+		}
+		return l
+	}
+	s.ReleaseUnused(refuse("too.large"))
+	if s.Has("too.large") || len(s.Subjects()) != 0 || s.OpenLogs() != 0 {
+		t.Fatalf("refused first record left %q, %d open", s.Subjects(), s.OpenLogs())
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("refused first record left %d entries in the data dir", len(entries))
+	}
+	// Held by a reader (a long poll waiting for the first record): kept.
+	l := refuse("waited.on")
+	reader, err := s.Acquire("waited.on", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.ReleaseUnused(l)
+	s.Release(reader)
+	// With a record: kept.
+	l = refuse("has.one")
+	if _, _, err := l.Append(0, nil, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	s.ReleaseUnused(l)
+	if got := s.Subjects(); !slices.Equal(got, []string{"has.one", "waited.on"}) {
+		t.Fatalf("subjects %q, want the held log and the one with a record", got)
+	}
+	// Created again once deleted.
+	if _, _, err := s.Append("too.large", 0, nil, []byte("fits")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	reopened := openTestStore(t, dir, testOptions())
+	if got := reopened.Subjects(); !slices.Equal(got, []string{"has.one", "too.large", "waited.on"}) {
+		t.Fatalf("after reopening: %q", got)
+	}
+}
+
 // TestStoreCloseWithAcquiredLog: Store.Close closes logs that are still
 // held; their holders get ErrClosed, and the store refuses new work.
 func TestStoreCloseWithAcquiredLog(t *testing.T) {

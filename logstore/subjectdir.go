@@ -112,6 +112,24 @@ func readSubjectFile(dir string) (string, error) {
 	return string(b), nil
 }
 
+// removeLogDir deletes a log directory under root. It is renamed to a
+// ".new-" name first, which OpenStore removes as an unfinished directory,
+// so a crash half way through never leaves a log with files missing.
+func removeLogDir(root, dir string) error {
+	tmp, err := os.MkdirTemp(root, ".new-")
+	if err != nil {
+		return fmt.Errorf("logstore: remove log dir: %w", err)
+	}
+	if err := os.Rename(dir, filepath.Join(tmp, "log")); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("logstore: remove log dir: %w", err)
+	}
+	if err := syncDir(root); err != nil {
+		return err
+	}
+	return os.RemoveAll(tmp)
+}
+
 // createLogDir makes a log's directory durably: the directory with the
 // subject file in it, both synced, then the parent synced. It is built
 // under a temporary name and renamed, so a crash never leaves a log

@@ -188,9 +188,10 @@ func (a *api) answer(msg *nats.Msg, verb string, builder *messages.FetchReplyBui
 // or, unless empty is allowed, when nothing was ever stored in it.
 //
 // A log with nothing in it exists for a moment while capture creates it
-// for a first message, and stays so when that message could not be stored
-// (too large, a full disk). A long poll may wait on it; anything else is
-// told what the contract says of a subject with nothing stored: 404.
+// for a first message; when that message cannot be stored (too large, a
+// full disk) capture deletes it again, unless a long poll holds it. A long
+// poll may wait on it; anything else is told what the contract says of a
+// subject with nothing stored: 404.
 func (a *api) acquire(subject string, empty bool) (*logstore.Log, *messages.Error) {
 	log, err := a.store.Acquire(subject, false)
 	switch {

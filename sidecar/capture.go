@@ -206,7 +206,7 @@ func (c *capture) appendOne(msg *nats.Msg, counters *filterCounters, start time.
 	offset, ts, err := log.Append(start.UnixNano(), logstore.Headers(msg.Header), msg.Data)
 	c.metrics.appendSeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
-		c.store.Release(log)
+		c.store.ReleaseUnused(log) // a new subject's log stays only with a record in it
 		c.appendFailed(msg, counters, err, wantsAck)
 		return
 	}
@@ -282,6 +282,7 @@ func (c *capture) appendGroup(subject string, indexes []int, counters *filterCou
 		entries = append(entries, logstore.Entry{Timestamp: h.arrived.UnixNano(), Headers: logstore.Headers(h.msg.Header), Data: h.msg.Data})
 	}
 	var acks []ackItem // acked messages of this group, answered together
+	storedAny := false
 	for done := 0; done < len(entries); {
 		first, n, err := log.AppendBatch(entries[done:])
 		stored := time.Now()
@@ -298,6 +299,7 @@ func (c *capture) appendGroup(subject string, indexes []int, counters *filterCou
 			}
 		}
 		c.stored(counters, n, payload)
+		storedAny = storedAny || n > 0
 		done += n
 		switch {
 		case err == nil:
@@ -315,7 +317,11 @@ func (c *capture) appendGroup(subject string, indexes []int, counters *filterCou
 	clear(entries)
 	b.entries = entries[:0]
 	if len(acks) == 0 {
-		c.store.Release(log)
+		if storedAny {
+			c.store.Release(log)
+		} else {
+			c.store.ReleaseUnused(log) // a new subject's log stays only with a record in it
+		}
 		return
 	}
 	log.RequestSync()

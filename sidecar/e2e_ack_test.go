@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -194,7 +195,13 @@ func TestRecordLargerThanASegmentGetsA413AckAndItsSubjectStays404(t *testing.T) 
 	// Nothing was ever stored for the subject: 404, like any other.
 	wantError(t, "INFO of a subject whose only message was refused", e.call("INFO.oversized", nil), 404)
 	wantError(t, "FETCH of a subject whose only message was refused", e.call("FETCH.oversized", nil), 404)
-	// A long poll may wait on it, though, and the log takes what fits.
+	// Nor is it listed: no log was left behind for it.
+	e.publish("oversized.plain", nil, make([]byte, 100_000)) // unacked, the same
+	e.appendAcked("oversized.marker", nil, nil)              // behind it: it was handled
+	if got := e.subjects(">"); !reflect.DeepEqual(got, []string{"oversized.marker"}) {
+		t.Fatalf("SUBJECTS lists %q, want only the subject with a record", got)
+	}
+	// A long poll may wait for its first record, and gets what fits.
 	polled := e.sendFetch("oversized", map[string]any{"wait_ms": 30000})
 	e.fetchesDispatched()
 	if ack := e.appendAcked("oversized", nil, []byte("fits")); ack.Offset != 0 {
