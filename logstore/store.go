@@ -48,7 +48,11 @@ type storeEntry struct {
 	err     error
 	refs    int
 	idleAt  *list.Element // non-nil while in Store.idle
-	closing chan struct{} // non-nil while being evicted; closed when done
+	closing chan struct{} // non-nil while being evicted or deleted; closed when done
+	// created is set when this entry made the log (it had none on disk);
+	// unused is set by ReleaseUnused. Both set: the last release deletes
+	// the log if it still holds no record.
+	created, unused bool
 }
 
 // OpenStore opens the data directory dir, creating it if needed, and
@@ -219,6 +223,7 @@ func (s *Store) openEntry(e *storeEntry, isNew bool) {
 			return
 		}
 		e.dir = dir
+		e.created = true
 		// Known from now on, even if its first segment cannot be made
 		// (a full disk): the next Acquire opens the directory and retries.
 		s.mu.Lock()
@@ -260,45 +265,66 @@ func (s *Store) release(subject string, l *Log) {
 		s.mu.Unlock()
 		return
 	}
-	if e.err != nil || s.closed {
+	if s.closed || e.err != nil && !e.created {
 		delete(s.open, subject) // failed to open: forget it, the next Acquire retries
 		s.mu.Unlock()
 		return
 	}
+	// A log made for a first record that it never got (refused, or its
+	// first segment could not be made) is deleted, not left empty.
+	if e.err != nil || e.unused && e.log.EndOffset() == 0 {
+		// Forgotten under the lock, so that no Acquire finds it.
+		e.closing = make(chan struct{})
+		delete(s.subjects, subject)
+		delete(s.closedClean, subject)
+		s.sorted = nil
+		s.mu.Unlock()
+		s.deleteUnused(e)
+		return
+	}
+	e.unused = false // it took a record after all
 	e.idleAt = s.idle.PushFront(e)
 	victims := s.evictLocked()
 	s.mu.Unlock()
 	s.closeEvicted(victims)
 }
 
-// ReleaseUnused gives back l like Release and, when l has never stored a
-// record and nobody else holds it, deletes its log: a subject whose first
-// message could not be stored (too large for a segment, a full disk) is
-// not left behind as a log with nothing in it, listed by Subjects.
+// ReleaseUnused gives back l like Release, and asks that the log be
+// deleted if it is one this store created and it still holds no record
+// when the last holder releases it: a subject whose first message could
+// not be stored (too large for a segment, a full disk) is not left behind
+// as a log with nothing in it, listed by Subjects. A log found on disk is
+// never deleted, whatever it holds (a corrupt one may hold nothing
+// readable and still hold data).
 func (s *Store) ReleaseUnused(l *Log) {
 	s.mu.Lock()
-	e := s.open[l.subject]
-	if e == nil || e.log != l || e.refs != 1 || l.EndOffset() != 0 || s.closed {
-		s.mu.Unlock()
-		s.Release(l)
-		return
+	if e := s.open[l.subject]; e != nil && e.log == l && e.created {
+		e.unused = true
 	}
-	// Forgotten under the lock, so no Acquire finds it; one that comes
-	// meanwhile waits for closing and then creates the log afresh.
-	e.refs = 0
-	e.closing = make(chan struct{})
-	delete(s.subjects, l.subject)
-	delete(s.closedClean, l.subject)
-	s.sorted = nil
 	s.mu.Unlock()
-	if err := l.Close(); err != nil {
-		s.opts.Logger.Error("logstore: closing an unused log", "subject", l.subject, "err", err)
+	s.release(l.subject, l)
+}
+
+// deleteUnused closes and deletes the log of e, which nobody holds and
+// which never took a record (e.log is nil when it failed to open). It runs outside the lock; an Acquire that
+// comes meanwhile waits for closing and then creates the log afresh.
+func (s *Store) deleteUnused(e *storeEntry) {
+	var err error
+	if e.log != nil {
+		err = e.log.Close()
 	}
-	if err := removeLogDir(s.dir, e.dir); err != nil {
-		s.opts.Logger.Error("logstore: removing an unused log", "subject", l.subject, "err", err)
+	if err == nil {
+		err = removeLogDir(s.dir, e.dir)
 	}
 	s.mu.Lock()
-	delete(s.open, l.subject)
+	if err != nil {
+		// Still on disk: known again, so that the next Acquire opens it
+		// instead of failing to create it over the directory.
+		s.opts.Logger.Error("logstore: deleting a log that never held a record", "subject", e.subject, "err", err)
+		s.subjects[e.subject] = e.dir
+		s.sorted = nil
+	}
+	delete(s.open, e.subject)
 	close(e.closing)
 	s.mu.Unlock()
 }

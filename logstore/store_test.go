@@ -726,11 +726,12 @@ func TestStoreAcquireErrors(t *testing.T) {
 	s.Release(l)
 }
 
-// TestStoreReleaseUnusedDeletesOnlyAnEmptyUnheldLog: a new subject whose
-// first record was refused leaves no log behind (Subjects, Has, the data
-// dir, a reopened store); a log that is held elsewhere or has a record
-// stays; and the subject can be created again afterwards.
-func TestStoreReleaseUnusedDeletesOnlyAnEmptyUnheldLog(t *testing.T) {
+// TestStoreReleaseUnusedDeletesOnlyALogItMadeThatStayedEmpty: a new
+// subject whose first record was refused leaves no log behind (Subjects,
+// Has, the data dir, a reopened store), also when a reader held it at the
+// time (it goes with the last release); a log that took a record stays;
+// and the subject can be created again afterwards.
+func TestStoreReleaseUnusedDeletesOnlyALogItMadeThatStayedEmpty(t *testing.T) {
 	dir := t.TempDir()
 	s := openTestStore(t, dir, testOptions())
 	tooLarge := make([]byte, 32<<10) // segments hold 16 KiB
@@ -752,23 +753,27 @@ func TestStoreReleaseUnusedDeletesOnlyAnEmptyUnheldLog(t *testing.T) {
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Fatalf("refused first record left %d entries in the data dir", len(entries))
 	}
-	// Held by a reader (a long poll waiting for the first record): kept.
+	// Held by a reader (a long poll waiting for the first record): it
+	// stays while held, and goes with the reader's release.
 	l := refuse("waited.on")
 	reader, err := s.Acquire("waited.on", false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.ReleaseUnused(l)
+	if !s.Has("waited.on") {
+		t.Fatal("deleted while a reader holds it")
+	}
 	s.Release(reader)
-	// With a record: kept.
+	if s.Has("waited.on") {
+		t.Fatal("still there after the last holder released it")
+	}
+	// With a record, taken after the refusal: kept.
 	l = refuse("has.one")
 	if _, _, err := l.Append(0, nil, []byte("x")); err != nil {
 		t.Fatal(err)
 	}
 	s.ReleaseUnused(l)
-	if got := s.Subjects(); !slices.Equal(got, []string{"has.one", "waited.on"}) {
-		t.Fatalf("subjects %q, want the held log and the one with a record", got)
-	}
 	// Created again once deleted.
 	if _, _, err := s.Append("too.large", 0, nil, []byte("fits")); err != nil {
 		t.Fatal(err)
@@ -777,8 +782,72 @@ func TestStoreReleaseUnusedDeletesOnlyAnEmptyUnheldLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	reopened := openTestStore(t, dir, testOptions())
-	if got := reopened.Subjects(); !slices.Equal(got, []string{"has.one", "too.large", "waited.on"}) {
+	if got := reopened.Subjects(); !slices.Equal(got, []string{"has.one", "too.large"}) {
 		t.Fatalf("after reopening: %q", got)
+	}
+}
+
+// TestStoreReleaseUnusedNeverDeletesALogFoundOnDisk: a log opened from
+// disk that reads as empty because its first segment is corrupt still
+// holds data; a refused append must not delete it.
+func TestStoreReleaseUnusedNeverDeletesALogFoundOnDisk(t *testing.T) {
+	dir := t.TempDir()
+	s := openTestStore(t, dir, testOptions())
+	for i := 0; i < 200; i++ {
+		if _, _, err := s.Append("damaged", 0, nil, payload(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	logDir := filepath.Join(dir, subjectDirName("damaged"))
+	first := filepath.Join(logDir, segmentFileName(0, ".log"))
+	b, err := os.ReadFile(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0xff // the first segment's magic
+	if err := os.WriteFile(first, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s = openTestStore(t, dir, testOptions())
+	l, err := s.Acquire("damaged", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.EndOffset() != 0 || l.Err() == nil {
+		t.Fatalf("end offset %d, err %v: want a corrupt log that reads as empty", l.EndOffset(), l.Err())
+	}
+	if _, _, err := l.Append(0, nil, []byte("x")); err == nil {
+		t.Fatal("a corrupt log took an append")
+	}
+	s.ReleaseUnused(l)
+	if entries, err := os.ReadDir(logDir); err != nil || len(entries) < 4 {
+		t.Fatalf("the corrupt log's directory: %d entries, %v; want it untouched", len(entries), err)
+	}
+	if !s.Has("damaged") {
+		t.Fatal("the corrupt log is no longer listed")
+	}
+}
+
+// TestStoreNewSubjectWhoseFirstSegmentFailsLeavesNoLog: a full disk at a
+// new subject's first segment leaves no empty log behind either.
+func TestStoreNewSubjectWhoseFirstSegmentFailsLeavesNoLog(t *testing.T) {
+	opts := testOptions()
+	opts.faults = &faultHooks{preallocate: func(*os.File, int64, int64) error {
+		return fmt.Errorf("%w: injected", ErrNoSpace)
+	}}
+	dir := t.TempDir()
+	s := openTestStore(t, dir, opts)
+	if _, _, err := s.Append("new.subject", 0, nil, []byte("x")); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("append with the disk full: %v, want ErrNoSpace", err)
+	}
+	if s.Has("new.subject") || len(s.Subjects()) != 0 {
+		t.Fatalf("subjects %q after a failed first segment", s.Subjects())
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("%d entries left in the data dir", len(entries))
 	}
 }
 
