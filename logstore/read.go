@@ -146,21 +146,34 @@ func scanSegment(seg *segment, next *uint64, end uint64, fn func(RecordView) boo
 // one lookup; the index is derived data, so when the record there is not
 // the one wanted, the positions are rebuilt from the .log once (the
 // records themselves are the truth) and used for every later read of the
-// segment. It returns the index's position only if the .log has no such
+// segment. It returns the index's position when the .log has no such
 // record either, for the caller to report.
 func (s *segment) locate(bytes []byte, offset uint64) int64 {
 	i := offset - s.baseOffset
-	if p := s.positions.Load(); p != nil && i < uint64(len(*p)) {
-		return int64((*p)[i])
+	rebuilt := s.positions.Load()
+	if rebuilt != nil && i < uint64(len(rebuilt.positions)) {
+		return int64(rebuilt.positions[i])
 	}
 	position := int64(s.indexEntryAt(i).position)
 	if recordAt(bytes, position, offset) {
 		return position // the caller verifies the checksum
 	}
-	if p := s.rebuildPositions(bytes, offset); i < uint64(len(p)) {
-		return int64(p[i])
+	if rebuilt == nil || rebuilt.count < s.count.Load() {
+		// Walk again only if records came after the last walk: a walk
+		// that stopped at a bad record would stop there again.
+		if p := s.rebuildPositions(bytes, offset); i < uint64(len(p)) {
+			return int64(p[i])
+		}
 	}
 	return position
+}
+
+// rebuiltPositions is where each record of a segment starts, found by
+// walking its .log, and the segment's count when the walk was made; the
+// walk stops early at a record that is not valid.
+type rebuiltPositions struct {
+	positions []uint32
+	count     uint64
 }
 
 // recordAt says whether a record that claims offset starts at position.
@@ -172,14 +185,14 @@ func recordAt(bytes []byte, position int64, offset uint64) bool {
 
 // rebuildPositions walks the .log from its start and records where each
 // valid record begins, up to the segment's count, unless another reader
-// already did so far enough to cover offset. It logs once per rebuild.
+// did so meanwhile. It logs each walk it makes.
 func (s *segment) rebuildPositions(bytes []byte, offset uint64) []uint32 {
 	s.rebuildMu.Lock()
 	defer s.rebuildMu.Unlock()
-	if p := s.positions.Load(); p != nil && offset-s.baseOffset < uint64(len(*p)) {
-		return *p
-	}
 	count := s.count.Load()
+	if p := s.positions.Load(); p != nil && (offset-s.baseOffset < uint64(len(p.positions)) || p.count >= count) {
+		return p.positions
+	}
 	positions := make([]uint32, 0, count)
 	walk := int64(fileHeaderSize)
 	for uint64(len(positions)) < count && walk < int64(len(bytes)) {
@@ -190,9 +203,9 @@ func (s *segment) rebuildPositions(bytes []byte, offset uint64) []uint32 {
 		positions = append(positions, uint32(walk))
 		walk += int64(view.size)
 	}
-	s.positions.Store(&positions)
+	s.positions.Store(&rebuiltPositions{positions: positions, count: count})
 	s.logger.Warn("logstore: index disagrees with its log; reading by positions rebuilt from the log",
-		"path", s.indexPath, "offset", offset, "records", len(positions))
+		"path", s.indexPath, "offset", offset, "records", len(positions), "of", count)
 	return positions
 }
 

@@ -874,13 +874,46 @@ func TestSealedIndexWrongEntriesRebuildPositionsOnce(t *testing.T) {
 		}
 	}
 	p := seg.positions.Load()
-	if p == nil || len(*p) != len(positions) {
+	if p == nil || len(p.positions) != len(positions) {
 		t.Fatalf("rebuilt positions %v, want the %d records of the segment", p, len(positions))
 	}
 	for i, want := range positions {
-		if int64((*p)[i]) != want {
-			t.Fatalf("rebuilt position of record %d is %d, the .log has it at %d", i, (*p)[i], want)
+		if int64(p.positions[i]) != want {
+			t.Fatalf("rebuilt position of record %d is %d, the .log has it at %d", i, p.positions[i], want)
 		}
+	}
+}
+
+// TestSealedIndexWrongEntryPastABadRecordWalksOnce: when the .log itself
+// has a bad record before a wrong index entry, the walk stops at the bad
+// record; reads at the wrong entry report corruption without walking (and
+// logging) again each time.
+func TestSealedIndexWrongEntryPastABadRecordWalksOnce(t *testing.T) {
+	opts, logs := rcvOptions()
+	fx := buildRecoveryFixture(t, opts, 300)
+	_, positions, _ := fx.records(t, 1)
+	rcvEdit(t, fx.path(1, ".idx"), func(b []byte) []byte {
+		binary.LittleEndian.PutUint32(rcvEntry(b, 7), uint32(positions[7]+1)) // still in order and in bounds
+		return b
+	})
+	rcvEdit(t, fx.path(1, ".log"), func(b []byte) []byte {
+		b[positions[3]+recordHeaderSize] ^= 0xff // record 3's checksum no longer matches
+		return b
+	})
+	logs.Reset()
+	l, err := OpenLog(fx.dir, "test.subject", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	k := fx.base(1) + 7
+	for range 5 {
+		if _, err := l.Read(k, 1); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("read at a wrong entry past a bad record: %v, want ErrCorrupt", err)
+		}
+	}
+	if n := strings.Count(logs.String(), "index disagrees with its log"); n != 1 {
+		t.Fatalf("%d walks logged for 5 reads, want 1:\n%s", n, logs.String())
 	}
 }
 

@@ -55,7 +55,7 @@ type segment struct {
 	// passed the cheap checks at open but is wrong inside); from then on
 	// reads use it instead of walking the .log each time. nil while the
 	// index is trusted. rebuildMu lets one reader walk while others wait.
-	positions atomic.Pointer[[]uint32]
+	positions atomic.Pointer[rebuiltPositions]
 	rebuildMu sync.Mutex
 	logger    *slog.Logger
 
