@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -123,22 +124,22 @@ func (c *Config) Validate() error {
 	if c.NatsURL != "" {
 		websocket := 0
 		entries := strings.Split(c.NatsURL, ",")
-		for _, entry := range entries {
+		for i, entry := range entries {
 			entry = strings.TrimSpace(entry)
 			if entry == "" {
-				bad("VOIK_NATS_URL %q has an empty entry", c.NatsURL)
+				bad("VOIK_NATS_URL has an empty entry (number %d)", i+1)
 				continue
 			}
 			ws, problem := natsURLProblem(entry)
 			if problem != "" {
-				bad("VOIK_NATS_URL entry %q: %s", entry, problem)
+				bad("VOIK_NATS_URL entry %q: %s", redactURL(entry), problem)
 			}
 			if ws {
 				websocket++
 			}
 		}
 		if websocket > 0 && websocket < len(entries) {
-			bad("VOIK_NATS_URL %q mixes websocket (ws://, wss://) and other URLs; NATS clients take one kind", c.NatsURL)
+			bad("VOIK_NATS_URL mixes websocket (ws://, wss://) and other URLs; NATS clients take one kind")
 		}
 	}
 	if c.EmbeddedPort < -1 || c.EmbeddedPort > 65535 {
@@ -233,12 +234,11 @@ func natsURLProblem(entry string) (websocket bool, problem string) {
 	default:
 		return false, fmt.Sprintf("scheme %q: want nats://, tls://, ws:// or wss://", u.Scheme)
 	}
-	host := u.Hostname()
-	if host == "" {
-		return websocket, "no host"
-	}
-	if strings.Contains(host, ":") && net.ParseIP(host) == nil {
-		return websocket, fmt.Sprintf("%q is neither a host name nor an IP address (write IPv6 as [::1]:4222)", host)
+	// An empty host is this machine, as for net.Dial.
+	if host := u.Hostname(); strings.Contains(host, ":") {
+		if _, err := netip.ParseAddr(host); err != nil {
+			return websocket, fmt.Sprintf("%q is neither a host name nor an IP address (write IPv6 as [::1]:4222)", host)
+		}
 	}
 	if port := u.Port(); port != "" {
 		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
@@ -246,6 +246,24 @@ func natsURLProblem(entry string) (websocket bool, problem string) {
 		}
 	}
 	return websocket, ""
+}
+
+// redactURL hides the user and password of a URL for an error message;
+// it works on text, as the URL may not parse.
+func redactURL(entry string) string {
+	scheme, rest, ok := strings.Cut(entry, "://")
+	if !ok {
+		scheme, rest = "", entry
+	}
+	at := strings.LastIndexByte(rest, '@')
+	if at < 0 {
+		return entry
+	}
+	rest = "xxxxx" + rest[at:]
+	if ok {
+		return scheme + "://" + rest
+	}
+	return rest
 }
 
 // checkDataDir makes the data dir (0700) and proves it writable.

@@ -85,7 +85,7 @@ func TestBadSettingsAreOneClearLine(t *testing.T) {
 		{"NATS URL with a port out of range", map[string]string{"VOIK_NATS_URL": "nats://127.0.0.1:1499999"}, "port 1499999"},
 		{"NATS URL with a port not a number", map[string]string{"VOIK_NATS_URL": "nats://127.0.0.1:notaport"}, "invalid port"},
 		{"NATS URL of colons", map[string]string{"VOIK_NATS_URL": "::::"}, "neither a host name nor an IP address"},
-		{"NATS URL without a host", map[string]string{"VOIK_NATS_URL": "nats://:4222"}, "no host"},
+		{"NATS URL with a password and a bad port", map[string]string{"VOIK_NATS_URL": "nats://admin:s3cret@nats:99999"}, `"nats://xxxxx@nats:99999": port 99999`},
 		{"NATS URLs mixing websocket and not", map[string]string{"VOIK_NATS_URL": "ws://a:8080,nats://b:4222"}, "mixes websocket"},
 		{"unwritable data dir", map[string]string{"VOIK_DATA_DIR": filepath.Join(readOnly, "data")}, "VOIK_DATA_DIR"},
 	}
@@ -145,7 +145,7 @@ func TestEveryBadSettingIsReportedOnOneLine(t *testing.T) {
 func TestGoodNATSURLsAreAccepted(t *testing.T) {
 	for _, urls := range []string{
 		"nats://127.0.0.1:4222", "127.0.0.1:4222", "nats", "tls://nats.example.com", "nats://user:pass@[::1]:4222",
-		"nats://a:4222, nats://b:4222", "ws://a:8080,wss://b",
+		"nats://a:4222, nats://b:4222", "ws://a:8080,wss://b", "nats://[fe80::1%25eth0]:4222", ":4222", "nats://:4222",
 	} {
 		setEnv(t, map[string]string{"VOIK_DATA_DIR": t.TempDir(), "VOIK_NATS_URL": urls})
 		if _, err := Load(""); err != nil {
