@@ -208,6 +208,22 @@ func (a *api) acquire(subject string, empty bool) (*logstore.Log, *messages.Erro
 	return log, nil
 }
 
+// acquireWaiting is acquire for a FETCH; a long poll (wait) first waits
+// within ctx for the subject to have a log, and waits again when the log
+// it saw was deleted before it could take it (a first message that could
+// not be stored), so that it is a 404 only if nothing arrives in time.
+func (a *api) acquireWaiting(ctx context.Context, subject string, wait bool) (*logstore.Log, *messages.Error) {
+	for {
+		if wait {
+			a.waitForSubject(ctx, subject)
+		}
+		log, err := a.acquire(subject, wait)
+		if err == nil || !wait || err.Code != messages.CodeNotFound || ctx.Err() != nil {
+			return log, err
+		}
+	}
+}
+
 // waitForSubject returns once subject has a log or ctx ends.
 func (a *api) waitForSubject(ctx context.Context, subject string) {
 	for {
@@ -270,9 +286,8 @@ func (a *api) fetch(subject string, body []byte, builder *messages.FetchReplyBui
 		var cancel context.CancelFunc
 		wait, cancel = context.WithTimeout(a.shutdown, time.Duration(req.WaitMs)*time.Millisecond)
 		defer cancel()
-		a.waitForSubject(wait, subject)
 	}
-	log, err := a.acquire(subject, req.WaitMs > 0)
+	log, err := a.acquireWaiting(wait, subject, req.WaitMs > 0)
 	if err != nil {
 		return nil, err
 	}

@@ -404,7 +404,7 @@ func (c *capture) answerAck(a pendingAck, buf []byte) []byte {
 	last := a.items[len(a.items)-1].offset
 	if err := a.log.WaitDurable(context.Background(), last); err != nil {
 		for _, item := range a.items {
-			c.sendAck(item.reply, messages.EncodeError(messages.Errorf(messages.CodeUnavailable, "record %d of %s could not be made durable: %v", item.offset, a.subject, err)), false)
+			c.sendAck(item.reply, messages.EncodeError(messages.Errorf(messages.CodeUnavailable, "record %d of %s could not be made durable: %v", item.offset, messages.Quote(a.subject), err)), false)
 		}
 		return buf
 	}
@@ -428,7 +428,7 @@ func (c *capture) appendFailed(msg *nats.Msg, counters *filterCounters, err erro
 	case errors.Is(err, logstore.ErrRecordTooLarge):
 		code = messages.CodeTooLarge
 	}
-	c.sendAck(msg.Reply, messages.EncodeError(messages.Errorf(code, "%s: %v", msg.Subject, err)), false)
+	c.sendAck(msg.Reply, messages.EncodeError(messages.Errorf(code, "%s: %v", messages.Quote(msg.Subject), err)), false)
 }
 
 func (c *capture) sendAck(reply string, body []byte, ok bool) {

@@ -1,11 +1,14 @@
 package sidecar_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"reflect"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -323,4 +326,47 @@ func TestOverlappingFiltersStoreEachMessageOnce(t *testing.T) {
 			t.Fatalf("acks %v, want %d per subject", got, n/10)
 		}
 	}
+}
+
+// TestASecondVoikOnTheSamePrefixIsWarnedAbout: a voik that starts where
+// another already answers on its API prefix says so in its log; with a
+// prefix of its own it does not.
+func TestASecondVoikOnTheSamePrefixIsWarnedAbout(t *testing.T) {
+	t.Parallel()
+	first := start(t)
+	for _, c := range []struct {
+		prefix string
+		warned bool
+	}{{first.prefix(), true}, {"OTHER.API", false}} {
+		var out lockedBuffer
+		cfg := harness.TestConfig(t, first.server.ClientURL())
+		cfg.APIPrefix = c.prefix
+		harness.StartVoik(t, cfg, harness.WithLogger(slog.New(slog.NewTextHandler(&out, nil))))
+		if got := strings.Contains(out.String(), "already answers on the API prefix"); got != c.warned {
+			t.Errorf("prefix %s shared: %v; warned: %v\n%s", c.prefix, c.warned, got, out.String())
+		}
+	}
+	// The first voik captures ">": the probe on OTHER.API was not stored.
+	first.appendAcked("probe.marker", nil, nil)
+	if got := first.subjects(">"); !reflect.DeepEqual(got, []string{"probe.marker"}) {
+		t.Fatalf("the first voik stored %q", got)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer for a logger that other goroutines write.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (w *lockedBuffer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *lockedBuffer) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
 }

@@ -230,6 +230,7 @@ func (s *Sidecar) asyncError(_ *nats.Conn, sub *nats.Subscription, err error) {
 // start subscribes capture, makes sure the server has those subscriptions,
 // then subscribes the API.
 func (s *Sidecar) start(shutdownCtx context.Context) error {
+	s.warnIfPrefixAnswered()
 	s.capture = &capture{
 		store:       s.store,
 		replies:     s.apiNC,
@@ -263,6 +264,31 @@ func (s *Sidecar) start(shutdownCtx context.Context) error {
 		return fmt.Errorf("api: %w", err)
 	}
 	return nil
+}
+
+// prefixProbeTimeout bounds the start-up check for another voik on the
+// API prefix. With nobody subscribed NATS says so at once; a subscriber
+// that does not answer (a wildcard tap) costs this much once.
+const prefixProbeTimeout = 250 * time.Millisecond
+
+// warnIfPrefixAnswered warns when something already answers requests under
+// the API prefix, before voik subscribes to it: another voik with the same
+// VOIK_API_PREFIX would answer every request as well, and a client keeps
+// whichever reply comes first (a 404 from the voik that does not store the
+// subject, say). It is a warning, not an error: during a rolling update the
+// old voik answers for a moment on purpose.
+func (s *Sidecar) warnIfPrefixAnswered() {
+	// The probe is the bare prefix (a voik answers it 400) and carries
+	// Voik-Offset, so that a voik capturing it under another prefix does
+	// not store it, as it does not store replays.
+	probe := nats.NewMsg(s.cfg.APIPrefix)
+	probe.Header.Set(messages.HeaderOffset, "probe")
+	reply, err := s.apiNC.RequestMsg(probe, prefixProbeTimeout)
+	if err != nil {
+		return // no responders, or nobody answered in time
+	}
+	s.logger.Warn("something already answers on the API prefix: another voik with the same VOIK_API_PREFIX? Each voik sharing a NATS needs a prefix of its own",
+		"prefix", s.cfg.APIPrefix, "reply_bytes", len(reply.Data))
 }
 
 // stop is the orderly shutdown; the deferred closes in Run finish it.
