@@ -287,7 +287,8 @@ func (s *Sidecar) warnIfPrefixAnswered() {
 	if err != nil {
 		return // no responders, or nobody answered in time
 	}
-	s.logger.Warn("something already answers on the API prefix: another voik with the same VOIK_API_PREFIX? Each voik sharing a NATS needs a prefix of its own",
+	s.logger.Warn("something already answers on the API prefix (another voik?): clients will keep whichever reply comes first; "+
+		"fine for replicas that capture the same subjects, otherwise give each voik a VOIK_API_PREFIX of its own",
 		"prefix", s.cfg.APIPrefix, "reply_bytes", len(reply.Data))
 }
 
