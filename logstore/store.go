@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -219,7 +220,7 @@ func (s *Store) openEntry(e *storeEntry, isNew bool) {
 	if isNew {
 		dir, err := createLogDir(s.dir, e.subject)
 		if err != nil {
-			e.err = err
+			e.err = asNoSpace(err)
 			return
 		}
 		e.dir = dir
@@ -244,7 +245,7 @@ func (s *Store) openEntry(e *storeEntry, isNew bool) {
 		s.opts.Logger.Error("logstore: log is corrupt; serving the records before it, refusing appends",
 			"subject", e.subject, "err", err)
 	case err != nil:
-		e.err = fmt.Errorf("logstore: open log of %q: %w", e.subject, err)
+		e.err = asNoSpace(fmt.Errorf("logstore: open log of %q: %w", e.subject, err))
 		return
 	}
 	e.log = log
@@ -481,4 +482,13 @@ func (s *Store) Close() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// asNoSpace marks an error of a full disk (or quota) as ErrNoSpace, so
+// that making a new log fails the way growing a segment does.
+func asNoSpace(err error) error {
+	if !errors.Is(err, ErrNoSpace) && (errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)) {
+		return fmt.Errorf("%w: %w", ErrNoSpace, err)
+	}
+	return err
 }

@@ -851,6 +851,19 @@ func TestStoreNewSubjectWhoseFirstSegmentFailsLeavesNoLog(t *testing.T) {
 	}
 }
 
+// TestAsNoSpaceMarksAFullDisk: a full disk met while making a new log
+// (its directory, its subject file) is ErrNoSpace, as when a segment
+// cannot grow, so that an ack says 503 and not 500.
+func TestAsNoSpaceMarksAFullDisk(t *testing.T) {
+	full := &os.PathError{Op: "write", Path: "x/subject", Err: syscall.ENOSPC}
+	if err := asNoSpace(fmt.Errorf("logstore: write: %w", full)); !errors.Is(err, ErrNoSpace) || !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("%v: want ErrNoSpace wrapping ENOSPC", err)
+	}
+	if err := asNoSpace(errors.New("other")); errors.Is(err, ErrNoSpace) {
+		t.Fatal("an unrelated error became ErrNoSpace")
+	}
+}
+
 // TestStoreCloseWithAcquiredLog: Store.Close closes logs that are still
 // held; their holders get ErrClosed, and the store refuses new work.
 func TestStoreCloseWithAcquiredLog(t *testing.T) {

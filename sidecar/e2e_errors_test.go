@@ -198,6 +198,15 @@ func TestCorruptRecordIs500AndVoikKeepsServing(t *testing.T) {
 	if len(reply.Records) != 1 || !bytes.HasPrefix(reply.Records[0].Data, []byte("RECORD-0006;")) {
 		t.Fatalf("record 6 after the corrupt one: %+v", reply)
 	}
+	// A replay across it stops there with the code a FETCH gets: 500,
+	// not 503 (a retry would meet the same record).
+	replay := e.collectReplay("_INBOX.corrupt.replay")
+	wantReplayReply(t, e.call("REPLAY.corrupt.me", map[string]any{"offset": 0, "deliver": replay.deliver}), "corrupt.me", replay.deliver, 0, 150)
+	replayed, final := replay.until()
+	if len(replayed) != 5 {
+		t.Fatalf("%d records replayed before the corrupt one, want 5", len(replayed))
+	}
+	wantEndMarker(t, final, "500", 5)
 	// The process kept running: other subjects answer, capture stores.
 	if got := e.fetchAll("healthy"); len(got) != 1 {
 		t.Fatalf("healthy: %+v", got)

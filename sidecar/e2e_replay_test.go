@@ -36,7 +36,7 @@ func (e *e2e) collectReplay(deliver string) *replayCollector {
 }
 
 // until returns the replayed records and the final message (Voik-Status
-// end or 503).
+// end, or the code of what cut it short).
 func (c *replayCollector) until() (records []*nats.Msg, final *nats.Msg) {
 	c.t.Helper()
 	for {
@@ -45,7 +45,7 @@ func (c *replayCollector) until() (records []*nats.Msg, final *nats.Msg) {
 			c.t.Fatalf("replay to %s: %d records, then %v", c.deliver, len(records), err)
 		}
 		switch msg.Header.Get(messages.HeaderStatus) {
-		case messages.StatusEnd, "503":
+		case messages.StatusEnd, "503", "500", "416":
 			return records, msg
 		}
 		records = append(records, msg)

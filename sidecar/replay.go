@@ -108,10 +108,11 @@ func (a *api) deliver(log *logstore.Log, subject, deliver string, start, end uin
 			return true
 		})
 		if err != nil {
-			// Retention deleted what was next, or a read failed: stop
-			// here and say where, as a shutdown would.
+			// Stop here and say where, with the code a FETCH at that
+			// offset would get: 416 when retention deleted what was next,
+			// 500 for a record that cannot be read (a retry meets it again).
 			a.logger.Warn("replay stopped", "subject", subject, "offset", next, "err", err)
-			status = "503"
+			status = strconv.Itoa(storeError(err).Code)
 			break
 		}
 	}
