@@ -33,6 +33,7 @@ const maxInFlight = 4096
 // subscription, and capture runs on its own connection.
 type api struct {
 	nc       *nats.Conn
+	replayNC *nats.Conn // publishes REPLAY's records
 	store    *logstore.Store
 	prefix   string
 	metrics  *metrics

@@ -26,7 +26,7 @@ type metrics struct {
 	requests       *prometheus.CounterVec // verb, code
 	requestSeconds *prometheus.HistogramVec
 	replayed       prometheus.Counter
-	natsConnected  *prometheus.GaugeVec // role: capture, api
+	natsConnected  *prometheus.GaugeVec // role: capture, api, replay
 	reconnects     prometheus.Counter
 
 	// Storage, fed by the store's Observer and by capture.
@@ -74,7 +74,7 @@ func newMetrics(reg prometheus.Registerer, gauges storeGauges) (*metrics, error)
 			Name: "voik_replayed_messages_total", Help: "Records published by REPLAY.",
 		}),
 		natsConnected: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "voik_nats_connected", Help: "1 while the NATS connection of the role (capture, api) is up, 0 while it is down.",
+			Name: "voik_nats_connected", Help: "1 while the NATS connection of the role (capture, api, replay) is up, 0 while it is down.",
 		}, []string{"role"}),
 		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "voik_nats_reconnects_total", Help: "NATS reconnections.",

@@ -12,17 +12,73 @@ import (
 	"github.com/voik/voik/messages"
 )
 
-// Replay pacing: after this many records or bytes, wait for NATS to
-// acknowledge what was sent (a flush) before sending more, so that at most
-// one batch is ever in flight towards a subscriber. 4 MiB stays far below
-// what a NATS server lets pile up for a client (64 MiB by default) and
-// below nats.go's default pending limits, while a round trip every 512
-// records made replay wait on the network most of the time.
+// Replay pacing. Core NATS has no flow control, and a NATS server closes
+// a subscriber's connection once more than its max_pending (64 MiB by
+// default) waits to be written to it. What the server does tell a
+// publisher: once a subscriber has more than three quarters of that
+// pending, every message to it holds up the publisher's connection for
+// 2-5 ms (a "stall"). So the records go out in batches; after each batch
+// a flush waits until the server has taken it, and the next record goes
+// alone with a flush of its own, timed. Quick: the subscriber keeps up,
+// the next batch follows. Held up: it is falling behind; replay waits,
+// longer each time, and sends one record at a time until it is not.
+// A batch is small against max_pending, so a subscriber below the stall
+// mark cannot be pushed past the limit by one.
 const (
 	replayBatchMessages = 4096
-	replayBatchBytes    = 4 << 20
+	replayBatchBytes    = 2 << 20
 	replayFlushTimeout  = 30 * time.Second
+	// A flush of one record that takes longer than this (plus 10 ns a
+	// byte) was stalled: the server's shortest stall is 2 ms.
+	replayStallThreshold = time.Millisecond
+	replayBackoffMin     = 5 * time.Millisecond
+	replayBackoffMax     = time.Second
 )
+
+// replayPacer decides, record by record, when a replay flushes and waits.
+type replayPacer struct {
+	nc       *nats.Conn
+	shutdown <-chan struct{}
+	messages int           // sent since the last flush
+	bytes    int           // of those
+	probing  bool          // the record just sent is timed alone
+	backoff  time.Duration // the next wait while the subscriber is behind
+	stalls   int           // probes found held up, for the log
+}
+
+// sent is called after each record is published, with its size; it
+// returns an error when a flush fails or shutdown interrupts a wait.
+func (p *replayPacer) sent(size int) error {
+	p.messages++
+	p.bytes += size
+	if p.probing {
+		start := time.Now()
+		if err := p.nc.FlushTimeout(replayFlushTimeout); err != nil {
+			return err
+		}
+		p.messages, p.bytes = 0, 0
+		if time.Since(start) <= replayStallThreshold+time.Duration(size)*10 {
+			p.probing, p.backoff = false, replayBackoffMin
+			return nil
+		}
+		p.stalls++
+		timer := time.NewTimer(p.backoff)
+		defer timer.Stop()
+		select {
+		case <-timer.C:
+		case <-p.shutdown:
+		}
+		p.backoff = min(2*p.backoff, replayBackoffMax)
+		return nil // the next record probes again
+	}
+	if p.messages >= replayBatchMessages || p.bytes >= replayBatchBytes {
+		if err := p.nc.FlushTimeout(replayFlushTimeout); err != nil {
+			return err
+		}
+		p.messages, p.bytes, p.probing = 0, 0, true
+	}
+	return nil
+}
 
 // replay answers REPLAY: it sends the reply, then publishes the records
 // and an end marker to deliver. It returns the reply it already sent as
@@ -52,6 +108,12 @@ func (a *api) replay(msg *nats.Msg, subject string) ([]byte, int) {
 		a.logger.Warn("cannot send replay reply", "subject", subject, "err", err)
 		return nil, 200
 	}
+	// The records leave on another connection: the server must have
+	// routed the reply first, as the contract orders them.
+	if err := a.nc.FlushTimeout(replayFlushTimeout); err != nil {
+		a.logger.Warn("cannot send replay reply", "subject", subject, "err", err)
+		return nil, 200
+	}
 	a.deliver(log, subject, req.Deliver, start, end)
 	return nil, 200
 }
@@ -60,7 +122,7 @@ func (a *api) replay(msg *nats.Msg, subject string) ([]byte, int) {
 // the end marker; a shutdown cuts it short with a 503 marker.
 func (a *api) deliver(log *logstore.Log, subject, deliver string, start, end uint64) {
 	next := start
-	batchMessages, batchBytes := 0, 0
+	pacer := replayPacer{nc: a.replayNC, shutdown: a.shutdown.Done(), backoff: replayBackoffMin}
 	status := messages.StatusEnd
 	var publishErr error
 	for next < end && publishErr == nil {
@@ -86,26 +148,19 @@ func (a *api) deliver(log *logstore.Log, subject, deliver string, start, end uin
 			if herr != nil {
 				out = statusMsg(deliver, "413", v.Offset)
 			}
-			publishErr = a.nc.PublishMsg(out)
+			publishErr = a.replayNC.PublishMsg(out)
 			if errors.Is(publishErr, nats.ErrMaxPayload) {
 				// The record with voik's headers is over max_payload;
 				// nats.go refused it whole. It is marked, not lost.
-				publishErr = a.nc.PublishMsg(statusMsg(deliver, "413", v.Offset))
+				publishErr = a.replayNC.PublishMsg(statusMsg(deliver, "413", v.Offset))
 			}
 			if publishErr != nil {
 				return false
 			}
 			a.metrics.replayed.Inc()
 			next = v.Offset + 1
-			batchMessages++
-			batchBytes += len(out.Data)
-			if batchMessages >= replayBatchMessages || batchBytes >= replayBatchBytes {
-				batchMessages, batchBytes = 0, 0
-				if publishErr = a.nc.FlushTimeout(replayFlushTimeout); publishErr != nil {
-					return false
-				}
-			}
-			return true
+			publishErr = pacer.sent(len(out.Data))
+			return publishErr == nil
 		})
 		if err != nil {
 			// Stop here and say where, with the code a FETCH at that
@@ -124,10 +179,13 @@ func (a *api) deliver(log *logstore.Log, subject, deliver string, start, end uin
 	if status == messages.StatusEnd {
 		marker = end
 	}
-	if err := a.nc.PublishMsg(statusMsg(deliver, status, marker)); err != nil {
+	if err := a.replayNC.PublishMsg(statusMsg(deliver, status, marker)); err != nil {
 		a.logger.Warn("replay end marker not sent", "subject", subject, "err", err)
 	}
-	a.nc.FlushTimeout(replayFlushTimeout)
+	a.replayNC.FlushTimeout(replayFlushTimeout)
+	if pacer.stalls > 0 {
+		a.logger.Info("replay slowed down for a subscriber that fell behind", "subject", subject, "deliver", deliver, "waits", pacer.stalls)
+	}
 }
 
 func statusMsg(deliver, status string, offset uint64) *nats.Msg {

@@ -46,7 +46,8 @@ type Sidecar struct {
 	capture  *capture
 	api      *api
 	captureNC,
-	apiNC *nats.Conn
+	apiNC,
+	replayNC *nats.Conn // REPLAY's records only: a slow subscriber stalls it, not the API
 	httpListener net.Listener
 	httpServer   *http.Server
 
@@ -170,6 +171,7 @@ func (s *Sidecar) Run(ctx context.Context) (err error) {
 		}
 		return err
 	}
+	defer s.replayNC.Close()
 	defer s.apiNC.Close()
 	defer s.captureNC.Close()
 
@@ -191,10 +193,13 @@ func (s *Sidecar) Run(ctx context.Context) (err error) {
 	return nil
 }
 
-// connect opens the two connections: capture's, which only receives, and
-// the API's, which answers, acks and replays.
+// connect opens the three connections: capture's, which only receives;
+// the API's, which answers and acks; and replay's, which publishes the
+// records of REPLAY. A NATS server slows a publisher whose messages pile
+// up for a slow subscriber (it stalls the connection's reads); on its own
+// connection a replay to a slow subscriber slows only replays.
 func (s *Sidecar) connect(ctx context.Context, url string) error {
-	for _, role := range []string{"capture", "api"} {
+	for _, role := range []string{"capture", "api", "replay"} {
 		connected := make(chan struct{}, 1)
 		opts, err := natsOptions(s.cfg, role, s.logger, s.metrics, connected)
 		if err != nil {
@@ -207,10 +212,13 @@ func (s *Sidecar) connect(ctx context.Context, url string) error {
 		if err != nil {
 			return err
 		}
-		if role == "capture" {
+		switch role {
+		case "capture":
 			s.captureNC = nc
-		} else {
+		case "api":
 			s.apiNC = nc
+		default:
+			s.replayNC = nc
 		}
 		s.metrics.natsConnected.WithLabelValues(role).Set(1)
 	}
@@ -249,6 +257,7 @@ func (s *Sidecar) start(shutdownCtx context.Context) error {
 	}
 	s.api = &api{
 		nc:       s.apiNC,
+		replayNC: s.replayNC,
 		store:    s.store,
 		prefix:   s.cfg.APIPrefix,
 		metrics:  s.metrics,
@@ -319,8 +328,9 @@ func (s *Sidecar) stop(shutdown context.CancelFunc) {
 	if err := s.apiNC.FlushTimeout(5 * time.Second); err != nil {
 		s.logger.Warn("shutdown: last replies may not have been sent", "err", err)
 	}
-	s.metrics.natsConnected.WithLabelValues("capture").Set(0)
-	s.metrics.natsConnected.WithLabelValues("api").Set(0)
+	for _, role := range []string{"capture", "api", "replay"} {
+		s.metrics.natsConnected.WithLabelValues(role).Set(0)
+	}
 }
 
 // startHTTP serves /healthz, /readyz and /metrics when an address is set.
@@ -363,7 +373,7 @@ func (s *Sidecar) notReady() string {
 	switch {
 	case !s.ready.Load():
 		return "not capturing (starting or shutting down)"
-	case !s.captureNC.IsConnected() || !s.apiNC.IsConnected():
+	case !s.captureNC.IsConnected() || !s.apiNC.IsConnected() || !s.replayNC.IsConnected():
 		return "NATS disconnected"
 	}
 	return ""
