@@ -185,3 +185,39 @@ func TestWithoutANATSURLVoikRunsAnEmbeddedServerAndCapturesThere(t *testing.T) {
 		t.Fatalf("fetch: %+v, %v", reply, err)
 	}
 }
+
+// TestShutdownWhileNATSIsAwayDoesNotWaitForIt: with the NATS server gone,
+// SIGTERM finishes what was delivered and exits without waiting for a
+// reconnect (each drain used to wait 10 s for a round trip); what was
+// stored is there after a restart.
+func TestShutdownWhileNATSIsAwayDoesNotWaitForIt(t *testing.T) {
+	t.Parallel()
+	e := start(t)
+	e.appendAcked("before.outage", nil, []byte("kept"))
+	e.server.Shutdown()
+	harness.Eventually(t, 10*time.Second, "/readyz to say NATS is gone", func() bool {
+		resp, err := http.Get("http://" + e.voik.Sidecar.HTTPAddr() + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusServiceUnavailable
+	})
+	began := time.Now()
+	e.voik.Stop(t)
+	// A bound far above a clean exit (milliseconds) and far below the
+	// reconnect waits it replaces (25 s in all).
+	if took := time.Since(began); took > 8*time.Second {
+		t.Fatalf("shutdown with NATS away took %v", took)
+	}
+	ns := harness.StartNATS(t)
+	cfg := *e.voik.Config
+	cfg.NatsURL = ns.ClientURL()
+	v := harness.StartVoik(t, &cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
+	reply, err := v.Client.Fetch(ctx, "before.outage", messages.FetchRequest{})
+	if err != nil || len(reply.Records) != 1 || string(reply.Records[0].Data) != "kept" {
+		t.Fatalf("after the restart: %+v, %v", reply, err)
+	}
+}

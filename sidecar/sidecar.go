@@ -306,12 +306,12 @@ func (s *Sidecar) stop(shutdown context.CancelFunc) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// 1. No new messages; everything NATS delivered is appended.
-	s.capture.drain(ctx)
+	s.capture.drain(ctx, s.captureNC)
 	// 2. Waiting fetches answer now, replays end with 503; no new
 	// requests, and those NATS already delivered are answered 503, not
 	// dropped.
 	shutdown()
-	drainAll(ctx, s.api.subs)
+	drainAll(ctx, s.apiNC, s.api.subs)
 	// 3. Requests and acks in flight complete (acks once durable).
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -325,7 +325,9 @@ func (s *Sidecar) stop(shutdown context.CancelFunc) {
 	case <-ctx.Done():
 		s.logger.Error("shutdown: requests still in flight after 30s; closing anyway")
 	}
-	if err := s.apiNC.FlushTimeout(5 * time.Second); err != nil {
+	if !s.apiNC.IsConnected() {
+		s.logger.Warn("shutdown: NATS is away; replies and acks not yet sent are lost with the connection")
+	} else if err := s.apiNC.FlushTimeout(5 * time.Second); err != nil {
 		s.logger.Warn("shutdown: last replies may not have been sent", "err", err)
 	}
 	for _, role := range []string{"capture", "api", "replay"} {
