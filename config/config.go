@@ -52,8 +52,8 @@ type Config struct {
 	SegmentSize  ByteSize      `yaml:"segment_size" env:"VOIK_SEGMENT_SIZE" env-default:"64MiB" env-description:"size at which a segment file is sealed and a new one started; the largest record must fit"`
 
 	RetentionMaxAge      time.Duration `yaml:"retention_max_age" env:"VOIK_RETENTION_MAX_AGE" env-default:"0s" env-description:"delete segments whose records are all older than this; 0 keeps them"`
-	RetentionMaxBytes    ByteSize      `yaml:"retention_max_bytes" env:"VOIK_RETENTION_MAX_BYTES" env-default:"0" env-description:"per-subject bytes (data+headers) kept at least; older segments beyond it are deleted; 0: no limit"`
-	RetentionMaxMessages uint64        `yaml:"retention_max_messages" env:"VOIK_RETENTION_MAX_MESSAGES" env-default:"0" env-description:"per-subject records kept at least; older segments beyond it are deleted; 0: no limit"`
+	RetentionMaxBytes    ByteSize      `yaml:"retention_max_bytes" env:"VOIK_RETENTION_MAX_BYTES" env-default:"0" env-description:"per-subject bytes (data+headers) kept at least, unless another limit deletes sooner; older segments beyond it are deleted; 0: no limit"`
+	RetentionMaxMessages uint64        `yaml:"retention_max_messages" env:"VOIK_RETENTION_MAX_MESSAGES" env-default:"0" env-description:"per-subject records kept at least, unless another limit deletes sooner; older segments beyond it are deleted; 0: no limit"`
 
 	MaxOpenLogs  int      `yaml:"max_open_logs" env:"VOIK_MAX_OPEN_LOGS" env-default:"1000" env-description:"subject logs held open at once (files and mappings); others are reopened on demand"`
 	PendingMsgs  int      `yaml:"pending_msgs" env:"VOIK_PENDING_MSGS" env-default:"1000000" env-description:"capture subscription pending limit in messages before NATS drops (slow consumer)"`

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -413,4 +414,26 @@ func TestReaderKeepsDeletedSegment(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, segmentFileName(0, ".log"))); !os.IsNotExist(err) {
 		t.Fatalf("deleted segment still on disk: %v", err)
 	}
+}
+
+// TestGrowthFallsBackToWhatTheRecordNeeds: on a disk with room for a page
+// but not for doubling the .log, appends go on, one page at a time,
+// instead of failing with space left.
+func TestGrowthFallsBackToWhatTheRecordNeeds(t *testing.T) {
+	opts := testOptions() // 4 KiB first, doubling up to 16 KiB
+	opts.faults = &faultHooks{preallocate: func(f *os.File, _ int64, length int64) error {
+		if strings.HasSuffix(f.Name(), ".log") && length > pageSize {
+			return fmt.Errorf("%w: injected: only a page left", ErrNoSpace)
+		}
+		return nil
+	}}
+	l := openTestLog(t, t.TempDir(), opts)
+	// Enough records to cross 8 KiB, where doubling would ask for 8 KiB
+	// at once, and to rotate.
+	for i := 0; i < 300; i++ {
+		if _, _, err := l.Append(0, headersFor(i), payload(i)); err != nil {
+			t.Fatalf("append %d with a page left at each growth: %v", i, err)
+		}
+	}
+	checkRecords(t, l, 0, 300)
 }

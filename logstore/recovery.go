@@ -374,7 +374,7 @@ func openSealedSegment(dir string, base uint64, opts *Options, report *Recovery)
 	}
 	if reason := s.checkIndex(); reason == "" {
 		return s, nil, nil
-	} else if s.indexAllocated.Load() > 0 {
+	} else {
 		opts.Logger.Warn("logstore: rebuilding index", "path", s.indexPath, "reason", reason)
 	}
 	count, _, badAt, reason := s.scanRecords()

@@ -250,7 +250,14 @@ func (s *segment) ensureSpace(size, records int64) error {
 	need := s.writePos + size
 	if allocated := s.logAllocated.Load(); need > allocated {
 		grown := min(max(roundUpPage(need), allocated*2), s.capacity())
-		if err := s.grow(s.logFile, allocated, grown-allocated); err != nil {
+		err := s.grow(s.logFile, allocated, grown-allocated)
+		if errors.Is(err, ErrNoSpace) && grown > roundUpPage(need) {
+			// Doubling does not fit on a nearly full disk; what this
+			// record needs may.
+			grown = roundUpPage(need)
+			err = s.grow(s.logFile, allocated, grown-allocated)
+		}
+		if err != nil {
 			return err
 		}
 		s.logAllocated.Store(grown)
