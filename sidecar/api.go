@@ -294,6 +294,14 @@ func (a *api) fetch(subject string, body []byte, builder *messages.FetchReplyBui
 	}
 	defer a.store.Release(log)
 	start, err := startOffset(log, req.Offset, req.StartTime)
+	if atEnd := err == nil && start >= log.EndOffset() || err != nil && err.Code == messages.CodeOutOfRange && req.Offset != nil && *req.Offset > log.EndOffset(); atEnd {
+		// A log that recovery found corrupt (or whose disk failed) takes
+		// no more records: at its end, say so instead of an empty page
+		// or a 416 that would let a consumer think it is caught up.
+		if logErr := log.Err(); logErr != nil {
+			return nil, messages.Errorf(messages.CodeInternal, "the log of %s ends at offset %d and takes no more records: %v", messages.Quote(subject), log.EndOffset(), logErr)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}

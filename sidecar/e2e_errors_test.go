@@ -293,4 +293,10 @@ func TestAckedAppendToACorruptLogIsAnErrorAck(t *testing.T) {
 	if len(records) != 3 {
 		t.Fatalf("%d records served", len(records))
 	}
+	// At its end, and past it, a reader is told the log takes no more
+	// records, not handed an empty page (or a 416) as if caught up.
+	for _, body := range []map[string]any{{"offset": 3}, {"offset": 3, "wait_ms": 60000}, {"offset": 7}} {
+		desc := wantError(t, fmt.Sprintf("FETCH %v at the end of a corrupt log", body), e.call("FETCH.corrupt.tail", body), 500)
+		descriptionSays(t, desc, "takes no more records")
+	}
 }
