@@ -22,7 +22,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -37,29 +36,11 @@ import (
 	"github.com/voik/voik/sidecar"
 )
 
-// syncBuffer is a log destination that tests read after voik stopped.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // runVoik runs voik with cfg until the test ends, logging at debug level
 // into the returned buffer, and returns once its API answers.
-func runVoik(t *testing.T, cfg *config.Config) *syncBuffer {
+func runVoik(t *testing.T, cfg *config.Config) *harness.LogBuffer {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &harness.LogBuffer{}
 	harness.StartVoik(t, cfg, harness.WithoutClient(),
 		harness.WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
 	return logs
@@ -312,7 +293,7 @@ func TestWrongCredentialsAreRetriedNotFatal(t *testing.T) {
 	cfg := harness.TestConfig(t, ns.ClientURL())
 	cfg.HTTPAddr = ""
 	cfg.NatsUser, cfg.NatsPassword = "voik", secret
-	logs := &syncBuffer{}
+	logs := &harness.LogBuffer{}
 	s, err := sidecar.New(cfg, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)

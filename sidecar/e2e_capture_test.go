@@ -1,14 +1,12 @@
 package sidecar_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"reflect"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -338,7 +336,7 @@ func TestASecondVoikOnTheSamePrefixIsWarnedAbout(t *testing.T) {
 		prefix string
 		warned bool
 	}{{first.prefix(), true}, {"OTHER.API", false}} {
-		var out lockedBuffer
+		var out harness.LogBuffer
 		cfg := harness.TestConfig(t, first.server.ClientURL())
 		cfg.APIPrefix = c.prefix
 		harness.StartVoik(t, cfg, harness.WithLogger(slog.New(slog.NewTextHandler(&out, nil))))
@@ -351,22 +349,4 @@ func TestASecondVoikOnTheSamePrefixIsWarnedAbout(t *testing.T) {
 	if got := first.subjects(">"); !reflect.DeepEqual(got, []string{"probe.marker"}) {
 		t.Fatalf("the first voik stored %q", got)
 	}
-}
-
-// lockedBuffer is a bytes.Buffer for a logger that other goroutines write.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (w *lockedBuffer) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *lockedBuffer) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
 }
