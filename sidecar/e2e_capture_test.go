@@ -332,6 +332,7 @@ func TestOverlappingFiltersStoreEachMessageOnce(t *testing.T) {
 func TestASecondVoikOnTheSamePrefixIsWarnedAbout(t *testing.T) {
 	t.Parallel()
 	first := start(t)
+	var others []*harness.Voik
 	for _, c := range []struct {
 		prefix string
 		warned bool
@@ -339,10 +340,15 @@ func TestASecondVoikOnTheSamePrefixIsWarnedAbout(t *testing.T) {
 		var out harness.LogBuffer
 		cfg := harness.TestConfig(t, first.server.ClientURL())
 		cfg.APIPrefix = c.prefix
-		harness.StartVoik(t, cfg, harness.WithLogger(slog.New(slog.NewTextHandler(&out, nil))))
+		others = append(others, harness.StartVoik(t, cfg, harness.WithLogger(slog.New(slog.NewTextHandler(&out, nil)))))
 		if got := strings.Contains(out.String(), "already answers on the API prefix"); got != c.warned {
 			t.Errorf("prefix %s shared: %v; warned: %v\n%s", c.prefix, c.warned, got, out.String())
 		}
+	}
+	// Only the first voik answers on its prefix from here on (the second
+	// would answer the marker's ack and SUBJECTS as well, from its store).
+	for _, v := range others {
+		v.Stop(t)
 	}
 	// The first voik captures ">": the probe on OTHER.API was not stored.
 	first.appendAcked("probe.marker", nil, nil)

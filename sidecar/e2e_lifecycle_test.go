@@ -195,13 +195,16 @@ func TestShutdownWhileNATSIsAwayDoesNotWaitForIt(t *testing.T) {
 	e := start(t)
 	e.appendAcked("before.outage", nil, []byte("kept"))
 	e.server.Shutdown()
-	harness.Eventually(t, 10*time.Second, "/readyz to say NATS is gone", func() bool {
-		resp, err := http.Get("http://" + e.voik.Sidecar.HTTPAddr() + "/readyz")
-		if err != nil {
-			return false
+	// Every connection of voik's has seen NATS go (readiness flips with
+	// the first of them).
+	harness.Eventually(t, 10*time.Second, "voik_nats_connected 0 for every role", func() bool {
+		families := scrape(t, e.voik.Sidecar.HTTPAddr())
+		for _, role := range []string{"capture", "api", "replay"} {
+			if metricValue(t, families, "voik_nats_connected", "role", role) != 0 {
+				return false
+			}
 		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusServiceUnavailable
+		return true
 	})
 	began := time.Now()
 	e.voik.Stop(t)
