@@ -841,26 +841,43 @@ func TestSealedIndexWrongMiddleEntry(t *testing.T) {
 	checkRecords(t, l, int(k), fx.n)
 }
 
-// TestSealedIndexWrongEntriesRebuildPositionsOnce: reads that start at
-// wrong index entries of a sealed segment walk its .log once, log that
-// once, and are served from the rebuilt positions afterwards instead of
-// walking the segment from its start on every read.
-func TestSealedIndexWrongEntriesRebuildPositionsOnce(t *testing.T) {
+// openWithWrongIndexEntries builds a log, points the index entries
+// wrong of the second segment one byte past their records (still in
+// order and in bounds, so the checks at open pass), lets editLog change
+// that segment's .log too (nil: leave it), and opens the log with a
+// captured logger. It returns the record positions of that segment.
+func openWithWrongIndexEntries(t *testing.T, wrong []int, editLog func(b []byte, positions []int64)) (*rcvFixture, []int64, *Log, *rcvLogBuffer) {
+	t.Helper()
 	opts, logs := rcvOptions()
 	fx := buildRecoveryFixture(t, opts, 300)
 	_, positions, _ := fx.records(t, 1)
 	rcvEdit(t, fx.path(1, ".idx"), func(b []byte) []byte {
-		for _, i := range []int{3, 7} {
-			binary.LittleEndian.PutUint32(rcvEntry(b, i), uint32(positions[i]+1)) // still in order and in bounds
+		for _, i := range wrong {
+			binary.LittleEndian.PutUint32(rcvEntry(b, i), uint32(positions[i]+1))
 		}
 		return b
 	})
+	if editLog != nil {
+		rcvEdit(t, fx.path(1, ".log"), func(b []byte) []byte {
+			editLog(b, positions)
+			return b
+		})
+	}
 	logs.Reset()
 	l, err := OpenLog(fx.dir, "test.subject", opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	t.Cleanup(func() { l.Close() })
+	return fx, positions, l, logs
+}
+
+// TestSealedIndexWrongEntriesRebuildPositionsOnce: reads that start at
+// wrong index entries of a sealed segment walk its .log once, log that
+// once, and are served from the rebuilt positions afterwards instead of
+// walking the segment from its start on every read.
+func TestSealedIndexWrongEntriesRebuildPositionsOnce(t *testing.T) {
+	fx, positions, l, logs := openWithWrongIndexEntries(t, []int{3, 7}, nil)
 	for _, i := range []uint64{3, 7, 3, 7} {
 		checkRecords(t, l, int(fx.base(1)+i), int(fx.base(1)+i+1))
 	}
@@ -889,23 +906,9 @@ func TestSealedIndexWrongEntriesRebuildPositionsOnce(t *testing.T) {
 // record; reads at the wrong entry report corruption without walking (and
 // logging) again each time.
 func TestSealedIndexWrongEntryPastABadRecordWalksOnce(t *testing.T) {
-	opts, logs := rcvOptions()
-	fx := buildRecoveryFixture(t, opts, 300)
-	_, positions, _ := fx.records(t, 1)
-	rcvEdit(t, fx.path(1, ".idx"), func(b []byte) []byte {
-		binary.LittleEndian.PutUint32(rcvEntry(b, 7), uint32(positions[7]+1)) // still in order and in bounds
-		return b
-	})
-	rcvEdit(t, fx.path(1, ".log"), func(b []byte) []byte {
+	fx, _, l, logs := openWithWrongIndexEntries(t, []int{7}, func(b []byte, positions []int64) {
 		b[positions[3]+recordHeaderSize] ^= 0xff // record 3's checksum no longer matches
-		return b
 	})
-	logs.Reset()
-	l, err := OpenLog(fx.dir, "test.subject", opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
 	k := fx.base(1) + 7
 	for range 5 {
 		if _, err := l.Read(k, 1); !errors.Is(err, ErrCorrupt) {

@@ -225,6 +225,17 @@ func (a *api) acquireWaiting(ctx context.Context, subject string, wait bool) (*l
 	}
 }
 
+// deadEnd is the reply to a read at or past the end of log: a log that
+// recovery found corrupt (or whose disk failed) takes no more records, so
+// a 500 says so instead of an empty page or a 416 that would let a
+// consumer think it is caught up. Otherwise it returns orElse.
+func deadEnd(log *logstore.Log, subject string, orElse *messages.Error) *messages.Error {
+	if logErr := log.Err(); logErr != nil {
+		return messages.Errorf(messages.CodeInternal, "the log of %s ends at offset %d and takes no more records: %v", messages.Quote(subject), log.EndOffset(), logErr)
+	}
+	return orElse
+}
+
 // waitForSubject returns once subject has a log or ctx ends.
 func (a *api) waitForSubject(ctx context.Context, subject string) {
 	for {
@@ -294,16 +305,16 @@ func (a *api) fetch(subject string, body []byte, builder *messages.FetchReplyBui
 	}
 	defer a.store.Release(log)
 	start, err := startOffset(log, req.Offset, req.StartTime)
-	if atEnd := err == nil && start >= log.EndOffset() || err != nil && err.Code == messages.CodeOutOfRange && req.Offset != nil && *req.Offset > log.EndOffset(); atEnd {
-		// A log that recovery found corrupt (or whose disk failed) takes
-		// no more records: at its end, say so instead of an empty page
-		// or a 416 that would let a consumer think it is caught up.
-		if logErr := log.Err(); logErr != nil {
-			return nil, messages.Errorf(messages.CodeInternal, "the log of %s ends at offset %d and takes no more records: %v", messages.Quote(subject), log.EndOffset(), logErr)
-		}
-	}
 	if err != nil {
+		if err.Code == messages.CodeOutOfRange && req.Offset != nil && *req.Offset > log.EndOffset() {
+			err = deadEnd(log, subject, err)
+		}
 		return nil, err
+	}
+	if start >= log.EndOffset() {
+		if err := deadEnd(log, subject, nil); err != nil {
+			return nil, err
+		}
 	}
 	if req.WaitMs > 0 && start >= log.EndOffset() {
 		log.WaitFor(wait, start)
