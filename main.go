@@ -101,11 +101,13 @@ func serve(configPath string, stderr io.Writer) int {
 		return exitUsage
 	}
 	logger := cfg.Logger(stderr).With("version", version)
+	gc := tuneGC(os.Getenv, "/sys/fs/cgroup", "/proc/self/cgroup")
 	s, err := sidecar.New(cfg, logger)
 	if err != nil {
 		fmt.Fprintf(stderr, "voik: %v\n", err)
 		return exitUsage
 	}
+	logger.Info("garbage collector", "gogc", gc.GOGC, "memory_limit", gc.MemoryLimit, "memory_limit_from", gc.LimitFrom)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := s.Run(ctx); err != nil {
