@@ -105,6 +105,6 @@ func (w *syncWriter) Write(p []byte) (int, error) {
 // TestMain lets the test binary serve as the ceiling's counting
 // subscriber, as voikbench does.
 func TestMain(m *testing.M) {
-	RunCounterIfAsked()
+	RunChildIfAsked()
 	os.Exit(m.Run())
 }

@@ -3,8 +3,6 @@ package bench
 import (
 	"bufio"
 	"fmt"
-	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -14,26 +12,11 @@ import (
 )
 
 // counterEnv, set in the environment of a benchmark binary, makes it a
-// counting subscriber instead (see RunCounterIfAsked): "URL SUBJECT N
+// counting subscriber instead (see RunChildIfAsked): "URL SUBJECT N
 // STALL_NS". voik runs as a child process, so the ceiling it is compared
 // with is a subscriber in a child process too, with the same hops and
 // the same competition for CPU with the NATS server and the publisher.
 const counterEnv = "VOIKBENCH_COUNTER"
-
-// RunCounterIfAsked turns this process into a counting subscriber and
-// exits, if the benchmark started it as one. Programs that run Run (and
-// the tests of this package, from TestMain) call it first thing.
-func RunCounterIfAsked() {
-	spec := os.Getenv(counterEnv)
-	if spec == "" {
-		return
-	}
-	if err := runCounter(spec); err != nil {
-		fmt.Fprintf(os.Stderr, "counting subscriber: %v\n", err)
-		os.Exit(1)
-	}
-	os.Exit(0)
-}
 
 // runCounter subscribes, says "ready", counts until N messages came or
 // none came for STALL, and prints "COUNT UNIX_NANOS" (when it reached the
@@ -54,7 +37,7 @@ func runCounter(spec string) error {
 	}
 	defer nc.Close()
 	var count, lastAt atomic.Int64
-	sub, err := nc.Subscribe(fields[1], func(*nats.Msg) {
+	err = subscribeReady(nc, fields[1], func(*nats.Msg) {
 		if count.Add(1) == int64(n) {
 			lastAt.Store(time.Now().UnixNano())
 		}
@@ -62,13 +45,6 @@ func runCounter(spec string) error {
 	if err != nil {
 		return err
 	}
-	if err := sub.SetPendingLimits(-1, -1); err != nil {
-		return err
-	}
-	if err := nc.Flush(); err != nil {
-		return err
-	}
-	fmt.Println("ready")
 	got, at := waitCount(func() int { return int(count.Load()) }, n, time.Duration(stall), time.Millisecond)
 	if got >= n {
 		at = time.Unix(0, lastAt.Load())
@@ -79,36 +55,14 @@ func runCounter(spec string) error {
 
 // counterProcess is a counting subscriber running as a child.
 type counterProcess struct {
-	cmd *exec.Cmd
 	out *bufio.Scanner
 }
 
 // startCounter starts a counting subscriber on subject and returns once it
 // is subscribed.
 func startCounter(e *Env, url, subject string, n int, stall time.Duration) *counterProcess {
-	self, err := os.Executable()
-	if err != nil {
-		e.Fatalf("counting subscriber: %v", err)
-	}
-	cmd := exec.Command(self)
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %d %d", counterEnv, url, subject, n, stall.Nanoseconds()))
-	cmd.Stderr = os.Stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		e.Fatalf("counting subscriber: %v", err)
-	}
-	if err := cmd.Start(); err != nil {
-		e.Fatalf("counting subscriber: %v", err)
-	}
-	e.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	c := &counterProcess{cmd: cmd, out: bufio.NewScanner(stdout)}
-	if !c.out.Scan() || c.out.Text() != "ready" {
-		e.Fatalf("counting subscriber did not start: %q %v", c.out.Text(), c.out.Err())
-	}
-	return c
+	out := startChild(e, "counting subscriber", fmt.Sprintf("%s=%s %s %d %d", counterEnv, url, subject, n, stall.Nanoseconds()))
+	return &counterProcess{out: out}
 }
 
 // result waits for the count and when it was reached.

@@ -4,8 +4,11 @@
 // alternative to). For each message size it runs
 //
 //  1. ceiling: a burst of plain publishes to a counting subscriber in a
-//     child process (this binary again, see RunCounterIfAsked), as voik
-//     is, and the same in the NATS server's process for reference;
+//     child process (this binary again, see RunChildIfAsked), as voik
+//     is, and the same in the NATS server's process for reference; then
+//     two children that speak voik's protocol from memory, storing
+//     nothing: one acks every Voik-Ack message at once, the other serves
+//     FETCH pages (the most any NATS client could reach in voik's place);
 //  2. voik capture: the same burst, until INFO shows every message;
 //  3. JetStream capture: the same burst into a file-storage stream;
 //  4. voik acknowledged appends (Voik-Ack) with a window in flight;

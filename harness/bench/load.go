@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/voik/voik/harness"
+	"github.com/voik/voik/messages"
 )
 
 // publishBurst publishes n plain messages as fast as the connection takes
@@ -223,5 +224,22 @@ func (s *sizeRun) ceiling(e *Env) {
 	}
 	f = Figure{Size: s.size, Scenario: ScenarioCeilingInProcess, Messages: s.messages, Done: got, Note: "in the NATS server's process"}
 	f.throughput(at.Sub(start))
+	s.add(f)
+
+	// What voik's acked appends and FETCH could reach if storing cost
+	// nothing: a child that acks at once, and one that serves pages built
+	// in memory, driven exactly as voik is.
+	startResponder(e, fmt.Sprintf("ack %s %s", ns.ClientURL(), ackSubject))
+	load := ackedLoad{
+		nc: pub, subject: ackSubject, payload: s.payload, n: s.appends, window: s.opts.Window, stall: s.opts.Stall,
+		header: nats.Header{messages.HeaderAck: {"1"}}, check: voikAckCheck,
+	}
+	r := load.run(e, s.opts.Progress, "ceiling ack responder")
+	s.add(r.figure(s.size, ScenarioCeilingAck, s.appends, fmt.Sprintf("child acking at once, window %d", s.opts.Window)))
+
+	const prefix = "BENCH.API"
+	startResponder(e, fmt.Sprintf("fetch %s %s %s %d %d", ns.ClientURL(), prefix, captureSubject, s.size, s.messages))
+	f = s.readHistory(messages.NewClient(pub, prefix), s.messages, ScenarioCeilingFetch)
+	f.Note += ", child serving pages from memory"
 	s.add(f)
 }

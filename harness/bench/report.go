@@ -87,8 +87,12 @@ func (r *Report) compare() {
 		for _, c := range []struct{ name, voik, ref string }{
 			{"capture voik/ceiling", ScenarioVoikCapture, ScenarioCeiling},
 			{"capture voik/JetStream", ScenarioVoikCapture, ScenarioJSCapture},
+			{"acked voik/ack responder", ScenarioVoikAck, ScenarioCeilingAck},
+			{"acked ack responder/JetStream default", ScenarioCeilingAck, ScenarioJSAck},
 			{"acked voik/JetStream default", ScenarioVoikAck, ScenarioJSAck},
 			{"acked voik/JetStream sync always", ScenarioVoikAck, ScenarioJSAckAlways},
+			{"history voik FETCH/FETCH from memory", ScenarioVoikFetch, ScenarioCeilingFetch},
+			{"history FETCH from memory/JetStream pull", ScenarioCeilingFetch, ScenarioJSPull},
 			{"history voik FETCH/JetStream pull", ScenarioVoikFetch, ScenarioJSPull},
 			{"history voik FETCH/JetStream ordered", ScenarioVoikFetch, ScenarioJSOrdered},
 			{"history voik REPLAY/JetStream ordered", ScenarioVoikReplay, ScenarioJSOrdered},

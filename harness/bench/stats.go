@@ -25,6 +25,8 @@ type Figure struct {
 const (
 	ScenarioCeiling          = "ceiling: core subscriber"
 	ScenarioCeilingInProcess = "ceiling: in-process sub"
+	ScenarioCeilingAck       = "ceiling: ack responder"
+	ScenarioCeilingFetch     = "ceiling: FETCH from memory"
 	ScenarioVoikCapture      = "voik capture"
 	ScenarioJSCapture        = "JetStream capture"
 	ScenarioVoikAck          = "voik acked append"
@@ -40,8 +42,8 @@ const (
 
 var scenarioOrder = []string{
 	ScenarioCeiling, ScenarioCeilingInProcess, ScenarioVoikCapture, ScenarioJSCapture,
-	ScenarioVoikAck, ScenarioJSAck, ScenarioJSAckAlways,
-	ScenarioVoikFetch, ScenarioJSPull, ScenarioJSOrdered,
+	ScenarioCeilingAck, ScenarioVoikAck, ScenarioJSAck, ScenarioJSAckAlways,
+	ScenarioCeilingFetch, ScenarioVoikFetch, ScenarioJSPull, ScenarioJSOrdered,
 	ScenarioVoikFetchOne, ScenarioJSGetOne, ScenarioVoikReplay,
 }
 

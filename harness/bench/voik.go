@@ -93,17 +93,7 @@ func (s *sizeRun) voik(e *Env) {
 	before = v.usage(e)
 	load := ackedLoad{
 		nc: pub, subject: ackSubject, payload: s.payload, n: s.appends, window: s.opts.Window, stall: s.opts.Stall,
-		header: nats.Header{messages.HeaderAck: {"1"}},
-		check: func(i int, body []byte) (uint64, error) {
-			ack, err := messages.DecodeAckReply(body)
-			if err != nil {
-				return 0, fmt.Errorf("ack %d: %v", i, err)
-			}
-			if ack.Subject != ackSubject {
-				return 0, fmt.Errorf("ack %d: subject %q", i, ack.Subject)
-			}
-			return ack.Offset, nil
-		},
+		header: nats.Header{messages.HeaderAck: {"1"}}, check: voikAckCheck,
 	}
 	endPhase = s.phase("appends")
 	r := load.run(e, s.opts.Progress, "voik acked append")
@@ -117,7 +107,7 @@ func (s *sizeRun) voik(e *Env) {
 	// FETCH: page through the whole capture history.
 	before = v.usage(e)
 	endPhase = s.phase("fetch")
-	s.add(s.voikFetchHistory(e, v.client, history))
+	s.add(s.readHistory(v.client, history, ScenarioVoikFetch))
 	endPhase()
 	after = v.usage(e)
 	res.CPUPerMillionFetch = perMillion(after.CPU-before.CPU, history)
@@ -142,8 +132,23 @@ func (s *sizeRun) voik(e *Env) {
 	}
 }
 
-func (s *sizeRun) voikFetchHistory(e *Env, client *messages.Client, history int) Figure {
-	f := Figure{Size: s.size, Scenario: ScenarioVoikFetch, Messages: history}
+// voikAckCheck checks an ack of voik's (or of the ack responder) and
+// returns the offset it acknowledges.
+func voikAckCheck(i int, body []byte) (uint64, error) {
+	ack, err := messages.DecodeAckReply(body)
+	if err != nil {
+		return 0, fmt.Errorf("ack %d: %v", i, err)
+	}
+	if ack.Subject != ackSubject {
+		return 0, fmt.Errorf("ack %d: subject %q", i, ack.Subject)
+	}
+	return ack.Offset, nil
+}
+
+// readHistory pages through the records [0, history) of captureSubject
+// with FETCH, checking each offset and size.
+func (s *sizeRun) readHistory(client *messages.Client, history int, scenario string) Figure {
+	f := Figure{Size: s.size, Scenario: scenario, Messages: history}
 	read := 0
 	var progress atomic.Int64
 	stop := watch(s.opts.Progress, "voik fetch", history, func() int { return int(progress.Load()) })

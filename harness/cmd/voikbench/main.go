@@ -27,7 +27,7 @@ import (
 )
 
 func main() {
-	bench.RunCounterIfAsked() // the ceiling's subscriber is this binary again
+	bench.RunChildIfAsked() // the ceiling's children are this binary again
 	os.Exit(run())
 }
 

@@ -1,0 +1,93 @@
+package bench
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// RunChildIfAsked turns this process into one of the benchmark's
+// children and exits, if the benchmark started it as one: a counting
+// subscriber (counterEnv) or a responder (responderEnv). Programs that
+// run Run (and the tests of this package, from TestMain) call it first
+// thing.
+func RunChildIfAsked() {
+	var err error
+	switch {
+	case os.Getenv(counterEnv) != "":
+		err = runCounter(os.Getenv(counterEnv))
+	case os.Getenv(responderEnv) != "":
+		err = runResponder(os.Getenv(responderEnv))
+	default:
+		return
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "voikbench child: %v\n", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// subscribeReady subscribes handler to subject with no pending limits,
+// makes sure the server has the subscription, and says "ready" on stdout:
+// what a child does before the benchmark starts sending.
+func subscribeReady(nc *nats.Conn, subject string, handler nats.MsgHandler) error {
+	sub, err := nc.Subscribe(subject, handler)
+	if err != nil {
+		return err
+	}
+	if err := sub.SetPendingLimits(-1, -1); err != nil {
+		return err
+	}
+	if err := nc.Flush(); err != nil {
+		return err
+	}
+	fmt.Println("ready")
+	return nil
+}
+
+// startChild runs this binary again with env added to its environment, as
+// the child named what, and returns its standard output once the child
+// has said "ready" on it. The child is stopped when e's cleanups run: its
+// stdin is closed (a responder's cue to exit), then it is killed if it
+// has not exited within 5 seconds.
+func startChild(e *Env, what, env string) *bufio.Scanner {
+	self, err := os.Executable()
+	if err != nil {
+		e.Fatalf("%s: %v", what, err)
+	}
+	cmd := exec.Command(self)
+	cmd.Env = append(os.Environ(), env)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		e.Fatalf("%s: %v", what, err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		e.Fatalf("%s: %v", what, err)
+	}
+	if err := cmd.Start(); err != nil {
+		e.Fatalf("%s: %v", what, err)
+	}
+	e.Cleanup(func() {
+		stdin.Close()
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	out := bufio.NewScanner(stdout)
+	if !out.Scan() || out.Text() != "ready" {
+		e.Fatalf("%s did not start: %q %v", what, out.Text(), out.Err())
+	}
+	return out
+}
