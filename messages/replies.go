@@ -2,7 +2,6 @@ package messages
 
 import (
 	"bytes"
-	"slices"
 	"sort"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -148,17 +147,57 @@ func EncodeError(e *Error) []byte { return Encode(ErrorReply{Error: e}) }
 // server can stop where the next record would push the reply past its size
 // limit. The zero value is ready; Reset makes it reusable.
 type FetchReplyBuilder struct {
-	out     []byte // the finished reply
+	out []byte // the finished reply, when its head did not fit in headRoom
+	// records holds headRoom bytes, then the records as they are added,
+	// then (after Finish) the reply's tail. Finish writes the head into
+	// the room left before the records, so a reply of a megabyte is not
+	// copied once more to put its head in front.
 	records bytes.Buffer
+	tail    int // where the records end once Finish wrote the tail; 0 before
 	enc     *msgpack.Encoder
 	count   int
 	names   []string
+	head    []byte
+}
+
+// headRoom is the space kept in front of the records for the reply's head
+// (a map, "subject", the subject, "records", the records' array length)
+// with a subject of up to 4 KiB, the most a NATS server accepts by default
+// (max_control_line); a longer one costs a copy.
+const headRoom = 1 + strHeadSize + 3 + 4096 + strHeadSize + 5
+
+// strHeadSize is the encoded size of "subject" and of "records".
+const strHeadSize = 1 + 7
+
+var zeroHead [headRoom]byte
+
+// begin makes the room for the head in an empty builder, and takes away a
+// tail that Finish wrote.
+func (b *FetchReplyBuilder) begin() {
+	if b.tail > 0 {
+		b.records.Truncate(b.tail)
+		b.tail = 0
+	}
+	if b.records.Len() == 0 {
+		b.records.Write(zeroHead[:])
+	}
+}
+
+// recordsLen is the size of the records encoded so far.
+func (b *FetchReplyBuilder) recordsLen() int {
+	switch {
+	case b.tail > 0:
+		return b.tail - headRoom
+	case b.records.Len() == 0:
+		return 0
+	}
+	return b.records.Len() - headRoom
 }
 
 // Reset empties the builder, keeping its memory.
 func (b *FetchReplyBuilder) Reset() {
 	b.records.Reset()
-	b.count = 0
+	b.count, b.tail = 0, 0
 }
 
 // Count is the number of records added.
@@ -170,6 +209,7 @@ func (b *FetchReplyBuilder) Add(offset uint64, timestamp int64, headers map[stri
 	if b.enc == nil {
 		b.enc = msgpack.NewEncoder(&b.records)
 	}
+	b.begin()
 	e := b.enc
 	fields := 3
 	if len(headers) > 0 {
@@ -208,6 +248,7 @@ func (b *FetchReplyBuilder) Add(offset uint64, timestamp int64, headers map[stri
 // Finish(subject, offset+1, first, end) with this record last, so that a
 // record is refused only when it really does not fit.
 func (b *FetchReplyBuilder) AddWithin(limit int, subject string, first, end uint64, offset uint64, timestamp int64, headers map[string][]string, data []byte) bool {
+	b.begin()
 	mark := b.records.Len()
 	b.Add(offset, timestamp, headers, data)
 	if b.finishedSize(len(subject), offset+1, first, end) <= limit {
@@ -221,7 +262,7 @@ func (b *FetchReplyBuilder) AddWithin(limit int, subject string, first, end uint
 // finishedSize is the length of what Finish would return.
 func (b *FetchReplyBuilder) finishedSize(subjectLen int, next, first, end uint64) int {
 	return 1 + strSize(len("subject")) + strSize(subjectLen) +
-		strSize(len("records")) + arrayHeaderSize(b.count) + b.records.Len() +
+		strSize(len("records")) + arrayHeaderSize(b.count) + b.recordsLen() +
 		strSize(len("next_offset")) + uintSize(next) +
 		strSize(len("first_offset")) + uintSize(first) +
 		strSize(len("end_offset")) + uintSize(end)
@@ -278,30 +319,39 @@ func uintSize(v uint64) int {
 }
 
 // Finish encodes the whole reply into the builder's own memory: the
-// bytes are valid until the next Reset.
+// bytes are valid until the builder is used again.
 func (b *FetchReplyBuilder) Finish(subject string, next, first, end uint64) []byte {
-	out := slices.Grow(b.out[:0], b.finishedSize(len(subject), next, first, end))
-	out = append(out, 0x85) // a map of five
-	out = appendMsgpackString(out, "subject")
-	out = appendMsgpackString(out, subject)
-	out = appendMsgpackString(out, "records")
+	b.begin()
+	head := append(b.head[:0], 0x85) // a map of five
+	head = appendMsgpackString(head, "subject")
+	head = appendMsgpackString(head, subject)
+	head = appendMsgpackString(head, "records")
 	switch n := b.count; {
 	case n < 16:
-		out = append(out, 0x90|byte(n))
+		head = append(head, 0x90|byte(n))
 	case n < 1<<16:
-		out = append(out, 0xdc, byte(n>>8), byte(n))
+		head = append(head, 0xdc, byte(n>>8), byte(n))
 	default:
-		out = append(out, 0xdd, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+		head = append(head, 0xdd, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
 	}
-	out = append(out, b.records.Bytes()...)
-	out = appendMsgpackString(out, "next_offset")
-	out = appendMsgpackUint(out, next)
-	out = appendMsgpackString(out, "first_offset")
-	out = appendMsgpackUint(out, first)
-	out = appendMsgpackString(out, "end_offset")
-	out = appendMsgpackUint(out, end)
-	b.out = out
-	return out
+	b.head = head
+	b.tail = b.records.Len()
+	tail := b.records.AvailableBuffer()
+	tail = appendMsgpackString(tail, "next_offset")
+	tail = appendMsgpackUint(tail, next)
+	tail = appendMsgpackString(tail, "first_offset")
+	tail = appendMsgpackUint(tail, first)
+	tail = appendMsgpackString(tail, "end_offset")
+	tail = appendMsgpackUint(tail, end)
+	b.records.Write(tail)
+	whole := b.records.Bytes()
+	if len(head) <= headRoom {
+		start := headRoom - len(head)
+		copy(whole[start:], head)
+		return whole[start:]
+	}
+	b.out = append(append(b.out[:0], head...), whole[headRoom:]...)
+	return b.out
 }
 
 // decodeReply unmarshals a reply into v, or returns the *Error it carries.
