@@ -154,7 +154,6 @@ type FetchReplyBuilder struct {
 	// copied once more to put its head in front.
 	records bytes.Buffer
 	tail    int // where the records end once Finish wrote the tail; 0 before
-	enc     *msgpack.Encoder
 	count   int
 	names   []string
 	head    []byte
@@ -206,41 +205,64 @@ func (b *FetchReplyBuilder) Count() int { return b.count }
 // Add appends one record. Header names are written sorted, so the same
 // record always encodes the same way.
 func (b *FetchReplyBuilder) Add(offset uint64, timestamp int64, headers map[string][]string, data []byte) {
-	if b.enc == nil {
-		b.enc = msgpack.NewEncoder(&b.records)
-	}
 	b.begin()
-	e := b.enc
 	fields := 3
 	if len(headers) > 0 {
 		fields = 4
 	}
-	e.EncodeMapLen(fields)
-	e.EncodeString("offset")
-	e.EncodeUint(offset)
-	e.EncodeString("ts")
-	e.EncodeInt(timestamp)
+	// The record's head is appended in the buffer's spare room and
+	// written once: a page holds a thousand records, and an encoder call
+	// per field cost as much as copying their data.
+	head := append(b.records.AvailableBuffer(), 0x80|byte(fields)) // a small map
+	head = appendMsgpackString(head, "offset")
+	head = appendMsgpackUint(head, offset)
+	head = appendMsgpackString(head, "ts")
+	head = appendMsgpackInt(head, timestamp)
 	if len(headers) > 0 {
-		e.EncodeString("headers")
+		head = appendMsgpackString(head, "headers")
 		b.names = b.names[:0]
 		for name := range headers {
 			b.names = append(b.names, name)
 		}
 		sort.Strings(b.names)
-		e.EncodeMapLen(len(b.names))
+		head = appendMsgpackLen(head, 0x80, 0xde, len(b.names))
 		for _, name := range b.names {
-			e.EncodeString(name)
+			head = appendMsgpackString(head, name)
 			values := headers[name]
-			e.EncodeArrayLen(len(values))
+			head = appendMsgpackLen(head, 0x90, 0xdc, len(values))
 			for _, v := range values {
-				e.EncodeString(v)
+				head = appendMsgpackString(head, v)
 			}
 		}
 	}
-	e.EncodeString("data")
-	e.EncodeBytesLen(len(data)) // never nil: data is always bin
+	head = appendMsgpackString(head, "data")
+	head = appendMsgpackBinLen(head, len(data)) // never nil: data is always bin
+	b.records.Write(head)
 	b.records.Write(data)
 	b.count++
+}
+
+// appendMsgpackLen writes the length of a map (fix 0x80, code16 0xde) or
+// an array (0x90, 0xdc) in the smallest form.
+func appendMsgpackLen(dst []byte, fix, code16 byte, n int) []byte {
+	switch {
+	case n < 16:
+		return append(dst, fix|byte(n))
+	case n < 1<<16:
+		return append(dst, code16, byte(n>>8), byte(n))
+	}
+	return append(dst, code16+1, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+}
+
+// appendMsgpackBinLen writes the head of a bin of n bytes.
+func appendMsgpackBinLen(dst []byte, n int) []byte {
+	switch {
+	case n < 1<<8:
+		return append(dst, 0xc4, byte(n))
+	case n < 1<<16:
+		return append(dst, 0xc5, byte(n>>8), byte(n))
+	}
+	return append(dst, 0xc6, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
 }
 
 // AddWithin adds the record at offset unless the reply would then exceed
@@ -326,14 +348,7 @@ func (b *FetchReplyBuilder) Finish(subject string, next, first, end uint64) []by
 	head = appendMsgpackString(head, "subject")
 	head = appendMsgpackString(head, subject)
 	head = appendMsgpackString(head, "records")
-	switch n := b.count; {
-	case n < 16:
-		head = append(head, 0x90|byte(n))
-	case n < 1<<16:
-		head = append(head, 0xdc, byte(n>>8), byte(n))
-	default:
-		head = append(head, 0xdd, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
-	}
+	head = appendMsgpackLen(head, 0x90, 0xdc, b.count)
 	b.head = head
 	b.tail = b.records.Len()
 	tail := b.records.AvailableBuffer()
