@@ -110,27 +110,33 @@ func (c *capture) handle(msg *nats.Msg, counters *filterCounters) {
 // take stores msg at once, or holds it for a batch while more messages
 // are queued behind it.
 func (c *capture) take(msg *nats.Msg, counters *filterCounters, more bool) {
-	if excluded(msg.Subject, c.prefix) || counters.takenEarlier(msg.Subject) {
+	b := &counters.batch
+	start := b.receiveTime(more) // for every message, stored or not
+	// Under load most messages are on the subject of the one before; the
+	// checks of the subject itself passed for that one.
+	known := msg.Subject == b.accepted
+	if !known && (excluded(msg.Subject, c.prefix) || counters.takenEarlier(msg.Subject)) {
 		return
 	}
 	if _, replayed := msg.Header[messages.HeaderOffset]; replayed {
 		return
 	}
-	start := time.Now()
 	wantsAck := msg.Reply != ""
 	if wantsAck {
 		_, wantsAck = msg.Header[messages.HeaderAck]
 	}
-	if !messages.ValidSubject(msg.Subject) {
-		// NATS routes a publish to a literal wildcard subject ("a.*") to
-		// the subscriptions it matches, but no request could name that
-		// subject (400), so it is not stored.
-		if wantsAck {
-			c.sendAck(msg.Reply, messages.EncodeError(messages.Errorf(messages.CodeBadRequest, "%s is not a subject voik can store: it has a wildcard token", messages.Quote(msg.Subject))), false)
+	if !known {
+		if !messages.ValidSubject(msg.Subject) {
+			// NATS routes a publish to a literal wildcard subject ("a.*")
+			// to the subscriptions it matches, but no request could name
+			// that subject (400), so it is not stored.
+			if wantsAck {
+				c.sendAck(msg.Reply, messages.EncodeError(messages.Errorf(messages.CodeBadRequest, "%s is not a subject voik can store: it has a wildcard token", messages.Quote(msg.Subject))), false)
+			}
+			return
 		}
-		return
+		b.accepted = msg.Subject
 	}
-	b := &counters.batch
 	if len(b.held) == 0 && !more {
 		c.appendOne(msg, counters, start, wantsAck)
 		return
@@ -163,6 +169,33 @@ type captureBatch struct {
 	entries []logstore.Entry
 	behind  int  // messages known to be queued behind the last one handled
 	mixed   bool // held has more than one subject
+
+	accepted string // the last subject that passed the subject checks
+	// clock is the receive time given to the last message, read sinceClock
+	// messages ago; drainingAfter says NATS had more queued behind it.
+	clock         time.Time
+	sinceClock    int
+	drainingAfter bool
+}
+
+// clockEvery is how many messages of one drain of NATS's queue share a
+// reading of the clock.
+const clockEvery = 16
+
+// receiveTime is the time a message is stored as received at. A message
+// handled while NATS still had it queued behind the one before was
+// received by then, so while a queue is drained the clock is read once
+// per clockEvery messages (each reading cost 3% of capture at 128 B): the
+// times stay in order and at most the time to handle clockEvery messages
+// early. A message that was not queued behind another gets the clock.
+// more says whether NATS has messages queued behind this one.
+func (b *captureBatch) receiveTime(more bool) time.Time {
+	if !b.drainingAfter || b.sinceClock >= clockEvery {
+		b.clock, b.sinceClock = time.Now(), 0
+	}
+	b.sinceClock++
+	b.drainingAfter = more
+	return b.clock
 }
 
 type heldMsg struct {
