@@ -239,7 +239,11 @@ func (s *sizeRun) ceiling(e *Env) {
 
 	const prefix = "BENCH.API"
 	startResponder(e, fmt.Sprintf("fetch %s %s %s %d %d", ns.ClientURL(), prefix, captureSubject, s.size, s.messages))
-	f = s.readHistory(messages.NewClient(pub, prefix), s.messages, ScenarioCeilingFetch)
+	client := messages.NewClient(pub, prefix)
+	f = s.readHistory(client, s.messages, ScenarioCeilingFetch)
 	f.Note += ", child serving pages from memory"
+	s.add(f)
+	f = s.fetchOne(client, s.messages, ScenarioCeilingFetchOne)
+	f.Note += ", from memory"
 	s.add(f)
 }

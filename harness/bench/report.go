@@ -101,9 +101,14 @@ func (r *Report) compare() {
 				r.Ratios = append(r.Ratios, Ratio{Size: size, Name: c.name, Value: v, Measure: "msg/s"})
 			}
 		}
-		one, get := r.figure(size, ScenarioVoikFetchOne), r.figure(size, ScenarioJSGetOne)
-		if one != nil && get != nil && one.P50us > 0 && get.P50us > 0 {
-			r.Ratios = append(r.Ratios, Ratio{Size: size, Name: "1-record read JetStream get/voik FETCH", Value: get.P50us / one.P50us, Measure: "p50 latency"})
+		one := r.figure(size, ScenarioVoikFetchOne)
+		for _, c := range []struct{ name, ref string }{
+			{"1-record read FETCH from memory/voik FETCH", ScenarioCeilingFetchOne},
+			{"1-record read JetStream get/voik FETCH", ScenarioJSGetOne},
+		} {
+			if ref := r.figure(size, c.ref); one != nil && ref != nil && one.P50us > 0 && ref.P50us > 0 {
+				r.Ratios = append(r.Ratios, Ratio{Size: size, Name: c.name, Value: ref.P50us / one.P50us, Measure: "p50 latency"})
+			}
 		}
 	}
 	r.checkTargets(1024)

@@ -27,6 +27,7 @@ const (
 	ScenarioCeilingInProcess = "ceiling: in-process sub"
 	ScenarioCeilingAck       = "ceiling: ack responder"
 	ScenarioCeilingFetch     = "ceiling: FETCH from memory"
+	ScenarioCeilingFetchOne  = "ceiling: FETCH 1 from mem"
 	ScenarioVoikCapture      = "voik capture"
 	ScenarioJSCapture        = "JetStream capture"
 	ScenarioVoikAck          = "voik acked append"
@@ -44,7 +45,7 @@ var scenarioOrder = []string{
 	ScenarioCeiling, ScenarioCeilingInProcess, ScenarioVoikCapture, ScenarioJSCapture,
 	ScenarioCeilingAck, ScenarioVoikAck, ScenarioJSAck, ScenarioJSAckAlways,
 	ScenarioCeilingFetch, ScenarioVoikFetch, ScenarioJSPull, ScenarioJSOrdered,
-	ScenarioVoikFetchOne, ScenarioJSGetOne, ScenarioVoikReplay,
+	ScenarioCeilingFetchOne, ScenarioVoikFetchOne, ScenarioJSGetOne, ScenarioVoikReplay,
 }
 
 // throughput fills the rates of f from Done, size and elapsed.

@@ -112,7 +112,7 @@ func (s *sizeRun) voik(e *Env) {
 	after = v.usage(e)
 	res.CPUPerMillionFetch = perMillion(after.CPU-before.CPU, history)
 	endPhase = s.phase("fetch-one")
-	s.add(s.voikFetchOne(e, v.client, history))
+	s.add(s.fetchOne(v.client, history, ScenarioVoikFetchOne))
 	endPhase()
 
 	// REPLAY the whole history to an inbox.
@@ -181,8 +181,10 @@ func (s *sizeRun) readHistory(client *messages.Client, history int, scenario str
 // (messages.Client.ReadRange), as a pull consumer has its batch streaming.
 const fetchDepth = 4
 
-func (s *sizeRun) voikFetchOne(e *Env, client *messages.Client, history int) Figure {
-	f := Figure{Size: s.size, Scenario: ScenarioVoikFetchOne, Messages: s.opts.FetchOne}
+// fetchOne times single-record FETCHes of random offsets below history,
+// one at a time.
+func (s *sizeRun) fetchOne(client *messages.Client, history int, scenario string) Figure {
+	f := Figure{Size: s.size, Scenario: scenario, Messages: s.opts.FetchOne}
 	if history == 0 {
 		f.Err = "no history"
 		return f
