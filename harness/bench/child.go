@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/voik/voik/harness"
 )
 
 // RunChildIfAsked turns this process into one of the benchmark's
@@ -50,12 +52,32 @@ func subscribeReady(nc *nats.Conn, subject string, handler nats.MsgHandler) erro
 	return nil
 }
 
+// child is a child process of the benchmark: this binary again.
+type child struct {
+	pid int
+	out *bufio.Scanner // its standard output, after "ready"
+}
+
+// cpu is the CPU time the child has used so far, or 0 when /proc cannot
+// tell.
+func (c child) cpu() time.Duration {
+	u, err := harness.ReadProcUsage(c.pid)
+	if err != nil {
+		return 0
+	}
+	return u.CPU
+}
+
+// waitForStdinToClose is how a child that has done its work waits for the
+// benchmark to stop it, staying alive for cpu to be read.
+func waitForStdinToClose() { bufio.NewReader(os.Stdin).ReadString('\n') }
+
 // startChild runs this binary again with env added to its environment, as
-// the child named what, and returns its standard output once the child
-// has said "ready" on it. The child is stopped when e's cleanups run: its
+// the child named what, and returns it once it has said "ready" on its
+// standard output. The child is stopped when e's cleanups run: its
 // stdin is closed (a responder's cue to exit), then it is killed if it
 // has not exited within 5 seconds.
-func startChild(e *Env, what, env string) *bufio.Scanner {
+func startChild(e *Env, what, env string) child {
 	self, err := os.Executable()
 	if err != nil {
 		e.Fatalf("%s: %v", what, err)
@@ -89,5 +111,13 @@ func startChild(e *Env, what, env string) *bufio.Scanner {
 	if !out.Scan() || out.Text() != "ready" {
 		e.Fatalf("%s did not start: %q %v", what, out.Text(), out.Err())
 	}
-	return out
+	return child{pid: cmd.Process.Pid, out: out}
+}
+
+// cpuPerMessage is CPU time spent on n messages, in microseconds each.
+func cpuPerMessage(cpu time.Duration, n int) float64 {
+	if n <= 0 || cpu <= 0 {
+		return 0
+	}
+	return float64(cpu.Microseconds()) / float64(n)
 }

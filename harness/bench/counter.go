@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"fmt"
 	"strconv"
 	"strings"
@@ -19,8 +18,8 @@ import (
 const counterEnv = "VOIKBENCH_COUNTER"
 
 // runCounter subscribes, says "ready", counts until N messages came or
-// none came for STALL, and prints "COUNT UNIX_NANOS" (when it reached the
-// count it stopped at).
+// none came for STALL, prints "COUNT UNIX_NANOS" (when it reached the
+// count it stopped at), and waits for its stdin to close.
 func runCounter(spec string) error {
 	fields := strings.Fields(spec)
 	if len(fields) != 4 {
@@ -50,19 +49,17 @@ func runCounter(spec string) error {
 		at = time.Unix(0, lastAt.Load())
 	}
 	fmt.Println(got, at.UnixNano())
+	waitForStdinToClose()
 	return nil
 }
 
 // counterProcess is a counting subscriber running as a child.
-type counterProcess struct {
-	out *bufio.Scanner
-}
+type counterProcess struct{ child }
 
 // startCounter starts a counting subscriber on subject and returns once it
 // is subscribed.
 func startCounter(e *Env, url, subject string, n int, stall time.Duration) *counterProcess {
-	out := startChild(e, "counting subscriber", fmt.Sprintf("%s=%s %s %d %d", counterEnv, url, subject, n, stall.Nanoseconds()))
-	return &counterProcess{out: out}
+	return &counterProcess{startChild(e, "counting subscriber", fmt.Sprintf("%s=%s %s %d %d", counterEnv, url, subject, n, stall.Nanoseconds()))}
 }
 
 // result waits for the count and when it was reached.

@@ -192,11 +192,13 @@ func (s *sizeRun) ceiling(e *Env) {
 	pub := harness.Connect(e, ns.ClientURL())
 
 	counter := startCounter(e, ns.ClientURL(), "bench.ceiling", s.messages, s.opts.Stall)
+	cpu := counter.cpu()
 	start := time.Now()
 	publishBurst(e, pub, "bench.ceiling", s.payload, s.messages)
 	got, at := counter.result(e)
 	f := Figure{Size: s.size, Scenario: ScenarioCeiling, Messages: s.messages, Done: got, Note: "child process, like voik"}
 	f.throughput(at.Sub(start))
+	f.CPUus = cpuPerMessage(counter.cpu()-cpu, got)
 	s.add(f)
 
 	subConn := harness.Connect(e, ns.ClientURL())
@@ -229,19 +231,24 @@ func (s *sizeRun) ceiling(e *Env) {
 	// What voik's acked appends and FETCH could reach if storing cost
 	// nothing: a child that acks at once, and one that serves pages built
 	// in memory, driven exactly as voik is.
-	startResponder(e, fmt.Sprintf("ack %s %s", ns.ClientURL(), ackSubject))
+	acker := startResponder(e, fmt.Sprintf("ack %s %s", ns.ClientURL(), ackSubject))
+	cpu = acker.cpu()
 	load := ackedLoad{
 		nc: pub, subject: ackSubject, payload: s.payload, n: s.appends, window: s.opts.Window, stall: s.opts.Stall,
 		header: nats.Header{messages.HeaderAck: {"1"}}, check: voikAckCheck,
 	}
 	r := load.run(e, s.opts.Progress, "ceiling ack responder")
-	s.add(r.figure(s.size, ScenarioCeilingAck, s.appends, fmt.Sprintf("child acking at once, window %d", s.opts.Window)))
+	f = r.figure(s.size, ScenarioCeilingAck, s.appends, fmt.Sprintf("child acking at once, window %d", s.opts.Window))
+	f.CPUus = cpuPerMessage(acker.cpu()-cpu, f.Done)
+	s.add(f)
 
 	const prefix = "BENCH.API"
-	startResponder(e, fmt.Sprintf("fetch %s %s %s %d %d", ns.ClientURL(), prefix, captureSubject, s.size, s.messages))
+	pager := startResponder(e, fmt.Sprintf("fetch %s %s %s %d %d", ns.ClientURL(), prefix, captureSubject, s.size, s.messages))
 	client := messages.NewClient(pub, prefix)
+	cpu = pager.cpu()
 	f = s.readHistory(client, s.messages, ScenarioCeilingFetch)
 	f.Note += ", child serving pages from memory"
+	f.CPUus = cpuPerMessage(pager.cpu()-cpu, f.Done)
 	s.add(f)
 	f = s.fetchOne(client, s.messages, ScenarioCeilingFetchOne)
 	f.Note += ", from memory"

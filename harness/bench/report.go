@@ -163,7 +163,7 @@ func (r *Report) Write(w io.Writer) {
 	for _, size := range r.sizes() {
 		fmt.Fprintf(w, "\n%s messages\n", sizeName(size))
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "scenario\tmessages\tdone\tlost\tmsg/s\tMB/s\tp50\tp99\t\tnote\t")
+		fmt.Fprintln(tw, "scenario\tmessages\tdone\tlost\tmsg/s\tMB/s\tp50\tp99\tCPU µs/msg\t\tnote\t")
 		for _, scenario := range scenarioOrder {
 			f := r.figure(size, scenario)
 			if f == nil {
@@ -177,7 +177,11 @@ func (r *Report) Write(w io.Writer) {
 			if f.Err != "" {
 				note = "ERROR: " + f.Err
 			}
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.0f\t%.1f\t%s\t%s\t\t%s\t\n", f.Scenario, f.Messages, f.Done, f.Lost, f.MsgPerS, f.MBPerS, p50, p99, note)
+			cpu := ""
+			if f.CPUus > 0 {
+				cpu = fmt.Sprintf("%.2f", f.CPUus)
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.0f\t%.1f\t%s\t%s\t%s\t\t%s\t\n", f.Scenario, f.Messages, f.Done, f.Lost, f.MsgPerS, f.MBPerS, p50, p99, cpu, note)
 		}
 		tw.Flush()
 		var parts []string

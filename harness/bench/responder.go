@@ -1,9 +1,7 @@
 package bench
 
 import (
-	"bufio"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -56,8 +54,7 @@ func runResponder(spec string) error {
 	if err != nil {
 		return err
 	}
-	// Serve until the benchmark closes stdin (or kills this process).
-	bufio.NewReader(os.Stdin).ReadString('\n')
+	waitForStdinToClose() // serve until then (or until killed)
 	return nil
 }
 
@@ -115,6 +112,6 @@ func fetchResponder(nc *nats.Conn, subject string, size int, history uint64) nat
 
 // startResponder starts a responder (spec as responderEnv describes) and
 // returns once it is subscribed; it stops when e's cleanups run.
-func startResponder(e *Env, spec string) {
-	startChild(e, "responder", responderEnv+"="+spec)
+func startResponder(e *Env, spec string) child {
+	return startChild(e, "responder", responderEnv+"="+spec)
 }

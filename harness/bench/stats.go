@@ -17,8 +17,13 @@ type Figure struct {
 	MBPerS   float64 `json:"mb_per_s"` // data bytes, 10^6
 	P50us    float64 `json:"p50_us,omitempty"`
 	P99us    float64 `json:"p99_us,omitempty"`
-	Note     string  `json:"note,omitempty"`
-	Err      string  `json:"error,omitempty"`
+	// CPUus is the CPU time of the process that stored or served the
+	// messages (voik, or the reference child), in microseconds per
+	// message done; 0 when not measured (JetStream shares the benchmark's
+	// process, voik -inprocess too).
+	CPUus float64 `json:"cpu_us_per_msg,omitempty"`
+	Note  string  `json:"note,omitempty"`
+	Err   string  `json:"error,omitempty"`
 }
 
 // Scenarios, in the order the report prints them.

@@ -39,6 +39,11 @@ func (v voikUnderTest) usage(e *Env) harness.ProcUsage {
 
 func (s *sizeRun) startVoik(e *Env, natsURL string) voikUnderTest {
 	cfg := harness.TestConfig(e, natsURL)
+	// The subjects the benchmark publishes, as JetStream's streams are
+	// configured with them: with ">" NATS would also deliver to voik
+	// every reply it sends (a copy of each FETCH page, each ack) and every
+	// API request, only for voik to drop them.
+	cfg.Subjects = captureSubject + "," + ackSubject
 	cfg.Sync = s.opts.VoikSync
 	if s.opts.InProcess {
 		v := harness.StartVoik(e, cfg)
@@ -79,6 +84,7 @@ func (s *sizeRun) voik(e *Env) {
 	if got > s.messages {
 		f.Err = fmt.Sprintf("%d records stored for %d published", got, s.messages)
 	}
+	f.CPUus = cpuPerMessage(after.CPU-before.CPU, got)
 	s.add(f)
 	res.CPUPerMillionCapture = perMillion(after.CPU-before.CPU, s.messages)
 	if cpu := after.CPU - before.CPU; cpu > 0 {
@@ -99,7 +105,9 @@ func (s *sizeRun) voik(e *Env) {
 	r := load.run(e, s.opts.Progress, "voik acked append")
 	endPhase()
 	after = v.usage(e)
-	s.add(r.figure(s.size, ScenarioVoikAck, s.appends, fmt.Sprintf("sync %s, window %d", s.opts.VoikSync, s.opts.Window)))
+	f = r.figure(s.size, ScenarioVoikAck, s.appends, fmt.Sprintf("sync %s, window %d", s.opts.VoikSync, s.opts.Window))
+	f.CPUus = cpuPerMessage(after.CPU-before.CPU, f.Done)
+	s.add(f)
 	res.CPUPerMillionAppends = perMillion(after.CPU-before.CPU, s.appends)
 	res.AppendsFaultsPerK = perThousand(after.MinorFaults-before.MinorFaults, s.appends)
 	res.AnonRSSAfterAppends = after.AnonRSS
@@ -107,9 +115,11 @@ func (s *sizeRun) voik(e *Env) {
 	// FETCH: page through the whole capture history.
 	before = v.usage(e)
 	endPhase = s.phase("fetch")
-	s.add(s.readHistory(v.client, history, ScenarioVoikFetch))
+	f = s.readHistory(v.client, history, ScenarioVoikFetch)
 	endPhase()
 	after = v.usage(e)
+	f.CPUus = cpuPerMessage(after.CPU-before.CPU, f.Done)
+	s.add(f)
 	res.CPUPerMillionFetch = perMillion(after.CPU-before.CPU, history)
 	endPhase = s.phase("fetch-one")
 	s.add(s.fetchOne(v.client, history, ScenarioVoikFetchOne))
@@ -118,9 +128,11 @@ func (s *sizeRun) voik(e *Env) {
 	// REPLAY the whole history to an inbox.
 	before = v.usage(e)
 	endPhase = s.phase("replay")
-	s.add(s.voikReplay(e, pub, v.client, history))
+	f = s.voikReplay(e, pub, v.client, history)
 	endPhase()
 	after = v.usage(e)
+	f.CPUus = cpuPerMessage(after.CPU-before.CPU, f.Done)
+	s.add(f)
 	res.CPUPerMillionReplay = perMillion(after.CPU-before.CPU, history)
 	res.AnonRSSAfterReads, res.RSSAfterReads, res.PeakRSS = after.AnonRSS, after.RSS, after.PeakRSS
 	res.StoredBytes = int64(history+r.acked) * int64(s.size)
