@@ -32,7 +32,8 @@ const maxInFlight = 4096
 // goroutine of its own, so a long poll or a replay never holds up the
 // subscription, and capture runs on its own connection.
 type api struct {
-	nc       *nats.Conn
+	nc       *nats.Conn // receives the requests
+	replies  *nats.Conn // sends the replies: capture's connection (see Sidecar.connect)
 	replayNC *nats.Conn // publishes REPLAY's records
 	store    *logstore.Store
 	prefix   string
@@ -130,7 +131,7 @@ func (a *api) dispatch(msg *nats.Msg, verb string) {
 // body that NATS would refuse is replaced by a 500 that says so, so that
 // no request goes unanswered.
 func (a *api) respond(msg *nats.Msg, verb string, start time.Time, body []byte, code int) {
-	if maxPayload := a.nc.MaxPayload(); int64(len(body)) > maxPayload {
+	if maxPayload := a.replies.MaxPayload(); int64(len(body)) > maxPayload {
 		a.logger.Error("reply larger than max_payload", "verb", verb, "subject", msg.Subject, "bytes", len(body), "max_payload", maxPayload)
 		code = messages.CodeInternal
 		body = messages.EncodeError(messages.Errorf(code, "the %s reply (%d bytes) would exceed max_payload %d", verb, len(body), maxPayload))
@@ -140,7 +141,7 @@ func (a *api) respond(msg *nats.Msg, verb string, start time.Time, body []byte, 
 	a.metrics.requests.WithLabelValues(verb, strconv.Itoa(code)).Inc()
 	a.metrics.requestSeconds.WithLabelValues(verb).Observe(time.Since(start).Seconds())
 	if body != nil {
-		if err := msg.Respond(body); err != nil {
+		if err := a.replies.Publish(msg.Reply, body); err != nil {
 			a.logger.Warn("cannot send reply", "verb", verb, "err", err)
 		}
 	}

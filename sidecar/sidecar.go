@@ -193,11 +193,16 @@ func (s *Sidecar) Run(ctx context.Context) (err error) {
 	return nil
 }
 
-// connect opens the three connections: capture's, which only receives;
-// the API's, which answers and acks; and replay's, which publishes the
-// records of REPLAY. A NATS server slows a publisher whose messages pile
-// up for a slow subscriber (it stalls the connection's reads); on its own
-// connection a replay to a slow subscriber slows only replays.
+// connect opens the three connections: capture's, which receives the
+// captured messages and sends every reply and ack; the API's, which
+// receives the requests; and replay's, which publishes the records of
+// REPLAY. Capture's connection has echo off, so NATS does not deliver
+// voik's own replies and acks back to a capture filter they match (with
+// ">", each FETCH page would come back to be read and dropped). A NATS
+// server slows a publisher whose messages pile up for a slow subscriber
+// (it stalls the connection's reads); on its own connection a replay to a
+// slow subscriber slows only replays, and captured messages keep coming
+// whatever the replies wait for, as they travel the other way.
 func (s *Sidecar) connect(ctx context.Context, url string) error {
 	for _, role := range []string{"capture", "api", "replay"} {
 		connected := make(chan struct{}, 1)
@@ -206,7 +211,7 @@ func (s *Sidecar) connect(ctx context.Context, url string) error {
 			return err
 		}
 		if role == "capture" {
-			opts = append(opts, nats.ErrorHandler(s.asyncError))
+			opts = append(opts, nats.ErrorHandler(s.asyncError), nats.NoEcho())
 		}
 		nc, err := connect(ctx, url, opts, connected)
 		if err != nil {
@@ -241,7 +246,7 @@ func (s *Sidecar) start(shutdownCtx context.Context) error {
 	s.warnIfPrefixAnswered()
 	s.capture = &capture{
 		store:       s.store,
-		replies:     s.apiNC,
+		replies:     s.captureNC,
 		prefix:      s.cfg.APIPrefix,
 		metrics:     s.metrics,
 		logger:      newThrottledLogger(s.logger),
@@ -257,6 +262,7 @@ func (s *Sidecar) start(shutdownCtx context.Context) error {
 	}
 	s.api = &api{
 		nc:       s.apiNC,
+		replies:  s.captureNC,
 		replayNC: s.replayNC,
 		store:    s.store,
 		prefix:   s.cfg.APIPrefix,
@@ -325,9 +331,9 @@ func (s *Sidecar) stop(shutdown context.CancelFunc) {
 	case <-ctx.Done():
 		s.logger.Error("shutdown: requests still in flight after 30s; closing anyway")
 	}
-	if !s.apiNC.IsConnected() {
+	if !s.captureNC.IsConnected() {
 		s.logger.Warn("shutdown: NATS is away; replies and acks not yet sent are lost with the connection")
-	} else if err := s.apiNC.FlushTimeout(5 * time.Second); err != nil {
+	} else if err := s.captureNC.FlushTimeout(5 * time.Second); err != nil {
 		s.logger.Warn("shutdown: last replies may not have been sent", "err", err)
 	}
 	for _, role := range []string{"capture", "api", "replay"} {
