@@ -111,7 +111,7 @@ func (c *capture) handle(msg *nats.Msg, counters *filterCounters) {
 // are queued behind it.
 func (c *capture) take(msg *nats.Msg, counters *filterCounters, more bool) {
 	b := &counters.batch
-	start := b.receiveTime(more) // for every message, stored or not
+	start := b.receiveTime() // for every message, stored or not
 	// Under load most messages are on the subject of the one before; the
 	// checks of the subject itself passed for that one.
 	known := msg.Subject == b.accepted
@@ -171,30 +171,39 @@ type captureBatch struct {
 	mixed   bool // held has more than one subject
 
 	accepted string // the last subject that passed the subject checks
-	// clock is the receive time given to the last message, read sinceClock
-	// messages ago; drainingAfter says NATS had more queued behind it.
-	clock         time.Time
-	sinceClock    int
-	drainingAfter bool
+	// clock is the last reading of the clock; covered is how many
+	// messages NATS had queued when it was taken that are still to be
+	// handled, and sinceClock how many have been given it.
+	clock      time.Time
+	covered    int
+	sinceClock int
 }
 
-// clockEvery is how many messages of one drain of NATS's queue share a
-// reading of the clock.
+// clockEvery is how many messages share one reading of the clock at most.
 const clockEvery = 16
 
-// receiveTime is the time a message is stored as received at. A message
-// handled while NATS still had it queued behind the one before was
-// received by then, so while a queue is drained the clock is read once
-// per clockEvery messages (each reading cost 3% of capture at 128 B): the
-// times stay in order and at most the time to handle clockEvery messages
-// early. A message that was not queued behind another gets the clock.
-// more says whether NATS has messages queued behind this one.
-func (b *captureBatch) receiveTime(more bool) time.Time {
-	if !b.drainingAfter || b.sinceClock >= clockEvery {
-		b.clock, b.sinceClock = time.Now(), 0
+// counted notes that NATS has n messages queued for this handler, the one
+// being handled among them. Each of them arrived before now, so a reading
+// of the clock taken now may stand for their receive time.
+func (b *captureBatch) counted(n int) {
+	b.clock, b.covered, b.sinceClock = time.Now(), n, 0
+}
+
+// receiveTime is the time the message being handled is stored as received
+// at. A message that NATS had already queued when the clock was last read
+// (counted) gets that reading, shared by up to clockEvery messages (each
+// reading cost 3% of capture at 128 B); any other gets a reading of its
+// own. So a receive time is never before the message arrived, and times
+// stay in order.
+func (b *captureBatch) receiveTime() time.Time {
+	if b.covered > 0 {
+		b.covered--
+		if b.sinceClock < clockEvery {
+			b.sinceClock++
+			return b.clock
+		}
 	}
-	b.sinceClock++
-	b.drainingAfter = more
+	b.clock, b.sinceClock = time.Now(), 1
 	return b.clock
 }
 
@@ -226,6 +235,7 @@ func (b *captureBatch) queuedBehind(msg *nats.Msg) bool {
 		return false
 	}
 	b.behind = n - 1
+	b.counted(n)
 	return true
 }
 

@@ -12,42 +12,45 @@ func waitForClockPast(t time.Time) {
 	}
 }
 
-func TestReceiveTimeIsReadForAMessageNotQueuedBehindAnother(t *testing.T) {
+func TestReceiveTimeIsReadForAMessageNotCountedInTheQueue(t *testing.T) {
 	var b captureBatch
-	first := b.receiveTime(false) // alone: nothing queued behind it
+	first := b.receiveTime() // nothing counted: a reading of its own
 	waitForClockPast(first)
-	if second := b.receiveTime(false); !second.After(first) {
-		t.Fatalf("a message handled with nothing queued before it got %v, the time of the one before (%v)", second, first)
+	if second := b.receiveTime(); !second.After(first) {
+		t.Fatalf("a message not counted in NATS's queue got %v, the time of the one before (%v)", second, first)
 	}
 }
 
-func TestReceiveTimeIsSharedWithinADrainAndReadAgainEveryClockEvery(t *testing.T) {
+// Messages counted in the queue share readings taken after the count,
+// clockEvery at most per reading, and never get a reading from before
+// the count: a message that arrived after a reading must not be stamped
+// with it.
+func TestReceiveTimeOfCountedMessagesIsSharedAndNeverBeforeTheCount(t *testing.T) {
 	var b captureBatch
-	start := b.receiveTime(true) // the first of a drain: more queued behind it
-	waitForClockPast(start)
-	last := start
-	for i := 1; i < clockEvery; i++ {
-		got := b.receiveTime(true)
-		if !got.Equal(start) {
-			t.Fatalf("message %d of a drain: %v, want the drain's reading %v", i, got, start)
+	stale := b.receiveTime() // a reading from before the count
+	waitForClockPast(stale)
+	beforeCount := time.Now()
+	const queued = 2*clockEvery + 5
+	b.counted(queued)
+	var readings []time.Time
+	for i := range queued {
+		got := b.receiveTime()
+		if got.Before(beforeCount) {
+			t.Fatalf("message %d of %d counted: %v, before the count at %v", i, queued, got, beforeCount)
 		}
-		last = got
+		if i%clockEvery == 0 {
+			if len(readings) > 0 && !got.After(readings[len(readings)-1]) {
+				t.Fatalf("message %d: %v, want a new reading after %v", i, got, readings[len(readings)-1])
+			}
+			readings = append(readings, got)
+		} else if want := readings[len(readings)-1]; !got.Equal(want) {
+			t.Fatalf("message %d: %v, want the shared reading %v", i, got, want)
+		}
+		waitForClockPast(got)
 	}
-	next := b.receiveTime(true)
-	if !next.After(last) {
-		t.Fatalf("message %d of a drain: %v, want a new reading after %v", clockEvery, next, last)
-	}
-	// The message after the last of a drain (which had nothing queued
-	// behind it) is not part of the drain: a reading of its own.
-	b.receiveTime(false)
-	waitForClockPast(next)
-	tail := b.receiveTime(true)
-	waitForClockPast(tail)
-	if after := b.receiveTime(false); !after.Equal(tail) {
-		t.Fatalf("the last message of a drain got %v, want the drain's reading %v", after, tail)
-	}
-	waitForClockPast(tail)
-	if alone := b.receiveTime(false); !alone.After(tail) {
-		t.Fatalf("a message after a drain ended got %v, want a new reading after %v", alone, tail)
+	// Past the counted messages, each gets a reading of its own.
+	last := readings[len(readings)-1]
+	if got := b.receiveTime(); !got.After(last) {
+		t.Fatalf("the message after the counted ones got %v, want a new reading after %v", got, last)
 	}
 }
