@@ -33,7 +33,7 @@ const maxInFlight = 4096
 // subscription, and capture runs on its own connection.
 type api struct {
 	nc       *nats.Conn // receives the requests
-	replies  *nats.Conn // sends the replies: capture's connection (see Sidecar.connect)
+	replies  replyConns // sends the replies
 	replayNC *nats.Conn // publishes REPLAY's records
 	store    *logstore.Store
 	prefix   string
@@ -131,7 +131,7 @@ func (a *api) dispatch(msg *nats.Msg, verb string) {
 // body that NATS would refuse is replaced by a 500 that says so, so that
 // no request goes unanswered.
 func (a *api) respond(msg *nats.Msg, verb string, start time.Time, body []byte, code int) {
-	if maxPayload := a.replies.MaxPayload(); int64(len(body)) > maxPayload {
+	if maxPayload := a.replies.maxPayload(); int64(len(body)) > maxPayload {
 		a.logger.Error("reply larger than max_payload", "verb", verb, "subject", msg.Subject, "bytes", len(body), "max_payload", maxPayload)
 		code = messages.CodeInternal
 		body = messages.EncodeError(messages.Errorf(code, "the %s reply (%d bytes) would exceed max_payload %d", verb, len(body), maxPayload))
@@ -141,7 +141,7 @@ func (a *api) respond(msg *nats.Msg, verb string, start time.Time, body []byte, 
 	a.metrics.requests.WithLabelValues(verb, strconv.Itoa(code)).Inc()
 	a.metrics.requestSeconds.WithLabelValues(verb).Observe(time.Since(start).Seconds())
 	if body != nil {
-		if err := a.replies.Publish(msg.Reply, body); err != nil {
+		if err := a.replies.conn().Publish(msg.Reply, body); err != nil {
 			a.logger.Warn("cannot send reply", "verb", verb, "err", err)
 		}
 	}
@@ -321,7 +321,7 @@ func (a *api) fetch(subject string, body []byte, builder *messages.FetchReplyBui
 		log.WaitFor(wait, start)
 	}
 
-	maxPayload := int(a.nc.MaxPayload())
+	maxPayload := int(a.replies.maxPayload())
 	maxBytes := maxPayload
 	if req.MaxBytes > 0 && req.MaxBytes < uint64(maxPayload) {
 		maxBytes = int(req.MaxBytes)
@@ -396,7 +396,7 @@ func (a *api) subjects(body []byte) (any, *messages.Error) {
 	if err != nil {
 		return nil, err
 	}
-	maxPayload := int(a.nc.MaxPayload())
+	maxPayload := int(a.replies.maxPayload())
 	reply := messages.SubjectsReply{Subjects: []string{}}
 	size := messages.SubjectsReplySize()
 	var matched uint64

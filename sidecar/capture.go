@@ -22,7 +22,7 @@ import (
 // log open until the ack is sent.
 type capture struct {
 	store   *logstore.Store
-	replies *nats.Conn // where acks are published
+	replies replyConns // where acks are published
 	prefix  string     // the API prefix, never captured
 	metrics *metrics
 	logger  *throttledLogger
@@ -480,7 +480,7 @@ func (c *capture) sendAck(reply string, body []byte, ok bool) {
 	} else {
 		c.acksFailed.Inc()
 	}
-	if err := c.replies.Publish(reply, body); err != nil {
+	if err := c.replies.conn().Publish(reply, body); err != nil {
 		c.logger.Error("cannot send ack", "err", err)
 	}
 }

@@ -104,13 +104,14 @@ func (a *api) replay(msg *nats.Msg, subject string) ([]byte, int) {
 	if req.MaxMessages > 0 && req.MaxMessages < end-start {
 		end = start + req.MaxMessages
 	}
-	if err := a.replies.Publish(msg.Reply, messages.Encode(messages.ReplayReply{Subject: subject, FirstOffset: start, EndOffset: end, Deliver: req.Deliver})); err != nil {
+	replies := a.replies.conn()
+	if err := replies.Publish(msg.Reply, messages.Encode(messages.ReplayReply{Subject: subject, FirstOffset: start, EndOffset: end, Deliver: req.Deliver})); err != nil {
 		a.logger.Warn("cannot send replay reply", "subject", subject, "err", err)
 		return nil, 200
 	}
 	// The records leave on another connection: the server must have
 	// routed the reply first, as the contract orders them.
-	if err := a.replies.FlushTimeout(replayFlushTimeout); err != nil {
+	if err := replies.FlushTimeout(replayFlushTimeout); err != nil {
 		a.logger.Warn("cannot send replay reply", "subject", subject, "err", err)
 		return nil, 200
 	}

@@ -194,15 +194,14 @@ func (s *Sidecar) Run(ctx context.Context) (err error) {
 }
 
 // connect opens the three connections: capture's, which receives the
-// captured messages and sends every reply and ack; the API's, which
-// receives the requests; and replay's, which publishes the records of
-// REPLAY. Capture's connection has echo off, so NATS does not deliver
-// voik's own replies and acks back to a capture filter they match (with
-// ">", each FETCH page would come back to be read and dropped). A NATS
-// server slows a publisher whose messages pile up for a slow subscriber
-// (it stalls the connection's reads); on its own connection a replay to a
-// slow subscriber slows only replays, and captured messages keep coming
-// whatever the replies wait for, as they travel the other way.
+// captured messages and sends the replies and acks (replyConns); the
+// API's, which receives the requests; and replay's, which publishes the
+// records of REPLAY. Capture's connection has echo off, so NATS does not
+// deliver voik's own replies and acks back to a capture filter they match
+// (with ">", each FETCH page would come back to be read and dropped). A
+// NATS server slows a publisher whose messages pile up for a slow
+// subscriber (it stalls the connection's reads); on its own connection a
+// replay to a slow subscriber slows only replays.
 func (s *Sidecar) connect(ctx context.Context, url string) error {
 	for _, role := range []string{"capture", "api", "replay"} {
 		connected := make(chan struct{}, 1)
@@ -230,6 +229,23 @@ func (s *Sidecar) connect(ctx context.Context, url string) error {
 	return nil
 }
 
+// replyConns is where replies and acks leave: capture's connection, whose
+// echo is off, or the API's while capture's is not connected (a reply may
+// then come back to capture, which drops it, rather than wait in the
+// reconnect buffer until requesters have given up).
+type replyConns struct{ capture, api *nats.Conn }
+
+func (r replyConns) conn() *nats.Conn {
+	if r.capture.IsConnected() {
+		return r.capture
+	}
+	return r.api
+}
+
+// maxPayload is the largest reply either connection may send: the two
+// may be connected to different servers of a cluster.
+func (r replyConns) maxPayload() int64 { return min(r.capture.MaxPayload(), r.api.MaxPayload()) }
+
 // asyncError receives NATS's asynchronous errors; a slow consumer means
 // capture fell behind and messages were dropped.
 func (s *Sidecar) asyncError(_ *nats.Conn, sub *nats.Subscription, err error) {
@@ -246,7 +262,7 @@ func (s *Sidecar) start(shutdownCtx context.Context) error {
 	s.warnIfPrefixAnswered()
 	s.capture = &capture{
 		store:       s.store,
-		replies:     s.captureNC,
+		replies:     replyConns{capture: s.captureNC, api: s.apiNC},
 		prefix:      s.cfg.APIPrefix,
 		metrics:     s.metrics,
 		logger:      newThrottledLogger(s.logger),
@@ -262,7 +278,7 @@ func (s *Sidecar) start(shutdownCtx context.Context) error {
 	}
 	s.api = &api{
 		nc:       s.apiNC,
-		replies:  s.captureNC,
+		replies:  replyConns{capture: s.captureNC, api: s.apiNC},
 		replayNC: s.replayNC,
 		store:    s.store,
 		prefix:   s.cfg.APIPrefix,
@@ -331,10 +347,16 @@ func (s *Sidecar) stop(shutdown context.CancelFunc) {
 	case <-ctx.Done():
 		s.logger.Error("shutdown: requests still in flight after 30s; closing anyway")
 	}
-	if !s.captureNC.IsConnected() {
+	if !s.captureNC.IsConnected() && !s.apiNC.IsConnected() {
 		s.logger.Warn("shutdown: NATS is away; replies and acks not yet sent are lost with the connection")
-	} else if err := s.captureNC.FlushTimeout(5 * time.Second); err != nil {
-		s.logger.Warn("shutdown: last replies may not have been sent", "err", err)
+	}
+	for _, nc := range []*nats.Conn{s.captureNC, s.apiNC} { // replyConns may have used either
+		if !nc.IsConnected() {
+			continue
+		}
+		if err := nc.FlushTimeout(5 * time.Second); err != nil {
+			s.logger.Warn("shutdown: last replies may not have been sent", "connection", nc.Opts.Name, "err", err)
+		}
 	}
 	for _, role := range []string{"capture", "api", "replay"} {
 		s.metrics.natsConnected.WithLabelValues(role).Set(0)
