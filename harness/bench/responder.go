@@ -78,6 +78,7 @@ func ackResponder(nc *nats.Conn, subject string) nats.MsgHandler {
 // fetchResponder answers FETCH requests with records built in memory.
 func fetchResponder(nc *nats.Conn, subject string, size int, history uint64) nats.MsgHandler {
 	data := make([]byte, size)
+	ts := time.Now().UnixNano() // as wide as voik's timestamps, so pages hold as many records
 	builders := sync.Pool{New: func() any { return new(messages.FetchReplyBuilder) }}
 	maxPayload := int(nc.MaxPayload())
 	return func(m *nats.Msg) {
@@ -100,7 +101,7 @@ func fetchResponder(nc *nats.Conn, subject string, size int, history uint64) nat
 				if b.Count() > 0 && payload+size > maxBytes {
 					break
 				}
-				if !b.AddWithin(maxPayload, subject, 0, history, offset, 1, nil, data) {
+				if !b.AddWithin(maxPayload, subject, 0, history, offset, ts, nil, data) {
 					break
 				}
 				payload += size
