@@ -203,6 +203,7 @@ type sizeRun struct {
 
 // add records a figure and prints it as progress.
 func (s *sizeRun) add(f Figure) {
+	f.Repeat = s.repeat
 	s.report.Runs = append(s.report.Runs, f)
 	line := fmt.Sprintf("  %-30s %9d done %7d lost %10.0f msg/s %8.1f MB/s", f.Scenario, f.Done, f.Lost, f.MsgPerS, f.MBPerS)
 	if f.P50us > 0 {

@@ -108,3 +108,26 @@ func TestMain(m *testing.M) {
 	RunChildIfAsked()
 	os.Exit(m.Run())
 }
+
+// A target's note gives the ratio within each repeat, beside the ratio of
+// the best of each: a lucky repeat of the reference shows as what it is.
+func TestTargetsShowTheRatioRepeatByRepeat(t *testing.T) {
+	r := &Report{Runs: []Figure{
+		{Size: 1024, Repeat: 1, Scenario: ScenarioCeiling, Done: 1, MsgPerS: 400},
+		{Size: 1024, Repeat: 1, Scenario: ScenarioVoikCapture, Done: 1, MsgPerS: 200},
+		{Size: 1024, Repeat: 2, Scenario: ScenarioCeiling, Done: 1, MsgPerS: 100},
+		{Size: 1024, Repeat: 2, Scenario: ScenarioVoikCapture, Done: 1, MsgPerS: 190},
+		{Size: 128, Repeat: 3, Scenario: ScenarioCeiling, Done: 1, MsgPerS: 1}, // another size
+	}}
+	r.compare()
+	for _, target := range r.Targets {
+		if target.Name != "capture vs ceiling" {
+			continue
+		}
+		if target.Got != 0.5 || target.Note != "repeat by repeat: 0.50, 1.90" {
+			t.Fatalf("capture target %+v: want 0.5 (best 200 over best 400) and both repeats' ratios", target)
+		}
+		return
+	}
+	t.Fatalf("no capture target in %+v", r.Targets)
+}

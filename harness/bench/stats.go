@@ -21,9 +21,10 @@ type Figure struct {
 	// messages (voik, or the reference child), in microseconds per
 	// message done; 0 when not measured (JetStream shares the benchmark's
 	// process, voik -inprocess too).
-	CPUus float64 `json:"cpu_us_per_msg,omitempty"`
-	Note  string  `json:"note,omitempty"`
-	Err   string  `json:"error,omitempty"`
+	CPUus  float64 `json:"cpu_us_per_msg,omitempty"`
+	Note   string  `json:"note,omitempty"`
+	Repeat int     `json:"repeat"` // which repeat of the run measured it, from 1
+	Err    string  `json:"error,omitempty"`
 }
 
 // Scenarios, in the order the report prints them.
