@@ -113,11 +113,3 @@ func startChild(e *Env, what, env string) child {
 	}
 	return child{pid: cmd.Process.Pid, out: out}
 }
-
-// cpuPerMessage is CPU time spent on n messages, in microseconds each.
-func cpuPerMessage(cpu time.Duration, n int) float64 {
-	if n <= 0 || cpu <= 0 {
-		return 0
-	}
-	return float64(cpu.Microseconds()) / float64(n)
-}

@@ -198,7 +198,7 @@ func (s *sizeRun) ceiling(e *Env) {
 	got, at := counter.result(e)
 	f := Figure{Size: s.size, Scenario: ScenarioCeiling, Messages: s.messages, Done: got, Note: "child process, like voik"}
 	f.throughput(at.Sub(start))
-	f.CPUus = cpuPerMessage(counter.cpu()-cpu, got)
+	f.CPUus = perMillion(counter.cpu()-cpu, got)
 	s.add(f)
 
 	subConn := harness.Connect(e, ns.ClientURL())
@@ -239,7 +239,7 @@ func (s *sizeRun) ceiling(e *Env) {
 	}
 	r := load.run(e, s.opts.Progress, "ceiling ack responder")
 	f = r.figure(s.size, ScenarioCeilingAck, s.appends, fmt.Sprintf("child acking at once, window %d", s.opts.Window))
-	f.CPUus = cpuPerMessage(acker.cpu()-cpu, f.Done)
+	f.CPUus = perMillion(acker.cpu()-cpu, f.Done)
 	s.add(f)
 
 	const prefix = "BENCH.API"
@@ -248,7 +248,7 @@ func (s *sizeRun) ceiling(e *Env) {
 	cpu = pager.cpu()
 	f = s.readHistory(client, s.messages, ScenarioCeilingFetch)
 	f.Note += ", child serving pages from memory"
-	f.CPUus = cpuPerMessage(pager.cpu()-cpu, f.Done)
+	f.CPUus = perMillion(pager.cpu()-cpu, f.Done)
 	s.add(f)
 	f = s.fetchOne(client, s.messages, ScenarioCeilingFetchOne)
 	f.Note += ", from memory"

@@ -84,9 +84,9 @@ func (s *sizeRun) voik(e *Env) {
 	if got > s.messages {
 		f.Err = fmt.Sprintf("%d records stored for %d published", got, s.messages)
 	}
-	f.CPUus = cpuPerMessage(after.CPU-before.CPU, got)
+	res.CPUPerMillionCapture = perMillion(after.CPU-before.CPU, got)
+	f.CPUus = res.CPUPerMillionCapture
 	s.add(f)
-	res.CPUPerMillionCapture = perMillion(after.CPU-before.CPU, s.messages)
 	if cpu := after.CPU - before.CPU; cpu > 0 {
 		res.CaptureSystemShare = 1 - float64(after.UserCPU-before.UserCPU)/float64(cpu)
 	}
@@ -106,9 +106,9 @@ func (s *sizeRun) voik(e *Env) {
 	endPhase()
 	after = v.usage(e)
 	f = r.figure(s.size, ScenarioVoikAck, s.appends, fmt.Sprintf("sync %s, window %d", s.opts.VoikSync, s.opts.Window))
-	f.CPUus = cpuPerMessage(after.CPU-before.CPU, f.Done)
+	res.CPUPerMillionAppends = perMillion(after.CPU-before.CPU, f.Done)
+	f.CPUus = res.CPUPerMillionAppends
 	s.add(f)
-	res.CPUPerMillionAppends = perMillion(after.CPU-before.CPU, s.appends)
 	res.AppendsFaultsPerK = perThousand(after.MinorFaults-before.MinorFaults, s.appends)
 	res.AnonRSSAfterAppends = after.AnonRSS
 
@@ -118,9 +118,9 @@ func (s *sizeRun) voik(e *Env) {
 	f = s.readHistory(v.client, history, ScenarioVoikFetch)
 	endPhase()
 	after = v.usage(e)
-	f.CPUus = cpuPerMessage(after.CPU-before.CPU, f.Done)
+	res.CPUPerMillionFetch = perMillion(after.CPU-before.CPU, f.Done)
+	f.CPUus = res.CPUPerMillionFetch
 	s.add(f)
-	res.CPUPerMillionFetch = perMillion(after.CPU-before.CPU, history)
 	endPhase = s.phase("fetch-one")
 	s.add(s.fetchOne(v.client, history, ScenarioVoikFetchOne))
 	endPhase()
@@ -131,9 +131,9 @@ func (s *sizeRun) voik(e *Env) {
 	f = s.voikReplay(e, pub, v.client, history)
 	endPhase()
 	after = v.usage(e)
-	f.CPUus = cpuPerMessage(after.CPU-before.CPU, f.Done)
+	res.CPUPerMillionReplay = perMillion(after.CPU-before.CPU, f.Done)
+	f.CPUus = res.CPUPerMillionReplay
 	s.add(f)
-	res.CPUPerMillionReplay = perMillion(after.CPU-before.CPU, history)
 	res.AnonRSSAfterReads, res.RSSAfterReads, res.PeakRSS = after.AnonRSS, after.RSS, after.PeakRSS
 	res.StoredBytes = int64(history+r.acked) * int64(s.size)
 	if v.proc != nil {
@@ -297,8 +297,10 @@ func (s *sizeRun) phase(name string) (stop func()) {
 	return s.opts.PhaseProfile(s.size, name)
 }
 
+// perMillion is CPU seconds per million messages, which is CPU
+// microseconds per message; 0 when nothing was measured.
 func perMillion(d time.Duration, n int) float64 {
-	if n == 0 {
+	if n <= 0 || d <= 0 {
 		return 0
 	}
 	return d.Seconds() / float64(n) * 1e6
