@@ -17,6 +17,12 @@ type Options struct {
 	Appends       []int // acknowledged appends (voik) and publishes (JetStream, default sync)
 	AppendsAlways []int // JetStream acknowledged publishes under sync always
 	Window        int   // acknowledged messages in flight
+	// WideWindow, when above 0, runs every acknowledged scenario a second
+	// time with this many in flight: 4000 is nats.go's default limit of
+	// pending JetStream async publishes, so the JetStream figures at this
+	// window are JetStream as a user gets it without tuning. Under sync
+	// always JetStream then publishes at least three windows' worth.
+	WideWindow int
 	// Repeat runs every scenario this many times, one size after the
 	// other; the report keeps each scenario's best rate and worst loss.
 	Repeat   int
@@ -33,7 +39,7 @@ type Options struct {
 	// covers it); its resources are then not measured.
 	InProcess bool
 	// PhaseProfile, when set, is called as each voik phase starts
-	// ("capture", "appends", "fetch", "fetch-one", "replay") and the
+	// ("capture", "appends", "appends-wide", "fetch", "fetch-one", "replay") and the
 	// function it returns as the phase ends: -profile uses it to write one
 	// CPU profile per phase.
 	PhaseProfile func(size int, phase string) (stop func())
@@ -55,6 +61,7 @@ func Defaults(quick bool) Options {
 		Appends:       []int{200_000, 100_000, 20_000},
 		AppendsAlways: []int{5_000, 5_000, 2_000},
 		Window:        256,
+		WideWindow:    4000,
 		FetchOne:      2000,
 		Repeat:        3,
 		Stall:         10 * time.Second,
@@ -86,8 +93,8 @@ func (o *Options) check() error {
 	if o.Repeat < 1 {
 		o.Repeat = 1
 	}
-	if o.Window < 1 || o.FetchOne < 1 {
-		return fmt.Errorf("bench: window and fetch-one must be positive")
+	if o.Window < 1 || o.FetchOne < 1 || o.WideWindow < 0 {
+		return fmt.Errorf("bench: window and fetch-one must be positive, the wide window 0 (none) or more")
 	}
 	if o.VoikBin == "" && !o.InProcess {
 		return fmt.Errorf("bench: no voik binary")
@@ -111,14 +118,17 @@ func (o *Options) check() error {
 
 // Report is everything one run measured.
 type Report struct {
-	Started   time.Time   `json:"started"`
-	Seconds   float64     `json:"seconds"`
-	Host      string      `json:"host"`
-	Mode      string      `json:"mode"`
-	Window    int         `json:"window"`
-	Repeat    int         `json:"repeat"`
-	Figures   []Figure    `json:"figures"` // per scenario, the best of the repeats
-	Resources []Resources `json:"resources,omitempty"`
+	Started time.Time `json:"started"`
+	Seconds float64   `json:"seconds"`
+	Host    string    `json:"host"`
+	Mode    string    `json:"mode"`
+	Window  int       `json:"window"`
+	// WideWindow is the second window of the acknowledged scenarios (0:
+	// not run).
+	WideWindow int         `json:"wide_window,omitempty"`
+	Repeat     int         `json:"repeat"`
+	Figures    []Figure    `json:"figures"` // per scenario, the best of the repeats
+	Resources  []Resources `json:"resources,omitempty"`
 	// Runs is every figure measured, repeats included.
 	Runs    []Figure `json:"runs"`
 	Ratios  []Ratio  `json:"ratios"`
@@ -133,11 +143,12 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		return nil, err
 	}
 	r := &Report{
-		Started: time.Now(),
-		Host:    fmt.Sprintf("%s/%s, %d CPUs, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version()),
-		Mode:    opts.Mode,
-		Window:  opts.Window,
-		Repeat:  opts.Repeat,
+		Started:    time.Now(),
+		Host:       fmt.Sprintf("%s/%s, %d CPUs, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version()),
+		Mode:       opts.Mode,
+		Window:     opts.Window,
+		WideWindow: opts.WideWindow,
+		Repeat:     opts.Repeat,
 	}
 	defer r.compare()
 	for repeat := 1; repeat <= opts.Repeat; repeat++ {

@@ -26,6 +26,7 @@ func TestRunSmall(t *testing.T) {
 		Appends:       []int{500},
 		AppendsAlways: []int{50},
 		Window:        32,
+		WideWindow:    64,
 		FetchOne:      20,
 		Repeat:        1,
 		Stall:         10 * time.Second,

@@ -13,7 +13,10 @@
 //  3. JetStream capture: the same burst into a file-storage stream;
 //  4. voik acknowledged appends (Voik-Ack) with a window in flight;
 //  5. JetStream acknowledged publishes, at the default sync interval and
-//     with sync_interval: always;
+//     with sync_interval: always; 1, 4 and 5 acknowledge twice, with a
+//     window of 256 (where waiting for a sync shows in every round trip)
+//     and of 4000 (nats.go's default limit of pending async publishes,
+//     JetStream as it comes);
 //  6. voik FETCH of the whole history (messages.Client.ReadRange, four
 //     pages in flight), and single-record fetches;
 //  7. JetStream reads of the same history: pull consumer, ordered

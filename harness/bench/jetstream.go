@@ -54,7 +54,7 @@ func (s *sizeRun) jetstream(e *Env) {
 	s.add(s.jsOrdered(e, stream, history))
 	s.add(s.jsGetOne(e, stream, history))
 
-	s.add(s.jsAcked(e, js, pub, ScenarioJSAck, s.appends, "default sync (2m)"))
+	s.jsAcked(e, js, pub, [2]string{ScenarioJSAck, ScenarioJSAckWide}, s.appends, s.appends, "default sync (2m)")
 }
 
 // jetstreamAlways: acknowledged publishes on a server with
@@ -68,10 +68,15 @@ func (s *sizeRun) jetstreamAlways(e *Env) {
 	if err != nil {
 		e.Fatalf("jetstream: %v", err)
 	}
-	s.add(s.jsAcked(e, js, nc, ScenarioJSAckAlways, s.appendsAlways, "sync_interval: always"))
+	// A wide window needs a few windows' worth of messages to be more
+	// than filling and draining it.
+	s.jsAcked(e, js, nc, [2]string{ScenarioJSAckAlways, ScenarioJSAckAlwaysWide}, s.appendsAlways, max(s.appendsAlways, 3*s.opts.WideWindow), "sync_interval: always")
 }
 
-func (s *sizeRun) jsAcked(e *Env, js jetstream.JetStream, pub *nats.Conn, scenario string, n int, note string) Figure {
+// jsAcked times acknowledged publishes to a new stream: n at the window,
+// then nWide at the wide window if the run has one, and adds the figures
+// as scenarios[0] and [1].
+func (s *sizeRun) jsAcked(e *Env, js jetstream.JetStream, pub *nats.Conn, scenarios [2]string, n, nWide int, note string) {
 	if _, err := js.CreateStream(s.ctx, jetstream.StreamConfig{
 		Name: "ACKS", Subjects: []string{ackSubject}, Storage: jetstream.FileStorage,
 	}); err != nil {
@@ -100,8 +105,12 @@ func (s *sizeRun) jsAcked(e *Env, js jetstream.JetStream, pub *nats.Conn, scenar
 			return ack.Seq - 1, nil
 		},
 	}
-	r := load.run(e, s.opts.Progress, scenario)
-	return r.figure(s.size, scenario, n, fmt.Sprintf("%s, window %d", note, s.opts.Window))
+	r := load.run(e, s.opts.Progress, scenarios[0])
+	s.add(r.figure(s.size, scenarios[0], n, fmt.Sprintf("%s, window %d", note, load.window)))
+	if wide, ok := s.widen(load, nWide); ok {
+		r = wide.run(e, s.opts.Progress, scenarios[1])
+		s.add(r.figure(s.size, scenarios[1], nWide, fmt.Sprintf("%s, window %d", note, wide.window)))
+	}
 }
 
 // jsPull reads the history with a pull consumer, in fetches of about 1 MiB

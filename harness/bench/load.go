@@ -83,9 +83,12 @@ type ackedLoad struct {
 	stall   time.Duration
 	// check decodes an ack and returns the position it names (offset or
 	// sequence, from 0); an error counts the message as not acked. Each
-	// position in [0, n) must come back once: the store gave each message
-	// its own place and invented none. Acks may arrive in any order.
+	// position in [first, first+n) must come back once: the store gave
+	// each message its own place and invented none. Acks may arrive in any
+	// order. first is what the store held before (an earlier run's
+	// messages).
 	check func(i int, reply []byte) (uint64, error)
+	first uint64
 }
 
 type ackedResult struct {
@@ -112,7 +115,7 @@ func (l ackedLoad) run(e *Env, progress io.Writer, what string) ackedResult {
 			firstErr.CompareAndSwap(nil, fmt.Sprintf("unexpected ack on %s", m.Subject))
 			return
 		}
-		if pos, err := l.check(i, m.Data); err == nil && (pos >= uint64(l.n) || !seen[pos].CompareAndSwap(false, true)) {
+		if pos, err := l.check(i, m.Data); err == nil && (pos < l.first || pos-l.first >= uint64(l.n) || !seen[pos-l.first].CompareAndSwap(false, true)) {
 			failed.Add(1)
 			firstErr.CompareAndSwap(nil, fmt.Sprintf("ack %d: position %d is out of range or acked twice", i, pos))
 		} else if err != nil {
@@ -171,6 +174,17 @@ func (l ackedLoad) run(e *Env, progress io.Writer, what string) ackedResult {
 		r.elapsed = time.Duration(last - start.UnixNano())
 	}
 	return r
+}
+
+// widen returns load again with the wide window and n messages, placed
+// after load's own; ok is false when the run has no wide window.
+func (s *sizeRun) widen(load ackedLoad, n int) (wide ackedLoad, ok bool) {
+	if s.opts.WideWindow <= 0 {
+		return load, false
+	}
+	wide = load
+	wide.window, wide.n, wide.first = s.opts.WideWindow, n, load.first+uint64(load.n)
+	return wide, true
 }
 
 func (r ackedResult) figure(size int, scenario string, n int, note string) Figure {
@@ -241,6 +255,13 @@ func (s *sizeRun) ceiling(e *Env) {
 	f = r.figure(s.size, ScenarioCeilingAck, s.appends, fmt.Sprintf("child acking at once, window %d", s.opts.Window))
 	f.CPUus = perMillion(acker.cpu()-cpu, f.Done)
 	s.add(f)
+	if wide, ok := s.widen(load, s.appends); ok {
+		cpu = acker.cpu()
+		r = wide.run(e, s.opts.Progress, "ceiling ack responder, wide")
+		f = r.figure(s.size, ScenarioCeilingAckWide, s.appends, fmt.Sprintf("child acking at once, window %d", wide.window))
+		f.CPUus = perMillion(acker.cpu()-cpu, f.Done)
+		s.add(f)
+	}
 
 	const prefix = "BENCH.API"
 	pager := startResponder(e, fmt.Sprintf("fetch %s %s %s %d %d", ns.ClientURL(), prefix, captureSubject, s.size, s.messages))

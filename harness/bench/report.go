@@ -121,6 +121,9 @@ func (r *Report) compare() {
 			{"acked ack responder/JetStream default", ScenarioCeilingAck, ScenarioJSAck},
 			{"acked voik/JetStream default", ScenarioVoikAck, ScenarioJSAck},
 			{"acked voik/JetStream sync always", ScenarioVoikAck, ScenarioJSAckAlways},
+			{"acked, wide: voik/ack responder", ScenarioVoikAckWide, ScenarioCeilingAckWide},
+			{"acked, wide: voik/JetStream default", ScenarioVoikAckWide, ScenarioJSAckWide},
+			{"acked, wide: voik/JetStream sync always", ScenarioVoikAckWide, ScenarioJSAckAlwaysWide},
 			{"history voik FETCH/FETCH from memory", ScenarioVoikFetch, ScenarioCeilingFetch},
 			{"history FETCH from memory/JetStream pull", ScenarioCeilingFetch, ScenarioJSPull},
 			{"history voik FETCH/JetStream pull", ScenarioVoikFetch, ScenarioJSPull},
@@ -167,8 +170,22 @@ func (r *Report) checkTargets(size int) {
 		t.Note = fmt.Sprintf("burst was only %d", capture.Messages)
 	}
 	r.Targets = append(r.Targets, t)
-	ratio("acked appends vs JetStream default", ScenarioVoikAck, ScenarioJSAck, 1)
-	ratio("acked appends vs JetStream sync always", ScenarioVoikAck, ScenarioJSAckAlways, 20)
+	// Acked appends at both windows: at the narrow one a round trip that
+	// waits for fdatasync sets the pace, at the wide one (nats.go's
+	// default for JetStream) how much each sync carries.
+	for _, w := range []struct {
+		window           int
+		voik, js, always string
+	}{
+		{r.Window, ScenarioVoikAck, ScenarioJSAck, ScenarioJSAckAlways},
+		{r.WideWindow, ScenarioVoikAckWide, ScenarioJSAckWide, ScenarioJSAckAlwaysWide},
+	} {
+		if r.figure(size, w.voik) == nil {
+			continue
+		}
+		ratio(fmt.Sprintf("acked appends vs JetStream default, window %d", w.window), w.voik, w.js, 1)
+		ratio(fmt.Sprintf("acked appends vs JetStream sync always, window %d", w.window), w.voik, w.always, 20)
+	}
 	ratio("FETCH history vs JetStream pull", ScenarioVoikFetch, ScenarioJSPull, 3)
 	// Reads and appends after the burst add data; the heap must not follow
 	// it. The burst itself may grow it (NATS buffers what voik has not
@@ -193,7 +210,7 @@ func (r *Report) checkTargets(size int) {
 // Write prints the report as tables.
 func (r *Report) Write(w io.Writer) {
 	fmt.Fprintf(w, "voik benchmark, %s run, %s, %.0fs, started %s; best of %d per scenario (lost: worst of them)\n", r.Mode, r.Host, r.Seconds, r.Started.Format("2006-01-02 15:04:05"), r.Repeat)
-	fmt.Fprintf(w, "voik: child process (unless -inprocess), VOIK_SYNC as in each note; JetStream: file storage in this process; window %d; MB = 10^6 data bytes\n", r.Window)
+	fmt.Fprintf(w, "voik: child process (unless -inprocess), VOIK_SYNC as in each note; JetStream: file storage in this process; window %d (wide: %d); MB = 10^6 data bytes\n", r.Window, r.WideWindow)
 	for _, size := range r.sizes() {
 		fmt.Fprintf(w, "\n%s messages\n", sizeName(size))
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)

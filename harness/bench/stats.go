@@ -32,6 +32,7 @@ const (
 	ScenarioCeiling          = "ceiling: core subscriber"
 	ScenarioCeilingInProcess = "ceiling: in-process sub"
 	ScenarioCeilingAck       = "ceiling: ack responder"
+	ScenarioCeilingAckWide   = "ceiling: ack responder, wide"
 	ScenarioCeilingFetch     = "ceiling: FETCH from memory"
 	ScenarioCeilingFetchOne  = "ceiling: FETCH 1 from mem"
 	ScenarioVoikCapture      = "voik capture"
@@ -39,6 +40,9 @@ const (
 	ScenarioVoikAck          = "voik acked append"
 	ScenarioJSAck            = "JetStream acked publish"
 	ScenarioJSAckAlways      = "JetStream acked, sync always"
+	ScenarioVoikAckWide      = "voik acked append, wide"
+	ScenarioJSAckWide        = "JetStream acked publish, wide"
+	ScenarioJSAckAlwaysWide  = "JetStream sync always, wide"
 	ScenarioVoikFetch        = "voik FETCH history"
 	ScenarioJSPull           = "JetStream pull consumer"
 	ScenarioJSOrdered        = "JetStream ordered consumer"
@@ -50,6 +54,7 @@ const (
 var scenarioOrder = []string{
 	ScenarioCeiling, ScenarioCeilingInProcess, ScenarioVoikCapture, ScenarioJSCapture,
 	ScenarioCeilingAck, ScenarioVoikAck, ScenarioJSAck, ScenarioJSAckAlways,
+	ScenarioCeilingAckWide, ScenarioVoikAckWide, ScenarioJSAckWide, ScenarioJSAckAlwaysWide,
 	ScenarioCeilingFetch, ScenarioVoikFetch, ScenarioJSPull, ScenarioJSOrdered,
 	ScenarioCeilingFetchOne, ScenarioVoikFetchOne, ScenarioJSGetOne, ScenarioVoikReplay,
 }

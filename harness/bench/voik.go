@@ -110,6 +110,16 @@ func (s *sizeRun) voik(e *Env) {
 	f.CPUus = res.CPUPerMillionAppends
 	s.add(f)
 	res.AppendsFaultsPerK = perThousand(after.MinorFaults-before.MinorFaults, s.appends)
+	if wide, ok := s.widen(load, s.appends); ok {
+		before = v.usage(e)
+		endPhase = s.phase("appends-wide")
+		r = wide.run(e, s.opts.Progress, "voik acked append, wide")
+		endPhase()
+		after = v.usage(e)
+		f = r.figure(s.size, ScenarioVoikAckWide, s.appends, fmt.Sprintf("sync %s, window %d", s.opts.VoikSync, wide.window))
+		f.CPUus = perMillion(after.CPU-before.CPU, f.Done)
+		s.add(f)
+	}
 	res.AnonRSSAfterAppends = after.AnonRSS
 
 	// FETCH: page through the whole capture history.

@@ -4,7 +4,7 @@
 //
 //	voikbench [-quick] [-json FILE] [-voik BIN] [-sizes 128,1024,16384]
 //	          [-messages N,N,N] [-appends N,N,N] [-always N,N,N]
-//	          [-window N] [-fetch-one N] [-repeat N] [-parts voik,jetstream,...]
+//	          [-window N] [-wide-window N] [-fetch-one N] [-repeat N] [-parts voik,jetstream,...]
 //	          [-inprocess -cpuprofile FILE | -inprocess -profile DIR]
 package main
 
@@ -43,6 +43,7 @@ func run() int {
 	appends := flag.String("appends", "", "acknowledged appends per size, comma-separated")
 	always := flag.String("always", "", "JetStream sync-always acknowledged publishes per size, comma-separated")
 	window := flag.Int("window", 0, "acknowledged messages in flight (default 256)")
+	wideWindow := flag.Int("wide-window", 0, "run the acknowledged scenarios again with this many in flight (default 4000, nats.go's default for JetStream async publishes; -1: don't)")
 	repeat := flag.Int("repeat", 0, "run everything this many times, keep the best rate and worst loss (default 3, quick 1)")
 	fetchOne := flag.Int("fetch-one", 0, "single-record reads timed per size")
 	inProcess := flag.Bool("inprocess", false, "run voik inside this process (for -cpuprofile; no resource figures)")
@@ -86,6 +87,9 @@ func run() int {
 	}
 	if *window > 0 {
 		opts.Window, custom = *window, true
+	}
+	if *wideWindow != 0 {
+		opts.WideWindow, custom = max(*wideWindow, 0), true
 	}
 	if *repeat > 0 {
 		opts.Repeat, custom = *repeat, true
