@@ -7,12 +7,31 @@ import (
 
 // ReadOptions tune ReadRange.
 type ReadOptions struct {
-	// Depth is how many FETCH requests are in flight at once; default 4.
-	// While fn looks at one page, voik reads the next ones and NATS
-	// carries them.
+	// Depth is how many FETCH requests are in flight at once. While fn
+	// looks at one page, voik reads the next ones and NATS carries them.
+	// Default: as many pages as fit in ReadAheadBytes (16 at NATS's
+	// default max_payload of 1 MiB), at least 2.
 	Depth int
 	// MaxBytes is each FETCH's max_bytes; 0 is the reply limit.
 	MaxBytes uint64
+}
+
+// ReadAheadBytes bounds the replies ReadRange keeps in flight when
+// ReadOptions.Depth is not set. Reading 1 KiB records on loopback with two
+// cores, 16 pages of 1 MiB in flight were about a third faster than 4 and
+// a little faster than 8 (see README, Performance).
+const ReadAheadBytes = 16 << 20
+
+// defaultDepth is how many pages of at most maxBytes (0: the reply
+// limit), under a server's max_payload, fit in ReadAheadBytes; at least 2,
+// so that voik reads one page while the reader takes the other, and at
+// most 16, past which small pages gain nothing more.
+func defaultDepth(maxBytes uint64, maxPayload int64) int {
+	page := uint64(max(maxPayload, 1))
+	if maxBytes > 0 && maxBytes < page {
+		page = maxBytes
+	}
+	return int(max(2, min(ReadAheadBytes/page, 16)))
 }
 
 // ReadRange calls fn with the records [from, to) of subject, in order, a
@@ -28,7 +47,7 @@ type ReadOptions struct {
 func (c *Client) ReadRange(ctx context.Context, subject string, from, to uint64, opts ReadOptions, fn func([]Record) error) error {
 	depth := opts.Depth
 	if depth <= 0 {
-		depth = 4
+		depth = defaultDepth(opts.MaxBytes, c.nc.MaxPayload())
 	}
 	fetch := func(offset, count uint64) (*FetchReply, error) {
 		return c.Fetch(ctx, subject, FetchRequest{Offset: &offset, MaxMessages: count, MaxBytes: opts.MaxBytes})

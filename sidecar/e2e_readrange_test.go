@@ -37,6 +37,7 @@ func TestReadRangePipelinesPagesAndLosesNothing(t *testing.T) {
 		{0, n, messages.ReadOptions{Depth: 3, MaxBytes: 20_000}},
 		{517, 1703, messages.ReadOptions{Depth: 8, MaxBytes: 7_000}},
 		{0, n, messages.ReadOptions{}},
+		{0, n, messages.ReadOptions{MaxBytes: 5_000}}, // the default depth: sixteen small pages in flight
 		{n - 1, n, messages.ReadOptions{}},
 		{n, n, messages.ReadOptions{}},
 	} {

@@ -17,8 +17,8 @@
 //     window of 256 (where waiting for a sync shows in every round trip)
 //     and of 4000 (nats.go's default limit of pending async publishes,
 //     JetStream as it comes);
-//  6. voik FETCH of the whole history (messages.Client.ReadRange, four
-//     pages in flight), and single-record fetches;
+//  6. voik FETCH of the whole history (messages.Client.ReadRange with
+//     its default read-ahead), and single-record fetches;
 //  7. JetStream reads of the same history: pull consumer, ordered
 //     consumer, and single-message gets;
 //  8. voik REPLAY of the whole history;

@@ -178,7 +178,7 @@ func (s *sizeRun) readHistory(client *messages.Client, history int, scenario str
 	start := time.Now()
 	offset := uint64(0)
 	pages := 0
-	err := client.ReadRange(s.ctx, captureSubject, 0, uint64(history), messages.ReadOptions{Depth: fetchDepth}, func(records []messages.Record) error {
+	err := client.ReadRange(s.ctx, captureSubject, 0, uint64(history), messages.ReadOptions{}, func(records []messages.Record) error {
 		for _, rec := range records {
 			if rec.Offset != offset || len(rec.Data) != s.size {
 				return fmt.Errorf("record at %d: offset %d, %d bytes", offset, rec.Offset, len(rec.Data))
@@ -195,13 +195,9 @@ func (s *sizeRun) readHistory(client *messages.Client, history int, scenario str
 	}
 	f.Done = read
 	f.throughput(time.Since(start))
-	f.Note = fmt.Sprintf("%d pages, %d in flight", pages, fetchDepth)
+	f.Note = fmt.Sprintf("%d pages, %d MiB read ahead", pages, messages.ReadAheadBytes>>20)
 	return f
 }
-
-// fetchDepth is how many FETCH pages the history read keeps in flight
-// (messages.Client.ReadRange), as a pull consumer has its batch streaming.
-const fetchDepth = 4
 
 // fetchOne times single-record FETCHes of random offsets below history,
 // one at a time.
