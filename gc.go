@@ -6,6 +6,7 @@ import (
 	"path"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -85,7 +86,7 @@ func cgroupMemoryLimit(root, selfCgroup string) (int64, string) {
 		switch {
 		case parts[0] == "0" && parts[1] == "": // v2, unified
 			dir, file = root, "memory.max"
-		case hasController(parts[1], "memory"): // v1
+		case slices.Contains(strings.Split(parts[1], ","), "memory"): // v1
 			dir, file = filepath.Join(root, "memory"), "memory.limit_in_bytes"
 		default:
 			continue
@@ -101,15 +102,6 @@ func cgroupMemoryLimit(root, selfCgroup string) (int64, string) {
 		}
 	}
 	return best, from
-}
-
-func hasController(list, name string) bool {
-	for _, c := range strings.Split(list, ",") {
-		if c == name {
-			return true
-		}
-	}
-	return false
 }
 
 // readLimit reads a cgroup memory limit: "max" (v2) and the huge values

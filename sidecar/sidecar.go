@@ -260,9 +260,10 @@ func (s *Sidecar) asyncError(_ *nats.Conn, sub *nats.Subscription, err error) {
 // then subscribes the API.
 func (s *Sidecar) start(shutdownCtx context.Context) error {
 	s.warnIfPrefixAnswered()
+	replies := replyConns{capture: s.captureNC, api: s.apiNC}
 	s.capture = &capture{
 		store:       s.store,
-		replies:     replyConns{capture: s.captureNC, api: s.apiNC},
+		replies:     replies,
 		prefix:      s.cfg.APIPrefix,
 		metrics:     s.metrics,
 		logger:      newThrottledLogger(s.logger),
@@ -278,7 +279,7 @@ func (s *Sidecar) start(shutdownCtx context.Context) error {
 	}
 	s.api = &api{
 		nc:       s.apiNC,
-		replies:  replyConns{capture: s.captureNC, api: s.apiNC},
+		replies:  replies,
 		replayNC: s.replayNC,
 		store:    s.store,
 		prefix:   s.cfg.APIPrefix,
