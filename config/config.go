@@ -59,6 +59,12 @@ type Config struct {
 	PendingMsgs  int      `yaml:"pending_msgs" env:"VOIK_PENDING_MSGS" env-default:"1000000" env-description:"capture subscription pending limit in messages before NATS drops (slow consumer)"`
 	PendingBytes ByteSize `yaml:"pending_bytes" env:"VOIK_PENDING_BYTES" env-default:"512MiB" env-description:"capture subscription pending limit in bytes"`
 
+	ReplyBudget  ByteSize `yaml:"reply_budget" env:"VOIK_REPLY_BUDGET" env-default:"256MiB" env-description:"bytes of API replies being built or sent at once; past it a request is answered 503 at once, and one requester may hold a quarter of it"`
+	MaxLongPolls int      `yaml:"max_long_polls" env:"VOIK_MAX_LONG_POLLS" env-default:"10000" env-description:"FETCH long polls waiting at once; past it a long poll is answered 503, and other requests are not held up"`
+
+	NatsPingInterval time.Duration `yaml:"nats_ping_interval" env:"VOIK_NATS_PING_INTERVAL" env-default:"2s" env-description:"how often each NATS connection pings the server; with VOIK_NATS_MAX_PINGS_OUT it bounds how long a frozen server goes unnoticed"`
+	NatsMaxPingsOut  int           `yaml:"nats_max_pings_out" env:"VOIK_NATS_MAX_PINGS_OUT" env-default:"3" env-description:"unanswered pings after which a connection counts as lost (/readyz turns not ready and it reconnects)"`
+
 	LogLevel  string `yaml:"log_level" env:"VOIK_LOG_LEVEL" env-default:"info" env-description:"debug, info, warn or error"`
 	LogFormat string `yaml:"log_format" env:"VOIK_LOG_FORMAT" env-default:"text" env-description:"text or json"`
 }
@@ -162,6 +168,18 @@ func (c *Config) Validate() error {
 	}
 	if c.PendingMsgs < 1 || c.PendingBytes < 1 {
 		bad("VOIK_PENDING_MSGS and VOIK_PENDING_BYTES must be positive")
+	}
+	if c.ReplyBudget < 1<<20 {
+		bad("VOIK_REPLY_BUDGET %v must be at least 1MiB", c.ReplyBudget)
+	}
+	if c.MaxLongPolls < 1 {
+		bad("VOIK_MAX_LONG_POLLS %d must be at least 1", c.MaxLongPolls)
+	}
+	if c.NatsPingInterval <= 0 {
+		bad("VOIK_NATS_PING_INTERVAL %v must be positive", c.NatsPingInterval)
+	}
+	if c.NatsMaxPingsOut < 1 {
+		bad("VOIK_NATS_MAX_PINGS_OUT %d must be at least 1", c.NatsMaxPingsOut)
 	}
 	if _, err := c.Level(); err != nil {
 		bad("VOIK_LOG_LEVEL %q: want debug, info, warn or error", c.LogLevel)

@@ -6,6 +6,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+
+	"github.com/voik/voik/sidecar"
 )
 
 // NATSOption adjusts the options of an embedded test server.
@@ -22,6 +24,26 @@ func WithJetStream(dir string) NATSOption {
 // WithMaxPayload sets the server's max_payload.
 func WithMaxPayload(n int32) NATSOption {
 	return func(o *server.Options) { o.MaxPayload = n }
+}
+
+// Voik's NATS user on a server started WithVoikUser.
+const (
+	VoikUser     = "voik"
+	VoikPassword = "voik-test-password"
+)
+
+// WithVoikUser gives the server the user voik should log in as
+// (VoikUser, VoikPassword), with the permissions docs/operations.md asks
+// for (sidecar.CaptureUserPermissions); every other client connects
+// without credentials, as before. Set the configuration's NatsUser and
+// NatsPassword to match.
+func WithVoikUser() NATSOption {
+	return func(o *server.Options) {
+		o.Users = append(o.Users,
+			&server.User{Username: VoikUser, Password: VoikPassword, Permissions: sidecar.CaptureUserPermissions()},
+			&server.User{Username: "client"})
+		o.NoAuthUser = "client"
+	}
 }
 
 // WithOptions hands the raw options to fn (auth, TLS, ...).

@@ -41,8 +41,13 @@ func TestConfig(tb testing.TB, natsURL string) *config.Config {
 		MaxOpenLogs:  1000,
 		PendingMsgs:  1_000_000,
 		PendingBytes: 512 << 20,
+		ReplyBudget:  256 << 20,
+		MaxLongPolls: 10000,
 		LogLevel:     "error",
-		LogFormat:    "text",
+
+		NatsPingInterval: 2 * time.Second,
+		NatsMaxPingsOut:  3,
+		LogFormat:        "text",
 	}
 	if err := cfg.Validate(); err != nil {
 		tb.Fatalf("test config: %v", err)

@@ -67,7 +67,11 @@ const (
 	HeaderSubject   = "Voik-Subject"
 	HeaderTimestamp = "Voik-Timestamp"
 	HeaderStatus    = "Voik-Status"
-	StatusEnd       = "end"
+	// HeaderReply marks an API reply that voik sends to a reply subject
+	// outside _INBOX. (a client's custom inbox prefix), so that a capture
+	// filter that covers that subject never stores voik's own replies.
+	HeaderReply = "Voik-Reply"
+	StatusEnd   = "end"
 )
 
 // Encode marshals a reply. Replies are plain structs, so this cannot fail

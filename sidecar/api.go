@@ -24,39 +24,125 @@ const (
 	verbSubjects = "SUBJECTS"
 )
 
-// maxInFlight bounds requests being answered at once (long polls and
-// replays included); past it a request is answered 503 at once.
-const maxInFlight = 4096
+// maxWorking bounds requests being worked on at once (replays included,
+// long polls while they wait not); past it a request is answered 503 at
+// once. Memory is bounded by the reply budget, not by this.
+const maxWorking = 4096
 
 // api answers the request/reply verbs. Each request is answered in a
 // goroutine of its own, so a long poll or a replay never holds up the
-// subscription, and capture runs on its own connection.
+// subscription. Requests come in and replies go out on a connection of
+// their own, never capture's: a reader that cannot keep up costs reads,
+// never capture (the server cuts or stalls the connection a slow reader's
+// replies pile up on).
 type api struct {
-	nc       *nats.Conn // receives the requests
-	replies  replyConns // sends the replies
+	nc       *nats.Conn // receives the requests and sends the replies
 	replayNC *nats.Conn // publishes REPLAY's records
 	store    *logstore.Store
 	prefix   string
 	metrics  *metrics
 	logger   *slog.Logger
-	shutdown context.Context // cancelled when voik starts shutting down
+	warn     *throttledLogger // for what load can repeat per request
+	shutdown context.Context  // cancelled when voik starts shutting down
 
 	subs     []*nats.Subscription
 	inFlight sync.WaitGroup
-	slots    chan struct{}
+	working  chan struct{} // a slot per request being worked on
+	polls    chan struct{} // a slot per long poll waiting
+	budget   *replyBudget
 	builders sync.Pool // *messages.FetchReplyBuilder
 }
+
+// request is one API request being answered, with the bytes of the reply
+// budget it holds.
+type request struct {
+	msg       *nats.Msg
+	verb      string
+	requester string
+	reserved  int64
+}
+
+// Reservations of the reply budget by verb: FETCH and SUBJECTS reserve a
+// whole reply (max_payload) before building one; the others send small
+// replies (REPLAY's records leave one at a time on the replay connection).
+const smallReplyReserve = 4 << 10
+
+// reserve takes n bytes of the budget for r's reply, or returns the 503
+// that says why it cannot.
+func (a *api) reserve(r *request, n int64) *messages.Error {
+	switch a.budget.reserve(r.requester, n) {
+	case budgetFull:
+		a.metrics.overloaded.WithLabelValues("budget").Inc()
+		a.warn.Warn("read load over the reply budget: answering 503 until replies drain", "limit_bytes", a.budget.limit)
+		return messages.Errorf(messages.CodeUnavailable, "overloaded: replies waiting to be sent fill VOIK_REPLY_BUDGET (%d bytes); retry later", a.budget.limit)
+	case shareFull:
+		a.metrics.overloaded.WithLabelValues("requester_share").Inc()
+		a.warn.Warn("one requester holds its share of the reply budget: answering its excess requests 503", "requester", r.requester, "share_bytes", a.budget.share)
+		return messages.Errorf(messages.CodeUnavailable, "overloaded: this client's replies waiting to be sent fill its share of VOIK_REPLY_BUDGET (%d bytes); retry later", a.budget.share)
+	}
+	r.reserved += n
+	return nil
+}
+
+// trim gives back what r reserved beyond n bytes, once its reply is built.
+func (a *api) trim(r *request, n int64) {
+	if r.reserved > n {
+		a.budget.release(r.requester, r.reserved-n)
+		r.reserved = n
+	}
+}
+
+// waitAsLongPoll runs wait, a long poll's wait, in a long-poll slot
+// instead of a working slot, so that waiting readers, however many, never
+// hold up requests that work. It is a 503 when every long-poll slot is
+// taken. Nothing of the reply is allocated or reserved while it waits.
+func (a *api) waitAsLongPoll(wait func()) *messages.Error {
+	select {
+	case a.polls <- struct{}{}:
+	default:
+		a.metrics.overloaded.WithLabelValues("long_polls").Inc()
+		a.warn.Warn("too many long polls waiting: answering new ones 503", "max", cap(a.polls))
+		return messages.Errorf(messages.CodeUnavailable, "too many long polls waiting (VOIK_MAX_LONG_POLLS %d); retry later", cap(a.polls))
+	}
+	<-a.working
+	wait()
+	<-a.polls
+	a.working <- struct{}{} // held again to build the reply
+	return nil
+}
+
+// maxReply is the largest reply body that may go to reply: max_payload,
+// less the marker header that a reply outside _INBOX. carries.
+func (a *api) maxReply(reply string) int {
+	limit := int(a.nc.MaxPayload())
+	if needsReplyMarker(reply) {
+		limit -= replyMarkerBytes
+	}
+	return limit
+}
+
+// needsReplyMarker says whether a reply to subject carries HeaderReply:
+// _INBOX. subjects are never stored, anything else might be captured.
+func needsReplyMarker(subject string) bool { return !strings.HasPrefix(subject, "_INBOX.") }
+
+// replyMarkerBytes is what HeaderReply adds to a message, as nats.go
+// encodes it ("NATS/1.0\r\nVoik-Reply: 1\r\n\r\n"), rounded up.
+const replyMarkerBytes = 32
 
 // subscribe takes every request under the prefix: the verbs on any
 // subject, inside the capture filters or not (a subject with no log is a
 // 404, and no request goes unanswered), and anything malformed (400). One
 // subscription on <prefix>.> routes them, so no request is delivered twice.
 // voik instances sharing a NATS cluster therefore need prefixes of their own.
+//
+// Requests wait in nats.go at most apiPendingMsgs deep: past that a
+// flood's requests are dropped there (counted as the api role's slow
+// consumer) instead of taking memory without bound.
 func (a *api) subscribe() error {
 	for _, subject := range []string{a.prefix, a.prefix + ".>"} {
 		sub, err := a.nc.Subscribe(subject, a.route)
 		if err == nil {
-			err = sub.SetPendingLimits(-1, -1)
+			err = sub.SetPendingLimits(apiPendingMsgs, apiPendingBytes)
 		}
 		if err != nil {
 			return fmt.Errorf("subscribe %s: %w", subject, err)
@@ -65,6 +151,13 @@ func (a *api) subscribe() error {
 	}
 	return nil
 }
+
+// Pending limits of the API subscriptions: a request is small, and one
+// that waited behind 65,536 others has most likely timed out already.
+const (
+	apiPendingMsgs  = 1 << 16
+	apiPendingBytes = 64 << 20
+)
 
 // verbInvalid labels the metrics of requests to no verb at all.
 const verbInvalid = "invalid"
@@ -94,72 +187,95 @@ func (a *api) route(msg *nats.Msg) {
 	if msg.Reply == "" {
 		return
 	}
-	a.respond(msg, verbInvalid, time.Now(), messages.EncodeError(err), err.Code)
+	a.respondError(&request{msg: msg, verb: verbInvalid, requester: requesterOf(msg.Reply)}, time.Now(), err)
 }
 
-// dispatch answers msg in a goroutine, or 503 when too many are running
+// dispatch answers msg in a goroutine, or 503 when too many are working
 // or voik is shutting down.
 func (a *api) dispatch(msg *nats.Msg, verb string) {
 	if msg.Reply == "" {
 		return // nobody to answer
 	}
+	r := &request{msg: msg, verb: verb, requester: requesterOf(msg.Reply)}
 	if a.shutdown.Err() != nil {
-		a.respond(msg, verb, time.Now(), messages.EncodeError(messages.Errorf(messages.CodeUnavailable, "voik is shutting down")), messages.CodeUnavailable)
+		a.respondError(r, time.Now(), messages.Errorf(messages.CodeUnavailable, "voik is shutting down"))
 		return
 	}
 	select {
-	case a.slots <- struct{}{}:
+	case a.working <- struct{}{}:
 	default:
-		a.respond(msg, verb, time.Now(), messages.EncodeError(messages.Errorf(messages.CodeUnavailable, "too many requests in flight (%d)", maxInFlight)), messages.CodeUnavailable)
+		a.metrics.overloaded.WithLabelValues("in_flight").Inc()
+		a.warn.Warn("too many requests in flight: answering new ones 503", "max", maxWorking)
+		a.respondError(r, time.Now(), messages.Errorf(messages.CodeUnavailable, "too many requests in flight (%d)", maxWorking))
 		return
 	}
 	a.inFlight.Add(1)
 	go func() {
-		defer func() { <-a.slots; a.inFlight.Done() }()
+		defer func() { <-a.working; a.inFlight.Done() }()
 		start := time.Now()
 		// A FETCH reply is built in (and may point into) the builder's
 		// memory, so the builder goes back to the pool only once the reply
 		// is sent: nats.go copies it on publish.
 		builder := a.builders.Get().(*messages.FetchReplyBuilder)
 		defer a.builders.Put(builder)
-		body, code := a.answer(msg, verb, builder)
-		a.respond(msg, verb, start, body, code)
+		body, code := a.answer(r, builder)
+		a.respond(r, start, body, code)
 	}()
 }
 
-// respond sends body (nil: the handler already replied) and counts it. A
-// body that NATS would refuse is replaced by a 500 that says so, so that
-// no request goes unanswered.
-func (a *api) respond(msg *nats.Msg, verb string, start time.Time, body []byte, code int) {
-	if maxPayload := a.replies.maxPayload(); int64(len(body)) > maxPayload {
-		a.logger.Error("reply larger than max_payload", "verb", verb, "subject", msg.Subject, "bytes", len(body), "max_payload", maxPayload)
+func (a *api) respondError(r *request, start time.Time, err *messages.Error) {
+	a.respond(r, start, messages.EncodeError(err), err.Code)
+}
+
+// respond sends body (nil: the handler already replied), counts it, and
+// gives back r's share of the reply budget. A body that NATS would refuse
+// is replaced by a 500 that says so, so that no request goes unanswered.
+func (a *api) respond(r *request, start time.Time, body []byte, code int) {
+	defer a.trim(r, 0)
+	msg, verb := r.msg, r.verb
+	if maxReply := a.maxReply(msg.Reply); len(body) > maxReply {
+		a.logger.Error("reply larger than max_payload", "verb", verb, "subject", msg.Subject, "bytes", len(body), "max_payload", maxReply)
 		code = messages.CodeInternal
-		body = messages.EncodeError(messages.Errorf(code, "the %s reply (%d bytes) would exceed max_payload %d", verb, len(body), maxPayload))
+		body = messages.EncodeError(messages.Errorf(code, "the %s reply (%d bytes) would exceed max_payload %d", verb, len(body), maxReply))
 	}
 	// Counted before the reply leaves, so that a client that has its reply
 	// and then scrapes /metrics finds its request counted.
 	a.metrics.requests.WithLabelValues(verb, strconv.Itoa(code)).Inc()
 	a.metrics.requestSeconds.WithLabelValues(verb).Observe(time.Since(start).Seconds())
-	if body != nil {
-		if err := a.replies.conn().Publish(msg.Reply, body); err != nil {
-			a.logger.Warn("cannot send reply", "verb", verb, "err", err)
-		}
+	if body == nil {
+		return
 	}
+	if err := a.send(msg.Reply, body); err != nil {
+		a.warn.Warn("cannot send reply", "verb", verb, "err", err)
+	}
+}
+
+// send publishes a reply body to reply, marked when it goes outside
+// _INBOX. (needsReplyMarker).
+func (a *api) send(reply string, body []byte) error {
+	if !needsReplyMarker(reply) {
+		return a.nc.Publish(reply, body)
+	}
+	out := nats.NewMsg(reply)
+	out.Header[messages.HeaderReply] = []string{"1"}
+	out.Data = body
+	return a.nc.PublishMsg(out)
 }
 
 // answer returns the reply body and its code (200 for success). REPLAY
 // publishes its records itself, after its reply.
-func (a *api) answer(msg *nats.Msg, verb string, builder *messages.FetchReplyBuilder) (body []byte, code int) {
+func (a *api) answer(r *request, builder *messages.FetchReplyBuilder) (body []byte, code int) {
+	msg, verb := r.msg, r.verb
 	defer func() {
-		if r := recover(); r != nil {
-			a.logger.Error("request handler panicked", "verb", verb, "subject", msg.Subject, "panic", r)
+		if p := recover(); p != nil {
+			a.logger.Error("request handler panicked", "verb", verb, "subject", msg.Subject, "panic", p)
 			body, code = messages.EncodeError(messages.Errorf(messages.CodeInternal, "internal error")), messages.CodeInternal
 		}
 	}()
 	var reply any
 	var err *messages.Error
 	if verb == verbSubjects {
-		reply, err = a.subjects(msg.Data)
+		reply, err = a.subjects(r, a.maxReply(msg.Reply))
 	} else {
 		subject := msg.Subject[len(a.prefix)+len(verb)+2:]
 		if !messages.ValidSubject(subject) {
@@ -168,15 +284,19 @@ func (a *api) answer(msg *nats.Msg, verb string, builder *messages.FetchReplyBui
 			switch verb {
 			case verbFetch:
 				var raw []byte
-				if raw, err = a.fetch(subject, msg.Data, builder); err == nil {
+				if raw, err = a.fetch(r, subject, builder); err == nil {
 					return raw, 200
 				}
 			case verbInfo:
 				if err = messages.DecodeInfoRequest(msg.Data); err == nil {
-					reply, err = a.info(subject)
+					if err = a.reserve(r, smallReplyReserve); err == nil {
+						reply, err = a.info(subject)
+					}
 				}
 			case verbReplay:
-				return a.replay(msg, subject)
+				if err = a.reserve(r, smallReplyReserve); err == nil {
+					return a.replay(msg, subject)
+				}
 			}
 		}
 	}
@@ -202,7 +322,16 @@ func (a *api) acquire(subject string, empty bool) (*logstore.Log, *messages.Erro
 	case errors.Is(err, logstore.ErrClosed):
 		return nil, messages.Errorf(messages.CodeUnavailable, "voik is shutting down")
 	case err != nil:
-		return nil, messages.Errorf(messages.CodeInternal, "open log of %s: %v", messages.Quote(subject), err)
+		// A log on disk that cannot be opened (unreadable files, say):
+		// the same 500 on every verb, never a 404 that would say nothing
+		// was ever stored.
+		return nil, messages.Errorf(messages.CodeInternal, "the log of %s cannot be opened: %v", messages.Quote(subject), err)
+	case log.Err() != nil && log.EndOffset() == log.FirstOffset():
+		// Damaged before its first readable record: there is a log, and
+		// none of it can be served.
+		logErr := log.Err()
+		a.store.Release(log)
+		return nil, messages.Errorf(messages.CodeInternal, "the log of %s is damaged and holds no record that can be read: %v", messages.Quote(subject), logErr)
 	case log.EndOffset() == 0 && !empty:
 		a.store.Release(log)
 		return nil, messages.Errorf(messages.CodeNotFound, "no log for subject %s", messages.Quote(subject))
@@ -216,8 +345,10 @@ func (a *api) acquire(subject string, empty bool) (*logstore.Log, *messages.Erro
 // not be stored), so that it is a 404 only if nothing arrives in time.
 func (a *api) acquireWaiting(ctx context.Context, subject string, wait bool) (*logstore.Log, *messages.Error) {
 	for {
-		if wait {
-			a.waitForSubject(ctx, subject)
+		if wait && !a.store.Has(subject) {
+			if err := a.waitAsLongPoll(func() { a.waitForSubject(ctx, subject) }); err != nil {
+				return nil, err
+			}
 		}
 		log, err := a.acquire(subject, wait)
 		if err == nil || !wait || err.Code != messages.CodeNotFound || ctx.Err() != nil {
@@ -287,8 +418,8 @@ func startOffset(log *logstore.Log, offset *uint64, startTime int64) (uint64, *m
 	return *offset, nil
 }
 
-func (a *api) fetch(subject string, body []byte, builder *messages.FetchReplyBuilder) ([]byte, *messages.Error) {
-	req, err := messages.DecodeFetchRequest(body)
+func (a *api) fetch(r *request, subject string, builder *messages.FetchReplyBuilder) ([]byte, *messages.Error) {
+	req, err := messages.DecodeFetchRequest(r.msg.Data)
 	if err != nil {
 		return nil, err
 	}
@@ -318,10 +449,17 @@ func (a *api) fetch(subject string, body []byte, builder *messages.FetchReplyBui
 		}
 	}
 	if req.WaitMs > 0 && start >= log.EndOffset() {
-		log.WaitFor(wait, start)
+		if err := a.waitAsLongPoll(func() { log.WaitFor(wait, start) }); err != nil {
+			return nil, err
+		}
 	}
 
-	maxPayload := int(a.replies.maxPayload())
+	maxPayload := a.maxReply(r.msg.Reply)
+	// The page grows inside its reservation of the reply budget: a first
+	// piece now, doubled while records need it (addWithinBudget).
+	if err := a.reserve(r, int64(min(maxPayload, firstPageReserve))); err != nil {
+		return nil, err
+	}
 	maxBytes := maxPayload
 	if req.MaxBytes > 0 && req.MaxBytes < uint64(maxPayload) {
 		maxBytes = int(req.MaxBytes)
@@ -332,6 +470,7 @@ func (a *api) fetch(subject string, body []byte, builder *messages.FetchReplyBui
 	builder.Reset()
 	payloadBytes := 0
 	var tooLarge, decodeFailed error
+	var overloaded *messages.Error
 	// Scan's own next counts the record a callback turned down; the reply's
 	// next_offset is the one after the last record returned.
 	stoppedAt, scanErr := log.Scan(start, func(v logstore.RecordView) bool {
@@ -347,7 +486,15 @@ func (a *api) fetch(subject string, body []byte, builder *messages.FetchReplyBui
 		if builder.Count() > 0 && payloadBytes+size > maxBytes {
 			return false
 		}
-		if !builder.AddWithin(maxPayload, subject, first, end, v.Offset, v.Timestamp, headers, v.Data) {
+		added, budgetErr := a.addWithinBudget(r, builder, maxPayload, subject, first, end, v, headers)
+		switch {
+		case added:
+		case budgetErr != nil && builder.Count() == 0:
+			overloaded = budgetErr
+			return false
+		case budgetErr != nil:
+			return false // a shorter page: the budget holds no more now
+		default:
 			if builder.Count() == 0 {
 				tooLarge = fmt.Errorf("record %d of %s (%d bytes) cannot fit in one reply under max_payload %d", v.Offset, messages.Quote(subject), size, maxPayload)
 			}
@@ -357,6 +504,8 @@ func (a *api) fetch(subject string, body []byte, builder *messages.FetchReplyBui
 		return true
 	})
 	switch {
+	case overloaded != nil:
+		return nil, overloaded
 	case tooLarge != nil:
 		return nil, messages.Errorf(messages.CodeTooLarge, "%v", tooLarge)
 	case decodeFailed != nil:
@@ -366,10 +515,37 @@ func (a *api) fetch(subject string, body []byte, builder *messages.FetchReplyBui
 	case scanErr != nil:
 		// Serve what was read; the next fetch starts at the bad record
 		// and reports it.
-		a.logger.Error("read error", "subject", subject, "offset", stoppedAt, "err", scanErr)
+		a.warn.Error("read error", "subject", subject, "offset", stoppedAt, "err", scanErr)
 	}
 	next := start + uint64(builder.Count()) // records are contiguous from start
-	return builder.Finish(subject, next, first, end), nil
+	page := builder.Finish(subject, next, first, end)
+	a.trim(r, int64(cap(page))) // what the page holds while it is sent
+	return page, nil
+}
+
+// firstPageReserve is what a FETCH reserves of the reply budget before it
+// reads a record: enough for a page of small records, and a long poll
+// woken with a few new records never needs more.
+const firstPageReserve = 64 << 10
+
+// addWithinBudget adds record v to the page unless the page would then
+// pass maxPayload, or grow past what r can reserve of the reply budget.
+// The reservation doubles (up to maxPayload) while a record does not fit
+// in it. added false with a nil error: the record cannot fit under
+// maxPayload; with an error: the budget has no room for it now.
+func (a *api) addWithinBudget(r *request, builder *messages.FetchReplyBuilder, maxPayload int, subject string, first, end uint64, v logstore.RecordView, headers map[string][]string) (added bool, err *messages.Error) {
+	for {
+		limit := min(int(r.reserved), maxPayload)
+		if builder.AddWithin(limit, subject, first, end, v.Offset, v.Timestamp, headers, v.Data) {
+			return true, nil
+		}
+		if limit >= maxPayload {
+			return false, nil
+		}
+		if err := a.reserve(r, int64(min(maxPayload, 2*limit)-limit)); err != nil {
+			return false, err
+		}
+	}
 }
 
 func (a *api) info(subject string) (any, *messages.Error) {
@@ -391,12 +567,11 @@ func (a *api) info(subject string) (any, *messages.Error) {
 	}, nil
 }
 
-func (a *api) subjects(body []byte) (any, *messages.Error) {
-	req, err := messages.DecodeSubjectsRequest(body)
+func (a *api) subjects(r *request, maxPayload int) (any, *messages.Error) {
+	req, err := messages.DecodeSubjectsRequest(r.msg.Data)
 	if err != nil {
 		return nil, err
 	}
-	maxPayload := int(a.replies.maxPayload())
 	reply := messages.SubjectsReply{Subjects: []string{}}
 	size := messages.SubjectsReplySize()
 	var matched uint64
@@ -418,5 +593,10 @@ func (a *api) subjects(body []byte) (any, *messages.Error) {
 		reply.Subjects = append(reply.Subjects, subject)
 	}
 	reply.Total = matched
+	// The page names the store's strings; what the reply takes is its
+	// encoding, about size bytes.
+	if err := a.reserve(r, int64(size)); err != nil {
+		return nil, err
+	}
 	return reply, nil
 }

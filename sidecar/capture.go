@@ -121,6 +121,9 @@ func (c *capture) take(msg *nats.Msg, counters *filterCounters, more bool) {
 	if _, replayed := msg.Header[messages.HeaderOffset]; replayed {
 		return
 	}
+	if _, reply := msg.Header[messages.HeaderReply]; reply {
+		return // voik's own reply to a custom inbox that a filter covers
+	}
 	wantsAck := msg.Reply != ""
 	if wantsAck {
 		_, wantsAck = msg.Header[messages.HeaderAck]

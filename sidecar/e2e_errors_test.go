@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/voik/voik/harness"
 	"github.com/voik/voik/messages"
 )
 
@@ -216,12 +217,14 @@ func TestCorruptRecordIs500AndVoikKeepsServing(t *testing.T) {
 	}
 }
 
-func TestRequestsBeyondTheInFlightLimitAre503AndTheOthersStillAnswer(t *testing.T) {
-	// Not parallel: 4096 parked long polls are most of what the race
-	// detector lets a process run at once.
-	e := start(t)
+// Long polls wait in slots of their own (VOIK_MAX_LONG_POLLS): past the
+// cap a long poll is a 503 at once, and requests that work are answered
+// as ever, however many readers wait.
+func TestLongPollsBeyondTheirCapAre503AndOtherRequestsStillAnswer(t *testing.T) {
+	t.Parallel()
+	const limit = 300
+	e := startWith(t, nil, func(c *configT) { c.MaxLongPolls = limit })
 	e.appendAcked("crowded", nil, []byte("0"))
-	const limit = 4096 // maxInFlight in api.go
 	inbox := newInboxCollector(t, e.nc, limit+10)
 	poll := encode(t, map[string]any{"offset": 1, "wait_ms": 60000})
 	for i := 0; i < limit; i++ {
@@ -229,16 +232,22 @@ func TestRequestsBeyondTheInFlightLimitAre503AndTheOthersStillAnswer(t *testing.
 			t.Fatal(err)
 		}
 	}
-	// One more, on the same subscription, so it is dispatched after them.
-	reply := e.call("FETCH.crowded", map[string]any{"offset": 0})
-	desc := wantError(t, "the request past the limit", reply, 503)
-	descriptionSays(t, desc, "in flight")
+	harness.Eventually(t, 30*time.Second, "every long poll parked", func() bool {
+		return e.metric("voik_api_long_polls") == limit
+	})
+	desc := wantError(t, "the long poll past the cap", e.call("FETCH.crowded", map[string]any{"offset": 1, "wait_ms": 60000}), 503)
+	descriptionSays(t, desc, "long polls", "VOIK_MAX_LONG_POLLS")
+	// Requests that need no wait are answered while every slot is taken.
+	wantRecordOffsets(t, wantFetchReply(t, e.call("FETCH.crowded", map[string]any{"offset": 0}), "crowded", 1, 0, 1), 0, 1)
+	if info := e.call("INFO.crowded", nil); info["end_offset"] == nil {
+		t.Fatalf("INFO while the long polls wait: %v", info)
+	}
 	select {
 	case msg := <-inbox.msgs:
 		t.Fatalf("a parked long poll answered early: %v", decodeReply(t, msg.Data))
 	default:
 	}
-	// One record wakes every one of them.
+	// One record wakes every one of them, each with it.
 	e.publish("crowded", nil, []byte("1"))
 	answered := make([]bool, limit)
 	deadline := time.After(60 * time.Second)
@@ -256,7 +265,10 @@ func TestRequestsBeyondTheInFlightLimitAre503AndTheOthersStillAnswer(t *testing.
 		}
 	}
 	// The slots are free again.
-	wantRecordOffsets(t, wantFetchReply(t, e.call("FETCH.crowded", nil), "crowded", 2, 0, 2), 0, 2)
+	harness.Eventually(t, 10*time.Second, "the long-poll slots freed", func() bool {
+		return e.metric("voik_api_long_polls") == 0
+	})
+	wantRecordOffsets(t, wantFetchReply(t, e.call("FETCH.crowded", map[string]any{"offset": 2, "wait_ms": 10}), "crowded", 2, 0, 2), 2, 2)
 }
 
 func TestAckedAppendToACorruptLogIsAnErrorAck(t *testing.T) {

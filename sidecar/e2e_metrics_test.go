@@ -283,3 +283,9 @@ func TestDiskBytesAfterRestartMatchTheFiles(t *testing.T) {
 		return metricValue(t, scrape(t, v.Sidecar.HTTPAddr()), "voik_disk_bytes") == float64(onDisk)
 	})
 }
+
+// metric reads one series of voik's /metrics now (labels as name=value).
+func (e *e2e) metric(name string, labels ...string) float64 {
+	e.t.Helper()
+	return metricValue(e.t, scrape(e.t, e.voik.Sidecar.HTTPAddr()), name, labels...)
+}

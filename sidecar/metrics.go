@@ -28,6 +28,9 @@ type metrics struct {
 	replayed       prometheus.Counter
 	natsConnected  *prometheus.GaugeVec // role: capture, api, replay
 	reconnects     prometheus.Counter
+	disconnects    *prometheus.CounterVec // role
+	slowConsumers  *prometheus.CounterVec // role
+	overloaded     *prometheus.CounterVec // reason: budget, requester_share, long_polls, in_flight
 
 	// Storage, fed by the store's Observer and by capture.
 	appendSeconds    prometheus.Histogram
@@ -39,13 +42,15 @@ type metrics struct {
 	logOpens         *prometheus.CounterVec // outcome
 }
 
-// storeGauges reads figures the store keeps itself.
-type storeGauges struct {
+// gaugeFuncs read figures the store and the API keep themselves.
+type gaugeFuncs struct {
 	openLogs   func() float64
 	durableLag func() float64
+	replyBytes func() float64
+	longPolls  func() float64
 }
 
-func newMetrics(reg prometheus.Registerer, gauges storeGauges) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, gauges gaugeFuncs) (*metrics, error) {
 	latency := prometheus.ExponentialBuckets(0.00001, 4, 10) // 10µs .. 2.6s
 	m := &metrics{
 		messagesStored: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -79,6 +84,15 @@ func newMetrics(reg prometheus.Registerer, gauges storeGauges) (*metrics, error)
 		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "voik_nats_reconnects_total", Help: "NATS reconnections.",
 		}),
+		disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "voik_nats_disconnects_total", Help: "NATS connections lost, by role (capture, api, replay); a server that cuts a slow consumer shows here.",
+		}, []string{"role"}),
+		slowConsumers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "voik_nats_slow_consumer_total", Help: "Times nats.go dropped messages a connection's subscriptions could not take in time, by role; for capture, voik_capture_dropped_total counts the messages.",
+		}, []string{"role"}),
+		overloaded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "voik_api_overloaded_total", Help: "API requests answered 503 for load, by reason: budget (VOIK_REPLY_BUDGET full), requester_share (one requester holds its share), long_polls (VOIK_MAX_LONG_POLLS waiting), in_flight.",
+		}, []string{"reason"}),
 		appendSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "voik_append_duration_seconds", Help: "Time to append a captured message to its log, opening or creating the log included.",
 			Buckets: latency,
@@ -101,19 +115,32 @@ func newMetrics(reg prometheus.Registerer, gauges storeGauges) (*metrics, error)
 			Name: "voik_retention_deleted_segments_total", Help: "Segments deleted by retention.",
 		}),
 		logOpens: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "voik_log_opens_total", Help: "Subject logs opened, by what recovery found: clean, torn_tail, index_rebuilt or corrupt.",
+			Name: "voik_log_opens_total", Help: "Subject logs opened, by what recovery found: clean, torn_tail, index_rebuilt or corrupt; failed when the log could not be opened at all (its reads answer 500).",
 		}, []string{"outcome"}),
 	}
-	for _, outcome := range []string{"clean", "torn_tail", "index_rebuilt", "corrupt"} {
+	for _, outcome := range []string{"clean", "torn_tail", "index_rebuilt", "corrupt", "failed"} {
 		m.logOpens.WithLabelValues(outcome) // present from the start, at 0
 	}
+	for _, role := range []string{"capture", "api", "replay"} {
+		m.disconnects.WithLabelValues(role)
+		m.slowConsumers.WithLabelValues(role)
+	}
+	for _, reason := range []string{"budget", "requester_share", "long_polls", "in_flight"} {
+		m.overloaded.WithLabelValues(reason)
+	}
 	for _, c := range []prometheus.Collector{m.messagesStored, m.bytesStored, m.appendErrors, m.dropped, m.acks,
-		m.requests, m.requestSeconds, m.replayed, m.natsConnected, m.reconnects,
+		m.requests, m.requestSeconds, m.replayed, m.natsConnected, m.reconnects, m.disconnects, m.slowConsumers, m.overloaded,
 		m.appendSeconds, m.batchRecords, m.syncSeconds, m.syncErrors, m.diskBytes, m.retentionDeleted, m.logOpens,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "voik_open_logs", Help: "Subject logs open now."}, gauges.openLogs),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "voik_durable_lag_records", Help: "Records appended to open logs and not yet durable.",
 		}, gauges.durableLag),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "voik_api_reply_bytes", Help: "Bytes of the reply budget (VOIK_REPLY_BUDGET) held by API replies being built or sent.",
+		}, gauges.replyBytes),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "voik_api_long_polls", Help: "FETCH long polls waiting now (at most VOIK_MAX_LONG_POLLS).",
+		}, gauges.longPolls),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {

@@ -104,15 +104,14 @@ func (a *api) replay(msg *nats.Msg, subject string) ([]byte, int) {
 	if req.MaxMessages > 0 && req.MaxMessages < end-start {
 		end = start + req.MaxMessages
 	}
-	replies := a.replies.conn()
-	if err := replies.Publish(msg.Reply, messages.Encode(messages.ReplayReply{Subject: subject, FirstOffset: start, EndOffset: end, Deliver: req.Deliver})); err != nil {
-		a.logger.Warn("cannot send replay reply", "subject", subject, "err", err)
+	if err := a.send(msg.Reply, messages.Encode(messages.ReplayReply{Subject: subject, FirstOffset: start, EndOffset: end, Deliver: req.Deliver})); err != nil {
+		a.warn.Warn("cannot send replay reply", "subject", subject, "err", err)
 		return nil, 200
 	}
 	// The records leave on another connection: the server must have
 	// routed the reply first, as the contract orders them.
-	if err := replies.FlushTimeout(replayFlushTimeout); err != nil {
-		a.logger.Warn("cannot send replay reply", "subject", subject, "err", err)
+	if err := a.nc.FlushTimeout(replayFlushTimeout); err != nil {
+		a.warn.Warn("cannot send replay reply", "subject", subject, "err", err)
 		return nil, 200
 	}
 	a.deliver(log, subject, req.Deliver, start, end)
@@ -167,13 +166,13 @@ func (a *api) deliver(log *logstore.Log, subject, deliver string, start, end uin
 			// Stop here and say where, with the code a FETCH at that
 			// offset would get: 416 when retention deleted what was next,
 			// 500 for a record that cannot be read (a retry meets it again).
-			a.logger.Warn("replay stopped", "subject", subject, "offset", next, "err", err)
+			a.warn.Warn("replay stopped", "subject", subject, "offset", next, "err", err)
 			status = strconv.Itoa(storeError(err).Code)
 			break
 		}
 	}
 	if publishErr != nil {
-		a.logger.Warn("replay publish failed", "subject", subject, "deliver", deliver, "err", publishErr)
+		a.warn.Warn("replay publish failed", "subject", subject, "deliver", deliver, "err", publishErr)
 		return
 	}
 	marker := next
@@ -181,7 +180,7 @@ func (a *api) deliver(log *logstore.Log, subject, deliver string, start, end uin
 		marker = end
 	}
 	if err := a.replayNC.PublishMsg(statusMsg(deliver, status, marker)); err != nil {
-		a.logger.Warn("replay end marker not sent", "subject", subject, "err", err)
+		a.warn.Warn("replay end marker not sent", "subject", subject, "err", err)
 	}
 	a.replayNC.FlushTimeout(replayFlushTimeout)
 	if pacer.stalls > 0 {

@@ -52,8 +52,9 @@ type Sidecar struct {
 	httpServer   *http.Server
 
 	ready    atomic.Bool
-	started  chan struct{} // closed once the API answers
-	natsURL  atomic.Value  // string: the URL connected to
+	apiRef   atomic.Pointer[api] // set once the API is made, for the gauges
+	started  chan struct{}       // closed once the API answers
+	natsURL  atomic.Value        // string: the URL connected to
 	shutdown context.CancelFunc
 }
 
@@ -105,7 +106,19 @@ func (s *Sidecar) HTTPAddr() string {
 // returns nil after a clean shutdown.
 func (s *Sidecar) Run(ctx context.Context) (err error) {
 	var storeRef atomic.Pointer[logstore.Store] // set once the store is open
-	s.metrics, err = newMetrics(s.registry, storeGauges{
+	s.metrics, err = newMetrics(s.registry, gaugeFuncs{
+		replyBytes: func() float64 {
+			if a := s.apiRef.Load(); a != nil {
+				return float64(a.budget.inUse())
+			}
+			return 0
+		},
+		longPolls: func() float64 {
+			if a := s.apiRef.Load(); a != nil {
+				return float64(len(a.polls))
+			}
+			return 0
+		},
 		openLogs: func() float64 {
 			if store := storeRef.Load(); store != nil {
 				return float64(store.OpenLogs())
@@ -156,8 +169,9 @@ func (s *Sidecar) Run(ctx context.Context) (err error) {
 	s.logger.Info("store open", "data_dir", s.cfg.DataPath(), "subjects", len(s.store.Subjects()), "sync", policy.String())
 
 	url := s.cfg.NatsURL
+	var login []nats.Option
 	if url == "" {
-		if s.embedded, err = startEmbeddedServer(s.cfg, s.logger); err != nil {
+		if s.embedded, login, err = startEmbeddedServer(s.cfg, s.logger); err != nil {
 			return err
 		}
 		defer s.embedded.Shutdown()
@@ -165,7 +179,7 @@ func (s *Sidecar) Run(ctx context.Context) (err error) {
 	}
 	s.natsURL.Store(url)
 
-	if err := s.connect(ctx, url); err != nil {
+	if err := s.connect(ctx, url, login); err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped before NATS was ever reached
 		}
@@ -193,24 +207,32 @@ func (s *Sidecar) Run(ctx context.Context) (err error) {
 	return nil
 }
 
-// connect opens the three connections: capture's, which receives the
-// captured messages and sends the replies and acks (replyConns); the
-// API's, which receives the requests; and replay's, which publishes the
-// records of REPLAY. Capture's connection has echo off, so NATS does not
-// deliver voik's own replies and acks back to a capture filter they match
-// (with ">", each FETCH page would come back to be read and dropped). A
-// NATS server slows a publisher whose messages pile up for a slow
-// subscriber (it stalls the connection's reads); on its own connection a
-// replay to a slow subscriber slows only replays.
-func (s *Sidecar) connect(ctx context.Context, url string) error {
+// connect opens a connection per role, each carrying only its own
+// traffic, so that no role's load reaches another's:
+//   - capture receives the captured messages and sends the acks capture
+//     owes (replyConns), with echo off so that NATS does not deliver an
+//     ack back to a capture filter it matches;
+//   - api receives the requests and sends their replies: a reader that
+//     cannot keep up gets its connection stalled or cut by the server,
+//     never capture's;
+//   - replay publishes REPLAY's records: a NATS server slows a publisher
+//     whose messages pile up for a slow subscriber (it stalls the
+//     connection's reads), and on its own connection that slows only
+//     replays.
+func (s *Sidecar) connect(ctx context.Context, url string, extra []nats.Option) error {
 	for _, role := range []string{"capture", "api", "replay"} {
 		connected := make(chan struct{}, 1)
-		opts, err := natsOptions(s.cfg, role, s.logger, s.metrics, connected)
+		var onSlowConsumer func(*nats.Subscription)
+		if role == "capture" {
+			onSlowConsumer = s.captureSlowConsumer
+		}
+		opts, err := natsOptions(s.cfg, role, s.logger, s.metrics, connected, onSlowConsumer)
 		if err != nil {
 			return err
 		}
+		opts = append(opts, extra...)
 		if role == "capture" {
-			opts = append(opts, nats.ErrorHandler(s.asyncError), nats.NoEcho())
+			opts = append(opts, nats.NoEcho())
 		}
 		nc, err := connect(ctx, url, opts, connected)
 		if err != nil {
@@ -229,10 +251,10 @@ func (s *Sidecar) connect(ctx context.Context, url string) error {
 	return nil
 }
 
-// replyConns is where replies and acks leave: capture's connection, whose
-// echo is off, or the API's while capture's is not connected (a reply may
-// then come back to capture, which drops it, rather than wait in the
-// reconnect buffer until requesters have given up).
+// replyConns is where acks leave: capture's connection, whose echo is
+// off, or the API's while capture's is not connected (an ack may then come
+// back to capture, which drops it, rather than wait in the reconnect
+// buffer until requesters have given up).
 type replyConns struct{ capture, api *nats.Conn }
 
 func (r replyConns) conn() *nats.Conn {
@@ -242,18 +264,12 @@ func (r replyConns) conn() *nats.Conn {
 	return r.api
 }
 
-// maxPayload is the largest reply either connection may send: the two
-// may be connected to different servers of a cluster.
-func (r replyConns) maxPayload() int64 { return min(r.capture.MaxPayload(), r.api.MaxPayload()) }
-
-// asyncError receives NATS's asynchronous errors; a slow consumer means
-// capture fell behind and messages were dropped.
-func (s *Sidecar) asyncError(_ *nats.Conn, sub *nats.Subscription, err error) {
-	if errors.Is(err, nats.ErrSlowConsumer) && sub != nil && s.capture != nil {
+// captureSlowConsumer hears of a capture subscription that nats.go cut
+// short: capture fell behind and messages were dropped.
+func (s *Sidecar) captureSlowConsumer(sub *nats.Subscription) {
+	if s.capture != nil {
 		s.capture.noteSlowConsumer(sub)
-		return
 	}
-	s.logger.Error("NATS error", "err", err)
 }
 
 // start subscribes capture, makes sure the server has those subscriptions,
@@ -279,15 +295,18 @@ func (s *Sidecar) start(shutdownCtx context.Context) error {
 	}
 	s.api = &api{
 		nc:       s.apiNC,
-		replies:  replies,
 		replayNC: s.replayNC,
 		store:    s.store,
 		prefix:   s.cfg.APIPrefix,
 		metrics:  s.metrics,
 		logger:   s.logger,
+		warn:     newThrottledLogger(s.logger),
 		shutdown: shutdownCtx,
-		slots:    make(chan struct{}, maxInFlight),
+		working:  make(chan struct{}, maxWorking),
+		polls:    make(chan struct{}, s.cfg.MaxLongPolls),
+		budget:   newReplyBudget(int64(s.cfg.ReplyBudget)),
 	}
+	s.apiRef.Store(s.api)
 	s.api.builders.New = func() any { return new(messages.FetchReplyBuilder) }
 	if err := s.api.subscribe(); err != nil {
 		return fmt.Errorf("api: %w", err)
@@ -351,7 +370,7 @@ func (s *Sidecar) stop(shutdown context.CancelFunc) {
 	if !s.captureNC.IsConnected() && !s.apiNC.IsConnected() {
 		s.logger.Warn("shutdown: NATS is away; replies and acks not yet sent are lost with the connection")
 	}
-	for _, nc := range []*nats.Conn{s.captureNC, s.apiNC} { // replyConns may have used either
+	for _, nc := range []*nats.Conn{s.captureNC, s.apiNC} { // acks may have left on either
 		if !nc.IsConnected() {
 			continue
 		}

@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"context"
 	"log/slog"
 	"sync"
 	"time"
@@ -20,7 +21,11 @@ func newThrottledLogger(logger *slog.Logger) *throttledLogger {
 	return &throttledLogger{logger: logger, last: map[string]time.Time{}, quiet: map[string]int{}}
 }
 
-func (t *throttledLogger) Error(msg string, args ...any) {
+func (t *throttledLogger) Error(msg string, args ...any) { t.log(slog.LevelError, msg, args) }
+
+func (t *throttledLogger) Warn(msg string, args ...any) { t.log(slog.LevelWarn, msg, args) }
+
+func (t *throttledLogger) log(level slog.Level, msg string, args []any) {
 	now := time.Now()
 	t.mu.Lock()
 	if now.Sub(t.last[msg]) < time.Second {
@@ -35,5 +40,5 @@ func (t *throttledLogger) Error(msg string, args ...any) {
 	if suppressed > 0 {
 		args = append(args, "suppressed", suppressed)
 	}
-	t.logger.Error(msg, args...)
+	t.logger.Log(context.Background(), level, msg, args...)
 }
