@@ -49,6 +49,10 @@
 //     nothing is truncated;
 //   - a segment whose creation was interrupted, an index without its log,
 //     and an index that is short or ahead of its log are repaired;
+//   - a newest segment whose .log is all zeros while its index holds
+//     entries had records: it is corruption at its base offset, not an
+//     interrupted creation, and is never deleted, so that its offsets are
+//     not given out again;
 //   - the next offset follows the last good record, and everything found
 //     is fdatasynced before it is called durable.
 //

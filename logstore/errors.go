@@ -22,10 +22,12 @@ var (
 	// it again will fail again; the log is unchanged.
 	ErrRecordTooLarge = errors.New("logstore: record too large")
 
-	// ErrNoSpace: the disk (or the file size limit) refused to grow a
-	// segment (ENOSPC, EFBIG, EDQUOT). The record was not stored; reads keep
-	// working and a later append may succeed once space is freed.
-	ErrNoSpace = errors.New("logstore: no space left to grow segment")
+	// ErrNoSpace: the disk, a quota or the file size limit (ENOSPC, EDQUOT,
+	// EFBIG) refused the space to grow a segment, to create one, or to
+	// create a new subject's log directory; the message says which. The
+	// record was not stored; reads keep working and a later append may
+	// succeed once space is freed.
+	ErrNoSpace = errors.New("logstore: no space left on device")
 
 	// ErrSyncFailed: an fsync of the log failed. Data the kernel could not
 	// write may be lost without a trace, so the failure is sticky: the log

@@ -2,8 +2,10 @@ package logstore
 
 import (
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -18,6 +20,7 @@ type recordingObserver struct {
 	deleted    int
 	recovered  map[string]int // outcome → count
 	tornBytes  int64
+	failures   []error // Recovery.Err of each open reported as failed
 }
 
 func newRecordingObserver() *recordingObserver {
@@ -50,6 +53,17 @@ func (o *recordingObserver) Recovered(_ string, r Recovery) {
 	defer o.mu.Unlock()
 	o.recovered[r.Outcome()]++
 	o.tornBytes += r.TornBytes
+	if r.Err != nil {
+		o.failures = append(o.failures, r.Err)
+	}
+}
+
+// outcomes returns a copy of the outcomes reported so far, and the errors
+// of the failed ones.
+func (o *recordingObserver) outcomes() (map[string]int, []error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return maps.Clone(o.recovered), slices.Clone(o.failures)
 }
 
 // segmentFileBytes sums the sizes of the .log and .idx files under root.

@@ -59,7 +59,10 @@ type Observer interface {
 	DiskBytes(delta int64)
 	// RetentionDeleted reports segments deleted by retention.
 	RetentionDeleted(segments int)
-	// Recovered reports what opening a log found.
+	// Recovered reports what opening a log found: once for every attempt
+	// to open one (OpenLog, or an Acquire that finds the log not open,
+	// making it if it is new), whether it succeeded or not, so that a log
+	// that exists but cannot be served is counted too.
 	Recovered(subject string, r Recovery)
 }
 
@@ -68,12 +71,20 @@ type Recovery struct {
 	TornBytes      int64 // bytes of torn tail cut off the newest segment
 	IndexesRebuilt int   // sealed segments whose index was rebuilt
 	Corrupt        bool  // corruption found: the log is read-only
+	// Err is why the log could not be opened at all (a file that cannot
+	// be opened or read, a full disk, a failed sync): no log was returned
+	// and nothing of it can be served until an open succeeds. It is nil
+	// when the log was opened, corrupt or not; the other fields are then
+	// what recovery did before it failed.
+	Err error
 }
 
 // Outcome names the recovery for a metric label: "clean", "torn_tail",
-// "index_rebuilt" or "corrupt" (the worst that applies).
+// "index_rebuilt", "corrupt" or "failed" (the worst that applies).
 func (r Recovery) Outcome() string {
 	switch {
+	case r.Err != nil:
+		return "failed"
 	case r.Corrupt:
 		return "corrupt"
 	case r.TornBytes > 0:

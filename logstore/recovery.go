@@ -30,8 +30,17 @@ func OpenLog(dir, subject string, opts Options) (*Log, error) {
 
 // openLog opens the log in dir. closedClean says this process closed it
 // successfully (everything synced) and nothing has written to it since, so
-// the sync of what recovery finds can be skipped.
-func openLog(dir, subject string, opts *Options, closedClean bool) (*Log, error) {
+// the sync of what recovery finds can be skipped. It tells the Observer
+// what it found exactly once, whichever way it returns: a log that cannot
+// be opened is reported as failed, not left out.
+func openLog(dir, subject string, opts *Options, closedClean bool) (opened *Log, err error) {
+	var report Recovery
+	defer func() {
+		if opened == nil {
+			report.Err = err
+		}
+		opts.Observer.Recovered(subject, report)
+	}()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("logstore: create log dir: %w", err)
 	}
@@ -42,13 +51,11 @@ func openLog(dir, subject string, opts *Options, closedClean bool) (*Log, error)
 		closedCh: make(chan struct{}),
 		kick:     make(chan struct{}, 1),
 	}
-	var report Recovery
 	segments, openErr, err := recoverSegments(dir, opts, &report)
 	if err != nil {
 		return nil, err
 	}
 	report.Corrupt = openErr != nil
-	opts.Observer.Recovered(subject, report)
 	if len(segments) == 0 && openErr != nil {
 		// The very first segment is damaged: an empty log that refuses
 		// appends, positioned where that segment starts.
@@ -114,8 +121,16 @@ func openLog(dir, subject string, opts *Options, closedClean bool) (*Log, error)
 // The steps, in order (the README repeats them):
 //  1. List the .log files; delete an .idx without its .log (a rotation
 //     or a retention that crashed half way).
-//  2. Delete the newest .log if it has no valid header and nothing but zeros
-//     (a crash while the segment was being created).
+//  2. If the newest .log has no valid header and nothing but zeros, look
+//     at its index. When the index is missing or holds no entry (nothing
+//     but zeros after its header), the segment's creation did not
+//     complete (a crash while it was being created): delete both files.
+//     When the index holds entries, records were written to the segment
+//     (createSegment syncs the .log header before any record is appended,
+//     and only an appended record writes an entry), so the .log was zeroed
+//     afterwards: that is corruption at the segment's base offset. Nothing
+//     is deleted, so its offsets are never given out again; the older
+//     segments are opened as in step 3 and served read-only.
 //  3. Open every older segment read-only and check its index: header,
 //     entries strictly increasing and in bounds, the last entry's record
 //     valid with the right offset, nothing but zeros after it. An index
@@ -142,15 +157,20 @@ func recoverSegments(dir string, opts *Options, report *Recovery) (segments []*s
 	if err != nil {
 		return nil, nil, err
 	}
+	// zeroed is the corruption of a newest segment zeroed after records
+	// were written to it (step 2); it is reported once the segments before
+	// it are open.
+	var zeroed error
 	if len(bases) > 0 {
 		newest := bases[len(bases)-1]
-		removed, err := removeUnbornSegment(dir, newest, opts)
+		removed, corrupt, err := removeUnbornSegment(dir, newest, opts)
 		if err != nil {
 			return nil, nil, err
 		}
 		if removed {
 			bases = bases[:len(bases)-1]
 		}
+		zeroed = corrupt
 	}
 	defer func() {
 		if err != nil {
@@ -162,6 +182,19 @@ func recoverSegments(dir string, opts *Options, report *Recovery) (segments []*s
 	}()
 	for i, base := range bases {
 		isNewest := i == len(bases)-1
+		if isNewest && zeroed != nil {
+			// Not opened: nothing in its .log can be served. The segments
+			// before it were opened sealed, read-only, as for any
+			// corruption.
+			if len(segments) > 0 {
+				prev := segments[len(segments)-1]
+				if want := prev.baseOffset + prev.count.Load(); want != base {
+					return segments, &CorruptionError{Path: filepath.Join(dir, segmentFileName(base, ".log")), Offset: want,
+						Reason: fmt.Sprintf("segment starts at offset %d, the one before it ends at %d", base, want)}, nil
+				}
+			}
+			return segments, zeroed, nil
+		}
 		var seg *segment
 		if isNewest {
 			seg, openErr, err = openNewestSegment(dir, base, opts, report)
@@ -196,7 +229,11 @@ func recoverSegments(dir string, opts *Options, report *Recovery) (segments []*s
 // listSegments returns the base offsets of the .log files in dir, sorted,
 // and removes index files that have no log.
 func listSegments(dir string, opts *Options) ([]uint64, error) {
-	entries, err := os.ReadDir(dir)
+	err := opts.faults.fail("open", dir)
+	var entries []os.DirEntry
+	if err == nil {
+		entries, err = os.ReadDir(dir)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("logstore: list segments: %w", err)
 	}
@@ -256,36 +293,83 @@ func parseSegmentName(name string) (uint64, string, bool) {
 }
 
 // removeUnbornSegment deletes the newest segment when its creation never
-// completed: no valid header and no byte other than zero. It says whether
-// it did.
-func removeUnbornSegment(dir string, base uint64, opts *Options) (bool, error) {
+// completed: no valid header, no byte other than zero, and an index that
+// is missing or holds no entry. It says whether it did. A .log of zeros
+// whose index holds entries had records (see step 2 on recoverSegments):
+// it is left as it is and returned as corruption.
+func removeUnbornSegment(dir string, base uint64, opts *Options) (removed bool, corrupt, err error) {
 	logPath := filepath.Join(dir, segmentFileName(base, ".log"))
+	indexPath := filepath.Join(dir, segmentFileName(base, ".idx"))
 	f, err := os.Open(logPath)
 	if err != nil {
-		return false, fmt.Errorf("logstore: open newest segment: %w", err)
+		return false, nil, fmt.Errorf("logstore: open newest segment: %w", err)
 	}
 	header := make([]byte, fileHeaderSize)
 	n, _ := io.ReadFull(f, header)
 	if _, err := decodeFileHeader(header[:n], logMagic); err == nil {
 		f.Close()
-		return false, nil
+		return false, nil, nil
 	}
 	content, err := io.ReadAll(io.MultiReader(bytes.NewReader(header[:n]), f))
 	f.Close()
 	if err != nil {
-		return false, fmt.Errorf("logstore: read newest segment: %w", err)
+		return false, nil, fmt.Errorf("logstore: read newest segment: %w", err)
 	}
 	if !allZero(content) {
-		return false, nil // a damaged header over data: corruption, reported on open
+		return false, nil, nil // a damaged header over data: corruption, reported on open
+	}
+	entries, err := countIndexEntries(indexPath)
+	if err != nil {
+		// Whether records were written cannot be told: delete nothing.
+		return false, nil, err
+	}
+	if entries > 0 {
+		return false, &CorruptionError{Path: logPath, Offset: base,
+			Reason: fmt.Sprintf("segment file is zeroed (%d bytes) while its index holds %d entries: records were written to it", len(content), entries)}, nil
 	}
 	opts.Logger.Warn("logstore: removing segment whose creation did not complete", "path", logPath, "bytes", len(content))
 	if err := os.Remove(logPath); err != nil {
-		return false, fmt.Errorf("logstore: remove unborn segment: %w", err)
+		return false, nil, fmt.Errorf("logstore: remove unborn segment: %w", err)
 	}
-	if err := os.Remove(filepath.Join(dir, segmentFileName(base, ".idx"))); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return false, fmt.Errorf("logstore: remove unborn index: %w", err)
+	if err := os.Remove(indexPath); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return false, nil, fmt.Errorf("logstore: remove unborn index: %w", err)
 	}
-	return true, syncDir(dir)
+	return true, nil, syncDir(dir)
+}
+
+// countIndexEntries counts the entry slots of an index file, after its
+// header, that hold a byte other than zero (a last, partial slot counts
+// too); a missing index holds none. Only an appended record writes an
+// entry, so any such slot proves that the segment held records, whatever
+// the header says: the header and the entries may sit in pages that
+// reached the disk or not independently, since the newest segment's index
+// is not synced.
+func countIndexEntries(path string) (int64, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("logstore: open index: %w", err)
+	}
+	defer f.Close()
+	r := io.NewSectionReader(f, fileHeaderSize, math.MaxInt64-fileHeaderSize)
+	buf := make([]byte, 4096*indexEntrySize) // whole entries, so no slot straddles two reads
+	var entries int64
+	for {
+		n, err := io.ReadFull(r, buf)
+		for at := 0; at < n; at += indexEntrySize {
+			if !allZero(buf[at:min(at+indexEntrySize, n)]) {
+				entries++
+			}
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return entries, nil
+		}
+		if err != nil {
+			return 0, fmt.Errorf("logstore: read index %s: %w", path, err)
+		}
+	}
 }
 
 // openFiles opens a segment's .log and .idx (creating an empty .idx when
@@ -567,7 +651,7 @@ func openNewestSegment(dir string, base uint64, opts *Options, report *Recovery)
 	}
 	if s.indexAllocated.Load() < pageSize {
 		// A missing or short index: give it room for its header and entries.
-		if err := s.grow(s.indexFile, s.indexAllocated.Load(), pageSize-s.indexAllocated.Load()); err != nil {
+		if err := s.grow(s.indexFile, s.indexAllocated.Load(), pageSize-s.indexAllocated.Load(), "restoring index"); err != nil {
 			return fail(err)
 		}
 		s.indexAllocated.Store(pageSize)
@@ -654,7 +738,7 @@ func (s *segment) ensureIndexEntries(count uint64) error {
 	need := int64(fileHeaderSize + (count+1)*indexEntrySize)
 	if allocated := s.indexAllocated.Load(); need > allocated {
 		grown := min(roundUpPage(need), int64(len(s.indexMap)))
-		if err := s.grow(s.indexFile, allocated, grown-allocated); err != nil {
+		if err := s.grow(s.indexFile, allocated, grown-allocated, "restoring index"); err != nil {
 			return err
 		}
 		s.indexAllocated.Store(grown)

@@ -3,6 +3,7 @@ package logstore
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -73,11 +74,37 @@ type segment struct {
 	observer Observer
 }
 
-// faultHooks lets tests fail the next preallocation or sync. Production
-// code leaves it nil.
+// faultHooks lets tests fail the next preallocation or sync, or a look at
+// a path. Production code leaves it nil.
 type faultHooks struct {
 	preallocate func(f *os.File, offset, length int64) error
 	sync        func(f *os.File) error
+	// path, when it returns an error, fails the call op ("lstat", "open"
+	// or "mkdir") on path with it, as a failing or full disk (EIO,
+	// ENOSPC) or a missing permission would; tests run as root, which no
+	// permission stops. Only the calls that find logs (the subject file,
+	// the listing of a log directory) and make them consult it.
+	path func(op, path string) error
+}
+
+// fail returns the error the path hook injects for op on path, as the
+// *fs.PathError the real call would return, or nil.
+func (h *faultHooks) fail(op, path string) error {
+	if h != nil && h.path != nil {
+		if err := h.path(op, path); err != nil {
+			return &fs.PathError{Op: op, Path: path, Err: err}
+		}
+	}
+	return nil
+}
+
+// doLstat is os.Lstat, which the path hook can fail, for its error only.
+func (h *faultHooks) doLstat(path string) error {
+	if err := h.fail("lstat", path); err != nil {
+		return err
+	}
+	_, err := os.Lstat(path)
+	return err
 }
 
 func (h *faultHooks) doPreallocate(f *os.File, offset, length int64) error {
@@ -100,17 +127,15 @@ func (h *faultHooks) doSync(f *os.File) error {
 
 // preallocate reserves real blocks for [offset, offset+length) and extends
 // the file. A sparse ftruncate would defer the out-of-space error to a page
-// fault (SIGBUS); fallocate reports it here, as an error.
+// fault (SIGBUS); fallocate reports it here, as an error. grow says what
+// the space was for.
 func preallocate(f *os.File, offset, length int64) error {
 	err := unix.Fallocate(int(f.Fd()), 0, offset, length)
 	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {
 		err = writeZeros(f, offset, length)
 	}
-	if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EFBIG) || errors.Is(err, unix.EDQUOT) {
-		return fmt.Errorf("%w: %s: %w", ErrNoSpace, f.Name(), err)
-	}
 	if err != nil {
-		return fmt.Errorf("logstore: preallocate %s: %w", f.Name(), err)
+		return fmt.Errorf("preallocate %d bytes at %d: %w", length, offset, err)
 	}
 	return nil
 }
@@ -130,9 +155,17 @@ func writeZeros(f *os.File, offset, length int64) error {
 }
 
 // grow preallocates [offset, offset+length) of f and reports the space.
-func (s *segment) grow(f *os.File, offset, length int64) error {
+// what says what the space is for ("creating segment", "growing
+// segment", "restoring index"; the file's path is added), so that an
+// error says what failed; a full disk, quota or file size limit is
+// ErrNoSpace.
+func (s *segment) grow(f *os.File, offset, length int64, what string) error {
 	if err := s.faults.doPreallocate(f, offset, length); err != nil {
-		return err
+		what = what + " " + f.Name()
+		if err := asNoSpace(what, err); errors.Is(err, ErrNoSpace) {
+			return err
+		}
+		return fmt.Errorf("logstore: %s: %w", what, err)
 	}
 	s.observer.DiskBytes(length)
 	return nil
@@ -199,10 +232,10 @@ func (s *segment) createFiles(opts *Options) error {
 		return fmt.Errorf("logstore: create index: %w", err)
 	}
 	initial := min(roundUpPage(opts.InitialSegmentBytes), roundUpPage(opts.SegmentBytes))
-	if err := s.grow(s.logFile, 0, initial); err != nil {
+	if err := s.grow(s.logFile, 0, initial, "creating segment"); err != nil {
 		return err
 	}
-	if err := s.grow(s.indexFile, 0, pageSize); err != nil {
+	if err := s.grow(s.indexFile, 0, pageSize, "creating segment"); err != nil {
 		return err
 	}
 	s.logAllocated.Store(initial)
@@ -250,12 +283,12 @@ func (s *segment) ensureSpace(size, records int64) error {
 	need := s.writePos + size
 	if allocated := s.logAllocated.Load(); need > allocated {
 		grown := min(max(roundUpPage(need), allocated*2), s.capacity())
-		err := s.grow(s.logFile, allocated, grown-allocated)
+		err := s.grow(s.logFile, allocated, grown-allocated, "growing segment")
 		if errors.Is(err, ErrNoSpace) && grown > roundUpPage(need) {
 			// Doubling does not fit on a nearly full disk; what this
 			// record needs may.
 			grown = roundUpPage(need)
-			err = s.grow(s.logFile, allocated, grown-allocated)
+			err = s.grow(s.logFile, allocated, grown-allocated, "growing segment")
 		}
 		if err != nil {
 			return err
@@ -265,7 +298,7 @@ func (s *segment) ensureSpace(size, records int64) error {
 	needIndex := int64(fileHeaderSize + (s.count.Load()+uint64(records))*indexEntrySize)
 	if allocated := s.indexAllocated.Load(); needIndex > allocated {
 		grown := min(max(roundUpPage(needIndex), allocated*2), int64(len(s.indexMap)))
-		if err := s.grow(s.indexFile, allocated, grown-allocated); err != nil {
+		if err := s.grow(s.indexFile, allocated, grown-allocated, "growing segment"); err != nil {
 			return err
 		}
 		s.indexAllocated.Store(grown)

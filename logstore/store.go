@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -86,6 +87,13 @@ func OpenStore(dir string, opts Options) (*Store, error) {
 // loadSubjects reads the names of all log directories: a stat of each
 // one's subject file (a foreign directory has none), and a read of it only
 // for a shortened name. Leftovers of an interrupted createLogDir are removed.
+//
+// Only a directory without a subject file is plainly not a log. One whose
+// subject file cannot be looked at (EACCES, EIO) may be a log that cannot
+// be served: when its name spells the subject it is listed, so that
+// Acquire opens it and reports what fails instead of ErrNotFound, as if
+// nothing had ever been stored. A shortened name does not give the
+// subject away, so that directory can only be skipped, loudly.
 func (s *Store) loadSubjects() error {
 	entries, err := os.ReadDir(s.dir)
 	if err != nil {
@@ -108,12 +116,21 @@ func (s *Store) loadSubjects() error {
 		// unless it was shortened; then the file is read.
 		subject, ok := subjectFromDirName(name)
 		if ok {
-			_, err = os.Lstat(filepath.Join(path, subjectFileName))
+			err = s.opts.faults.doLstat(filepath.Join(path, subjectFileName))
 		} else {
-			subject, err = readSubjectFile(path)
+			subject, err = readSubjectFile(path, s.opts.faults)
 		}
-		if err != nil {
+		switch {
+		case err == nil:
+		case errors.Is(err, fs.ErrNotExist):
 			s.opts.Logger.Warn("logstore: skipping directory that is not a log", "path", path, "err", err)
+			continue
+		case ok:
+			s.opts.Logger.Warn("logstore: cannot look at the subject file of a log directory; listing its subject, so that opening it reports what fails",
+				"subject", subject, "path", path, "err", err)
+		default:
+			s.opts.Logger.Warn("logstore: skipping directory whose subject file cannot be read; a log may be hidden there",
+				"path", path, "err", err)
 			continue
 		}
 		s.subjects[subject] = path
@@ -167,7 +184,9 @@ func validSubject(subject string) error {
 // create it makes the log when there is none, without it a missing log is
 // ErrNotFound. Every successful Acquire must be paired with Release. A log
 // opened with corruption is returned (readable, refusing appends) with a
-// nil error; Log.Err reports the corruption.
+// nil error; Log.Err reports the corruption. A log that exists but cannot
+// be opened at all returns the error, naming the subject; it is not
+// remembered, so every Acquire tries again and reports what it meets.
 func (s *Store) Acquire(subject string, create bool) (*Log, error) {
 	if err := validSubject(subject); err != nil {
 		return nil, err
@@ -218,9 +237,12 @@ func (s *Store) Acquire(subject string, create bool) (*Log, error) {
 func (s *Store) openEntry(e *storeEntry, isNew bool) {
 	defer close(e.ready)
 	if isNew {
-		dir, err := createLogDir(s.dir, e.subject)
+		dir, err := createLogDir(s.dir, e.subject, s.opts.faults)
 		if err != nil {
-			e.err = asNoSpace(err)
+			e.err = asNoSpace(fmt.Sprintf("creating the log directory of subject %q", e.subject), err)
+			// Counted like any open that fails (openLog reports the
+			// others), so that every attempt has one outcome.
+			s.opts.Observer.Recovered(e.subject, Recovery{Err: e.err})
 			return
 		}
 		e.dir = dir
@@ -245,7 +267,7 @@ func (s *Store) openEntry(e *storeEntry, isNew bool) {
 		s.opts.Logger.Error("logstore: log is corrupt; serving the records before it, refusing appends",
 			"subject", e.subject, "err", err)
 	case err != nil:
-		e.err = asNoSpace(fmt.Errorf("logstore: open log of %q: %w", e.subject, err))
+		e.err = asNoSpace("opening a log", fmt.Errorf("logstore: open log of %q: %w", e.subject, err))
 		return
 	}
 	e.log = log
@@ -484,11 +506,17 @@ func (s *Store) Close() error {
 	return errors.Join(errs...)
 }
 
-// asNoSpace marks an error of a full disk (or quota) as ErrNoSpace, so
-// that making a new log fails the way growing a segment does.
-func asNoSpace(err error) error {
-	if !errors.Is(err, ErrNoSpace) && (errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)) {
-		return fmt.Errorf("%w: %w", ErrNoSpace, err)
+// asNoSpace marks an error of a full disk, a quota or the file size limit,
+// met while doing what, as ErrNoSpace, saying what failed: making a new log
+// fails the way growing a segment does (a caller may retry once space is
+// freed), and the message tells which. An error already marked is kept as
+// it is; any other error is returned unchanged.
+func asNoSpace(what string, err error) error {
+	if err == nil || errors.Is(err, ErrNoSpace) {
+		return err
+	}
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EFBIG) {
+		return fmt.Errorf("%w: %s: %w", ErrNoSpace, what, err)
 	}
 	return err
 }

@@ -193,7 +193,7 @@ func TestStoreHostileSubjects(t *testing.T) {
 		if !e.IsDir() || len(name) > maxDirNameBytes || strings.HasPrefix(name, ".") {
 			t.Errorf("data dir entry %q: dir %v, %d bytes", name, e.IsDir(), len(name))
 		}
-		subject, err := readSubjectFile(filepath.Join(dataDir, name))
+		subject, err := readSubjectFile(filepath.Join(dataDir, name), nil)
 		if err != nil {
 			t.Fatalf("log dir %q: %v", name, err)
 		}
@@ -856,10 +856,10 @@ func TestStoreNewSubjectWhoseFirstSegmentFailsLeavesNoLog(t *testing.T) {
 // cannot grow, so that an ack says 503 and not 500.
 func TestAsNoSpaceMarksAFullDisk(t *testing.T) {
 	full := &os.PathError{Op: "write", Path: "x/subject", Err: syscall.ENOSPC}
-	if err := asNoSpace(fmt.Errorf("logstore: write: %w", full)); !errors.Is(err, ErrNoSpace) || !errors.Is(err, syscall.ENOSPC) {
+	if err := asNoSpace("creating x", fmt.Errorf("logstore: write: %w", full)); !errors.Is(err, ErrNoSpace) || !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("%v: want ErrNoSpace wrapping ENOSPC", err)
 	}
-	if err := asNoSpace(errors.New("other")); errors.Is(err, ErrNoSpace) {
+	if err := asNoSpace("creating x", errors.New("other")); errors.Is(err, ErrNoSpace) {
 		t.Fatal("an unrelated error became ErrNoSpace")
 	}
 }

@@ -104,8 +104,13 @@ func unhex(c byte) int {
 }
 
 // readSubjectFile returns the subject stored in a log directory.
-func readSubjectFile(dir string) (string, error) {
-	b, err := os.ReadFile(filepath.Join(dir, subjectFileName))
+func readSubjectFile(dir string, faults *faultHooks) (string, error) {
+	path := filepath.Join(dir, subjectFileName)
+	err := faults.fail("open", path)
+	var b []byte
+	if err == nil {
+		b, err = os.ReadFile(path)
+	}
 	if err != nil {
 		return "", fmt.Errorf("logstore: read subject name: %w", err)
 	}
@@ -134,9 +139,13 @@ func removeLogDir(root, dir string) error {
 // subject file in it, both synced, then the parent synced. It is built
 // under a temporary name and renamed, so a crash never leaves a log
 // directory without its subject file.
-func createLogDir(root, subject string) (string, error) {
+func createLogDir(root, subject string, faults *faultHooks) (string, error) {
 	final := filepath.Join(root, subjectDirName(subject))
-	tmp, err := os.MkdirTemp(root, ".new-")
+	err := faults.fail("mkdir", final)
+	var tmp string
+	if err == nil {
+		tmp, err = os.MkdirTemp(root, ".new-")
+	}
 	if err != nil {
 		return "", fmt.Errorf("logstore: create log dir: %w", err)
 	}
