@@ -107,7 +107,10 @@ func serve(configPath string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "voik: %v\n", err)
 		return exitUsage
 	}
-	logger.Info("garbage collector", "gogc", gc.GOGC, "memory_limit", gc.MemoryLimit, "memory_limit_from", gc.LimitFrom)
+	if gc.LimitFrom != "GOMEMLIMIT" {
+		s.GovernMemoryLimit(gc.MemoryLimit)
+	}
+	logger.Info("garbage collector", "gogc", gc.GOGC, "memory_ceiling", gc.MemoryLimit, "memory_ceiling_from", gc.LimitFrom)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := s.Run(ctx); err != nil {

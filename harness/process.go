@@ -27,8 +27,15 @@ import (
 // per package from a helper the caller holds on to) and the path passed to
 // StartVoikProcess; the go build cache makes a repeat cheap. There is no
 // package-level cache on purpose: the binary belongs to whoever built it.
+//
+// With VOIK_TEST_BIN set, it builds nothing and returns that binary: to
+// show that a test fails on an older voik.
 func BuildVoik(tb testing.TB) string {
 	tb.Helper()
+	if bin := os.Getenv("VOIK_TEST_BIN"); bin != "" {
+		tb.Logf("testing the voik at VOIK_TEST_BIN=%s", bin)
+		return bin
+	}
 	start := time.Now()
 	bin, err := BuildVoikInto(tb.TempDir())
 	if err != nil {

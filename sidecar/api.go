@@ -50,7 +50,7 @@ type api struct {
 	working  chan struct{} // a slot per request being worked on
 	polls    chan struct{} // a slot per long poll waiting
 	budget   *replyBudget
-	builders sync.Pool // *messages.FetchReplyBuilder
+	pages    *pagePool
 }
 
 // request is one API request being answered, with the bytes of the reply
@@ -216,8 +216,8 @@ func (a *api) dispatch(msg *nats.Msg, verb string) {
 		// A FETCH reply is built in (and may point into) the builder's
 		// memory, so the builder goes back to the pool only once the reply
 		// is sent: nats.go copies it on publish.
-		builder := a.builders.Get().(*messages.FetchReplyBuilder)
-		defer a.builders.Put(builder)
+		builder := a.pages.get()
+		defer a.pages.put(builder)
 		body, code := a.answer(r, builder)
 		a.respond(r, start, body, code)
 	}()

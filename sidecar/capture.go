@@ -556,3 +556,15 @@ func (c *capture) noteSlowConsumer(sub *nats.Subscription) {
 		c.logger.Error("capture fell behind: NATS dropped messages (slow consumer)", "filter", sub.Subject, "dropped", delta)
 	}
 }
+
+// queuedBytes is what NATS has delivered to capture's subscriptions and
+// capture has not yet taken.
+func (c *capture) queuedBytes() int64 {
+	var total int64
+	for _, sub := range c.subs {
+		if _, bytes, err := sub.Pending(); err == nil {
+			total += int64(bytes)
+		}
+	}
+	return total
+}

@@ -51,11 +51,14 @@ type Sidecar struct {
 	httpListener net.Listener
 	httpServer   *http.Server
 
-	ready    atomic.Bool
-	apiRef   atomic.Pointer[api] // set once the API is made, for the gauges
-	started  chan struct{}       // closed once the API answers
-	natsURL  atomic.Value        // string: the URL connected to
-	shutdown context.CancelFunc
+	ready  atomic.Bool
+	apiRef atomic.Pointer[api] // set once the API is made, for the gauges
+
+	governMemory  bool          // GovernMemoryLimit was called
+	memoryCeiling int64         // its ceiling
+	started       chan struct{} // closed once the API answers
+	natsURL       atomic.Value  // string: the URL connected to
+	shutdown      context.CancelFunc
 }
 
 // New checks what can be checked before anything runs: the filters, the
@@ -195,6 +198,11 @@ func (s *Sidecar) Run(ctx context.Context) (err error) {
 	if err := s.start(shutdownCtx); err != nil {
 		return err
 	}
+	if s.governMemory {
+		governed := make(chan struct{})
+		go func() { defer close(governed); s.governMemoryUntil(shutdownCtx.Done()) }()
+		defer func() { <-governed }()
+	}
 	s.ready.Store(true)
 	close(s.started)
 	s.logger.Info("voik is capturing", "filters", strings.Join(s.filters, ","), "api", s.cfg.APIPrefix, "nats", url, "http", s.HTTPAddr())
@@ -305,9 +313,10 @@ func (s *Sidecar) start(shutdownCtx context.Context) error {
 		working:  make(chan struct{}, maxWorking),
 		polls:    make(chan struct{}, s.cfg.MaxLongPolls),
 		budget:   newReplyBudget(int64(s.cfg.ReplyBudget)),
+		pages:    &pagePool{limit: int64(s.cfg.ReplyBudget) / 4},
 	}
+	go s.api.pages.releaseAfterLoad(shutdownCtx.Done(), s.logger)
 	s.apiRef.Store(s.api)
-	s.api.builders.New = func() any { return new(messages.FetchReplyBuilder) }
 	if err := s.api.subscribe(); err != nil {
 		return fmt.Errorf("api: %w", err)
 	}
