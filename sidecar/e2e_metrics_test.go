@@ -289,3 +289,46 @@ func (e *e2e) metric(name string, labels ...string) float64 {
 	e.t.Helper()
 	return metricValue(e.t, scrape(e.t, e.voik.Sidecar.HTTPAddr()), name, labels...)
 }
+
+// TestAFrozenNATSServerTurnsReadyzNotReadyWithinTenSeconds: a server that
+// keeps its sockets open and answers nothing (SIGSTOP, a black-holing
+// link) is noticed by voik's pings (VOIK_NATS_PING_INTERVAL 2s, at most 3
+// outstanding), and /readyz says so; once the server answers again, voik
+// reconnects, is ready, and captures.
+func TestAFrozenNATSServerTurnsReadyzNotReadyWithinTenSeconds(t *testing.T) {
+	t.Parallel()
+	ns := harness.StartNATS(t)
+	proxy := harness.StartFreezeProxy(t, ns.Addr().String())
+	cfg := harness.TestConfig(t, proxy.URL())
+	cfg.Subjects = "frozen.>"
+	v := harness.StartVoik(t, cfg, harness.WithoutClient())
+	readyz := func() int {
+		resp, err := http.Get("http://" + v.Sidecar.HTTPAddr() + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := readyz(); code != http.StatusOK {
+		t.Fatalf("/readyz %d before the freeze", code)
+	}
+	proxy.Freeze()
+	frozen := time.Now()
+	harness.Eventually(t, 20*time.Second, "/readyz 503 with NATS frozen", func() bool { return readyz() == http.StatusServiceUnavailable })
+	noticed := time.Since(frozen)
+	t.Logf("a frozen NATS server noticed after %v", noticed.Round(100*time.Millisecond))
+	if noticed > 10*time.Second {
+		t.Errorf("a frozen NATS server went unnoticed for %v, want at most 10s", noticed)
+	}
+	proxy.Thaw()
+	harness.Eventually(t, 30*time.Second, "/readyz 200 once NATS answers again", func() bool { return readyz() == http.StatusOK })
+	nc := harness.Connect(t, ns.ClientURL())
+	client := messages.NewClient(nc, cfg.APIPrefix)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if _, err := client.Append(ctx, "frozen.after", nil, []byte("x")); err != nil {
+		t.Fatalf("acked append after the thaw: %v", err)
+	}
+}
