@@ -203,6 +203,9 @@ func (b *FetchReplyBuilder) Reset() {
 	b.count, b.tail = 0, 0
 }
 
+// Cap is the memory the builder holds, in bytes.
+func (b *FetchReplyBuilder) Cap() int { return b.records.Cap() + cap(b.out) + cap(b.head) }
+
 // Count is the number of records added.
 func (b *FetchReplyBuilder) Count() int { return b.count }
 
