@@ -157,12 +157,12 @@ func (p *pagePool) trim(now time.Time) int64 {
 }
 
 // releaseAfterLoad gives memory back to the system once a read burst is
-// over: every pagePoolIdle it trims the pool, and when that let go of at
+// over: every half pagePoolIdle it trims the pool, and when that let go of at
 // least releaseAtLeast bytes it runs debug.FreeOSMemory (a collection, and
 // the freed pages returned at once rather than over minutes). It returns
 // when done is closed.
 func (p *pagePool) releaseAfterLoad(done <-chan struct{}, logger *slog.Logger) {
-	tick := time.NewTicker(pagePoolIdle)
+	tick := time.NewTicker(pagePoolIdle / 2)
 	defer tick.Stop()
 	for {
 		select {

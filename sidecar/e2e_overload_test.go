@@ -292,6 +292,17 @@ func TestReadFloodCostsCaptureNothingAndVoikStaysWithinTheReplyBudget(t *testing
 				t.Errorf("no request of the flood was refused: the budget did not bind")
 			}
 			w.checkAfterLoad(probe, memory)
+			if filters != ">" {
+				return // once is enough for what follows
+			}
+			// The pages go back once nobody reads: memory falls back.
+			var anon int64
+			w.eventually(30*time.Second, "voik's memory back under 160 MiB after the flood", func() bool {
+				usage, err := w.p.Usage()
+				anon = usage.AnonRSS
+				return err == nil && anon < 160<<20
+			})
+			t.Logf("voik's anonymous memory after the flood: %d MiB", anon>>20)
 		})
 	}
 }
