@@ -1,9 +1,17 @@
 package harness
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"sync/atomic"
+	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -117,4 +125,62 @@ send:
 func (r FloodResult) with(replies, overloaded, otherError, replyBytes *atomic.Int64) FloodResult {
 	r.Replies, r.Overloaded, r.OtherError, r.ReplyBytes = replies.Load(), overloaded.Load(), otherError.Load(), replyBytes.Load()
 	return r
+}
+
+// FloodProcess is a ReadFlood run by the voikflood command, a process of
+// its own.
+type FloodProcess struct {
+	replies atomic.Int64
+	done    chan struct{}
+	result  FloodResult
+	err     error
+}
+
+// StartFlood builds voikflood and runs f against the NATS server at url.
+func StartFlood(tb testing.TB, url string, f *ReadFlood) *FloodProcess {
+	tb.Helper()
+	bin := filepath.Join(tb.TempDir(), "voikflood")
+	if out, err := exec.Command(goTool(), "build", "-o", bin, "github.com/voik/voik/harness/cmd/voikflood").CombinedOutput(); err != nil {
+		tb.Fatalf("go build voikflood: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "-url", url, "-subject", f.Subject, "-body", base64.StdEncoding.EncodeToString(f.Body),
+		"-rate", strconv.Itoa(f.Rate), "-duration", f.Duration.String())
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { cmd.Process.Kill() })
+	p := &FloodProcess{done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		lines := bufio.NewScanner(stdout)
+		var last string
+		for lines.Scan() {
+			last = lines.Text()
+			var n int64
+			if _, err := fmt.Sscanf(last, "replies %d", &n); err == nil {
+				p.replies.Store(n)
+			}
+		}
+		if err := cmd.Wait(); err != nil {
+			p.err = fmt.Errorf("voikflood: %v: %s", err, stderr.String())
+			return
+		}
+		p.err = json.Unmarshal([]byte(last), &p.result)
+	}()
+	return p
+}
+
+// Replies is how many replies the flood had at its last report.
+func (p *FloodProcess) Replies() int64 { return p.replies.Load() }
+
+// Wait waits for the flood to end and returns what it counted.
+func (p *FloodProcess) Wait() (FloodResult, error) {
+	<-p.done
+	return p.result, p.err
 }

@@ -47,15 +47,19 @@ func BuildVoik(tb testing.TB) string {
 
 // BuildVoikInto builds the voik binary into dir and returns its path.
 func BuildVoikInto(dir string) (string, error) {
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		goTool = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
-	}
 	bin := filepath.Join(dir, "voik")
-	if out, err := exec.Command(goTool, "build", "-o", bin, "github.com/voik/voik").CombinedOutput(); err != nil {
+	if out, err := exec.Command(goTool(), "build", "-o", bin, "github.com/voik/voik").CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build github.com/voik/voik: %v\n%s", err, out)
 	}
 	return bin, nil
+}
+
+// goTool is the go command that builds what tests run as children.
+func goTool() string {
+	if tool, err := exec.LookPath("go"); err == nil {
+		return tool
+	}
+	return filepath.Join(os.Getenv("GOROOT"), "bin", "go")
 }
 
 // VoikProcess is voik running as a child process, so that a test can
