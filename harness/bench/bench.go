@@ -39,12 +39,13 @@ type Options struct {
 	// covers it); its resources are then not measured.
 	InProcess bool
 	// PhaseProfile, when set, is called as each voik phase starts
-	// ("capture", "appends", "appends-wide", "fetch", "fetch-one", "replay") and the
-	// function it returns as the phase ends: -profile uses it to write one
-	// CPU profile per phase.
+	// ("capture", "appends", "appends-wide", "fetch", "fetch-one", "replay",
+	// "capture-no-flood", "capture-flood") and the function it returns as
+	// the phase ends: -profile uses it to write one CPU profile per phase.
 	PhaseProfile func(size int, phase string) (stop func())
 	// Parts limits the run to some of "ceiling", "voik", "jetstream",
-	// "always" (JetStream sync always); empty runs all.
+	// "always" (JetStream sync always), "flood" (voik's capture of the
+	// Messages burst without and under a read flood); empty runs all.
 	Parts    []string
 	Progress io.Writer // where progress goes (stderr)
 	Mode     string    // "full", "quick" or "custom", for the report
@@ -103,8 +104,8 @@ func (o *Options) check() error {
 		o.Stall = 10 * time.Second
 	}
 	for _, part := range o.Parts {
-		if !slices.Contains([]string{"ceiling", "voik", "jetstream", "always"}, part) {
-			return fmt.Errorf("bench: unknown part %q (want ceiling, voik, jetstream, always)", part)
+		if !slices.Contains([]string{"ceiling", "voik", "jetstream", "always", "flood"}, part) {
+			return fmt.Errorf("bench: unknown part %q (want ceiling, voik, jetstream, always, flood)", part)
 		}
 	}
 	if o.VoikSync == "" {
@@ -129,11 +130,15 @@ type Report struct {
 	Repeat     int         `json:"repeat"`
 	Figures    []Figure    `json:"figures"` // per scenario, the best of the repeats
 	Resources  []Resources `json:"resources,omitempty"`
+	Floods     []FloodRun  `json:"floods,omitempty"` // the read-flood part, every repeat
 	// Runs is every figure measured, repeats included.
 	Runs    []Figure `json:"runs"`
 	Ratios  []Ratio  `json:"ratios"`
 	Targets []Target `json:"targets"`
-	Errors  []string `json:"errors,omitempty"`
+	// Info is printed with the targets but states no goal (the capture
+	// rate under a read flood over that without).
+	Info   []Info   `json:"info,omitempty"`
+	Errors []string `json:"errors,omitempty"`
 }
 
 // Run runs every scenario for every size and returns what was measured.
@@ -183,6 +188,7 @@ func (r *Report) runSizes(ctx context.Context, opts *Options, repeat int) error 
 			{"voik", s.voik},
 			{"jetstream", s.jetstream},
 			{"always", s.jetstreamAlways},
+			{"flood", s.flood},
 		} {
 			if ctx.Err() != nil {
 				return ctx.Err()

@@ -23,7 +23,13 @@
 //     consumer, and single-message gets;
 //  8. voik REPLAY of the whole history;
 //  9. voik's resources, read from /proc of its child process: peak and
-//     anonymous RSS, CPU seconds per million messages.
+//     anonymous RSS, CPU seconds per million messages;
+//  10. capture under read flood (part "flood"): another voik captures the
+//     same burst with nothing reading, then again while another
+//     connection sends 3,000 FETCH requests a second, open loop, each for
+//     a full page of a history subject (harness.ReadFlood); capture rate
+//     and loss in each phase, what the flood got (replies, 503s), and
+//     voik's peak anonymous RSS in each beside its reply budget.
 //
 // NATS servers and JetStream run inside the benchmark process; voik runs
 // as a child (harness.StartVoikProcess), so its memory, CPU time and page

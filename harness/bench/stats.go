@@ -49,6 +49,8 @@ const (
 	ScenarioVoikFetchOne     = "voik FETCH 1 record"
 	ScenarioJSGetOne         = "JetStream get 1 message"
 	ScenarioVoikReplay       = "voik REPLAY"
+	ScenarioVoikFloodQuiet   = "voik capture, no read flood"
+	ScenarioVoikFloodCapture = "voik capture under read flood"
 )
 
 var scenarioOrder = []string{
@@ -57,6 +59,7 @@ var scenarioOrder = []string{
 	ScenarioCeilingAckWide, ScenarioVoikAckWide, ScenarioJSAckWide, ScenarioJSAckAlwaysWide,
 	ScenarioCeilingFetch, ScenarioVoikFetch, ScenarioJSPull, ScenarioJSOrdered,
 	ScenarioCeilingFetchOne, ScenarioVoikFetchOne, ScenarioJSGetOne, ScenarioVoikReplay,
+	ScenarioVoikFloodQuiet, ScenarioVoikFloodCapture,
 }
 
 // throughput fills the rates of f from Done, size and elapsed.
@@ -109,4 +112,37 @@ type Resources struct {
 	CaptureFaultsPerK   float64 `json:"capture_faults_per_1000"`
 	CaptureSwitchesPerK float64 `json:"capture_switches_per_1000"`
 	AppendsFaultsPerK   float64 `json:"appends_faults_per_1000"`
+}
+
+// FloodRun is one run of the read-flood part at one size: the same burst
+// captured by one voik without, then with, a flood of FETCH requests from
+// another connection; what the flood got; and voik's anonymous RSS at its
+// peak in each phase, beside its reply budget, which is what bounds the
+// memory replies may take.
+type FloodRun struct {
+	Size     int `json:"size"`
+	Run      int `json:"run"`        // which repeat
+	Messages int `json:"messages"`   // the burst of each phase
+	History  int `json:"history"`    // records of the subject the flood reads
+	Rate     int `json:"flood_rate"` // FETCH requests a second
+	// Capture rate (first publish to last record stored) and messages
+	// lost, without and with the flood.
+	NoFloodMsgPerS float64 `json:"no_flood_msg_per_s"`
+	NoFloodLost    int     `json:"no_flood_lost"`
+	FloodMsgPerS   float64 `json:"flood_msg_per_s"`
+	FloodLost      int     `json:"flood_lost"`
+	Ratio          float64 `json:"ratio"` // FloodMsgPerS / NoFloodMsgPerS
+	// Peak anonymous RSS of voik in each phase, sampled every 20 ms; 0
+	// when voik ran in this process (not measured).
+	NoFloodPeakAnonRSS int64 `json:"no_flood_peak_anon_rss"`
+	FloodPeakAnonRSS   int64 `json:"flood_peak_anon_rss"`
+	ReplyBudget        int64 `json:"reply_budget"` // VOIK_REPLY_BUDGET of the voik under test
+	// The flood, from its start to the burst stored: requests sent,
+	// replies had by then, of which 503 (overloaded) and other errors.
+	FloodSeconds float64 `json:"flood_seconds"`
+	Sent         int     `json:"flood_sent"`
+	Replies      int64   `json:"flood_replies"`
+	Overloaded   int64   `json:"flood_503s"`
+	OtherErrors  int64   `json:"flood_other_errors"`
+	ReplyBytes   int64   `json:"flood_reply_bytes"`
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/voik/voik/config"
 	"github.com/voik/voik/harness"
 	"github.com/voik/voik/messages"
 )
@@ -23,6 +24,7 @@ const (
 type voikUnderTest struct {
 	client *messages.Client
 	proc   *harness.VoikProcess // nil in-process
+	cfg    *config.Config       // as started: API prefix, reply budget
 }
 
 // usage reads the child's /proc; zero in-process.
@@ -37,27 +39,28 @@ func (v voikUnderTest) usage(e *Env) harness.ProcUsage {
 	return u
 }
 
-func (s *sizeRun) startVoik(e *Env, natsURL string) voikUnderTest {
+// startVoik starts voik capturing subjects (comma-separated filters):
+// only the subjects the scenario publishes, as JetStream's streams are
+// configured with them. With ">" NATS would also deliver to voik every
+// reply it sends (a copy of each FETCH page, each ack) and every API
+// request, only for voik to drop them.
+func (s *sizeRun) startVoik(e *Env, natsURL, subjects string) voikUnderTest {
 	cfg := harness.TestConfig(e, natsURL)
-	// The subjects the benchmark publishes, as JetStream's streams are
-	// configured with them: with ">" NATS would also deliver to voik
-	// every reply it sends (a copy of each FETCH page, each ack) and every
-	// API request, only for voik to drop them.
-	cfg.Subjects = captureSubject + "," + ackSubject
+	cfg.Subjects = subjects
 	cfg.Sync = s.opts.VoikSync
 	if s.opts.InProcess {
 		v := harness.StartVoik(e, cfg)
-		return voikUnderTest{client: v.Client}
+		return voikUnderTest{client: v.Client, cfg: cfg}
 	}
 	p := harness.StartVoikProcess(e, s.opts.VoikBin, cfg)
-	return voikUnderTest{client: p.Client, proc: p}
+	return voikUnderTest{client: p.Client, proc: p, cfg: p.Config}
 }
 
 // voik runs capture, acked appends, FETCH and REPLAY against one voik and
 // records its resources.
 func (s *sizeRun) voik(e *Env) {
 	ns := harness.StartNATS(e)
-	v := s.startVoik(e, ns.ClientURL())
+	v := s.startVoik(e, ns.ClientURL(), captureSubject+","+ackSubject)
 	pub := harness.Connect(e, ns.ClientURL())
 	res := Resources{Size: s.size, Run: s.repeat}
 

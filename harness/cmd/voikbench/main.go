@@ -4,7 +4,8 @@
 //
 //	voikbench [-quick] [-json FILE] [-voik BIN] [-sizes 128,1024,16384]
 //	          [-messages N,N,N] [-appends N,N,N] [-always N,N,N]
-//	          [-window N] [-wide-window N] [-fetch-one N] [-repeat N] [-parts voik,jetstream,...]
+//	          [-window N] [-wide-window N] [-fetch-one N] [-repeat N]
+//	          [-parts ceiling,voik,jetstream,always,flood]
 //	          [-inprocess -cpuprofile FILE | -inprocess -profile DIR]
 package main
 
@@ -50,7 +51,7 @@ func run() int {
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process to FILE")
 	profileDir := flag.String("profile", "", "with -inprocess: write a CPU profile of each voik phase to DIR/SIZE-PHASE.pprof")
 	voikSync := flag.String("voik-sync", "batch", "VOIK_SYNC of the voik under test: always, batch, interval or none")
-	parts := flag.String("parts", "", "run only these of ceiling,voik,jetstream,always (comma-separated)")
+	parts := flag.String("parts", "", "run only these of ceiling,voik,jetstream,always,flood (comma-separated; flood: voik's capture of the -messages burst without and under a FETCH flood)")
 	flag.Usage = func() {
 		out := flag.CommandLine.Output()
 		fmt.Fprintln(out, "usage: voikbench [flags]: voik against a counting NATS subscriber and JetStream")
