@@ -115,7 +115,7 @@ func TestDefaultValues(t *testing.T) {
 			}
 		}
 		for name := range env {
-			if strings.HasPrefix(name, "VOIK_NATS_") && !slices.Contains([]string{"VOIK_NATS_URL", "VOIK_NATS_NAME"}, name) {
+			if strings.HasPrefix(name, "VOIK_NATS_") && !slices.Contains(natsConnectionSettings, name) {
 				t.Errorf("%s set with no auth or TLS in the values", name)
 			}
 		}
@@ -198,6 +198,11 @@ func TestCIValues(t *testing.T) {
 // voik's container reads, and the NATS_* variables the NATS CLI of the
 // helm test pod reads, from the Secret named in the values. The test pod
 // is rendered for every file, also where the file turns it off.
+//
+// natsConnectionSettings are the VOIK_NATS_ variables set whatever the
+// authentication: the rest are auth and TLS.
+var natsConnectionSettings = []string{"VOIK_NATS_URL", "VOIK_NATS_NAME", "VOIK_NATS_PING_INTERVAL", "VOIK_NATS_MAX_PINGS_OUT"}
+
 func TestAuthentication(t *testing.T) {
 	for _, tc := range []struct {
 		file string
@@ -232,7 +237,7 @@ func TestAuthentication(t *testing.T) {
 			manifests := render(t, []string{tc.file}, "--set", "tests.enabled=true")
 			s := only[*appsv1.StatefulSet](t, manifests)
 			voik := container(t, s.Spec.Template.Spec, "voik")
-			checkEnv(t, "voik", envMap(voik), tc.want, "VOIK_NATS_", "VOIK_NATS_URL", "VOIK_NATS_NAME")
+			checkEnv(t, "voik", envMap(voik), tc.want, "VOIK_NATS_", natsConnectionSettings...)
 			testPod := only[*corev1.Pod](t, manifests)
 			publish := envMap(container(t, testPod.Spec, "publish"))
 			checkEnv(t, "test pod", publish, tc.cli, "NATS_", "NATS_URL")

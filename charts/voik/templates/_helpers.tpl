@@ -147,6 +147,14 @@ NATS connection and its secrets. Shared by the StatefulSet and the test pod.
   value: {{ include "voik.envString" $c.pendingMsgs | quote }}
 - name: VOIK_PENDING_BYTES
   value: {{ include "voik.envString" $c.pendingBytes | quote }}
+- name: VOIK_REPLY_BUDGET
+  value: {{ include "voik.envString" $c.replyBudget | quote }}
+- name: VOIK_MAX_LONG_POLLS
+  value: {{ include "voik.envString" $c.maxLongPolls | quote }}
+- name: VOIK_NATS_PING_INTERVAL
+  value: {{ .Values.nats.pingInterval | quote }}
+- name: VOIK_NATS_MAX_PINGS_OUT
+  value: {{ include "voik.envString" .Values.nats.maxPingsOut | quote }}
 - name: VOIK_LOG_LEVEL
   value: {{ $c.logLevel | quote }}
 - name: VOIK_LOG_FORMAT
