@@ -281,7 +281,7 @@ func TestReadFloodCostsCaptureNothingAndVoikStaysWithinTheReplyBudget(t *testing
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Logf("flood: %d requests sent, %d replies (%d were 503), %d MiB of replies", r.Sent, r.Replies, r.Overloaded, r.ReplyBytes>>20)
+			t.Logf("flood: %d requests sent (%d more not, its connection cut), %d replies (%d were 503), %d MiB of replies", r.Sent, r.Unsent, r.Replies, r.Overloaded, r.ReplyBytes>>20)
 			if asked := int64(r.Sent) * int64(w.p.Conn.MaxPayload()); asked < 4*overloadBudget {
 				t.Fatalf("the flood asked for %d MiB, less than four times the budget", asked>>20)
 			}
