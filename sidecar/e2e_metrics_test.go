@@ -157,15 +157,7 @@ func TestReadyzFailsWhileNATSIsDown(t *testing.T) {
 	addr := ns.Addr().(*net.TCPAddr)
 	cfg := harness.TestConfig(t, ns.ClientURL())
 	v := harness.StartVoik(t, cfg)
-	readyz := func() int {
-		resp, err := http.Get("http://" + v.Sidecar.HTTPAddr() + "/readyz")
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode
-	}
+	readyz := func() int { return readyzStatus(t, v.Sidecar.HTTPAddr()) }
 	if code := readyz(); code != http.StatusOK {
 		t.Fatalf("/readyz %d while connected", code)
 	}
@@ -302,15 +294,7 @@ func TestAFrozenNATSServerTurnsReadyzNotReadyWithinTenSeconds(t *testing.T) {
 	cfg := harness.TestConfig(t, proxy.URL())
 	cfg.Subjects = "frozen.>"
 	v := harness.StartVoik(t, cfg, harness.WithoutClient())
-	readyz := func() int {
-		resp, err := http.Get("http://" + v.Sidecar.HTTPAddr() + "/readyz")
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode
-	}
+	readyz := func() int { return readyzStatus(t, v.Sidecar.HTTPAddr()) }
 	if code := readyz(); code != http.StatusOK {
 		t.Fatalf("/readyz %d before the freeze", code)
 	}
@@ -331,4 +315,16 @@ func TestAFrozenNATSServerTurnsReadyzNotReadyWithinTenSeconds(t *testing.T) {
 	if _, err := client.Append(ctx, "frozen.after", nil, []byte("x")); err != nil {
 		t.Fatalf("acked append after the thaw: %v", err)
 	}
+}
+
+// readyzStatus is the status code of voik's /readyz at addr.
+func readyzStatus(t *testing.T, addr string) int {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
 }
