@@ -132,7 +132,7 @@ func runClient(command string, args []string, configPath string, stdout, stderr 
 		fmt.Fprintf(stderr, "voik %s: want %d argument(s), got %d (try voik -h)\n", command, wantArgs, len(positional))
 		return exitUsage
 	}
-	cfg, err := config.LoadClient(configPath)
+	cfg, err := config.LoadClient(configPath, checkClientSettings)
 	if err != nil {
 		fmt.Fprintf(stderr, "voik: %v\n", err)
 		return exitUsage
@@ -261,4 +261,13 @@ func cliReplay(ctx context.Context, client *messages.Client, out *json.Encoder, 
 		return err
 	}
 	return out.Encode(reply)
+}
+
+// checkClientSettings judges the one setting of the client whose rule
+// lives in the wire types: the API prefix.
+func checkClientSettings(c *config.Config) []error {
+	if err := messages.CheckPrefix(c.APIPrefix); err != nil {
+		return []error{fmt.Errorf("VOIK_API_PREFIX %w", err)}
+	}
+	return nil
 }

@@ -95,7 +95,7 @@ Flags:
 }
 
 func serve(configPath string, stderr io.Writer) int {
-	cfg, err := config.Load(configPath)
+	cfg, err := config.Load(configPath, sidecar.CheckSettings)
 	if err != nil {
 		fmt.Fprintf(stderr, "voik: %v\n", err)
 		return exitUsage

@@ -20,9 +20,6 @@ import (
 	"time"
 
 	"github.com/ilyakaznacheev/cleanenv"
-
-	"github.com/voik/voik/logstore"
-	"github.com/voik/voik/messages"
 )
 
 // Config is every setting of voik. The tags are the contract of `voik -h`:
@@ -69,11 +66,19 @@ type Config struct {
 	LogFormat string `yaml:"log_format" env:"VOIK_LOG_FORMAT" env-default:"text" env-description:"text or json"`
 }
 
+// A Check judges settings that this package cannot judge alone, because
+// their rules belong to another part (the subject grammar to the wire
+// types, segment sizes to the storage engine): it returns one error per
+// bad setting, each naming its variable. The caller that ties the parts
+// together passes them in (sidecar.CheckSettings), so that config stays a
+// leaf and every problem is still reported at once.
+type Check func(*Config) []error
+
 // Load reads the YAML file at path (none when path is empty), then the
-// environment, then validates everything, the data dir included. Errors
-// are one line, fit for a terminal.
-func Load(path string) (*Config, error) {
-	c, err := LoadClient(path)
+// environment, then validates everything (with checks), the data dir
+// included. Errors are one line, fit for a terminal.
+func Load(path string, checks ...Check) (*Config, error) {
+	c, err := LoadClient(path, checks...)
 	if err != nil {
 		return nil, err
 	}
@@ -82,7 +87,7 @@ func Load(path string) (*Config, error) {
 
 // LoadClient is Load for the command-line client: it does not touch the
 // data dir.
-func LoadClient(path string) (*Config, error) {
+func LoadClient(path string, checks ...Check) (*Config, error) {
 	var c Config
 	var err error
 	if path != "" {
@@ -93,7 +98,7 @@ func LoadClient(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("configuration: %s", oneLine(err))
 	}
-	if err := c.Validate(); err != nil {
+	if err := c.Validate(checks...); err != nil {
 		return nil, err
 	}
 	return &c, nil
@@ -108,19 +113,13 @@ func Usage(w io.Writer) {
 	fmt.Fprintln(w, text)
 }
 
-// Validate checks every setting and returns the first problem as one line.
-func (c *Config) Validate() error {
+// Validate checks every setting, its own rules and those of checks, and
+// returns every problem found on one line.
+func (c *Config) Validate(checks ...Check) error {
 	var problems []error
 	bad := func(format string, args ...any) { problems = append(problems, fmt.Errorf(format, args...)) }
-
-	if _, err := c.Filters(); err != nil {
-		problems = append(problems, err)
-	}
-	if !messages.ValidSubject(c.APIPrefix) {
-		bad("VOIK_API_PREFIX %q is not a valid subject without wildcards", c.APIPrefix)
-	}
-	if strings.HasPrefix(c.APIPrefix, "_INBOX.") || strings.HasPrefix(c.APIPrefix, "$") {
-		bad("VOIK_API_PREFIX %q may not start with _INBOX. or $", c.APIPrefix)
+	for _, check := range checks {
+		problems = append(problems, check(c)...)
 	}
 	if c.HTTPAddr != "" {
 		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
@@ -151,14 +150,8 @@ func (c *Config) Validate() error {
 	if c.EmbeddedPort < -1 || c.EmbeddedPort > 65535 {
 		bad("VOIK_EMBEDDED_PORT %d is not a port", c.EmbeddedPort)
 	}
-	if _, err := c.SyncPolicy(); err != nil {
-		bad("VOIK_SYNC %q: want always, batch, interval or none", c.Sync)
-	}
 	if c.SyncInterval <= 0 {
 		bad("VOIK_SYNC_INTERVAL %v must be positive", c.SyncInterval)
-	}
-	if c.SegmentSize < 64<<10 || c.SegmentSize > 4<<30-1 {
-		bad("VOIK_SEGMENT_SIZE %v must be between 64KiB and 4GiB-1", c.SegmentSize)
 	}
 	if c.RetentionMaxAge < 0 {
 		bad("VOIK_RETENTION_MAX_AGE %v is negative", c.RetentionMaxAge)
@@ -298,59 +291,11 @@ func checkDataDir(dir string) error {
 	return nil
 }
 
-// Filters returns the capture filters: each valid, duplicates and filters
-// covered by another dropped. Filters may still overlap ("orders.*" and
-// "*.eu"); capture stores a message that both match once (see the sidecar).
-func (c *Config) Filters() ([]string, error) {
-	var filters []string
-	for _, f := range strings.Split(c.Subjects, ",") {
-		f = strings.TrimSpace(f)
-		if !messages.ValidFilter(f) {
-			return nil, fmt.Errorf("VOIK_SUBJECTS: %q is not a valid subject filter", f)
-		}
-		filters = append(filters, f)
-	}
-	var kept []string
-	for i, f := range filters {
-		covered := false
-		for j, g := range filters {
-			if i != j && messages.Covers(g, f) && (!messages.Covers(f, g) || j < i) {
-				covered = true
-				break
-			}
-		}
-		if !covered {
-			kept = append(kept, f)
-		}
-	}
-	return kept, nil
-}
-
-// SyncPolicy parses Sync.
-func (c *Config) SyncPolicy() (logstore.SyncPolicy, error) { return logstore.ParseSyncPolicy(c.Sync) }
-
 // Level parses LogLevel.
 func (c *Config) Level() (slog.Level, error) {
 	var level slog.Level
 	err := level.UnmarshalText([]byte(c.LogLevel))
 	return level, err
-}
-
-// StoreOptions are the logstore options the settings ask for.
-func (c *Config) StoreOptions(logger *slog.Logger) logstore.Options {
-	policy, _ := c.SyncPolicy()
-	return logstore.Options{
-		SegmentBytes: int64(c.SegmentSize),
-		Sync:         policy,
-		SyncInterval: c.SyncInterval,
-		Retention: logstore.Retention{
-			MaxAge:      c.RetentionMaxAge,
-			MaxBytes:    int64(c.RetentionMaxBytes),
-			MaxMessages: c.RetentionMaxMessages,
-		},
-		MaxOpenLogs: c.MaxOpenLogs,
-		Logger:      logger,
-	}
 }
 
 // Logger builds the process logger the settings ask for.

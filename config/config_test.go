@@ -2,6 +2,7 @@ package config
 
 import (
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -71,15 +72,10 @@ func TestBadSettingsAreOneClearLine(t *testing.T) {
 	}{
 		{"unparsable duration", map[string]string{"VOIK_SYNC_INTERVAL": "soon"}, "VOIK_SYNC_INTERVAL"},
 		{"unparsable size", map[string]string{"VOIK_SEGMENT_SIZE": "big"}, "VOIK_SEGMENT_SIZE"},
-		{"bad filter", map[string]string{"VOIK_SUBJECTS": "orders..eu"}, `"orders..eu" is not a valid subject filter`},
-		{"wildcard not last", map[string]string{"VOIK_SUBJECTS": "a.>.b"}, "not a valid subject filter"},
-		{"prefix with wildcard", map[string]string{"VOIK_API_PREFIX": "VOIK.*"}, "VOIK_API_PREFIX"},
-		{"bad sync", map[string]string{"VOIK_SYNC": "sometimes"}, "VOIK_SYNC"},
 		{"bad http addr", map[string]string{"VOIK_HTTP_ADDR": "8333"}, "VOIK_HTTP_ADDR"},
 		{"bad log level", map[string]string{"VOIK_LOG_LEVEL": "loud"}, "VOIK_LOG_LEVEL"},
 		{"cert without key", map[string]string{"VOIK_NATS_TLS_CERT": "/etc/hostname"}, "go together"},
 		{"missing creds file", map[string]string{"VOIK_NATS_CREDS": filepath.Join(dir, "nope.creds")}, "VOIK_NATS_CREDS"},
-		{"segment too small", map[string]string{"VOIK_SEGMENT_SIZE": "1KiB"}, "VOIK_SEGMENT_SIZE"},
 		{"bad port", map[string]string{"VOIK_EMBEDDED_PORT": "70000"}, "VOIK_EMBEDDED_PORT"},
 		{"NATS URL with an unknown scheme", map[string]string{"VOIK_NATS_URL": "foo://127.0.0.1:4222"}, `scheme "foo"`},
 		{"NATS URL with a port out of range", map[string]string{"VOIK_NATS_URL": "nats://127.0.0.1:1499999"}, "port 1499999"},
@@ -110,17 +106,20 @@ func TestBadSettingsAreOneClearLine(t *testing.T) {
 	}
 }
 
+// The problems a Check finds (settings whose rules live in other
+// packages) are reported with config's own, on the same line, first.
 func TestEveryBadSettingIsReportedOnOneLine(t *testing.T) {
 	dir := t.TempDir()
 	setEnv(t, map[string]string{
 		"VOIK_DATA_DIR":   filepath.Join(dir, "data"),
-		"VOIK_SYNC":       "sometimes",
 		"VOIK_LOG_LEVEL":  "loud",
-		"VOIK_API_PREFIX": "VOIK.*",
 		"VOIK_NATS_CREDS": filepath.Join(dir, "nope.creds"),
 		"VOIK_NATS_NKEY":  filepath.Join(dir, "nope.nk"),
 	})
-	_, err := Load("")
+	checkOther := func(c *Config) []error {
+		return []error{fmt.Errorf("VOIK_API_PREFIX %q judged elsewhere", c.APIPrefix), fmt.Errorf("VOIK_SYNC %q judged elsewhere", c.Sync)}
+	}
+	_, err := Load("", checkOther)
 	if err == nil {
 		t.Fatal("accepted")
 	}
@@ -151,17 +150,6 @@ func TestGoodNATSURLsAreAccepted(t *testing.T) {
 		if _, err := Load(""); err != nil {
 			t.Errorf("VOIK_NATS_URL %q refused: %v", urls, err)
 		}
-	}
-}
-
-func TestFiltersDropCoveredOnes(t *testing.T) {
-	c := &Config{Subjects: "orders.eu, orders.>,orders.>,metrics.*"}
-	got, err := c.Filters()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if strings.Join(got, ",") != "orders.>,metrics.*" {
-		t.Fatalf("filters %v", got)
 	}
 }
 

@@ -141,20 +141,28 @@ type Options struct {
 	faults *faultHooks // tests only
 }
 
+// Limits and defaults of Options that a caller's own settings check
+// against (voik's VOIK_SEGMENT_SIZE): one place for them.
 const (
-	defaultSegmentBytes        = 64 << 20
+	// MinSegmentBytes and MaxSegmentBytes bound Options.SegmentBytes.
+	MinSegmentBytes = 4 << 10
+	MaxSegmentBytes = maxSegmentBytes
+	// DefaultSegmentBytes is Options.SegmentBytes when it is zero.
+	DefaultSegmentBytes = 64 << 20
+	// DefaultMaxOpenLogs is Options.MaxOpenLogs when it is zero.
+	DefaultMaxOpenLogs = 1000
+
 	defaultInitialSegmentBytes = 4 << 10
-	minSegmentBytes            = 4 << 10
 )
 
 // withDefaults returns a copy of o with defaults filled in, or an error
 // naming the first field out of range.
 func (o Options) withDefaults() (Options, error) {
 	if o.SegmentBytes == 0 {
-		o.SegmentBytes = defaultSegmentBytes
+		o.SegmentBytes = DefaultSegmentBytes
 	}
-	if o.SegmentBytes < minSegmentBytes || o.SegmentBytes > maxSegmentBytes {
-		return o, fmt.Errorf("%w: segment size %d outside [%d, %d]", ErrInvalidOptions, o.SegmentBytes, minSegmentBytes, int64(maxSegmentBytes))
+	if o.SegmentBytes < MinSegmentBytes || o.SegmentBytes > MaxSegmentBytes {
+		return o, fmt.Errorf("%w: segment size %d outside [%d, %d]", ErrInvalidOptions, o.SegmentBytes, MinSegmentBytes, int64(MaxSegmentBytes))
 	}
 	if o.InitialSegmentBytes == 0 {
 		o.InitialSegmentBytes = defaultInitialSegmentBytes
@@ -179,7 +187,7 @@ func (o Options) withDefaults() (Options, error) {
 		o.RetentionCheckInterval = time.Minute
 	}
 	if o.MaxOpenLogs == 0 {
-		o.MaxOpenLogs = 1000
+		o.MaxOpenLogs = DefaultMaxOpenLogs
 	}
 	if o.MaxOpenLogs < 0 {
 		return o, fmt.Errorf("%w: max open logs %d is negative", ErrInvalidOptions, o.MaxOpenLogs)

@@ -462,3 +462,28 @@ func BenchmarkFetchReplyBuilderPage(b *testing.B) {
 		builder.Finish("orders.eu", 1000, 0, 1000)
 	}
 }
+
+func TestParseFiltersDropsCoveredOnes(t *testing.T) {
+	got, err := ParseFilters("orders.eu, orders.>,orders.>,metrics.*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got, ",") != "orders.>,metrics.*" {
+		t.Fatalf("filters %v", got)
+	}
+	if _, err := ParseFilters("orders..eu"); err == nil {
+		t.Fatal("an invalid filter was accepted")
+	}
+}
+
+func TestNeverStoredIsOneRule(t *testing.T) {
+	for subject, want := range map[string]bool{
+		"_INBOX.abc.1": true, "$JS.API.INFO": true, "$VOIK.INBOX.x": true,
+		"VOIK.API": true, "VOIK.API.FETCH.orders": true,
+		"VOIK.APIX": false, "orders.eu": false, "_INBOXES": false,
+	} {
+		if got := NeverStored(subject, "VOIK.API"); got != want {
+			t.Errorf("NeverStored(%q) = %v, want %v", subject, got, want)
+		}
+	}
+}

@@ -1,6 +1,9 @@
 package messages
 
-import "strings"
+import (
+	"fmt"
+	"strings"
+)
 
 // ValidSubject reports whether s is a concrete NATS subject: dot-separated
 // non-empty tokens, no white space, and no wildcard token.
@@ -103,4 +106,71 @@ func Overlap(a, b string) bool {
 		}
 		a, b = arest, brest
 	}
+}
+
+// The one rule of what voik never stores (the protocol's section 2), by
+// subject: anything under the API prefix, anything starting with "_INBOX."
+// (replies) or "$" (the system's and JetStream's subjects, and voik's own
+// inboxes). Messages carrying HeaderOffset (replays) or HeaderReply
+// (voik's replies) are not stored either, whatever their subject.
+
+// inboxPrefix starts the reply subjects of NATS clients.
+const inboxPrefix = "_INBOX."
+
+// NeverStored says whether a message on subject is never stored by a
+// voik whose API prefix is prefix.
+func NeverStored(subject, prefix string) bool {
+	return IsInbox(subject) || strings.HasPrefix(subject, "$") || UnderPrefix(subject, prefix)
+}
+
+// IsInbox says whether subject is under _INBOX., where NATS clients take
+// their replies.
+func IsInbox(subject string) bool { return strings.HasPrefix(subject, inboxPrefix) }
+
+// UnderPrefix says whether subject is prefix itself or a subject below it.
+func UnderPrefix(subject, prefix string) bool {
+	return subject == prefix || len(subject) > len(prefix) && strings.HasPrefix(subject, prefix) && subject[len(prefix)] == '.'
+}
+
+// CheckPrefix says what is wrong with prefix as an API prefix, or nil: it
+// must be a subject without wildcards, and not one that is never stored
+// for another reason (_INBOX., $), which would make its requests look
+// like replies or system traffic.
+func CheckPrefix(prefix string) error {
+	switch {
+	case !ValidSubject(prefix):
+		return fmt.Errorf("%q is not a valid subject without wildcards", prefix)
+	case IsInbox(prefix) || strings.HasPrefix(prefix, "$"):
+		return fmt.Errorf("%q may not start with _INBOX. or $", prefix)
+	}
+	return nil
+}
+
+// ParseFilters parses a comma-separated list of capture filters: each
+// must be valid; duplicates and filters covered by another are dropped.
+// Filters may still overlap ("orders.*" and "*.eu"): a message both match
+// is stored once.
+func ParseFilters(list string) ([]string, error) {
+	var filters []string
+	for _, f := range strings.Split(list, ",") {
+		f = strings.TrimSpace(f)
+		if !ValidFilter(f) {
+			return nil, fmt.Errorf("%q is not a valid subject filter", f)
+		}
+		filters = append(filters, f)
+	}
+	var kept []string
+	for i, f := range filters {
+		covered := false
+		for j, g := range filters {
+			if i != j && Covers(g, f) && (!Covers(f, g) || j < i) {
+				covered = true
+				break
+			}
+		}
+		if !covered {
+			kept = append(kept, f)
+		}
+	}
+	return kept, nil
 }

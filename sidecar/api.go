@@ -123,7 +123,7 @@ func (a *api) maxReply(reply string) int {
 
 // needsReplyMarker says whether a reply to subject carries HeaderReply:
 // _INBOX. subjects are never stored, anything else might be captured.
-func needsReplyMarker(subject string) bool { return !strings.HasPrefix(subject, "_INBOX.") }
+func needsReplyMarker(subject string) bool { return !messages.IsInbox(subject) }
 
 // replyMarkerBytes is what HeaderReply adds to a message, as nats.go
 // encodes it ("NATS/1.0\r\nVoik-Reply: 1\r\n\r\n"), rounded up.

@@ -3,7 +3,6 @@ package sidecar
 import (
 	"context"
 	"errors"
-	"strings"
 	"sync"
 	"time"
 
@@ -62,12 +61,6 @@ func (f *filterCounters) takenEarlier(subject string) bool {
 	return false
 }
 
-// excluded says whether a subject is never stored (PROTOCOL.md section 2).
-func excluded(subject, prefix string) bool {
-	return strings.HasPrefix(subject, "_INBOX.") || strings.HasPrefix(subject, "$") ||
-		subject == prefix || strings.HasPrefix(subject, prefix) && subject[len(prefix)] == '.'
-}
-
 func (c *capture) subscribe(nc *nats.Conn, filters []string, pendingMsgs, pendingBytes int) error {
 	for i, filter := range filters {
 		var earlier []string
@@ -115,7 +108,7 @@ func (c *capture) take(msg *nats.Msg, counters *filterCounters, more bool) {
 	// Under load most messages are on the subject of the one before; the
 	// checks of the subject itself passed for that one.
 	known := msg.Subject == b.accepted
-	if !known && (excluded(msg.Subject, c.prefix) || counters.takenEarlier(msg.Subject)) {
+	if !known && (messages.NeverStored(msg.Subject, c.prefix) || counters.takenEarlier(msg.Subject)) {
 		return
 	}
 	if _, replayed := msg.Header[messages.HeaderOffset]; replayed {

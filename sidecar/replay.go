@@ -3,7 +3,6 @@ package sidecar
 import (
 	"errors"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -85,7 +84,7 @@ func (p *replayPacer) sent(size int) error {
 // (nil, 200) or an error reply for the caller to send.
 func (a *api) replay(msg *nats.Msg, subject string) ([]byte, int) {
 	req, errReply := messages.DecodeReplayRequest(msg.Data)
-	if errReply == nil && (req.Deliver == a.prefix || strings.HasPrefix(req.Deliver, a.prefix+".")) {
+	if errReply == nil && messages.UnderPrefix(req.Deliver, a.prefix) {
 		errReply = messages.Errorf(messages.CodeBadRequest, "deliver %s is under the API prefix %q", messages.Quote(req.Deliver), a.prefix)
 	}
 	if errReply != nil {

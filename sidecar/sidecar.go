@@ -65,9 +65,9 @@ type Sidecar struct {
 // embedded server's port and the HTTP port (config.Load has checked the
 // data dir). A *ConfigError is the user's to fix.
 func New(cfg *config.Config, logger *slog.Logger) (*Sidecar, error) {
-	filters, err := cfg.Filters()
+	filters, err := messages.ParseFilters(cfg.Subjects)
 	if err != nil {
-		return nil, &ConfigError{err}
+		return nil, &ConfigError{fmt.Errorf("VOIK_SUBJECTS: %w", err)}
 	}
 	s := &Sidecar{
 		cfg:      cfg,
@@ -141,8 +141,10 @@ func (s *Sidecar) Run(ctx context.Context) (err error) {
 	s.startHTTP()
 	defer s.stopHTTP()
 
-	policy, _ := s.cfg.SyncPolicy()
-	storeOpts := s.cfg.StoreOptions(s.logger)
+	storeOpts, err := storeOptions(s.cfg, s.logger)
+	if err != nil {
+		return err
+	}
 	storeOpts.Observer = storeObserver{m: s.metrics}
 	s.store, err = logstore.OpenStore(s.cfg.DataDir, storeOpts)
 	if err != nil {
@@ -169,7 +171,7 @@ func (s *Sidecar) Run(ctx context.Context) (err error) {
 			err = errors.Join(err, closeErr)
 		}
 	}()
-	s.logger.Info("store open", "data_dir", s.cfg.DataPath(), "subjects", len(s.store.Subjects()), "sync", policy.String())
+	s.logger.Info("store open", "data_dir", s.cfg.DataPath(), "subjects", len(s.store.Subjects()), "sync", storeOpts.Sync.String())
 
 	url := s.cfg.NatsURL
 	var login []nats.Option
