@@ -12,19 +12,20 @@ TEST_EXTRA  :=
 
 .PHONY: help build build_release run test test-short bench-store crash-store fuzz install format lint docs clean
 
-# mk/*.mk hold the targets of one part each (benchmark, chart, image); a
-# plain `make` still lists the targets.
+# mk/*.mk hold the targets of one part each (the harness: benchmark, crash,
+# soak; the chart and the image), named here so that a missing one is an
+# error; a plain `make` still lists the targets.
 .DEFAULT_GOAL := help
--include mk/*.mk
+include mk/harness.mk mk/chart.mk
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 build: ## build bin/voik
-	$(GO) build -ldflags '$(LDFLAGS)' -o bin/voik .
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/voik ./cmd/voik
 
 build_release: ## static, stripped, reproducible bin/voik
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w $(LDFLAGS)' -o bin/voik .
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w $(LDFLAGS)' -o bin/voik ./cmd/voik
 
 run: build ## run voik with an embedded NATS server on 127.0.0.1:4222, data in ./data
 	./bin/voik
@@ -47,10 +48,10 @@ fuzz: ## run each fuzz target for FUZZTIME
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) ./logstore
 	$(GO) test -run '^$$' -fuzz '^FuzzRecoverSegment$$' -fuzztime $(FUZZTIME) ./logstore
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRequests$$' -fuzztime $(FUZZTIME) ./messages
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFetchReply$$' -fuzztime $(FUZZTIME) ./messages
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFetchReply$$' -fuzztime $(FUZZTIME) ./client
 
 install: ## install voik into GOBIN (or GOPATH/bin)
-	$(GO) install -ldflags '$(LDFLAGS)' .
+	$(GO) install -ldflags '$(LDFLAGS)' ./cmd/voik
 
 format: ## gofmt every Go file
 	gofmt -w $$(git ls-files '*.go')

@@ -30,9 +30,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
+	"github.com/voik/voik/client"
 	"github.com/voik/voik/config"
 	"github.com/voik/voik/harness"
 	"github.com/voik/voik/messages"
+	"github.com/voik/voik/natsauth"
 	"github.com/voik/voik/sidecar"
 )
 
@@ -48,19 +50,19 @@ func runVoik(t *testing.T, cfg *config.Config) *harness.LogBuffer {
 
 // clientFor connects a client the way voik's command-line client does:
 // with the NATS settings of cfg.
-func clientFor(t *testing.T, cfg *config.Config) (*nats.Conn, *messages.Client) {
+func clientFor(t *testing.T, cfg *config.Config) (*nats.Conn, *client.Client) {
 	t.Helper()
-	opts, err := sidecar.AuthOptions(cfg)
+	opts, err := natsauth.Options(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	nc := harness.Connect(t, cfg.NatsURL, opts...)
-	return nc, messages.NewClient(nc, cfg.APIPrefix)
+	return nc, client.New(nc, cfg.APIPrefix)
 }
 
 // publishAndFetch publishes n messages on subject and checks that voik
 // stored them, in order.
-func publishAndFetch(t *testing.T, nc *nats.Conn, client *messages.Client, subject string, n int) {
+func publishAndFetch(t *testing.T, nc *nats.Conn, api *client.Client, subject string, n int) {
 	t.Helper()
 	for i := 0; i < n; i++ {
 		if err := nc.Publish(subject, []byte{byte('a' + i)}); err != nil {
@@ -73,10 +75,10 @@ func publishAndFetch(t *testing.T, nc *nats.Conn, client *messages.Client, subje
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	harness.Eventually(t, 10*time.Second, "capture of "+subject, func() bool {
-		info, err := client.Info(ctx, subject)
+		info, err := api.Info(ctx, subject)
 		return err == nil && info.EndOffset >= uint64(n)
 	})
-	reply, err := client.Fetch(ctx, subject, messages.FetchRequest{}) // n is well under a page
+	reply, err := api.Fetch(ctx, subject, messages.FetchRequest{}) // n is well under a page
 	if err != nil {
 		t.Fatalf("fetch %s: %v", subject, err)
 	}
@@ -237,8 +239,8 @@ func TestConnectsWithEachAuthMethod(t *testing.T) {
 				t.Fatalf("the server accepts a client without credentials")
 			}
 			logs := runVoik(t, cfg)
-			nc, client := clientFor(t, cfg)
-			publishAndFetch(t, nc, client, "secure.orders", 3)
+			nc, api := clientFor(t, cfg)
+			publishAndFetch(t, nc, api, "secure.orders", 3)
 			if strings.Contains(logs.String(), secret) {
 				t.Fatalf("a secret appears in voik's logs:\n%s", logs)
 			}
@@ -344,7 +346,7 @@ func TestPermissionsRestrictWhoFetchesWhat(t *testing.T) {
 
 	publisher := harness.Connect(t, cfg.NatsURL, nats.UserInfo("publisher", "publisher-pw"))
 	for _, subject := range []string{"orders.eu", "payments.eu"} {
-		if _, err := messages.NewClient(publisher, cfg.APIPrefix).Append(context.Background(), subject, nil, []byte(subject)); err != nil {
+		if _, err := client.New(publisher, cfg.APIPrefix).Append(context.Background(), subject, nil, []byte(subject)); err != nil {
 			t.Fatalf("acked append to %s: %v", subject, err)
 		}
 	}
@@ -352,17 +354,17 @@ func TestPermissionsRestrictWhoFetchesWhat(t *testing.T) {
 	violations := make(chan error, 10)
 	reader := harness.Connect(t, cfg.NatsURL, nats.UserInfo("orders-reader", "reader-pw"),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { violations <- err }))
-	client := messages.NewClient(reader, cfg.APIPrefix)
+	api := client.New(reader, cfg.APIPrefix)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	reply, err := client.Fetch(ctx, "orders.eu", messages.FetchRequest{})
+	reply, err := api.Fetch(ctx, "orders.eu", messages.FetchRequest{})
 	if err != nil || len(reply.Records) != 1 || string(reply.Records[0].Data) != "orders.eu" {
 		t.Fatalf("orders-reader fetching orders.eu: %+v, %v", reply, err)
 	}
 
 	short, cancelShort := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancelShort()
-	if reply, err := client.Fetch(short, "payments.eu", messages.FetchRequest{}); err == nil {
+	if reply, err := api.Fetch(short, "payments.eu", messages.FetchRequest{}); err == nil {
 		t.Fatalf("orders-reader fetched payments.eu: %+v", reply)
 	}
 	select {
@@ -382,9 +384,9 @@ func TestDataDirIsPrivate(t *testing.T) {
 	cfg := harness.TestConfig(t, ns.ClientURL())
 	cfg.HTTPAddr = ""
 	runVoik(t, cfg)
-	nc, client := clientFor(t, cfg)
-	publishAndFetch(t, nc, client, "private.orders", 2)
-	publishAndFetch(t, nc, client, "a/b.%.ü", 1)
+	nc, api := clientFor(t, cfg)
+	publishAndFetch(t, nc, api, "private.orders", 2)
+	publishAndFetch(t, nc, api, "a/b.%.ü", 1)
 	seen := 0
 	err := filepath.WalkDir(cfg.DataDir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync/atomic"
-	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -146,7 +145,7 @@ type FloodProcess struct {
 }
 
 // StartFlood builds voikflood and runs f against the NATS server at url.
-func StartFlood(tb testing.TB, url string, f *ReadFlood) *FloodProcess {
+func StartFlood(tb TB, url string, f *ReadFlood) *FloodProcess {
 	tb.Helper()
 	bin := filepath.Join(tb.TempDir(), "voikflood")
 	if out, err := exec.Command(goTool(), "build", "-o", bin, "github.com/voik/voik/harness/cmd/voikflood").CombinedOutput(); err != nil {

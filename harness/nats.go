@@ -1,7 +1,6 @@
 package harness
 
 import (
-	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -51,7 +50,7 @@ func WithOptions(fn func(*server.Options)) NATSOption { return NATSOption(fn) }
 
 // StartNATS runs a NATS server on 127.0.0.1 and a random port until the
 // test ends.
-func StartNATS(tb testing.TB, opts ...NATSOption) *server.Server {
+func StartNATS(tb TB, opts ...NATSOption) *server.Server {
 	tb.Helper()
 	o := &server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true, MaxPayload: 1 << 20}
 	for _, opt := range opts {
@@ -73,7 +72,7 @@ func StartNATS(tb testing.TB, opts ...NATSOption) *server.Server {
 }
 
 // Connect opens a client connection that is closed when the test ends.
-func Connect(tb testing.TB, url string, opts ...nats.Option) *nats.Conn {
+func Connect(tb TB, url string, opts ...nats.Option) *nats.Conn {
 	tb.Helper()
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
@@ -86,7 +85,7 @@ func Connect(tb testing.TB, url string, opts ...nats.Option) *nats.Conn {
 // Eventually polls cond until it holds or timeout passes, then fails the
 // test with what. It is for conditions with no event to wait on (a counter
 // in another process, a file); a condition with an event should use it.
-func Eventually(tb testing.TB, timeout time.Duration, what string, cond func() bool) {
+func Eventually(tb TB, timeout time.Duration, what string, cond func() bool) {
 	tb.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {

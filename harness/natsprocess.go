@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -25,7 +24,7 @@ type NATSProcess struct {
 // (the same version the in-process server is), runs it on 127.0.0.1 with
 // a max_payload of 1 MiB and, with voikUser, the user of WithVoikUser,
 // and returns once it accepts clients. It is killed when the test ends.
-func StartNATSProcess(tb testing.TB, voikUser bool) *NATSProcess {
+func StartNATSProcess(tb TB, voikUser bool) *NATSProcess {
 	tb.Helper()
 	dir := tb.TempDir()
 	bin := filepath.Join(dir, "nats-server")

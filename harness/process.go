@@ -12,25 +12,24 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/voik/voik/client"
 	"github.com/voik/voik/config"
-	"github.com/voik/voik/messages"
 )
 
-// BuildVoik builds the voik binary (the module root, github.com/voik/voik)
-// into a temporary directory of tb and returns its path. It is meant to be
-// called once per test binary run (in the one test that needs it, or once
-// per package from a helper the caller holds on to) and the path passed to
-// StartVoikProcess; the go build cache makes a repeat cheap. There is no
-// package-level cache on purpose: the binary belongs to whoever built it.
+// BuildVoik builds the voik binary (voikPackage) into a temporary
+// directory of tb and returns its path. It is meant to be called once per
+// test binary run (in the one test that needs it, or once per package from
+// a helper the caller holds on to) and the path passed to StartVoikProcess;
+// the go build cache makes a repeat cheap. There is no package-level cache
+// on purpose: the binary belongs to whoever built it.
 //
 // With VOIK_TEST_BIN set, it builds nothing and returns that binary: to
 // show that a test fails on an older voik.
-func BuildVoik(tb testing.TB) string {
+func BuildVoik(tb TB) string {
 	tb.Helper()
 	if bin := os.Getenv("VOIK_TEST_BIN"); bin != "" {
 		tb.Logf("testing the voik at VOIK_TEST_BIN=%s", bin)
@@ -45,11 +44,14 @@ func BuildVoik(tb testing.TB) string {
 	return bin
 }
 
+// voikPackage is the main package of the voik binary.
+const voikPackage = "github.com/voik/voik/cmd/voik"
+
 // BuildVoikInto builds the voik binary into dir and returns its path.
 func BuildVoikInto(dir string) (string, error) {
 	bin := filepath.Join(dir, "voik")
-	if out, err := exec.Command(goTool(), "build", "-o", bin, "github.com/voik/voik").CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build github.com/voik/voik: %v\n%s", err, out)
+	if out, err := exec.Command(goTool(), "build", "-o", bin, voikPackage).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build %s: %v\n%s", voikPackage, err, out)
 	}
 	return bin, nil
 }
@@ -70,7 +72,7 @@ func goTool() string {
 // starts again on the same port). Requests made while voik is down fail.
 type VoikProcess struct {
 	Config *config.Config // as started; NatsURL and ports made concrete
-	Client *messages.Client
+	Client *client.Client
 	Conn   *nats.Conn // the connection under Client
 	// NatsURL is the server the child uses: cfg.NatsURL, or its embedded
 	// server's URL.
@@ -94,7 +96,7 @@ type VoikProcess struct {
 // a fixed free port, and an HTTP address with port 0 gets a free port, so
 // that both survive a restart. The child is killed when the test ends; its
 // output is written to the test log if the test failed.
-func StartVoikProcess(tb testing.TB, bin string, cfg *config.Config) *VoikProcess {
+func StartVoikProcess(tb TB, bin string, cfg *config.Config) *VoikProcess {
 	tb.Helper()
 	c := *cfg
 	if c.NatsURL == "" && c.EmbeddedPort <= 0 {
@@ -142,7 +144,7 @@ func StartVoikProcess(tb testing.TB, bin string, cfg *config.Config) *VoikProces
 		tb.Fatalf("connect %s: %v", p.NatsURL, err)
 	}
 	p.Conn = nc
-	p.Client = messages.NewClient(nc, c.APIPrefix)
+	p.Client = client.New(nc, c.APIPrefix)
 	p.waitReady(tb)
 	return p
 }
@@ -178,7 +180,7 @@ func processEnv(cfg *config.Config) []string {
 }
 
 // freePort asks the kernel for a port that is free now.
-func freePort(tb testing.TB, host string) int {
+func freePort(tb TB, host string) int {
 	tb.Helper()
 	if host == "" {
 		host = "127.0.0.1"
@@ -192,7 +194,7 @@ func freePort(tb testing.TB, host string) int {
 }
 
 // start launches the child; it does not wait for it to be ready.
-func (p *VoikProcess) start(tb testing.TB) {
+func (p *VoikProcess) start(tb TB) {
 	tb.Helper()
 	out, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -222,7 +224,7 @@ func (p *VoikProcess) start(tb testing.TB) {
 // waitReady returns once voik answers a SUBJECTS request (the contract: the
 // API answers only once capture is active), and /readyz says ready when
 // HTTP is on. It fails the test if the child exits first or 30s pass.
-func (p *VoikProcess) waitReady(tb testing.TB) {
+func (p *VoikProcess) waitReady(tb TB) {
 	tb.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -291,7 +293,7 @@ func (p *VoikProcess) Kill() {
 
 // Stop sends SIGTERM and fails the test unless voik exits with status 0
 // within 60s (it is killed then).
-func (p *VoikProcess) Stop(tb testing.TB) {
+func (p *VoikProcess) Stop(tb TB) {
 	tb.Helper()
 	if !p.running() {
 		tb.Errorf("voik stop: not running (exit: %v)", p.err)
@@ -312,7 +314,7 @@ func (p *VoikProcess) Stop(tb testing.TB) {
 
 // Restart starts voik again with the same settings and data dir and
 // returns once it answers. A child still running is killed first.
-func (p *VoikProcess) Restart(tb testing.TB) {
+func (p *VoikProcess) Restart(tb TB) {
 	tb.Helper()
 	p.Kill()
 	p.start(tb)

@@ -3,7 +3,6 @@ package harness
 import (
 	"net"
 	"sync"
-	"testing"
 )
 
 // FreezeProxy is a TCP proxy in front of a server that can freeze: while
@@ -24,7 +23,7 @@ type FreezeProxy struct {
 
 // StartFreezeProxy listens on 127.0.0.1 and forwards to target until the
 // test ends.
-func StartFreezeProxy(tb testing.TB, target string) *FreezeProxy {
+func StartFreezeProxy(tb TB, target string) *FreezeProxy {
 	tb.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

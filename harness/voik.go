@@ -2,14 +2,14 @@ package harness
 
 import (
 	"context"
+	"flag"
 	"io"
 	"log/slog"
 	"path/filepath"
-	"testing"
 	"time"
 
+	"github.com/voik/voik/client"
 	"github.com/voik/voik/config"
-	"github.com/voik/voik/messages"
 	"github.com/voik/voik/sidecar"
 )
 
@@ -17,14 +17,14 @@ import (
 type Voik struct {
 	Config  *config.Config
 	Sidecar *sidecar.Sidecar
-	Client  *messages.Client
+	Client  *client.Client
 	done    chan error
 	cancel  context.CancelFunc
 }
 
 // TestConfig is a configuration for tests: data in a temporary directory,
 // the given NATS URL, HTTP on a random port, quiet logs.
-func TestConfig(tb testing.TB, natsURL string) *config.Config {
+func TestConfig(tb TB, natsURL string) *config.Config {
 	tb.Helper()
 	cfg := &config.Config{
 		NatsURL:      natsURL,
@@ -73,7 +73,7 @@ func WithoutClient() VoikOption { return func(o *voikOptions) { o.noClient = tru
 
 // StartVoik runs voik with cfg until the test ends (or Stop), and returns
 // once its API answers.
-func StartVoik(tb testing.TB, cfg *config.Config, opts ...VoikOption) *Voik {
+func StartVoik(tb TB, cfg *config.Config, opts ...VoikOption) *Voik {
 	tb.Helper()
 	if err := cfg.Validate(); err != nil {
 		tb.Fatalf("config: %v", err)
@@ -85,7 +85,7 @@ func StartVoik(tb testing.TB, cfg *config.Config, opts ...VoikOption) *Voik {
 	logger := o.logger
 	switch {
 	case logger != nil:
-	case testing.Verbose():
+	case verbose():
 		logger = slog.New(slog.NewTextHandler(testWriter{tb}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	default:
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -106,13 +106,13 @@ func StartVoik(tb testing.TB, cfg *config.Config, opts ...VoikOption) *Voik {
 	}
 	tb.Cleanup(func() { v.Stop(tb) })
 	if !o.noClient {
-		v.Client = messages.NewClient(Connect(tb, s.NatsURL()), cfg.APIPrefix)
+		v.Client = client.New(Connect(tb, s.NatsURL()), cfg.APIPrefix)
 	}
 	return v
 }
 
 // Stop shuts voik down as SIGTERM would and checks it exits cleanly.
-func (v *Voik) Stop(tb testing.TB) {
+func (v *Voik) Stop(tb TB) {
 	if v.cancel == nil {
 		return
 	}
@@ -123,9 +123,18 @@ func (v *Voik) Stop(tb testing.TB) {
 	}
 }
 
-type testWriter struct{ tb testing.TB }
+type testWriter struct{ tb TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
-	w.tb.Log(string(p))
+	w.tb.Logf("%s", p)
 	return len(p), nil
+}
+
+// verbose reports whether this is a test binary run with -v (-test.v set
+// to true or test2json). It reads the flag rather than call
+// testing.Verbose so that harness does not import testing; a program has
+// no such flag and is never verbose here.
+func verbose() bool {
+	f := flag.Lookup("test.v")
+	return f != nil && f.Value.String() != "false"
 }

@@ -168,7 +168,7 @@ func buildVoik(ctx context.Context, src string, platform v1.Platform, version st
 	defer os.RemoveAll(dir)
 	binary := filepath.Join(dir, "voik")
 	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath",
-		"-ldflags", "-s -w -X main.version="+version, "-o", binary, ".")
+		"-ldflags", "-s -w -X main.version="+version, "-o", binary, "./cmd/voik")
 	cmd.Dir = src
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+platform.OS, "GOARCH="+platform.Architecture)
 	if platform.Architecture == "arm" && strings.HasPrefix(platform.Variant, "v") {

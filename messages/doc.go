@@ -1,6 +1,7 @@
 // Package messages holds voik's wire types, the MessagePack bodies of
-// ../shared/PROTOCOL.md, their strict decoding (every 400 case), NATS
-// subject rules, and a small Go client. It knows nothing of storage.
+// docs/protocol.md, their strict decoding (every 400 case), NATS
+// subject rules and the rule of what is never stored. It knows nothing
+// of storage; the Go client built on these types is package client.
 //
 // Requests are decoded field by field rather than by reflection, so that a
 // field of the wrong type, a negative unsigned value or a body that is not

@@ -141,7 +141,7 @@ func TestFetchReplyBuilderRoundTrip(t *testing.T) {
 	}
 	body := b.Finish("orders.eu", 10, 3, 12)
 	var reply FetchReply
-	if err := decodeReply(body, &reply); err != nil {
+	if err := msgpack.Unmarshal(body, &reply); err != nil {
 		t.Fatal(err)
 	}
 	want := FetchReply{Subject: "orders.eu", Records: records, NextOffset: 10, FirstOffset: 3, EndOffset: 12}
@@ -177,7 +177,7 @@ func TestFetchReplyBuilderFinishesTheSameWayWhateverCameBefore(t *testing.T) {
 		check := func(step string, got []byte, records ...Record) {
 			t.Helper()
 			var gotReply, wantReply FetchReply
-			if err := decodeReply(got, &gotReply); err != nil {
+			if err := msgpack.Unmarshal(got, &gotReply); err != nil {
 				t.Fatalf("%s, subject of %d bytes: %v", step, len(subject), err)
 			}
 			msgpack.Unmarshal(want(records...), &wantReply)
@@ -213,9 +213,9 @@ func TestErrorReplyShape(t *testing.T) {
 	if len(raw) != 1 || raw["error"]["description"] != "offset 9 is out of range" {
 		t.Fatalf("error reply %v", raw)
 	}
-	err := decodeReply(body, &InfoReply{})
-	if e, ok := err.(*Error); !ok || e.Code != 416 || !strings.Contains(e.Error(), "416") {
-		t.Fatalf("decodeReply: %v", err)
+	var decoded ErrorReply
+	if err := msgpack.Unmarshal(body, &decoded); err != nil || decoded.Error == nil || decoded.Error.Code != 416 || !strings.Contains(decoded.Error.Error(), "416") {
+		t.Fatalf("error reply decodes to %+v (%v)", decoded.Error, err)
 	}
 }
 

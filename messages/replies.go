@@ -375,29 +375,3 @@ func (b *FetchReplyBuilder) Finish(subject string, next, first, end uint64) []by
 	b.out = append(append(b.out[:0], head...), whole[headRoom:]...)
 	return b.out
 }
-
-// decodeReply unmarshals a reply into v, or returns the *Error it carries.
-func decodeReply(body []byte, v any) error {
-	// An error reply is a map with the single key "error": tell it by its
-	// first bytes, so that a large FETCH reply is decoded once, not twice.
-	if bytes.HasPrefix(body, errorReplyPrefix) {
-		var reply ErrorReply
-		if err := msgpack.Unmarshal(body, &reply); err != nil || reply.Error == nil {
-			return errBadReply
-		}
-		return reply.Error
-	}
-	if fetch, ok := v.(*FetchReply); ok {
-		if decodeFetchReply(body, fetch) == nil {
-			return nil
-		}
-		*fetch = FetchReply{} // a shape the fast path does not know: decode it generally
-	}
-	if err := msgpack.Unmarshal(body, v); err != nil {
-		return errBadReply
-	}
-	return nil
-}
-
-// errorReplyPrefix starts every error reply: a map of one, "error".
-var errorReplyPrefix = []byte("\x81\xa5error")

@@ -2,7 +2,6 @@ package messages
 
 import (
 	"bytes"
-	"errors"
 	"math"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -311,6 +310,3 @@ func readBounded(d *msgpack.Decoder, n int) ([]byte, error) {
 	}
 	return b, nil
 }
-
-// errBadReply is wrapped by the client when a reply does not decode.
-var errBadReply = errors.New("voik: reply is not a valid MessagePack map")

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/voik/voik/config"
+	"github.com/voik/voik/natsauth"
 )
 
 // ConfigError is a problem with the settings found at start (a port
@@ -165,40 +166,11 @@ func natsOptions(cfg *config.Config, role string, logger *slog.Logger, m *metric
 			logger.Warn("cannot reach NATS yet; retrying", "role", role, "err", err)
 		}),
 	}
-	auth, err := AuthOptions(cfg)
+	auth, err := natsauth.Options(cfg)
 	if err != nil {
-		return nil, err
+		return nil, &ConfigError{err}
 	}
 	return append(opts, auth...), nil
-}
-
-// AuthOptions are the NATS options for the configured credentials and TLS,
-// for voik and for its command-line client alike.
-func AuthOptions(cfg *config.Config) ([]nats.Option, error) {
-	var opts []nats.Option
-	if cfg.NatsCreds != "" {
-		opts = append(opts, nats.UserCredentials(cfg.NatsCreds))
-	}
-	if cfg.NatsNKey != "" {
-		opt, err := nats.NkeyOptionFromSeed(cfg.NatsNKey)
-		if err != nil {
-			return nil, &ConfigError{fmt.Errorf("VOIK_NATS_NKEY: %v", err)}
-		}
-		opts = append(opts, opt)
-	}
-	if cfg.NatsToken != "" {
-		opts = append(opts, nats.Token(cfg.NatsToken))
-	}
-	if cfg.NatsUser != "" {
-		opts = append(opts, nats.UserInfo(cfg.NatsUser, cfg.NatsPassword))
-	}
-	if cfg.NatsTLSCA != "" {
-		opts = append(opts, nats.RootCAs(cfg.NatsTLSCA))
-	}
-	if cfg.NatsTLSCert != "" {
-		opts = append(opts, nats.ClientCert(cfg.NatsTLSCert, cfg.NatsTLSKey))
-	}
-	return opts, nil
 }
 
 // connect opens a NATS connection and waits until it is really connected,

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/voik/voik/client"
 	"github.com/voik/voik/harness"
 	"github.com/voik/voik/messages"
 )
@@ -62,12 +63,12 @@ func TestAckedAppendsFromConcurrentPublishersGetDistinctContiguousOffsets(t *tes
 	var wg sync.WaitGroup
 	for p := 0; p < publishers; p++ {
 		nc := harness.Connect(t, e.server.ClientURL())
-		client := messages.NewClient(nc, "")
+		api := client.New(nc, "")
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := 0; i < each; i++ {
-				ack, err := client.Append(context.Background(), "acked.crowd", nil, []byte(fmt.Sprintf("%d/%d", p, i)))
+				ack, err := api.Append(context.Background(), "acked.crowd", nil, []byte(fmt.Sprintf("%d/%d", p, i)))
 				if err != nil {
 					errs <- err
 					return

@@ -26,11 +26,11 @@ func TestBurstOf300000MessagesFromOnePublisherIsStoredWithoutLoss(t *testing.T) 
 	e.flush()
 	published := time.Since(began)
 	harness.Eventually(t, 60*time.Second, "voik to store the whole burst", func() bool {
-		info, err := e.client.Info(context.Background(), "burst")
+		info, err := e.api.Info(context.Background(), "burst")
 		return err == nil && info.EndOffset >= uint64(n)
 	})
 	stored := time.Since(began)
-	info, err := e.client.Info(context.Background(), "burst")
+	info, err := e.api.Info(context.Background(), "burst")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/voik/voik/client"
 	"github.com/voik/voik/harness"
 	"github.com/voik/voik/messages"
 )
@@ -59,7 +60,7 @@ func TestCaptureWithSeveralWildcardFiltersStoresExactlyTheMatchingSubjects(t *te
 		}
 	}
 	// The API answers for the captured subjects under every filter.
-	if info, err := e.client.Info(context.Background(), "metrics.a.b.c"); err != nil || info.Messages != 1 {
+	if info, err := e.api.Info(context.Background(), "metrics.a.b.c"); err != nil || info.Messages != 1 {
 		t.Fatalf("INFO metrics.a.b.c: %+v, %v", info, err)
 	}
 }
@@ -141,8 +142,8 @@ func TestHeadersAndDataArePreservedExactly(t *testing.T) {
 		}
 	}
 	// REPLAY delivers the same headers, plus its own three.
-	var replayed []messages.ReplayedRecord
-	_, err := e.client.Replay(context.Background(), "exact.headers", messages.ReplayRequest{}, func(r messages.ReplayedRecord) error {
+	var replayed []client.ReplayedRecord
+	_, err := e.api.Replay(context.Background(), "exact.headers", messages.ReplayRequest{}, func(r client.ReplayedRecord) error {
 		replayed = append(replayed, r)
 		return nil
 	})
@@ -214,23 +215,23 @@ func TestTwoVoiksSharingNATSEachAnswerOnTheirOwnPrefix(t *testing.T) {
 	paymentsCfg := harness.TestConfig(t, orders.server.ClientURL())
 	paymentsCfg.Subjects, paymentsCfg.APIPrefix = "payments.>", "PAYMENTS.API"
 	harness.StartVoik(t, paymentsCfg)
-	payments := messages.NewClient(orders.nc, paymentsCfg.APIPrefix)
+	payments := client.New(orders.nc, paymentsCfg.APIPrefix)
 
 	orders.appendAcked("orders.eu", nil, []byte("an order"))
 	orders.appendAcked("payments.eu", nil, []byte("a payment"))
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
 	for _, c := range []struct {
-		client  *messages.Client
+		api     *client.Client
 		subject string
 		data    string // "": 404
 	}{
-		{orders.client, "orders.eu", "an order"},
-		{orders.client, "payments.eu", ""},
+		{orders.api, "orders.eu", "an order"},
+		{orders.api, "payments.eu", ""},
 		{payments, "payments.eu", "a payment"},
 		{payments, "orders.eu", ""},
 	} {
-		reply, err := c.client.Fetch(ctx, c.subject, messages.FetchRequest{})
+		reply, err := c.api.Fetch(ctx, c.subject, messages.FetchRequest{})
 		switch {
 		case c.data == "" && !isCode(err, messages.CodeNotFound):
 			t.Errorf("FETCH %s from the voik that does not capture it: %+v, %v; want 404", c.subject, reply, err)

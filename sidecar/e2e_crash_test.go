@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/voik/voik/client"
 	"github.com/voik/voik/harness"
 	"github.com/voik/voik/messages"
 )
@@ -140,12 +141,12 @@ func TestAckedAppendsSurviveKillMinus9OfTheVoikProcess(t *testing.T) {
 }
 
 // fetchEverything reads a whole log through client.
-func fetchEverything(t *testing.T, ctx context.Context, client *messages.Client, subject string) []messages.Record {
+func fetchEverything(t *testing.T, ctx context.Context, api *client.Client, subject string) []messages.Record {
 	t.Helper()
 	var all []messages.Record
 	req := messages.FetchRequest{MaxMessages: messages.MaxMessagesCap}
 	for {
-		reply, err := client.Fetch(ctx, subject, req)
+		reply, err := api.Fetch(ctx, subject, req)
 		if err != nil {
 			t.Fatalf("fetch %s: %v", subject, err)
 		}

@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
+	"github.com/voik/voik/client"
 	"github.com/voik/voik/harness"
 	"github.com/voik/voik/messages"
 )
@@ -60,7 +61,7 @@ func TestVoiksOwnRepliesAndAcksAreNotDeliveredBackToCapture(t *testing.T) {
 	const fetches = 20
 	for range fetches {
 		offset := uint64(0)
-		reply, err := e.client.Fetch(context.Background(), "echo.data", messages.FetchRequest{Offset: &offset})
+		reply, err := e.api.Fetch(context.Background(), "echo.data", messages.FetchRequest{Offset: &offset})
 		if err != nil || len(reply.Records) != 10 {
 			t.Fatalf("fetch: %v %+v", err, reply)
 		}
@@ -87,11 +88,11 @@ func TestRepliesToACustomInboxThatCaptureCoversAreNotStored(t *testing.T) {
 	e.flush()
 	e.waitForEnd("custom.data", 1)
 	nc := harness.Connect(t, e.server.ClientURL(), nats.CustomInboxPrefix("myapp.inbox"))
-	client := messages.NewClient(nc, e.prefix())
+	api := client.New(nc, e.prefix())
 	const fetches = 5
 	for range fetches {
 		offset := uint64(0)
-		if reply, err := client.Fetch(context.Background(), "custom.data", messages.FetchRequest{Offset: &offset}); err != nil || len(reply.Records) != 1 {
+		if reply, err := api.Fetch(context.Background(), "custom.data", messages.FetchRequest{Offset: &offset}); err != nil || len(reply.Records) != 1 {
 			t.Fatalf("fetch with a custom inbox: %v %+v", err, reply)
 		}
 	}

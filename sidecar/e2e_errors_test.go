@@ -133,7 +133,7 @@ func TestOffsetBelowFirstOffsetAfterRetentionIs416(t *testing.T) {
 	}
 	e.flush()
 	e.waitForEnd("retained", 300)
-	info, err := e.client.Info(context.Background(), "retained")
+	info, err := e.api.Info(context.Background(), "retained")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -194,7 +194,7 @@ func TestFetchMaxBytesCountsDataAndHeadersAndAlwaysReturnsTheFirstRecord(t *test
 	}
 	// Voik-Ack: 1 is stored too (8+1 bytes): each record is 97 + 3 + 9 = 109.
 	const size uint64 = 97 + 3 + uint64(len(messages.HeaderAck)) + 1
-	info, err := e.client.Info(context.Background(), "sized")
+	info, err := e.api.Info(context.Background(), "sized")
 	if err != nil || info.Bytes != 10*size {
 		t.Fatalf("info %+v, %v; want %d bytes", info, err, 10*size)
 	}

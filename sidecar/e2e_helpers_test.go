@@ -3,7 +3,7 @@ package sidecar_test
 // Helpers of the end-to-end suite (the e2e_*_test.go files): a NATS
 // server on a random 127.0.0.1 port, voik in-process against it, a plain
 // client connection, and raw MessagePack requests whose replies are checked
-// key by key against ../shared/PROTOCOL.md.
+// key by key against the wire contract (docs/protocol.md).
 
 import (
 	"bytes"
@@ -21,6 +21,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 	"github.com/vmihailenco/msgpack/v5/msgpcode"
 
+	"github.com/voik/voik/client"
 	"github.com/voik/voik/config"
 	"github.com/voik/voik/harness"
 	"github.com/voik/voik/messages"
@@ -35,7 +36,7 @@ type e2e struct {
 	server *server.Server
 	voik   *harness.Voik
 	nc     *nats.Conn
-	client *messages.Client
+	api    *client.Client
 }
 
 // start runs NATS and voik with the test configuration.
@@ -52,7 +53,7 @@ func startWith(t *testing.T, natsOpts []harness.NATSOption, configure func(*conf
 	}
 	e := &e2e{t: t, server: ns, voik: harness.StartVoik(t, cfg)}
 	e.nc = harness.Connect(t, ns.ClientURL())
-	e.client = messages.NewClient(e.nc, cfg.APIPrefix)
+	e.api = client.New(e.nc, cfg.APIPrefix)
 	return e
 }
 
@@ -71,7 +72,7 @@ func (e *e2e) appendAcked(subject string, headers nats.Header, data []byte) *mes
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
-	ack, err := e.client.Append(ctx, subject, headers, data)
+	ack, err := e.api.Append(ctx, subject, headers, data)
 	if err != nil {
 		e.t.Fatalf("acked append to %s: %v", subject, err)
 	}
@@ -103,7 +104,7 @@ func (e *e2e) flush() {
 func (e *e2e) waitForEnd(subject string, end uint64) {
 	e.t.Helper()
 	harness.Eventually(e.t, 30*time.Second, fmt.Sprintf("%s to reach end offset %d", subject, end), func() bool {
-		info, err := e.client.Info(context.Background(), subject)
+		info, err := e.api.Info(context.Background(), subject)
 		return err == nil && info.EndOffset >= end
 	})
 }
@@ -111,7 +112,7 @@ func (e *e2e) waitForEnd(subject string, end uint64) {
 // fetch is a FETCH through the Go client that must succeed.
 func (e *e2e) fetch(subject string, req messages.FetchRequest) *messages.FetchReply {
 	e.t.Helper()
-	reply, err := e.client.Fetch(context.Background(), subject, req)
+	reply, err := e.api.Fetch(context.Background(), subject, req)
 	if err != nil {
 		e.t.Fatalf("fetch %s %+v: %v", subject, req, err)
 	}
@@ -140,7 +141,7 @@ func (e *e2e) fetchAll(subject string) []messages.Record {
 // snapshot is everything voik holds: every subject's records.
 func (e *e2e) snapshot() map[string][]messages.Record {
 	e.t.Helper()
-	reply, err := e.client.Subjects(context.Background(), messages.SubjectsRequest{Limit: 1 << 20})
+	reply, err := e.api.Subjects(context.Background(), messages.SubjectsRequest{Limit: 1 << 20})
 	if err != nil {
 		e.t.Fatalf("subjects: %v", err)
 	}
@@ -154,7 +155,7 @@ func (e *e2e) snapshot() map[string][]messages.Record {
 // subjects lists every stored subject matching filter.
 func (e *e2e) subjects(filter string) []string {
 	e.t.Helper()
-	reply, err := e.client.Subjects(context.Background(), messages.SubjectsRequest{Filter: filter, Limit: 1 << 20})
+	reply, err := e.api.Subjects(context.Background(), messages.SubjectsRequest{Filter: filter, Limit: 1 << 20})
 	if err != nil {
 		e.t.Fatalf("subjects %q: %v", filter, err)
 	}

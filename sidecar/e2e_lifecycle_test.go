@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
+	"github.com/voik/voik/client"
 	"github.com/voik/voik/harness"
 	"github.com/voik/voik/messages"
 	"github.com/voik/voik/sidecar"
@@ -98,8 +99,8 @@ func TestVoikStartedBeforeNATSRetriesAndCapturesOnceNATSIsUp(t *testing.T) {
 	}
 	ns := harness.StartNATS(t, harness.WithOptions(func(o *server.Options) { o.Port = port }))
 	waitUntil(t, s.Started(), 30*time.Second, "voik to start once NATS is up")
-	client := messages.NewClient(harness.Connect(t, ns.ClientURL()), "")
-	if ack, err := client.Append(context.Background(), "late.nats", nil, []byte("x")); err != nil || ack.Offset != 0 {
+	api := client.New(harness.Connect(t, ns.ClientURL()), "")
+	if ack, err := api.Append(context.Background(), "late.nats", nil, []byte("x")); err != nil || ack.Offset != 0 {
 		t.Fatalf("append: %+v, %v", ack, err)
 	}
 	stop() // while NATS is still up
@@ -176,12 +177,12 @@ func TestWithoutANATSURLVoikRunsAnEmbeddedServerAndCapturesThere(t *testing.T) {
 	if !strings.HasPrefix(url, "nats://127.0.0.1:") {
 		t.Fatalf("embedded server at %q, want 127.0.0.1", url)
 	}
-	client := messages.NewClient(harness.Connect(t, url), "")
-	ack, err := client.Append(context.Background(), "embedded.capture", nil, []byte("x"))
+	api := client.New(harness.Connect(t, url), "")
+	ack, err := api.Append(context.Background(), "embedded.capture", nil, []byte("x"))
 	if err != nil || ack.Offset != 0 {
 		t.Fatalf("append through the embedded server: %+v, %v", ack, err)
 	}
-	if reply, err := client.Fetch(context.Background(), "embedded.capture", messages.FetchRequest{}); err != nil || len(reply.Records) != 1 {
+	if reply, err := api.Fetch(context.Background(), "embedded.capture", messages.FetchRequest{}); err != nil || len(reply.Records) != 1 {
 		t.Fatalf("fetch: %+v, %v", reply, err)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/voik/voik/client"
 	"github.com/voik/voik/config"
 	"github.com/voik/voik/harness"
 	"github.com/voik/voik/messages"
@@ -309,10 +310,10 @@ func TestAFrozenNATSServerTurnsReadyzNotReadyWithinTenSeconds(t *testing.T) {
 	proxy.Thaw()
 	harness.Eventually(t, 30*time.Second, "/readyz 200 once NATS answers again", func() bool { return readyz() == http.StatusOK })
 	nc := harness.Connect(t, ns.ClientURL())
-	client := messages.NewClient(nc, cfg.APIPrefix)
+	api := client.New(nc, cfg.APIPrefix)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	if _, err := client.Append(ctx, "frozen.after", nil, []byte("x")); err != nil {
+	if _, err := api.Append(ctx, "frozen.after", nil, []byte("x")); err != nil {
 		t.Fatalf("acked append after the thaw: %v", err)
 	}
 }

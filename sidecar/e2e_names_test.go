@@ -75,7 +75,7 @@ func TestUnusualSubjectsRoundTripAndNothingIsWrittenOutsideTheDataDir(t *testing
 				reply.Records[0].Headers["I"][0] != string(rune('a'+i)) {
 				t.Fatalf("%s: FETCH %.40q: %+v", when, s, reply)
 			}
-			info, err := e.client.Info(context.Background(), s)
+			info, err := e.api.Info(context.Background(), s)
 			if err != nil || info.Subject != s {
 				t.Fatalf("%s: INFO %.40q: %+v, %v", when, s, info, err)
 			}

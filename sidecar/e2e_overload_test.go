@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/voik/voik/client"
 	"github.com/voik/voik/harness"
 	"github.com/voik/voik/messages"
 )
@@ -33,10 +34,10 @@ const (
 
 // overloadWorld is a NATS server, voik as a child, and a client.
 type overloadWorld struct {
-	t   *testing.T
-	p   *harness.VoikProcess
-	nc  *nats.Conn
-	api string // the API prefix
+	t      *testing.T
+	p      *harness.VoikProcess
+	nc     *nats.Conn
+	prefix string // the API prefix
 }
 
 // startOverload runs nats-server (with voik's user as docs/operations.md
@@ -51,7 +52,7 @@ func startOverload(t *testing.T, bin, filters string) *overloadWorld {
 	if filters == ">" {
 		cfg.NatsUser, cfg.NatsPassword = harness.VoikUser, harness.VoikPassword
 	}
-	w := &overloadWorld{t: t, p: harness.StartVoikProcess(t, bin, cfg), api: cfg.APIPrefix}
+	w := &overloadWorld{t: t, p: harness.StartVoikProcess(t, bin, cfg), prefix: cfg.APIPrefix}
 	w.nc = harness.Connect(t, ns.URL)
 	if int64(cfg.ReplyBudget) != overloadBudget {
 		t.Fatalf("test config's reply budget %d is not the default %d", cfg.ReplyBudget, overloadBudget)
@@ -76,10 +77,10 @@ func (w *overloadWorld) publish(subject string, n int) {
 }
 
 // endOffset asks INFO for subject's end offset (0 when it has no log).
-func (w *overloadWorld) endOffset(client *messages.Client, subject string) (uint64, error) {
+func (w *overloadWorld) endOffset(api *client.Client, subject string) (uint64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	info, err := client.Info(ctx, subject)
+	info, err := api.Info(ctx, subject)
 	if isCode(err, 404) {
 		return 0, nil
 	}
@@ -93,11 +94,11 @@ func (w *overloadWorld) endOffset(client *messages.Client, subject string) (uint
 // many it holds if they stop coming.
 func (w *overloadWorld) waitStored(subject string, want uint64) {
 	w.t.Helper()
-	client := messages.NewClient(w.nc, w.api)
+	api := client.New(w.nc, w.prefix)
 	var end uint64
 	w.eventually(60*time.Second, fmt.Sprintf("%d records of %s stored", want, subject), func() bool {
 		var err error
-		end, err = w.endOffset(client, subject)
+		end, err = w.endOffset(api, subject)
 		return err == nil && end >= want
 	})
 	if end != want {
@@ -170,7 +171,7 @@ type prober struct {
 
 func (w *overloadWorld) startProber(url, subject string) *prober {
 	nc := harness.Connect(w.t, url)
-	client := messages.NewClient(nc, w.api)
+	api := client.New(nc, w.prefix)
 	p := &prober{stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(p.done)
@@ -180,18 +181,18 @@ func (w *overloadWorld) startProber(url, subject string) *prober {
 			// INFO, then a page of 100 records: the flood's share of the
 			// budget leaves room for another reader's pages.
 			start := time.Now()
-			_, err := w.endOffset(client, subject)
+			_, err := w.endOffset(api, subject)
 			if err == nil {
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 				offset := uint64(0)
 				var page *messages.FetchReply
-				if page, err = client.Fetch(ctx, subject, messages.FetchRequest{Offset: &offset, MaxMessages: 100}); err == nil && len(page.Records) == 0 {
+				if page, err = api.Fetch(ctx, subject, messages.FetchRequest{Offset: &offset, MaxMessages: 100}); err == nil && len(page.Records) == 0 {
 					err = fmt.Errorf("an empty page")
 				}
 				if err == nil {
 					// An acknowledged append: capture's acks are not held
 					// up by readers either.
-					_, err = client.Append(ctx, "flood.acked", nil, []byte("probe"))
+					_, err = api.Append(ctx, "flood.acked", nil, []byte("probe"))
 				}
 				cancel()
 			}
@@ -271,7 +272,7 @@ func TestReadFloodCostsCaptureNothingAndVoikStaysWithinTheReplyBudget(t *testing
 			w.waitStored("flood.history", overloadHistory)
 
 			flood := &harness.ReadFlood{
-				Subject:  w.api + ".FETCH.flood.history",
+				Subject:  w.prefix + ".FETCH.flood.history",
 				Body:     encode(t, map[string]any{"offset": 0, "max_messages": 10000}),
 				Rate:     3000,
 				Duration: 5 * time.Second,
@@ -326,7 +327,7 @@ func TestFiveThousandLongPollsCostCaptureNothing(t *testing.T) {
 	inbox := newInboxCollector(t, pollConn, polls)
 	body := encode(t, map[string]any{"offset": 1, "wait_ms": 60000})
 	for i := range polls {
-		if err := pollConn.PublishRequest(w.api+".FETCH.flood.history", inbox.replyTo(i), body); err != nil {
+		if err := pollConn.PublishRequest(w.prefix+".FETCH.flood.history", inbox.replyTo(i), body); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/voik/voik/client"
 	"github.com/voik/voik/harness"
 	"github.com/voik/voik/messages"
 )
@@ -63,7 +64,7 @@ func TestRecordThatCannotFitInAReplyIs413AndTheReaderCanStepOverIt(t *testing.T)
 	// stores it, but no FETCH reply can hold it with its envelope.
 	e.publish("too.big", nil, pattern(smallPayload, 1))
 	e.appendAcked("too.big", nil, []byte("small 2"))
-	info, err := e.client.Info(context.Background(), "too.big")
+	info, err := e.api.Info(context.Background(), "too.big")
 	if err != nil || info.EndOffset != 3 || info.Bytes != uint64(smallPayload+2*len("small 0")+2*len("Voik-Ack1")) {
 		t.Fatalf("info %+v, %v", info, err)
 	}
@@ -142,7 +143,7 @@ func TestReplayReplacesARecordThatNoLongerFitsWithA413Marker(t *testing.T) {
 	wantEndMarker(t, final, messages.StatusEnd, 3)
 	// The Go client reports it as TooLarge.
 	var got []string
-	if _, err := e.client.Replay(context.Background(), "replay.big", messages.ReplayRequest{}, func(r messages.ReplayedRecord) error {
+	if _, err := e.api.Replay(context.Background(), "replay.big", messages.ReplayRequest{}, func(r client.ReplayedRecord) error {
 		got = append(got, fmt.Sprintf("%d:%v:%d", r.Offset, r.TooLarge, len(r.Data)))
 		return nil
 	}); err != nil {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/voik/voik/client"
 	"github.com/voik/voik/messages"
 )
 
@@ -32,18 +33,18 @@ func TestReadRangePipelinesPagesAndLosesNothing(t *testing.T) {
 	e.waitForEnd("ranged", n)
 	for _, c := range []struct {
 		from, to uint64
-		opts     messages.ReadOptions
+		opts     client.ReadOptions
 	}{
-		{0, n, messages.ReadOptions{Depth: 3, MaxBytes: 20_000}},
-		{517, 1703, messages.ReadOptions{Depth: 8, MaxBytes: 7_000}},
-		{0, n, messages.ReadOptions{}},
-		{0, n, messages.ReadOptions{MaxBytes: 5_000}}, // the default depth: sixteen small pages in flight
-		{n - 1, n, messages.ReadOptions{}},
-		{n, n, messages.ReadOptions{}},
+		{0, n, client.ReadOptions{Depth: 3, MaxBytes: 20_000}},
+		{517, 1703, client.ReadOptions{Depth: 8, MaxBytes: 7_000}},
+		{0, n, client.ReadOptions{}},
+		{0, n, client.ReadOptions{MaxBytes: 5_000}}, // the default depth: sixteen small pages in flight
+		{n - 1, n, client.ReadOptions{}},
+		{n, n, client.ReadOptions{}},
 	} {
 		name := fmt.Sprintf("[%d,%d) depth %d max_bytes %d", c.from, c.to, c.opts.Depth, c.opts.MaxBytes)
 		next, pages := c.from, 0
-		err := e.client.ReadRange(t.Context(), "ranged", c.from, c.to, c.opts, func(records []messages.Record) error {
+		err := e.api.ReadRange(t.Context(), "ranged", c.from, c.to, c.opts, func(records []messages.Record) error {
 			pages++
 			for _, r := range records {
 				if r.Offset != next || !bytes.Equal(r.Data, sizedRecord(int(next))) {
@@ -70,13 +71,13 @@ func TestReadRangeErrors(t *testing.T) {
 	}
 	e.flush()
 	e.waitForEnd("short", 50)
-	err := e.client.ReadRange(t.Context(), "short", 0, 80, messages.ReadOptions{MaxBytes: 10_000}, func([]messages.Record) error { return nil })
+	err := e.api.ReadRange(t.Context(), "short", 0, 80, client.ReadOptions{MaxBytes: 10_000}, func([]messages.Record) error { return nil })
 	if err == nil || !strings.Contains(err.Error(), "no record at offset 50") {
 		t.Fatalf("reading past the end: %v", err)
 	}
 	stop := errors.New("enough")
 	calls := 0
-	err = e.client.ReadRange(t.Context(), "short", 0, 50, messages.ReadOptions{MaxBytes: 5_000}, func([]messages.Record) error {
+	err = e.api.ReadRange(t.Context(), "short", 0, 50, client.ReadOptions{MaxBytes: 5_000}, func([]messages.Record) error {
 		calls++
 		return stop
 	})

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/voik/voik/client"
 	"github.com/voik/voik/messages"
 )
 
@@ -279,7 +280,7 @@ func TestClientReplayWithASlowCallbackLosesNothing(t *testing.T) {
 	e.flush()
 	e.waitForEnd("replay.slow", n)
 	next := uint64(0)
-	_, err := e.client.Replay(context.Background(), "replay.slow", messages.ReplayRequest{}, func(r messages.ReplayedRecord) error {
+	_, err := e.api.Replay(context.Background(), "replay.slow", messages.ReplayRequest{}, func(r client.ReplayedRecord) error {
 		if r.Offset != next || string(r.Data) != strconv.Itoa(int(next)) {
 			return fmt.Errorf("record %d (%q), want %d", r.Offset, r.Data, next)
 		}

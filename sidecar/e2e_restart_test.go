@@ -31,7 +31,7 @@ func TestRestartOnTheSameDataDirKeepsEverythingAndOffsetsContinue(t *testing.T) 
 	before := e.snapshot()
 	infos := map[string]*messages.InfoReply{}
 	for _, s := range subjects {
-		info, err := e.client.Info(context.Background(), s)
+		info, err := e.api.Info(context.Background(), s)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -47,7 +47,7 @@ func TestRestartOnTheSameDataDirKeepsEverythingAndOffsetsContinue(t *testing.T) 
 			t.Fatalf("restart %d changed the stored records", round)
 		}
 		for _, s := range subjects {
-			info, err := e.client.Info(context.Background(), s)
+			info, err := e.api.Info(context.Background(), s)
 			if err != nil || !reflect.DeepEqual(info, infos[s]) {
 				t.Fatalf("restart %d: INFO %s\n got %+v, %v\nwant %+v", round, s, info, err, infos[s])
 			}

@@ -1,6 +1,6 @@
 // Package sidecar is the voik service: it connects to NATS (or starts an
 // embedded server), captures the configured subjects into a
-// logstore.Store, answers the request/reply API of ../shared/PROTOCOL.md,
+// logstore.Store, answers the request/reply API of docs/protocol.md,
 // serves /healthz, /readyz and /metrics, and shuts down without losing
 // what it accepted.
 //

@@ -196,7 +196,7 @@ func (r *Report) runSizes(ctx context.Context, opts *Options, repeat int) error 
 			if len(opts.Parts) > 0 && !slices.Contains(opts.Parts, part.name) {
 				continue
 			}
-			e := newEnv(ctx, fmt.Sprintf("%s %s", sizeName(size), part.name), opts.Progress)
+			e := newEnv(fmt.Sprintf("%s %s", sizeName(size), part.name), opts.Progress)
 			if err := e.run(part.fn); err != nil {
 				r.Errors = append(r.Errors, err.Error())
 			}

@@ -3,9 +3,12 @@ package bench
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -63,9 +66,31 @@ func TestRunSmall(t *testing.T) {
 	}
 	var out strings.Builder
 	r.Write(&out)
-	for _, want := range []string{"voik capture", "JetStream pull consumer", "targets at 1KiB", "capture voik/ceiling"} {
+	for _, want := range []string{"voik capture", "JetStream pull consumer", "targets at 1KiB", "capture voik/ceiling", "history voik FETCH/fastest JetStream reader ("} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+	// voik's FETCH against each JetStream reader, and against the fastest.
+	ratios := map[string]Ratio{}
+	for _, ratio := range r.Ratios {
+		ratios[ratio.Name] = ratio
+	}
+	for _, reader := range jsReaders {
+		if ratio, ok := ratios["history voik FETCH/"+reader]; !ok || ratio.Value <= 0 {
+			t.Errorf("no ratio of voik's FETCH to %s: %+v", reader, r.Ratios)
+		}
+	}
+	fastest, failed := r.fastestJSReader(1024)
+	if fastest == nil || len(failed) > 0 {
+		t.Errorf("fastest JetStream reader %+v, not counted %v", fastest, failed)
+	} else {
+		if ratio := ratios["history voik FETCH/fastest JetStream reader"]; ratio.Ref != fastest.Scenario || ratio.Value != r.rate(1024, ScenarioVoikFetch, fastest.Scenario) {
+			t.Errorf("ratio to the fastest reader %+v, want against %s", ratio, fastest.Scenario)
+		}
+		target := findTarget(r, "FETCH history vs fastest JetStream reader")
+		if target == nil || target.Got <= 0 || !strings.Contains(target.Note, "fastest: "+fastest.Scenario+",") {
+			t.Errorf("FETCH target %+v, want a ratio against %s, named in the note", target, fastest.Scenario)
 		}
 	}
 	if err := r.WriteJSON(filepath.Join(t.TempDir(), "bench.json")); err != nil {
@@ -218,22 +243,185 @@ func TestFloodTargetsTakeTheWorstRepeat(t *testing.T) {
 	}
 }
 
+// A Fatal ends the scenario as it ends a test: nothing after it runs, the
+// scenario's deferred calls do (the flood part stops its flood in one),
+// then the cleanups, last registered first, then the temporary
+// directories go; the error carries the message.
 func TestEnvFatalEndsTheScenarioAndRunsCleanups(t *testing.T) {
 	var log strings.Builder
-	e := newEnv(context.Background(), "scenario", &log)
-	var order []string
+	e := newEnv("scenario", &log)
+	var order []string // appended to by one goroutine at a time: run waits for each
+	var dir string
 	err := e.run(func(e *Env) {
-		dir := e.TempDir()
+		dir = e.TempDir()
+		defer func() { order = append(order, "deferred") }()
 		e.Cleanup(func() { order = append(order, "first") })
-		e.Cleanup(func() { order = append(order, "second:"+filepath.Base(dir)) })
+		e.Cleanup(func() { order = append(order, "second") })
 		e.Fatalf("stop here")
 		order = append(order, "after Fatal")
 	})
 	if err == nil || !strings.Contains(err.Error(), "stop here") {
 		t.Fatalf("err %v, want the Fatal message", err)
 	}
-	if len(order) != 2 || order[0][:6] != "second" || order[1] != "first" {
-		t.Fatalf("cleanups ran as %v; want last registered first, and nothing after Fatal", order)
+	if !slices.Equal(order, []string{"deferred", "second", "first"}) {
+		t.Fatalf("ran %v; want the deferred call, then the cleanups last registered first, and nothing after Fatal", order)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("temp dir %s still there: %v", dir, err)
+	}
+	if !strings.Contains(log.String(), "scenario: FAIL: stop here") {
+		t.Errorf("log %q lacks the failure", log.String())
+	}
+}
+
+// A cleanup that calls Fatal ends itself only: the cleanups registered
+// before it still run, and both failures are reported. A panic in the
+// scenario is recorded as a failure, not a crash of the program.
+func TestEnvFatalInACleanupAndAPanic(t *testing.T) {
+	var log strings.Builder
+	e := newEnv("scenario", &log)
+	var order []string
+	err := e.run(func(e *Env) {
+		e.Cleanup(func() { order = append(order, "first") })
+		e.Cleanup(func() {
+			e.Fatal("cleanup failed")
+			order = append(order, "after the cleanup's Fatal")
+		})
+		e.Errorf("goes on")
+		order = append(order, "after Errorf")
+		panic("a bug")
+	})
+	if !slices.Equal(order, []string{"after Errorf", "first"}) {
+		t.Errorf("ran %v; want the scenario up to its panic, then the first cleanup", order)
+	}
+	for _, want := range []string{"goes on", "panic: a bug", "cleanup failed"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("err %v lacks %q", err, want)
+		}
+	}
+	if ok := newEnv("fine", &log).run(func(e *Env) { e.Logf("nothing wrong") }); ok != nil {
+		t.Errorf("a scenario that did not fail: %v", ok)
+	}
+}
+
+func findTarget(r *Report, name string) *Target {
+	for i := range r.Targets {
+		if r.Targets[i].Name == name {
+			return &r.Targets[i]
+		}
+	}
+	return nil
+}
+
+// The FETCH target is stated against the fastest JetStream reader of the
+// run, whichever it is, and its note names it; each repeat's ratio is
+// against that repeat's fastest; a reader that failed is not counted but
+// named; the ratio to each reader is printed.
+func TestFetchTargetIsAgainstTheFastestJetStreamReader(t *testing.T) {
+	r := &Report{Runs: []Figure{
+		{Size: 1024, Repeat: 1, Scenario: ScenarioVoikCapture, Messages: 300_000, Done: 300_000, MsgPerS: 1},
+		{Size: 1024, Repeat: 1, Scenario: ScenarioVoikFetch, Messages: 10, Done: 10, MsgPerS: 900},
+		{Size: 1024, Repeat: 1, Scenario: ScenarioJSPull, Messages: 10, Done: 10, MsgPerS: 200},
+		{Size: 1024, Repeat: 1, Scenario: ScenarioJSOrdered, Messages: 10, Done: 10, MsgPerS: 250},
+		{Size: 1024, Repeat: 1, Scenario: ScenarioJSLegacyPull, Messages: 10, Done: 10, MsgPerS: 300},
+		{Size: 1024, Repeat: 1, Scenario: ScenarioJSLegacyOrdered, Messages: 10, Done: 10, MsgPerS: 450},
+		{Size: 1024, Repeat: 2, Scenario: ScenarioVoikFetch, Messages: 10, Done: 10, MsgPerS: 800},
+		{Size: 1024, Repeat: 2, Scenario: ScenarioJSPull, Messages: 10, Done: 10, MsgPerS: 200},
+		{Size: 1024, Repeat: 2, Scenario: ScenarioJSOrdered, Messages: 10, Done: 10, MsgPerS: 250},
+		{Size: 1024, Repeat: 2, Scenario: ScenarioJSLegacyPull, Messages: 10, Done: 10, MsgPerS: 400},
+		// Faster than all, but stalled: not counted.
+		{Size: 1024, Repeat: 2, Scenario: ScenarioJSLegacyOrdered, Messages: 10, Done: 5, MsgPerS: 5000, Err: "stalled"},
+	}}
+	r.compare()
+	target := findTarget(r, "FETCH history vs fastest JetStream reader")
+	if target == nil {
+		t.Fatalf("no FETCH target in %+v", r.Targets)
+	}
+	// The legacy ordered consumer failed in repeat 2, so the legacy pull's
+	// best (400) is the fastest: 900/400.
+	if target.Got != 2.25 || !target.Met || target.Want != ">= 1.0" {
+		t.Errorf("target %+v: want 2.25 (900 over the legacy pull's 400), met against >= 1.0", target)
+	}
+	for _, want := range []string{"fastest: " + ScenarioJSLegacyPull + ", 400 msg/s", "repeat by repeat: 2.00, 2.00", "not counted: " + ScenarioJSLegacyOrdered + " (stalled)"} {
+		if !strings.Contains(target.Note, want) {
+			t.Errorf("note %q lacks %q", target.Note, want)
+		}
+	}
+	got := map[string]Ratio{}
+	for _, ratio := range r.Ratios {
+		got[ratio.Name] = ratio
+	}
+	for name, want := range map[string]float64{
+		"history voik FETCH/" + ScenarioJSPull:        4.5,
+		"history voik FETCH/" + ScenarioJSOrdered:     3.6,
+		"history voik FETCH/" + ScenarioJSLegacyPull:  2.25,
+		"history voik FETCH/fastest JetStream reader": 2.25,
+	} {
+		if got[name].Value != want {
+			t.Errorf("ratio %q = %v, want %v", name, got[name].Value, want)
+		}
+	}
+	if _, ok := got["history voik FETCH/"+ScenarioJSLegacyOrdered]; ok {
+		t.Errorf("a ratio to the reader that failed: %+v", r.Ratios)
+	}
+	if ref := got["history voik FETCH/fastest JetStream reader"].Ref; ref != ScenarioJSLegacyPull {
+		t.Errorf("the fastest reader's ratio names %q", ref)
+	}
+	var out strings.Builder
+	r.Write(&out)
+	if want := "history voik FETCH/fastest JetStream reader (" + ScenarioJSLegacyPull + ") 2.25"; !strings.Contains(out.String(), want) {
+		t.Errorf("report lacks %q:\n%s", want, out.String())
+	}
+}
+
+// A push reader the server stops feeding fails after the stall with how
+// far it got; one that reads everything returns at once.
+func TestAwaitAllEndsAtTheStall(t *testing.T) {
+	var read atomic.Int64
+	read.Store(3)
+	start := time.Now()
+	err := awaitAll(make(chan struct{}), &read, 10, 50*time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), "stalled: 3 of 10 messages read") {
+		t.Errorf("err %v, want a stall at 3 of 10", err)
+	}
+	if waited := time.Since(start); waited > 5*time.Second {
+		t.Errorf("waited %v for a 50ms stall", waited)
+	}
+	all := make(chan struct{})
+	close(all)
+	if err := awaitAll(all, &read, 3, time.Hour); err != nil {
+		t.Errorf("a finished read: %v", err)
+	}
+}
+
+// voikbench is a program: it must not link the testing package (its
+// flags and init) through harness or harness/bench, which is why they
+// take harness.TB and not testing.TB. A package that imports testing is
+// named.
+func TestVoikbenchDoesNotLinkTesting(t *testing.T) {
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		goTool = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
+		if _, err := os.Stat(goTool); err != nil {
+			t.Skip("no go tool to list voikbench's dependencies")
+		}
+	}
+	out, err := exec.Command(goTool, "list", "-deps", "-f", "{{.ImportPath}}: {{join .Imports \" \"}}", "github.com/voik/voik/harness/cmd/voikbench").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	deps := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(deps) < 10 {
+		t.Fatalf("go list printed only %q", out)
+	}
+	for _, line := range deps {
+		pkg, imports, _ := strings.Cut(line, ": ")
+		if pkg == "testing" {
+			t.Errorf("voikbench links the testing package")
+		}
+		if slices.Contains(strings.Fields(imports), "testing") {
+			t.Errorf("%s imports testing", pkg)
+		}
 	}
 }
 

@@ -17,10 +17,14 @@
 //     window of 256 (where waiting for a sync shows in every round trip)
 //     and of 4000 (nats.go's default limit of pending async publishes,
 //     JetStream as it comes);
-//  6. voik FETCH of the whole history (messages.Client.ReadRange with
+//  6. voik FETCH of the whole history (client.Client.ReadRange with
 //     its default read-ahead), and single-record fetches;
-//  7. JetStream reads of the same history: pull consumer, ordered
-//     consumer, and single-message gets;
+//  7. JetStream reads of the same history, every way nats.go offers: the
+//     jetstream package's pull and ordered consumers, the older
+//     nats.JetStreamContext's js.PullSubscribe with a Fetch(1000) loop and
+//     its ordered push consumer (js.Subscribe with OrderedConsumer); and
+//     single-message gets. The report states voik's FETCH against the
+//     fastest of the four, and gives its ratio to each;
 //  8. voik REPLAY of the whole history;
 //  9. voik's resources, read from /proc of its child process: peak and
 //     anonymous RSS, CPU seconds per million messages;

@@ -170,7 +170,7 @@ func (s *sizeRun) floodBurst(e *Env, v voikUnderTest, pub *nats.Conn, subject, s
 func (v voikUnderTest) stored(ctx context.Context, subject string) func() int {
 	var last atomic.Int64
 	return func() int {
-		if info, err := v.client.Info(ctx, subject); err == nil {
+		if info, err := v.api.Info(ctx, subject); err == nil {
 			n := int64(info.EndOffset)
 			for old := last.Load(); n > old && !last.CompareAndSwap(old, n); old = last.Load() {
 			}

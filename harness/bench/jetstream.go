@@ -50,8 +50,17 @@ func (s *sizeRun) jetstream(e *Env) {
 	s.add(f)
 	history := got
 
+	// Every way nats.go offers to read a stream's history, one after the
+	// other over the same stream: the report states voik's FETCH against
+	// the fastest of them, not against one a user would not pick.
 	s.add(s.jsPull(e, stream, history))
 	s.add(s.jsOrdered(e, stream, history))
+	legacy, err := nc.JetStream()
+	if err != nil {
+		e.Fatalf("legacy jetstream context: %v", err)
+	}
+	s.add(s.jsLegacyPull(legacy, history))
+	s.add(s.jsLegacyOrdered(legacy, history))
 	s.add(s.jsGetOne(e, stream, history))
 
 	s.jsAcked(e, js, pub, [2]string{ScenarioJSAck, ScenarioJSAckWide}, s.appends, s.appends, "default sync (2m)")
@@ -185,6 +194,116 @@ func (s *sizeRun) jsOrdered(e *Env, stream jetstream.Stream, history int) Figure
 	f.Done = int(read.Load())
 	f.throughput(time.Since(start))
 	return f
+}
+
+// legacyFetchBatch is the batch of the legacy pull reader: the plain
+// sub.Fetch(1000) loop a user of nats.JetStreamContext writes.
+const legacyFetchBatch = 1000
+
+// jsLegacyPull reads the history with nats.go's older API, as its
+// examples do: js.PullSubscribe with an ephemeral consumer and a loop of
+// sub.Fetch(1000), acknowledging nothing (AckNone, like jsPull: with
+// explicit acks a loop that does not ack stalls at max_ack_pending).
+func (s *sizeRun) jsLegacyPull(js nats.JetStreamContext, history int) Figure {
+	f := Figure{Size: s.size, Scenario: ScenarioJSLegacyPull, Messages: history,
+		Note: fmt.Sprintf("js.PullSubscribe + Fetch(%d), ack none", legacyFetchBatch)}
+	var read atomic.Int64
+	stop := watch(s.opts.Progress, "JetStream legacy pull", history, func() int { return int(read.Load()) })
+	defer stop()
+	start := time.Now()
+	sub, err := js.PullSubscribe(captureSubject, "", nats.AckNone(), nats.InactiveThreshold(time.Minute))
+	if err != nil {
+		f.Err = "pull subscribe: " + err.Error()
+		return f
+	}
+	defer sub.Unsubscribe()
+	for int(read.Load()) < history {
+		// MaxWait bounds a fetch that gets nothing: the stall.
+		msgs, err := sub.Fetch(min(legacyFetchBatch, history-int(read.Load())), nats.MaxWait(s.opts.Stall))
+		if err != nil {
+			f.Err = fmt.Sprintf("fetch after %d of %d messages: %v", read.Load(), history, err)
+			break
+		}
+		for _, m := range msgs {
+			if len(m.Data) != s.size && f.Err == "" {
+				f.Err = fmt.Sprintf("message of %d bytes", len(m.Data))
+			}
+		}
+		read.Add(int64(len(msgs)))
+	}
+	f.Done = int(read.Load())
+	f.throughput(time.Since(start))
+	if f.Done > history && f.Err == "" {
+		f.Err = fmt.Sprintf("%d messages read from a stream of %d", f.Done, history)
+	}
+	return f
+}
+
+// jsLegacyOrdered reads the history with nats.go's older API's ordered
+// push consumer, js.Subscribe(subject, callback, OrderedConsumer(),
+// DeliverAll()): the server pushes with flow control, the callback
+// counts. The clock starts before Subscribe, which creates the consumer
+// and starts the delivery.
+func (s *sizeRun) jsLegacyOrdered(js nats.JetStreamContext, history int) Figure {
+	f := Figure{Size: s.size, Scenario: ScenarioJSLegacyOrdered, Messages: history,
+		Note: "js.Subscribe, OrderedConsumer, DeliverAll"}
+	var read, wrongSize atomic.Int64
+	all := make(chan struct{}) // closed at the history-th message
+	n := int64(history)
+	stop := watch(s.opts.Progress, "JetStream legacy ordered", history, func() int { return int(read.Load()) })
+	defer stop()
+	start := time.Now()
+	sub, err := js.Subscribe(captureSubject, func(m *nats.Msg) {
+		if len(m.Data) != s.size {
+			wrongSize.CompareAndSwap(0, int64(len(m.Data))+1)
+		}
+		if read.Add(1) == n {
+			close(all)
+		}
+	}, nats.OrderedConsumer(), nats.DeliverAll())
+	if err != nil {
+		f.Err = "subscribe: " + err.Error()
+		return f
+	}
+	defer sub.Unsubscribe()
+	if err := awaitAll(all, &read, history, s.opts.Stall); err != nil {
+		f.Err = err.Error()
+	}
+	elapsed := time.Since(start)
+	got := read.Load()
+	f.Done = int(min(got, n))
+	f.throughput(elapsed)
+	switch b := wrongSize.Load(); {
+	case f.Err != "":
+	case b > 0:
+		f.Err = fmt.Sprintf("message of %d bytes", b-1)
+	case got > n:
+		f.Err = fmt.Sprintf("%d messages read from a stream of %d", got, n)
+	}
+	return f
+}
+
+// awaitAll waits until all is closed, or until read has not moved for
+// stall: a reader the server stopped feeding, which then fails with how
+// far it got rather than hang the run. The poll is for the stall alone;
+// the end of the read is an event.
+func awaitAll(all <-chan struct{}, read *atomic.Int64, total int, stall time.Duration) error {
+	tick := time.NewTicker(min(stall/10, 100*time.Millisecond))
+	defer tick.Stop()
+	last, lastChange := read.Load(), time.Now()
+	for {
+		select {
+		case <-all:
+			return nil
+		case now := <-tick.C:
+			switch n := read.Load(); {
+			case n != last:
+				last, lastChange = n, now
+			case now.Sub(lastChange) > stall:
+				return fmt.Errorf("stalled: %d of %d messages read, none for %v", n, total, stall)
+			}
+		}
+	}
 }
 
 // jsGetOne times single-message gets (direct get) at random sequences.

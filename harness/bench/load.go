@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/voik/voik/client"
 	"github.com/voik/voik/harness"
 	"github.com/voik/voik/messages"
 )
@@ -265,13 +266,13 @@ func (s *sizeRun) ceiling(e *Env) {
 
 	const prefix = "BENCH.API"
 	pager := startResponder(e, fmt.Sprintf("fetch %s %s %s %d %d", ns.ClientURL(), prefix, captureSubject, s.size, s.messages))
-	client := messages.NewClient(pub, prefix)
+	api := client.New(pub, prefix)
 	cpu = pager.cpu()
-	f = s.readHistory(client, s.messages, ScenarioCeilingFetch)
+	f = s.readHistory(api, s.messages, ScenarioCeilingFetch)
 	f.Note += ", child serving pages from memory"
 	f.CPUus = perMillion(pager.cpu()-cpu, f.Done)
 	s.add(f)
-	f = s.fetchOne(client, s.messages, ScenarioCeilingFetchOne)
+	f = s.fetchOne(api, s.messages, ScenarioCeilingFetchOne)
 	f.Note += ", from memory"
 	s.add(f)
 }

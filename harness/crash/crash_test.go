@@ -24,6 +24,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/voik/voik/client"
 	"github.com/voik/voik/harness"
 	"github.com/voik/voik/messages"
 )
@@ -178,7 +179,7 @@ func publish(ctx context.Context, t *testing.T, nc *nats.Conn, l *ledger, round,
 		if m.Header.Get("Status") == "503" {
 			return // no responders: voik was down
 		}
-		ack, err := messages.DecodeAckReply(m.Data)
+		ack, err := client.DecodeAckReply(m.Data)
 		var apiErr *messages.Error
 		if errors.As(err, &apiErr) {
 			return // an error ack promises nothing
@@ -243,7 +244,7 @@ func cloneHeader(h nats.Header) nats.Header {
 
 // verify reads every subject's whole log and checks it against the
 // ledger.
-func verify(t *testing.T, client *messages.Client, l *ledger) (res verified) {
+func verify(t *testing.T, api *client.Client, l *ledger) (res verified) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -265,7 +266,7 @@ func verify(t *testing.T, client *messages.Client, l *ledger) (res verified) {
 		seen := map[string]bool{}
 		offset := uint64(0)
 		for {
-			reply, err := client.Fetch(ctx, subject, messages.FetchRequest{Offset: &offset, MaxMessages: messages.MaxMessagesCap})
+			reply, err := api.Fetch(ctx, subject, messages.FetchRequest{Offset: &offset, MaxMessages: messages.MaxMessagesCap})
 			if err != nil {
 				if len(l.acked[subject]) == 0 && offset == 0 {
 					break // never acked, maybe never stored: 404 is fine

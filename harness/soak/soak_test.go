@@ -23,6 +23,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/voik/voik/client"
 	"github.com/voik/voik/harness"
 	"github.com/voik/voik/messages"
 )
@@ -122,20 +123,20 @@ func TestSoak(t *testing.T) {
 		})
 	}
 	run("appender", func(ctx context.Context, nc *nats.Conn, rng *rand.Rand) {
-		appendAcked(ctx, messages.NewClient(nc, cfg.APIPrefix), rng, subjects, payload, &c)
+		appendAcked(ctx, client.New(nc, cfg.APIPrefix), rng, subjects, payload, &c)
 	})
 	for f := range 2 {
 		run(fmt.Sprintf("fetcher-%d", f), func(ctx context.Context, nc *nats.Conn, rng *rand.Rand) {
-			fetchPages(ctx, messages.NewClient(nc, cfg.APIPrefix), rng, subjects, &c)
+			fetchPages(ctx, client.New(nc, cfg.APIPrefix), rng, subjects, &c)
 		})
 	}
 	for p := range 4 {
 		run(fmt.Sprintf("poller-%d", p), func(ctx context.Context, nc *nats.Conn, rng *rand.Rand) {
-			longPoll(ctx, messages.NewClient(nc, cfg.APIPrefix), subjects[p*len(subjects)/4], &c)
+			longPoll(ctx, client.New(nc, cfg.APIPrefix), subjects[p*len(subjects)/4], &c)
 		})
 	}
 	run("replayer", func(ctx context.Context, nc *nats.Conn, rng *rand.Rand) {
-		replay(ctx, messages.NewClient(nc, cfg.APIPrefix), rng, subjects, &c)
+		replay(ctx, client.New(nc, cfg.APIPrefix), rng, subjects, &c)
 	})
 
 	start := time.Now()
@@ -254,9 +255,9 @@ func publish(ctx context.Context, nc *nats.Conn, rng *rand.Rand, subjects []stri
 }
 
 // appendAcked sends acked appends one at a time.
-func appendAcked(ctx context.Context, client *messages.Client, rng *rand.Rand, subjects []string, payload []byte, c *counters) {
+func appendAcked(ctx context.Context, api *client.Client, rng *rand.Rand, subjects []string, payload []byte, c *counters) {
 	for ctx.Err() == nil {
-		if _, err := client.Append(ctx, subjects[rng.IntN(len(subjects))], nats.Header{"Soak": {"1"}}, payload); err != nil {
+		if _, err := api.Append(ctx, subjects[rng.IntN(len(subjects))], nats.Header{"Soak": {"1"}}, payload); err != nil {
 			c.appendsUnanswered.Add(1)
 			if ctx.Err() == nil {
 				c.failed("acked append", err)
@@ -269,12 +270,12 @@ func appendAcked(ctx context.Context, client *messages.Client, rng *rand.Rand, s
 }
 
 // fetchPages reads a random subject from its first offset, a few pages.
-func fetchPages(ctx context.Context, client *messages.Client, rng *rand.Rand, subjects []string, c *counters) {
+func fetchPages(ctx context.Context, api *client.Client, rng *rand.Rand, subjects []string, c *counters) {
 	for ctx.Err() == nil {
 		subject := subjects[rng.IntN(len(subjects))]
 		var offset *uint64 // first_offset
 		for range 4 {
-			reply, err := client.Fetch(ctx, subject, messages.FetchRequest{Offset: offset, MaxMessages: 1000})
+			reply, err := api.Fetch(ctx, subject, messages.FetchRequest{Offset: offset, MaxMessages: 1000})
 			if err != nil {
 				if ctx.Err() == nil && !isOutOfRange(err) && !isNotFound(err) {
 					c.failed("fetch", err)
@@ -294,10 +295,10 @@ func fetchPages(ctx context.Context, client *messages.Client, rng *rand.Rand, su
 
 // longPoll follows one subject's newest records with wait_ms, as a tail
 // would; when retention overtakes it, it starts again at first_offset.
-func longPoll(ctx context.Context, client *messages.Client, subject string, c *counters) {
+func longPoll(ctx context.Context, api *client.Client, subject string, c *counters) {
 	var offset *uint64
 	for ctx.Err() == nil {
-		reply, err := client.Fetch(ctx, subject, messages.FetchRequest{Offset: offset, MaxMessages: 500, WaitMs: 1000})
+		reply, err := api.Fetch(ctx, subject, messages.FetchRequest{Offset: offset, MaxMessages: 500, WaitMs: 1000})
 		if err != nil {
 			switch {
 			case isOutOfRange(err):
@@ -316,16 +317,16 @@ func longPoll(ctx context.Context, client *messages.Client, subject string, c *c
 }
 
 // replay replays up to 2000 records of a random subject, now and then.
-func replay(ctx context.Context, client *messages.Client, rng *rand.Rand, subjects []string, c *counters) {
+func replay(ctx context.Context, api *client.Client, rng *rand.Rand, subjects []string, c *counters) {
 	for ctx.Err() == nil {
 		subject := subjects[rng.IntN(len(subjects))]
-		_, err := client.Replay(ctx, subject, messages.ReplayRequest{MaxMessages: 2000}, func(messages.ReplayedRecord) error {
+		_, err := api.Replay(ctx, subject, messages.ReplayRequest{MaxMessages: 2000}, func(client.ReplayedRecord) error {
 			c.replayed.Add(1)
 			return nil
 		})
 		// Retention may delete the next segment under a replay: it then
 		// ends early with 503, as the contract says.
-		if err != nil && ctx.Err() == nil && !isNotFound(err) && !isOutOfRange(err) && !errors.Is(err, messages.ErrReplayInterrupted) {
+		if err != nil && ctx.Err() == nil && !isNotFound(err) && !isOutOfRange(err) && !errors.Is(err, client.ErrReplayInterrupted) {
 			c.failed("replay", err)
 		}
 		select {

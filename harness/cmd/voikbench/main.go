@@ -20,7 +20,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"testing"
 	"time"
 
 	"github.com/voik/voik/harness"
@@ -33,9 +32,6 @@ func main() {
 }
 
 func run() int {
-	// harness.StartVoik (the -inprocess mode) asks testing.Verbose, which
-	// needs the testing flags registered.
-	testing.Init()
 	quick := flag.Bool("quick", false, "about a minute instead of about 3")
 	jsonPath := flag.String("json", "", "also write the figures to this file as JSON")
 	voikBin := flag.String("voik", "", "voik binary to run as the child (default: go build it into a temp dir)")
@@ -56,9 +52,6 @@ func run() int {
 		out := flag.CommandLine.Output()
 		fmt.Fprintln(out, "usage: voikbench [flags]: voik against a counting NATS subscriber and JetStream")
 		flag.VisitAll(func(f *flag.Flag) {
-			if strings.HasPrefix(f.Name, "test.") {
-				return // registered by testing.Init, not ours
-			}
 			fmt.Fprintf(out, "  -%s\n    \t%s\n", f.Name, f.Usage)
 		})
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/voik/voik/client"
 	"github.com/voik/voik/config"
 	"github.com/voik/voik/harness"
 	"github.com/voik/voik/messages"
@@ -24,10 +25,10 @@ import (
 // cliWorld is a NATS server with voik capturing it, and the environment
 // that points the CLI at both.
 type cliWorld struct {
-	url    string
-	voik   *harness.Voik
-	nc     *nats.Conn
-	client *messages.Client
+	url  string
+	voik *harness.Voik
+	nc   *nats.Conn
+	api  *client.Client
 }
 
 func startCLIWorld(t *testing.T) *cliWorld {
@@ -37,7 +38,7 @@ func startCLIWorld(t *testing.T) *cliWorld {
 	t.Setenv("VOIK_NATS_URL", ns.ClientURL())
 	t.Setenv("VOIK_API_PREFIX", "VOIK.API")
 	nc := harness.Connect(t, ns.ClientURL())
-	return &cliWorld{url: ns.ClientURL(), voik: v, nc: nc, client: messages.NewClient(nc, "")}
+	return &cliWorld{url: ns.ClientURL(), voik: v, nc: nc, api: client.New(nc, "")}
 }
 
 // runCLI runs voik with args and returns its exit status, stdout lines and
@@ -84,7 +85,7 @@ func jsonUint(t *testing.T, v any) uint64 {
 
 func (w *cliWorld) append(t *testing.T, subject string, headers nats.Header, data []byte) *messages.AckReply {
 	t.Helper()
-	ack, err := w.client.Append(context.Background(), subject, headers, data)
+	ack, err := w.api.Append(context.Background(), subject, headers, data)
 	if err != nil {
 		t.Fatal(err)
 	}

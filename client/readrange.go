@@ -1,8 +1,9 @@
-package messages
+package client
 
 import (
 	"context"
 	"fmt"
+	"github.com/voik/voik/messages"
 )
 
 // ReadOptions tune ReadRange.
@@ -20,7 +21,7 @@ type ReadOptions struct {
 // ReadOptions.Depth is not set. Reading 1 KiB records on loopback with two
 // cores, 8 pages of 1 MiB in flight read about a quarter faster than 4;
 // 16 gained a little more but cost voik about 40 MiB more heap while it
-// served them (see README, Performance).
+// served them (see docs/performance.md).
 const ReadAheadBytes = 8 << 20
 
 // defaultDepth is how many pages of at most maxBytes (0: the reply
@@ -41,17 +42,17 @@ func defaultDepth(maxBytes uint64, maxPayload int64) int {
 // how many records a page holds; the next pages are asked for at the
 // offsets that predicts, and a page that comes back short (its records
 // were larger) is completed by further requests before fn sees what
-// follows it. fn must not keep the records past its return (Record.Data
+// follows it. fn must not keep the records past its return (messages.Record.Data
 // points into the reply). to must not be beyond the subject's end offset.
 // An error from fn or from a FETCH ends the read; requests still in flight
 // are left to finish on their own.
-func (c *Client) ReadRange(ctx context.Context, subject string, from, to uint64, opts ReadOptions, fn func([]Record) error) error {
+func (c *Client) ReadRange(ctx context.Context, subject string, from, to uint64, opts ReadOptions, fn func([]messages.Record) error) error {
 	depth := opts.Depth
 	if depth <= 0 {
 		depth = defaultDepth(opts.MaxBytes, c.nc.MaxPayload())
 	}
-	fetch := func(offset, count uint64) (*FetchReply, error) {
-		return c.Fetch(ctx, subject, FetchRequest{Offset: &offset, MaxMessages: count, MaxBytes: opts.MaxBytes})
+	fetch := func(offset, count uint64) (*messages.FetchReply, error) {
+		return c.Fetch(ctx, subject, messages.FetchRequest{Offset: &offset, MaxMessages: count, MaxBytes: opts.MaxBytes})
 	}
 	type page struct {
 		offset, count uint64
@@ -72,7 +73,7 @@ func (c *Client) ReadRange(ctx context.Context, subject string, from, to uint64,
 		inFlight = append(inFlight, p)
 	}
 	// deliver passes a reply's records to fn and says how many there were.
-	deliver := func(r *FetchReply, at uint64) (uint64, error) {
+	deliver := func(r *messages.FetchReply, at uint64) (uint64, error) {
 		if len(r.Records) == 0 {
 			return 0, fmt.Errorf("voik: read %s: no record at offset %d (end offset %d)", subject, at, r.EndOffset)
 		}
@@ -97,7 +98,7 @@ func (c *Client) ReadRange(ctx context.Context, subject string, from, to uint64,
 
 	// The first page alone, as large as a reply may be, to learn its size.
 	if next < to {
-		n, err := fetchAndDeliver(next, min(to-next, MaxMessagesCap))
+		n, err := fetchAndDeliver(next, min(to-next, messages.MaxMessagesCap))
 		if err != nil {
 			return err
 		}
@@ -139,6 +140,6 @@ func (c *Client) ReadRange(ctx context.Context, subject string, from, to uint64,
 }
 
 type pageReply struct {
-	reply *FetchReply
+	reply *messages.FetchReply
 	err   error
 }

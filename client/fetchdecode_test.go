@@ -1,6 +1,7 @@
-package messages
+package client
 
 import (
+	"github.com/voik/voik/messages"
 	"math/rand/v2"
 	"reflect"
 	"strings"
@@ -18,7 +19,7 @@ func TestFetchReplyFastDecodeMatchesMsgpack(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	offsets := []uint64{0, 1, 127, 128, 255, 256, 65535, 65536, 1<<32 - 1, 1 << 32, 1<<64 - 1}
 	for round := 0; round < 300; round++ {
-		var b FetchReplyBuilder
+		var b messages.FetchReplyBuilder
 		count := rng.IntN(40)
 		if round%50 == 0 {
 			count = 70000 >> (round / 50) // array headers of every width
@@ -46,7 +47,7 @@ func TestFetchReplyFastDecodeMatchesMsgpack(t *testing.T) {
 		subject := strings.Repeat("s", rng.IntN(300)+1)
 		body := b.Finish(subject, base+uint64(count), offsets[rng.IntN(len(offsets))], offsets[rng.IntN(len(offsets))])
 
-		var want, got FetchReply
+		var want, got messages.FetchReply
 		if err := msgpack.Unmarshal(body, &want); err != nil {
 			t.Fatal(err)
 		}
@@ -63,7 +64,7 @@ func TestFetchReplyFastDecodeMatchesMsgpack(t *testing.T) {
 		}
 	}
 
-	var general FetchReply
+	var general messages.FetchReply
 	for name, body := range map[string]any{
 		"unknown key":  map[string]any{"subject": "a", "records": []any{}, "extra": 1},
 		"string data":  map[string]any{"records": []any{map[string]any{"offset": 1, "data": "text"}}},
@@ -76,7 +77,7 @@ func TestFetchReplyFastDecodeMatchesMsgpack(t *testing.T) {
 		if err := decodeFetchReply(encoded, &general); err != errNotFast {
 			t.Errorf("%s: fast decoder %v, want errNotFast", name, err)
 		}
-		general = FetchReply{}
+		general = messages.FetchReply{}
 		if err := decodeReply(encoded, &general); err != nil {
 			t.Errorf("%s: the general decoder fails after the fast one declined: %v", name, err)
 		}
@@ -86,16 +87,16 @@ func TestFetchReplyFastDecodeMatchesMsgpack(t *testing.T) {
 // FuzzDecodeFetchReply: the fast decoder never panics, and when it accepts
 // a body msgpack also accepts, the two agree on every field.
 func FuzzDecodeFetchReply(f *testing.F) {
-	var b FetchReplyBuilder
+	var b messages.FetchReplyBuilder
 	b.Add(1, 2, map[string][]string{"K": {"v"}}, []byte("data"))
 	f.Add(b.Finish("orders.eu", 2, 0, 2))
 	f.Add([]byte{0x85, 0xa7, 's', 'u', 'b', 'j', 'e', 'c', 't', 0xdb, 0xff, 0xff, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, body []byte) {
-		var got FetchReply
+		var got messages.FetchReply
 		if decodeFetchReply(body, &got) != nil {
 			return
 		}
-		var want FetchReply
+		var want messages.FetchReply
 		if err := msgpack.Unmarshal(body, &want); err != nil {
 			return // the fast path is stricter in places and laxer in none that matter
 		}

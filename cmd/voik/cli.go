@@ -16,9 +16,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/voik/voik/client"
 	"github.com/voik/voik/config"
 	"github.com/voik/voik/messages"
-	"github.com/voik/voik/sidecar"
+	"github.com/voik/voik/natsauth"
 )
 
 // clientFlags are the flags the client commands share, checked before
@@ -141,7 +142,7 @@ func runClient(command string, args []string, configPath string, stdout, stderr 
 	if url == "" {
 		url = "nats://127.0.0.1:4222"
 	}
-	opts, err := sidecar.AuthOptions(cfg)
+	opts, err := natsauth.Options(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "voik: %v\n", err)
 		return exitUsage
@@ -154,20 +155,20 @@ func runClient(command string, args []string, configPath string, stdout, stderr 
 	defer nc.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	client := messages.NewClient(nc, cfg.APIPrefix)
+	api := client.New(nc, cfg.APIPrefix)
 	out := json.NewEncoder(stdout)
 	switch command {
 	case "fetch":
-		err = cliFetch(ctx, client, out, positional[0], f)
+		err = cliFetch(ctx, api, out, positional[0], f)
 	case "info":
 		var reply *messages.InfoReply
-		if reply, err = client.Info(ctx, positional[0]); err == nil {
+		if reply, err = api.Info(ctx, positional[0]); err == nil {
 			err = out.Encode(reply)
 		}
 	case "subjects":
-		err = cliSubjects(ctx, client, out, positional)
+		err = cliSubjects(ctx, api, out, positional)
 	case "replay":
-		err = cliReplay(ctx, client, out, positional[0], f)
+		err = cliReplay(ctx, api, out, positional[0], f)
 	}
 	if err != nil && ctx.Err() == nil {
 		fmt.Fprintf(stderr, "voik %s: %v\n", command, err)
@@ -201,7 +202,7 @@ func printRecord(out *json.Encoder, subject string, r messages.Record) error {
 	return out.Encode(line)
 }
 
-func cliFetch(ctx context.Context, client *messages.Client, out *json.Encoder, subject string, f *clientFlags) error {
+func cliFetch(ctx context.Context, api *client.Client, out *json.Encoder, subject string, f *clientFlags) error {
 	req := messages.FetchRequest{Offset: f.startOffset, StartTime: f.startTime}
 	printed := uint64(0)
 	for {
@@ -211,7 +212,7 @@ func cliFetch(ctx context.Context, client *messages.Client, out *json.Encoder, s
 		if f.follow {
 			req.WaitMs = 30000
 		}
-		reply, err := client.Fetch(ctx, subject, req)
+		reply, err := api.Fetch(ctx, subject, req)
 		if err != nil {
 			return err
 		}
@@ -232,13 +233,13 @@ func cliFetch(ctx context.Context, client *messages.Client, out *json.Encoder, s
 	}
 }
 
-func cliSubjects(ctx context.Context, client *messages.Client, out *json.Encoder, positional []string) error {
+func cliSubjects(ctx context.Context, api *client.Client, out *json.Encoder, positional []string) error {
 	req := messages.SubjectsRequest{}
 	if len(positional) > 0 {
 		req.Filter = positional[0]
 	}
 	for {
-		reply, err := client.Subjects(ctx, req)
+		reply, err := api.Subjects(ctx, req)
 		if err != nil {
 			return err
 		}
@@ -254,9 +255,9 @@ func cliSubjects(ctx context.Context, client *messages.Client, out *json.Encoder
 	}
 }
 
-func cliReplay(ctx context.Context, client *messages.Client, out *json.Encoder, subject string, f *clientFlags) error {
+func cliReplay(ctx context.Context, api *client.Client, out *json.Encoder, subject string, f *clientFlags) error {
 	req := messages.ReplayRequest{Deliver: f.deliver, MaxMessages: f.count, Offset: f.startOffset, StartTime: f.startTime}
-	reply, err := client.ReplayTo(ctx, subject, req)
+	reply, err := api.ReplayTo(ctx, subject, req)
 	if err != nil {
 		return err
 	}

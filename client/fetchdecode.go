@@ -1,13 +1,14 @@
-package messages
+package client
 
 import (
 	"encoding/binary"
 	"errors"
+	"github.com/voik/voik/messages"
 )
 
 // A FETCH reply can be a megabyte of records. decodeFetchReply reads the
 // shape voik writes without reflection, and without copying record data:
-// each Record.Data points into the reply body, which the client owns. A
+// each messages.Record.Data points into the reply body, which the client owns. A
 // body it does not expect (a key it does not know, an unusual type) makes
 // it give up with errNotFast, and the caller decodes it the general way.
 
@@ -206,7 +207,7 @@ func (r *reader) headers() map[string][]string {
 	return headers
 }
 
-func (r *reader) record(rec *Record) {
+func (r *reader) record(rec *messages.Record) {
 	n := r.mapLen()
 	for i := 0; i < n && r.err == nil; i++ {
 		switch string(r.str()) {
@@ -225,7 +226,7 @@ func (r *reader) record(rec *Record) {
 }
 
 // decodeFetchReply decodes body into reply, or returns errNotFast.
-func decodeFetchReply(body []byte, reply *FetchReply) error {
+func decodeFetchReply(body []byte, reply *messages.FetchReply) error {
 	r := &reader{b: body}
 	n := r.mapLen()
 	for i := 0; i < n && r.err == nil; i++ {
@@ -238,7 +239,7 @@ func decodeFetchReply(body []byte, reply *FetchReply) error {
 				r.fail()
 				break
 			}
-			reply.Records = make([]Record, count)
+			reply.Records = make([]messages.Record, count)
 			for j := range reply.Records {
 				r.record(&reply.Records[j])
 			}

@@ -1,4 +1,4 @@
-package messages
+package client
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/voik/voik/messages"
 )
 
 // Client speaks voik's API over a NATS connection.
@@ -20,9 +22,9 @@ type Client struct {
 	Timeout time.Duration
 }
 
-// NewClient returns a client for the voik instances answering under prefix
+// New returns a client for the voik instances answering under prefix
 // ("" means "VOIK.API").
-func NewClient(nc *nats.Conn, prefix string) *Client {
+func New(nc *nats.Conn, prefix string) *Client {
 	if prefix == "" {
 		prefix = "VOIK.API"
 	}
@@ -49,9 +51,9 @@ func (c *Client) request(ctx context.Context, subject string, body any, extra ti
 	return decodeReply(msg.Data, reply)
 }
 
-// Fetch reads a subject's history; see FetchRequest.
-func (c *Client) Fetch(ctx context.Context, subject string, req FetchRequest) (*FetchReply, error) {
-	var reply FetchReply
+// Fetch reads a subject's history; see messages.FetchRequest.
+func (c *Client) Fetch(ctx context.Context, subject string, req messages.FetchRequest) (*messages.FetchReply, error) {
+	var reply messages.FetchReply
 	wait := time.Duration(req.WaitMs) * time.Millisecond
 	if err := c.request(ctx, c.prefix+".FETCH."+subject, req, wait, &reply); err != nil {
 		return nil, err
@@ -60,17 +62,17 @@ func (c *Client) Fetch(ctx context.Context, subject string, req FetchRequest) (*
 }
 
 // Info summarises a subject's log.
-func (c *Client) Info(ctx context.Context, subject string) (*InfoReply, error) {
-	var reply InfoReply
+func (c *Client) Info(ctx context.Context, subject string) (*messages.InfoReply, error) {
+	var reply messages.InfoReply
 	if err := c.request(ctx, c.prefix+".INFO."+subject, nil, 0, &reply); err != nil {
 		return nil, err
 	}
 	return &reply, nil
 }
 
-// Subjects lists stored subjects; see SubjectsRequest.
-func (c *Client) Subjects(ctx context.Context, req SubjectsRequest) (*SubjectsReply, error) {
-	var reply SubjectsReply
+// Subjects lists stored subjects; see messages.SubjectsRequest.
+func (c *Client) Subjects(ctx context.Context, req messages.SubjectsRequest) (*messages.SubjectsReply, error) {
+	var reply messages.SubjectsReply
 	if err := c.request(ctx, c.prefix+".SUBJECTS", req, 0, &reply); err != nil {
 		return nil, err
 	}
@@ -79,13 +81,13 @@ func (c *Client) Subjects(ctx context.Context, req SubjectsRequest) (*SubjectsRe
 
 // Append publishes data on subject with the Voik-Ack header and waits for
 // voik to answer that the record is durable.
-func (c *Client) Append(ctx context.Context, subject string, headers nats.Header, data []byte) (*AckReply, error) {
+func (c *Client) Append(ctx context.Context, subject string, headers nats.Header, data []byte) (*messages.AckReply, error) {
 	msg := nats.NewMsg(subject)
 	for name, values := range headers {
 		msg.Header[name] = append([]string(nil), values...)
 	}
-	if _, ok := msg.Header[HeaderAck]; !ok {
-		msg.Header[HeaderAck] = []string{"1"}
+	if _, ok := msg.Header[messages.HeaderAck]; !ok {
+		msg.Header[messages.HeaderAck] = []string{"1"}
 	}
 	msg.Data = data
 	if _, ok := ctx.Deadline(); !ok {
@@ -101,9 +103,9 @@ func (c *Client) Append(ctx context.Context, subject string, headers nats.Header
 }
 
 // DecodeAckReply decodes voik's answer to an acked append (a message with
-// Voik-Ack and a reply subject): the ack, or its error reply as a *Error.
-func DecodeAckReply(body []byte) (*AckReply, error) {
-	var ack AckReply
+// Voik-Ack and a reply subject): the ack, or its error reply as a *messages.Error.
+func DecodeAckReply(body []byte) (*messages.AckReply, error) {
+	var ack messages.AckReply
 	if err := decodeReply(body, &ack); err != nil {
 		return nil, err
 	}
@@ -112,8 +114,8 @@ func DecodeAckReply(body []byte) (*AckReply, error) {
 
 // ReplayTo asks voik to replay a subject to req.Deliver and returns its
 // reply; the records go to whoever subscribes there.
-func (c *Client) ReplayTo(ctx context.Context, subject string, req ReplayRequest) (*ReplayReply, error) {
-	var reply ReplayReply
+func (c *Client) ReplayTo(ctx context.Context, subject string, req messages.ReplayRequest) (*messages.ReplayReply, error) {
+	var reply messages.ReplayReply
 	if err := c.request(ctx, c.prefix+".REPLAY."+subject, req, 0, &reply); err != nil {
 		return nil, err
 	}
@@ -141,7 +143,7 @@ var ErrReplayGap = errors.New("voik: replay lost a record")
 // each record in order until the end marker. req.Deliver is ignored. It
 // returns voik's first reply; ErrReplayInterrupted when voik cut it short,
 // ErrReplayGap when a record went missing on the way.
-func (c *Client) Replay(ctx context.Context, subject string, req ReplayRequest, fn func(ReplayedRecord) error) (*ReplayReply, error) {
+func (c *Client) Replay(ctx context.Context, subject string, req messages.ReplayRequest, fn func(ReplayedRecord) error) (*messages.ReplayReply, error) {
 	req.Deliver = c.nc.NewRespInbox()
 	// A synchronous subscription with no pending limit queues everything
 	// that arrives while fn works; a channel subscription would drop
@@ -154,7 +156,7 @@ func (c *Client) Replay(ctx context.Context, subject string, req ReplayRequest, 
 	if err := sub.SetPendingLimits(-1, -1); err != nil {
 		return nil, fmt.Errorf("voik: replay: %w", err)
 	}
-	var reply ReplayReply
+	var reply messages.ReplayReply
 	if err := c.request(ctx, c.prefix+".REPLAY."+subject, req, 0, &reply); err != nil {
 		return nil, err
 	}
@@ -164,10 +166,10 @@ func (c *Client) Replay(ctx context.Context, subject string, req ReplayRequest, 
 		if err != nil {
 			return &reply, fmt.Errorf("voik: replay at offset %d: %w", next, err)
 		}
-		offset, _ := strconv.ParseUint(msg.Header.Get(HeaderOffset), 10, 64)
-		status := msg.Header.Get(HeaderStatus)
+		offset, _ := strconv.ParseUint(msg.Header.Get(messages.HeaderOffset), 10, 64)
+		status := msg.Header.Get(messages.HeaderStatus)
 		switch status {
-		case StatusEnd:
+		case messages.StatusEnd:
 			if offset != next {
 				return &reply, fmt.Errorf("%w: ended at %d, next expected %d", ErrReplayGap, offset, next)
 			}
@@ -185,11 +187,11 @@ func (c *Client) Replay(ctx context.Context, subject string, req ReplayRequest, 
 			}
 			continue
 		}
-		ts, _ := strconv.ParseInt(msg.Header.Get(HeaderTimestamp), 10, 64)
+		ts, _ := strconv.ParseInt(msg.Header.Get(messages.HeaderTimestamp), 10, 64)
 		headers := nats.Header{}
 		for name, values := range msg.Header {
 			switch name {
-			case HeaderSubject, HeaderOffset, HeaderTimestamp:
+			case messages.HeaderSubject, messages.HeaderOffset, messages.HeaderTimestamp:
 				continue
 			}
 			headers[name] = values
