@@ -336,3 +336,51 @@ func MarkdownTable() string {
 	}
 	return b.String()
 }
+
+// Defaults is every setting at its default, read from the env-default
+// tags above, the one place defaults are written: tests start from it
+// rather than write them again.
+func Defaults() *Config {
+	var c Config
+	v := reflect.ValueOf(&c).Elem()
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		def := t.Field(i).Tag.Get("env-default")
+		if def == "" {
+			continue
+		}
+		if err := setDefault(v.Field(i), def); err != nil {
+			// The tags are this file's: a bad one is a bug the tests catch.
+			panic(fmt.Sprintf("config: default of %s: %v", t.Field(i).Name, err))
+		}
+	}
+	return &c
+}
+
+// setDefault parses def into field, as cleanenv would.
+func setDefault(field reflect.Value, def string) error {
+	if setter, ok := field.Addr().Interface().(interface{ SetValue(string) error }); ok {
+		return setter.SetValue(def)
+	}
+	switch field.Interface().(type) {
+	case time.Duration:
+		d, err := time.ParseDuration(def)
+		field.SetInt(int64(d))
+		return err
+	}
+	switch field.Kind() {
+	case reflect.String:
+		field.SetString(def)
+	case reflect.Int, reflect.Int64:
+		n, err := strconv.ParseInt(def, 10, 64)
+		field.SetInt(n)
+		return err
+	case reflect.Uint64:
+		n, err := strconv.ParseUint(def, 10, 64)
+		field.SetUint(n)
+		return err
+	default:
+		return fmt.Errorf("no parser for %s", field.Type())
+	}
+	return nil
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -195,5 +196,21 @@ func TestREADMESettingsTable(t *testing.T) {
 			return
 		}
 		t.Fatalf("README settings table is out of date; run make docs")
+	}
+}
+
+// Defaults reads the same tags that Load applies: with nothing set, Load
+// and Defaults agree on every setting.
+func TestDefaultsAreWhatLoadApplies(t *testing.T) {
+	dir := t.TempDir()
+	setEnv(t, map[string]string{"VOIK_DATA_DIR": filepath.Join(dir, "data")})
+	loaded, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defaults := Defaults()
+	defaults.DataDir = loaded.DataDir
+	if !reflect.DeepEqual(loaded, defaults) {
+		t.Fatalf("Load with nothing set:\n%+v\nDefaults:\n%+v", loaded, defaults)
 	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/voik/voik/client"
 	"github.com/voik/voik/config"
+	"github.com/voik/voik/sidecar"
 )
 
 // BuildVoik builds the voik binary (voikPackage) into a temporary
@@ -105,7 +106,7 @@ func StartVoikProcess(tb TB, bin string, cfg *config.Config) *VoikProcess {
 	if host, port, err := net.SplitHostPort(c.HTTPAddr); err == nil && port == "0" {
 		c.HTTPAddr = net.JoinHostPort(host, strconv.Itoa(freePort(tb, host)))
 	}
-	if err := c.Validate(); err != nil {
+	if err := c.Validate(sidecar.CheckSettings); err != nil {
 		tb.Fatalf("config: %v", err)
 	}
 	p := &VoikProcess{

@@ -26,30 +26,16 @@ type Voik struct {
 // the given NATS URL, HTTP on a random port, quiet logs.
 func TestConfig(tb TB, natsURL string) *config.Config {
 	tb.Helper()
-	cfg := &config.Config{
-		NatsURL:      natsURL,
-		DataDir:      filepath.Join(tb.TempDir(), "data"),
-		Subjects:     ">",
-		APIPrefix:    "VOIK.API",
-		HTTPAddr:     "127.0.0.1:0",
-		NatsName:     "voik-test",
-		EmbeddedHost: "127.0.0.1",
-		EmbeddedPort: -1,
-		Sync:         "batch",
-		SyncInterval: 100 * time.Millisecond,
-		SegmentSize:  64 << 20,
-		MaxOpenLogs:  1000,
-		PendingMsgs:  1_000_000,
-		PendingBytes: 512 << 20,
-		ReplyBudget:  256 << 20,
-		MaxLongPolls: 10000,
-		LogLevel:     "error",
-
-		NatsPingInterval: 2 * time.Second,
-		NatsMaxPingsOut:  3,
-		LogFormat:        "text",
-	}
-	if err := cfg.Validate(); err != nil {
+	// voik's defaults (config.Defaults, from the one place they are
+	// written), but for what a test needs of its own.
+	cfg := config.Defaults()
+	cfg.NatsURL = natsURL
+	cfg.DataDir = filepath.Join(tb.TempDir(), "data")
+	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.NatsName = "voik-test"
+	cfg.EmbeddedPort = -1
+	cfg.LogLevel = "error"
+	if err := cfg.Validate(sidecar.CheckSettings); err != nil {
 		tb.Fatalf("test config: %v", err)
 	}
 	return cfg
@@ -75,7 +61,7 @@ func WithoutClient() VoikOption { return func(o *voikOptions) { o.noClient = tru
 // once its API answers.
 func StartVoik(tb TB, cfg *config.Config, opts ...VoikOption) *Voik {
 	tb.Helper()
-	if err := cfg.Validate(); err != nil {
+	if err := cfg.Validate(sidecar.CheckSettings); err != nil {
 		tb.Fatalf("config: %v", err)
 	}
 	var o voikOptions

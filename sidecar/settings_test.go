@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/voik/voik/config"
+	"github.com/voik/voik/logstore"
 	"github.com/voik/voik/sidecar"
 )
 
@@ -53,5 +54,19 @@ func TestSettingsOfThePartsAreReportedWithTheRest(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// voik's defaults for the storage engine are the engine's own, written
+// once each: VOIK_SEGMENT_SIZE and VOIK_MAX_OPEN_LOGS in config's tags,
+// the same figures as logstore's exported defaults.
+func TestStorageDefaultsAreTheEnginesOwn(t *testing.T) {
+	d := config.Defaults()
+	if int64(d.SegmentSize) != logstore.DefaultSegmentBytes || d.MaxOpenLogs != logstore.DefaultMaxOpenLogs {
+		t.Fatalf("config's defaults: segment %d, open logs %d; logstore's: %d, %d",
+			d.SegmentSize, d.MaxOpenLogs, logstore.DefaultSegmentBytes, logstore.DefaultMaxOpenLogs)
+	}
+	if problems := sidecar.CheckSettings(d); len(problems) > 0 {
+		t.Fatalf("the defaults do not pass the checks: %v", problems)
 	}
 }
