@@ -15,7 +15,7 @@ bench-quick: build ## the benchmark in about a minute
 	$(GO) run ./harness/cmd/voikbench -voik bin/voik -quick -json $(BENCH_JSON) $(BENCH_FLAGS)
 
 crash: ## SIGKILL voik ROUNDS times under acked appends; every ack must survive
-	$(GO) test -count=1 -v -run '^TestCrashSoak$$' -timeout 60m ./harness/crash -rounds=$(ROUNDS)
+	$(GO) test -count=1 -v -run '^TestCrashSoak$$' -timeout 60m ./e2e/crash -rounds=$(ROUNDS)
 
 soak: ## SOAK of capture, fetch, long poll and replay with retention; fails if RSS, files or mappings grow
-	$(GO) test -count=1 -v -run '^TestSoak$$' -timeout 0 ./harness/soak -soak.duration=$(SOAK)
+	$(GO) test -count=1 -v -run '^TestSoak$$' -timeout 0 ./e2e/soak -soak.duration=$(SOAK)

@@ -4,8 +4,8 @@
 // REPLAY — and watches its process: resident memory, open files and
 // memory mappings must level off, not grow with time or with data written.
 //
-//	go test ./harness/soak                          # 5 seconds, part of go test ./...
-//	go test ./harness/soak -v -soak.duration=10m    # make soak
+//	go test ./e2e/soak                          # 5 seconds, part of go test ./...
+//	go test ./e2e/soak -v -soak.duration=10m    # make soak
 package soak
 
 import (

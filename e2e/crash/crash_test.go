@@ -5,8 +5,8 @@
 // its ack named; offsets must be contiguous; and every record stored must
 // be one a publisher sent, once.
 //
-//	go test ./harness/crash                      # 5 rounds, part of go test ./...
-//	go test ./harness/crash -v -rounds 50        # make crash
+//	go test ./e2e/crash                      # 5 rounds, part of go test ./...
+//	go test ./e2e/crash -v -rounds 50        # make crash
 package crash
 
 import (
