@@ -51,95 +51,147 @@ func (c *Client) ReadRange(ctx context.Context, subject string, from, to uint64,
 	if depth <= 0 {
 		depth = defaultDepth(opts.MaxBytes, c.nc.MaxPayload())
 	}
-	fetch := func(offset, count uint64) (*messages.FetchReply, error) {
-		return c.Fetch(ctx, subject, messages.FetchRequest{Offset: &offset, MaxMessages: count, MaxBytes: opts.MaxBytes})
+	rr := &rangeReader{c: c, ctx: ctx, subject: subject, maxBytes: opts.MaxBytes, to: to, fn: fn, next: from}
+	if rr.next >= to {
+		return nil
 	}
-	type page struct {
-		offset, count uint64
-		reply         chan pageReply
-	}
-	var (
-		next     = from // the next offset fn gets
-		planned  uint64 // the next offset asked for, after the first page
-		perPage  uint64 // records asked for per page: what the first page held
-		inFlight []page
-	)
-	ask := func(offset, count uint64) {
-		p := page{offset: offset, count: count, reply: make(chan pageReply, 1)}
-		go func() {
-			r, err := fetch(offset, count)
-			p.reply <- pageReply{r, err}
-		}()
-		inFlight = append(inFlight, p)
-	}
-	// deliver passes a reply's records to fn and says how many there were.
-	deliver := func(r *messages.FetchReply, at uint64) (uint64, error) {
-		if len(r.Records) == 0 {
-			return 0, fmt.Errorf("voik: read %s: no record at offset %d (end offset %d)", subject, at, r.EndOffset)
-		}
-		if r.Records[0].Offset != at {
-			return 0, fmt.Errorf("voik: read %s: asked for offset %d, got %d", subject, at, r.Records[0].Offset)
-		}
-		n := uint64(len(r.Records))
-		if at+n > to {
-			n = to - at
-		}
-		return n, fn(r.Records[:n])
-	}
-	// fetchAndDeliver reads count records from at, one FETCH, and passes
-	// them on.
-	fetchAndDeliver := func(at, count uint64) (uint64, error) {
-		r, err := fetch(at, count)
-		if err != nil {
-			return 0, err
-		}
-		return deliver(r, at)
-	}
-
 	// The first page alone, as large as a reply may be, to learn its size.
-	if next < to {
-		n, err := fetchAndDeliver(next, min(to-next, messages.MaxMessagesCap))
-		if err != nil {
-			return err
-		}
-		next += n
-		planned, perPage = next, n
+	if err := rr.fetchAndDeliver(min(to-rr.next, messages.MaxMessagesCap)); err != nil {
+		return err
 	}
-	for next < to {
-		for len(inFlight) < depth && planned < to {
-			count := min(perPage, to-planned)
-			ask(planned, count)
-			planned += count
-		}
-		p := inFlight[0]
-		inFlight = inFlight[1:]
-		var r pageReply
-		select {
-		case r = <-p.reply:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		if r.err != nil {
-			return r.err
-		}
-		n, err := deliver(r.reply, next)
+	ahead := pipeline{fetch: rr.fetch, depth: depth, planned: rr.next, perPage: rr.next - from, to: to}
+	for rr.next < to {
+		ahead.fill()
+		p, reply, err := ahead.take(ctx)
 		if err != nil {
 			return err
 		}
-		next += n
-		// A short page: fetch the rest of its range before going on.
-		for end := p.offset + p.count; next < end; {
-			n, err := fetchAndDeliver(next, end-next)
-			if err != nil {
-				return err
-			}
-			next += n
+		if err := rr.deliver(reply); err != nil {
+			return err
+		}
+		if err := rr.completeShortPage(p.offset + p.count); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
+// rangeReader is one ReadRange's delivery of records to fn: in order,
+// each record once, none past to, whichever request fetched it.
+type rangeReader struct {
+	c        *Client
+	ctx      context.Context
+	subject  string
+	maxBytes uint64 // each FETCH's max_bytes; 0 is the reply limit
+	to       uint64
+	fn       func([]messages.Record) error
+	next     uint64 // the next offset fn gets
+}
+
+// fetch is one FETCH of count records of the subject from offset. The
+// pipeline calls it from several goroutines at once.
+func (rr *rangeReader) fetch(offset, count uint64) (*messages.FetchReply, error) {
+	return rr.c.Fetch(rr.ctx, rr.subject, messages.FetchRequest{Offset: &offset, MaxMessages: count, MaxBytes: rr.maxBytes})
+}
+
+// deliver passes a reply's records, which must start at next, to fn, up to
+// to, and moves next past them. A reply with no records is an error: to is
+// within the subject, so the record at next is missing, and reading on
+// would ask for it again for ever.
+func (rr *rangeReader) deliver(r *messages.FetchReply) error {
+	at := rr.next
+	if len(r.Records) == 0 {
+		return fmt.Errorf("voik: read %s: no record at offset %d (end offset %d)", rr.subject, at, r.EndOffset)
+	}
+	if r.Records[0].Offset != at {
+		return fmt.Errorf("voik: read %s: asked for offset %d, got %d", rr.subject, at, r.Records[0].Offset)
+	}
+	n := uint64(len(r.Records))
+	if at+n > rr.to {
+		n = rr.to - at
+	}
+	if err := rr.fn(r.Records[:n]); err != nil {
+		return err
+	}
+	rr.next += n
+	return nil
+}
+
+// fetchAndDeliver reads count records from next, one FETCH, and passes
+// them on.
+func (rr *rangeReader) fetchAndDeliver(count uint64) error {
+	r, err := rr.fetch(rr.next, count)
+	if err != nil {
+		return err
+	}
+	return rr.deliver(r)
+}
+
+// completeShortPage fetches, one request at a time, what a short page left
+// of its range before end: the pages in flight after it start at end, so
+// fn would otherwise miss those records.
+func (rr *rangeReader) completeShortPage(end uint64) error {
+	for rr.next < end {
+		if err := rr.fetchAndDeliver(end - rr.next); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pipeline is ReadRange's FETCH requests in flight, oldest first, each
+// for perPage records at the offset after the previous one's.
+type pipeline struct {
+	fetch    func(offset, count uint64) (*messages.FetchReply, error)
+	depth    int    // requests in flight at most
+	planned  uint64 // the next offset asked for, after the first page
+	perPage  uint64 // records asked for per page: what the first page held
+	to       uint64
+	inFlight []page
+}
+
+// page is a request in flight and where its reply will come.
+type page struct {
+	offset, count uint64
+	reply         chan pageReply
+}
+
 type pageReply struct {
 	reply *messages.FetchReply
 	err   error
+}
+
+// fill asks for the next pages until depth are in flight or all of the
+// range has been asked for.
+func (p *pipeline) fill() {
+	for len(p.inFlight) < p.depth && p.planned < p.to {
+		count := min(p.perPage, p.to-p.planned)
+		p.ask(p.planned, count)
+		p.planned += count
+	}
+}
+
+// ask sends a FETCH of count records from offset without waiting for it.
+// The reply channel has room for the reply, so a request whose reply is
+// never taken (the read ended) still finishes.
+func (p *pipeline) ask(offset, count uint64) {
+	pg := page{offset: offset, count: count, reply: make(chan pageReply, 1)}
+	go func() {
+		r, err := p.fetch(offset, count)
+		pg.reply <- pageReply{r, err}
+	}()
+	p.inFlight = append(p.inFlight, pg)
+}
+
+// take removes the oldest request in flight and waits for its reply.
+func (p *pipeline) take(ctx context.Context) (page, *messages.FetchReply, error) {
+	pg := p.inFlight[0]
+	p.inFlight = p.inFlight[1:]
+	var r pageReply
+	select {
+	case r = <-pg.reply:
+	case <-ctx.Done():
+		return pg, nil, ctx.Err()
+	}
+	return pg, r.reply, r.err
 }

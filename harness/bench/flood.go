@@ -59,11 +59,7 @@ func (s *sizeRun) flood(e *Env) {
 		History:     (floodHistoryBytes + s.size - 1) / s.size,
 		ReplyBudget: int64(v.cfg.ReplyBudget),
 	}
-
-	publishBurst(e, pub, floodHistorySubject, s.payload, run.History)
-	if got, _ := waitCount(v.stored(s.ctx, floodHistorySubject), run.History, s.opts.Stall, 2*time.Millisecond); got != run.History {
-		e.Fatalf("history for the flood: %d of %d records stored", got, run.History)
-	}
+	s.storeFloodHistory(e, v, pub, run.History)
 
 	// Phase A: the burst with nothing reading, on the same voik with the
 	// same history, so that the flood is the only difference.
@@ -75,66 +71,9 @@ func (s *sizeRun) flood(e *Env) {
 	quiet.Note = fmt.Sprintf("same voik, %d-record history, nothing reading", run.History)
 
 	// Phase B: the same burst to a fresh subject under the flood.
-	body, err := msgpack.Marshal(map[string]any{"offset": 0, "max_messages": messages.MaxMessagesCap})
-	if err != nil {
-		e.Fatalf("flood request: %v", err)
-	}
-	flood := &harness.ReadFlood{
-		Subject:  v.cfg.APIPrefix + ".FETCH." + floodHistorySubject,
-		Body:     body,
-		Rate:     floodRate,
-		Duration: floodLongest,
-	}
-	// Another application's connection. Without a reconnect buffer a
-	// flood that loses it fails, rather than queue requests and send them
-	// later as a burst of its own.
-	floodConn := harness.Connect(e, ns.ClientURL(), nats.ReconnectBufSize(-1))
-	memory = v.watchAnonRSS(e)
-	floodCtx, cancel := context.WithCancel(s.ctx)
-	type outcome struct {
-		r   harness.FloodResult
-		err error
-	}
-	done := make(chan outcome, 1)
-	start := time.Now()
-	go func() {
-		r, err := flood.Run(floodCtx, floodConn, 0)
-		done <- outcome{r, err}
-	}()
-	// Cancelling ends the flood at once: Run then counts the replies it
-	// has had and waits for no more.
-	var out outcome
-	stopFlood := sync.OnceFunc(func() { cancel(); out = <-done })
-	defer stopFlood() // a Fatal on the way must not leave it flooding
-	if !waitUntil(func() bool { return flood.Replies() >= floodSwingReplies || flood.Sent() >= floodRate }, s.opts.Stall, 5*time.Millisecond) {
-		e.Fatalf("the flood did not get going within %v: %d requests sent, %d replies", s.opts.Stall, flood.Sent(), flood.Replies())
-	}
-	endPhase = s.phase("capture-flood")
-	under := s.floodBurst(e, v, pub, floodBurstSubject, ScenarioVoikFloodCapture)
-	endPhase()
-	stopFlood()
-	run.FloodSeconds = time.Since(start).Seconds()
-	run.FloodPeakAnonRSS = memory()
-	if out.err != nil {
-		e.Errorf("read flood: %v", out.err)
-	}
-	r := out.r
-	run.Sent, run.Replies, run.Overloaded, run.OtherErrors, run.ReplyBytes = r.Sent, r.Replies, r.Overloaded, r.OtherError, r.ReplyBytes
-	under.Note = fmt.Sprintf("%d FETCH/s of full pages: %d sent, %d replies, %d were 503", floodRate, r.Sent, r.Replies, r.Overloaded)
+	under := s.captureUnderFlood(e, ns.ClientURL(), v, pub, &run)
 
-	run.NoFloodMsgPerS, run.NoFloodLost = quiet.MsgPerS, quiet.Lost
-	run.FloodMsgPerS, run.FloodLost = under.MsgPerS, under.Lost
-	if quiet.MsgPerS > 0 {
-		run.Ratio = under.MsgPerS / quiet.MsgPerS
-	}
-	s.add(quiet)
-	s.add(under)
-	s.report.Floods = append(s.report.Floods, run)
-	line := fmt.Sprintf("  read flood: capture with/without %.2f; flood %d sent, %d replies, %d were 503, %s of replies", run.Ratio, run.Sent, run.Replies, run.Overloaded, mib(run.ReplyBytes))
-	if v.proc != nil {
-		line += fmt.Sprintf("; voik's peak anon RSS %s without, %s with (reply budget %s)", mib(run.NoFloodPeakAnonRSS), mib(run.FloodPeakAnonRSS), mib(run.ReplyBudget))
-	}
-	fmt.Fprintln(s.opts.Progress, line)
+	s.recordFlood(v, &run, quiet, under)
 	// A flood that got nothing back, or errors other than "overloaded",
 	// did not test what the part is for.
 	if run.Replies == 0 {
@@ -143,6 +82,104 @@ func (s *sizeRun) flood(e *Env) {
 	if run.OtherErrors > 0 {
 		e.Errorf("%d of the read flood's replies were errors other than 503", run.OtherErrors)
 	}
+}
+
+// storeFloodHistory publishes the n records the flood's FETCHes ask for
+// and waits until voik has stored them all: a flood of requests that
+// could not be answered in full would not cost voik what it should.
+func (s *sizeRun) storeFloodHistory(e *Env, v voikUnderTest, pub *nats.Conn, n int) {
+	publishBurst(e, pub, floodHistorySubject, s.payload, n)
+	if got, _ := waitCount(v.stored(s.ctx, floodHistorySubject), n, s.opts.Stall, 2*time.Millisecond); got != n {
+		e.Fatalf("history for the flood: %d of %d records stored", got, n)
+	}
+}
+
+// captureUnderFlood captures the burst to a fresh subject while another
+// connection floods voik with FETCHes, once the flood is in full swing;
+// it records the flood's counts and voik's peak memory in run and
+// returns the capture's figure.
+func (s *sizeRun) captureUnderFlood(e *Env, natsURL string, v voikUnderTest, pub *nats.Conn, run *FloodRun) Figure {
+	flood := newReadFlood(e, v)
+	// Another application's connection. Without a reconnect buffer a
+	// flood that loses it fails, rather than queue requests and send them
+	// later as a burst of its own.
+	floodConn := harness.Connect(e, natsURL, nats.ReconnectBufSize(-1))
+	memory := v.watchAnonRSS(e)
+	start, stopFlood := startFlood(s.ctx, flood, floodConn)
+	defer stopFlood() // a Fatal on the way must not leave it flooding
+	if !waitUntil(func() bool { return flood.Replies() >= floodSwingReplies || flood.Sent() >= floodRate }, s.opts.Stall, 5*time.Millisecond) {
+		e.Fatalf("the flood did not get going within %v: %d requests sent, %d replies", s.opts.Stall, flood.Sent(), flood.Replies())
+	}
+	endPhase := s.phase("capture-flood")
+	under := s.floodBurst(e, v, pub, floodBurstSubject, ScenarioVoikFloodCapture)
+	endPhase()
+	r, err := stopFlood()
+	run.FloodSeconds = time.Since(start).Seconds()
+	run.FloodPeakAnonRSS = memory()
+	if err != nil {
+		e.Errorf("read flood: %v", err)
+	}
+	run.Sent, run.Replies, run.Overloaded, run.OtherErrors, run.ReplyBytes = r.Sent, r.Replies, r.Overloaded, r.OtherError, r.ReplyBytes
+	under.Note = fmt.Sprintf("%d FETCH/s of full pages: %d sent, %d replies, %d were 503", floodRate, r.Sent, r.Replies, r.Overloaded)
+	return under
+}
+
+// newReadFlood is the flood of the part: floodRate FETCHes a second, each
+// for a whole page of the history subject, for at most floodLongest.
+func newReadFlood(e *Env, v voikUnderTest) *harness.ReadFlood {
+	body, err := msgpack.Marshal(map[string]any{"offset": 0, "max_messages": messages.MaxMessagesCap})
+	if err != nil {
+		e.Fatalf("flood request: %v", err)
+	}
+	return &harness.ReadFlood{
+		Subject:  v.cfg.APIPrefix + ".FETCH." + floodHistorySubject,
+		Body:     body,
+		Rate:     floodRate,
+		Duration: floodLongest,
+	}
+}
+
+// startFlood runs flood on conn from start until stopFlood is called,
+// which returns what the flood counted; stopFlood may be called again
+// (as a deferred call after a Fatal would) and returns the same.
+func startFlood(ctx context.Context, flood *harness.ReadFlood, conn *nats.Conn) (start time.Time, stopFlood func() (harness.FloodResult, error)) {
+	floodCtx, cancel := context.WithCancel(ctx)
+	type outcome struct {
+		r   harness.FloodResult
+		err error
+	}
+	done := make(chan outcome, 1)
+	start = time.Now()
+	go func() {
+		r, err := flood.Run(floodCtx, conn, 0)
+		done <- outcome{r, err}
+	}()
+	// Cancelling ends the flood at once: Run then counts the replies it
+	// has had and waits for no more.
+	stopFlood = sync.OnceValues(func() (harness.FloodResult, error) {
+		cancel()
+		out := <-done
+		return out.r, out.err
+	})
+	return start, stopFlood
+}
+
+// recordFlood adds the two captures' figures and run, with their rates,
+// to the report and shows run on the progress writer.
+func (s *sizeRun) recordFlood(v voikUnderTest, run *FloodRun, quiet, under Figure) {
+	run.NoFloodMsgPerS, run.NoFloodLost = quiet.MsgPerS, quiet.Lost
+	run.FloodMsgPerS, run.FloodLost = under.MsgPerS, under.Lost
+	if quiet.MsgPerS > 0 {
+		run.Ratio = under.MsgPerS / quiet.MsgPerS
+	}
+	s.add(quiet)
+	s.add(under)
+	s.report.Floods = append(s.report.Floods, *run)
+	line := fmt.Sprintf("  read flood: capture with/without %.2f; flood %d sent, %d replies, %d were 503, %s of replies", run.Ratio, run.Sent, run.Replies, run.Overloaded, mib(run.ReplyBytes))
+	if v.proc != nil {
+		line += fmt.Sprintf("; voik's peak anon RSS %s without, %s with (reply budget %s)", mib(run.NoFloodPeakAnonRSS), mib(run.FloodPeakAnonRSS), mib(run.ReplyBudget))
+	}
+	fmt.Fprintln(s.opts.Progress, line)
 }
 
 // floodBurst publishes the burst to subject and waits until voik has

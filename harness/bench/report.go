@@ -346,97 +346,145 @@ func (r *Report) checkFloodTargets(size int) {
 
 // Write prints the report as tables.
 func (r *Report) Write(w io.Writer) {
-	fmt.Fprintf(w, "voik benchmark, %s run, %s, %.0fs, started %s; best of %d per scenario (lost: worst of them)\n", r.Mode, r.Host, r.Seconds, r.Started.Format("2006-01-02 15:04:05"), r.Repeat)
-	fmt.Fprintf(w, "voik: child process (unless -inprocess), VOIK_SYNC as in each note; JetStream: file storage in this process; window %d (wide: %d); MB = 10^6 data bytes\n", r.Window, r.WideWindow)
+	r.writeHeader(w)
 	for _, size := range r.sizes() {
-		fmt.Fprintf(w, "\n%s messages\n", sizeName(size))
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "scenario\tmessages\tdone\tlost\tmsg/s\tMB/s\tp50\tp99\tCPU µs/msg\t\tnote\t")
-		for _, scenario := range scenarioOrder {
-			f := r.figure(size, scenario)
-			if f == nil {
-				continue
-			}
-			p50, p99 := "", ""
-			if f.P50us > 0 {
-				p50, p99 = micros(f.P50us), micros(f.P99us)
-			}
-			note := f.Note
-			if f.Err != "" {
-				note = "ERROR: " + f.Err
-			}
-			cpu := ""
-			if f.CPUus > 0 {
-				cpu = fmt.Sprintf("%.2f", f.CPUus)
-			}
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.0f\t%.1f\t%s\t%s\t%s\t\t%s\t\n", f.Scenario, f.Messages, f.Done, f.Lost, f.MsgPerS, f.MBPerS, p50, p99, cpu, note)
-		}
-		tw.Flush()
-		var parts []string
-		for _, ratio := range r.Ratios {
-			if ratio.Size == size {
-				name := ratio.Name
-				if ratio.Ref != "" {
-					name += " (" + ratio.Ref + ")"
-				}
-				parts = append(parts, fmt.Sprintf("%s %.2f", name, ratio.Value))
-			}
-		}
-		if len(parts) > 0 {
-			fmt.Fprintf(w, "ratios: %s\n", strings.Join(parts, "; "))
-		}
+		r.writeFigures(w, size)
+		r.writeRatios(w, size)
 	}
-	if len(r.Resources) > 0 {
-		fmt.Fprintln(w, "\nvoik process resources (from /proc)")
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "size\trun\tstored\tpeak RSS\tanon start\tanon capture\tanon appends\tanon end\tRSS end\tCPU s/M: capture\tappends\tfetch\treplay\tcapture: sys\tfaults/1k\tappends: faults/1k\t")
-		for _, res := range r.Resources {
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%.2f\t%.2f\t%.2f\t%.0f%%\t%.0f\t%.0f\t\n", sizeName(res.Size), res.Run, mib(res.StoredBytes), mib(res.PeakRSS),
-				mib(res.AnonRSSStart), mib(res.AnonRSSAfterCapture), mib(res.AnonRSSAfterAppends), mib(res.AnonRSSAfterReads), mib(res.RSSAfterReads),
-				res.CPUPerMillionCapture, res.CPUPerMillionAppends, res.CPUPerMillionFetch, res.CPUPerMillionReplay,
-				100*res.CaptureSystemShare, res.CaptureFaultsPerK, res.AppendsFaultsPerK)
-		}
-		tw.Flush()
-	}
-	if len(r.Floods) > 0 {
-		fmt.Fprintf(w, "\ncapture under read flood: one voik captures the burst with nothing reading, then again while another connection sends %d FETCH/s, each for a full page of history (503s are voik refusing past its reply budget); anon RSS is voik's peak in each phase\n", floodRate)
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		// The flood's own rate is shown: its client shares the cores and
-		// sends less than asked when it falls behind (a ticker drops ticks).
-		fmt.Fprintln(tw, "size\trun\tburst\tno flood: msg/s\tlost\tpeak anon\tflood: msg/s\tlost\tpeak anon\twith/without\tflood s\tFETCH sent\t/s\treplies\t503s\treply MiB\treply budget\t")
-		for _, run := range r.Floods {
-			anonQuiet, anonFlood := "-", "-" // voik in this process: not measured
-			if run.FloodPeakAnonRSS > 0 {
-				anonQuiet, anonFlood = mib(run.NoFloodPeakAnonRSS), mib(run.FloodPeakAnonRSS)
-			}
-			perSecond := 0.0
-			if run.FloodSeconds > 0 {
-				perSecond = float64(run.Sent) / run.FloodSeconds
-			}
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%d\t%s\t%.0f\t%d\t%s\t%.2f\t%.1f\t%d\t%.0f\t%d\t%d\t%.0f\t%s\t\n", sizeName(run.Size), run.Run, run.Messages,
-				run.NoFloodMsgPerS, run.NoFloodLost, anonQuiet, run.FloodMsgPerS, run.FloodLost, anonFlood, run.Ratio,
-				run.FloodSeconds, run.Sent, perSecond, run.Replies, run.Overloaded, float64(run.ReplyBytes)/(1<<20), mib(run.ReplyBudget))
-		}
-		tw.Flush()
-	}
-	if len(r.Targets)+len(r.Info) > 0 {
-		fmt.Fprintln(w, "\ntargets at 1KiB")
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		for _, t := range r.Targets {
-			status := "MISSED"
-			if t.Met {
-				status = "met"
-			}
-			fmt.Fprintf(tw, "  %s\t%s\twant %s\tgot %.2f %s\t%s\n", status, t.Name, t.Want, t.Got, t.Unit, t.Note)
-		}
-		for _, t := range r.Info {
-			fmt.Fprintf(tw, "  info\t%s\tno target\tgot %.2f %s\t%s\n", t.Name, t.Got, t.Unit, t.Note)
-		}
-		tw.Flush()
-	}
+	r.writeResources(w)
+	r.writeFloods(w)
+	r.writeTargets(w)
 	for _, e := range r.Errors {
 		fmt.Fprintf(w, "ERROR %s\n", e)
 	}
+}
+
+// writeHeader prints what ran, where and when, and how to read the
+// figures that follow.
+func (r *Report) writeHeader(w io.Writer) {
+	fmt.Fprintf(w, "voik benchmark, %s run, %s, %.0fs, started %s; best of %d per scenario (lost: worst of them)\n", r.Mode, r.Host, r.Seconds, r.Started.Format("2006-01-02 15:04:05"), r.Repeat)
+	fmt.Fprintf(w, "voik: child process (unless -inprocess), VOIK_SYNC as in each note; JetStream: file storage in this process; window %d (wide: %d); MB = 10^6 data bytes\n", r.Window, r.WideWindow)
+}
+
+// writeFigures prints the table of one size's figures, in scenarioOrder.
+func (r *Report) writeFigures(w io.Writer, size int) {
+	fmt.Fprintf(w, "\n%s messages\n", sizeName(size))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "scenario\tmessages\tdone\tlost\tmsg/s\tMB/s\tp50\tp99\tCPU µs/msg\t\tnote\t")
+	for _, scenario := range scenarioOrder {
+		if f := r.figure(size, scenario); f != nil {
+			writeFigureRow(tw, f)
+		}
+	}
+	tw.Flush()
+}
+
+// writeFigureRow prints one figure, leaving latencies and CPU blank where
+// they were not measured (a 0 would read as a measurement) and showing an
+// error in place of the note.
+func writeFigureRow(tw io.Writer, f *Figure) {
+	p50, p99 := "", ""
+	if f.P50us > 0 {
+		p50, p99 = micros(f.P50us), micros(f.P99us)
+	}
+	note := f.Note
+	if f.Err != "" {
+		note = "ERROR: " + f.Err
+	}
+	cpu := ""
+	if f.CPUus > 0 {
+		cpu = fmt.Sprintf("%.2f", f.CPUus)
+	}
+	fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.0f\t%.1f\t%s\t%s\t%s\t\t%s\t\n", f.Scenario, f.Messages, f.Done, f.Lost, f.MsgPerS, f.MBPerS, p50, p99, cpu, note)
+}
+
+// writeRatios prints one size's ratios on a line, if it has any, naming
+// the reference of those whose name does not.
+func (r *Report) writeRatios(w io.Writer, size int) {
+	var parts []string
+	for _, ratio := range r.Ratios {
+		if ratio.Size == size {
+			name := ratio.Name
+			if ratio.Ref != "" {
+				name += " (" + ratio.Ref + ")"
+			}
+			parts = append(parts, fmt.Sprintf("%s %.2f", name, ratio.Value))
+		}
+	}
+	if len(parts) > 0 {
+		fmt.Fprintf(w, "ratios: %s\n", strings.Join(parts, "; "))
+	}
+}
+
+// writeResources prints the table of voik's resources, one row per size
+// and repeat; none when voik ran in this process.
+func (r *Report) writeResources(w io.Writer) {
+	if len(r.Resources) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nvoik process resources (from /proc)")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "size\trun\tstored\tpeak RSS\tanon start\tanon capture\tanon appends\tanon end\tRSS end\tCPU s/M: capture\tappends\tfetch\treplay\tcapture: sys\tfaults/1k\tappends: faults/1k\t")
+	for _, res := range r.Resources {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%.2f\t%.2f\t%.2f\t%.0f%%\t%.0f\t%.0f\t\n", sizeName(res.Size), res.Run, mib(res.StoredBytes), mib(res.PeakRSS),
+			mib(res.AnonRSSStart), mib(res.AnonRSSAfterCapture), mib(res.AnonRSSAfterAppends), mib(res.AnonRSSAfterReads), mib(res.RSSAfterReads),
+			res.CPUPerMillionCapture, res.CPUPerMillionAppends, res.CPUPerMillionFetch, res.CPUPerMillionReplay,
+			100*res.CaptureSystemShare, res.CaptureFaultsPerK, res.AppendsFaultsPerK)
+	}
+	tw.Flush()
+}
+
+// writeFloods prints the table of the read-flood part, one row per size
+// and repeat, if it ran.
+func (r *Report) writeFloods(w io.Writer) {
+	if len(r.Floods) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\ncapture under read flood: one voik captures the burst with nothing reading, then again while another connection sends %d FETCH/s, each for a full page of history (503s are voik refusing past its reply budget); anon RSS is voik's peak in each phase\n", floodRate)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	// The flood's own rate is shown: its client shares the cores and
+	// sends less than asked when it falls behind (a ticker drops ticks).
+	fmt.Fprintln(tw, "size\trun\tburst\tno flood: msg/s\tlost\tpeak anon\tflood: msg/s\tlost\tpeak anon\twith/without\tflood s\tFETCH sent\t/s\treplies\t503s\treply MiB\treply budget\t")
+	for _, run := range r.Floods {
+		writeFloodRow(tw, run)
+	}
+	tw.Flush()
+}
+
+// writeFloodRow prints one repeat of the read-flood part.
+func writeFloodRow(tw io.Writer, run FloodRun) {
+	anonQuiet, anonFlood := "-", "-" // voik in this process: not measured
+	if run.FloodPeakAnonRSS > 0 {
+		anonQuiet, anonFlood = mib(run.NoFloodPeakAnonRSS), mib(run.FloodPeakAnonRSS)
+	}
+	perSecond := 0.0
+	if run.FloodSeconds > 0 {
+		perSecond = float64(run.Sent) / run.FloodSeconds
+	}
+	fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%d\t%s\t%.0f\t%d\t%s\t%.2f\t%.1f\t%d\t%.0f\t%d\t%d\t%.0f\t%s\t\n", sizeName(run.Size), run.Run, run.Messages,
+		run.NoFloodMsgPerS, run.NoFloodLost, anonQuiet, run.FloodMsgPerS, run.FloodLost, anonFlood, run.Ratio,
+		run.FloodSeconds, run.Sent, perSecond, run.Replies, run.Overloaded, float64(run.ReplyBytes)/(1<<20), mib(run.ReplyBudget))
+}
+
+// writeTargets prints the targets, met or missed, then the figures stated
+// for information only, if there are any.
+func (r *Report) writeTargets(w io.Writer) {
+	if len(r.Targets)+len(r.Info) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\ntargets at 1KiB")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, t := range r.Targets {
+		status := "MISSED"
+		if t.Met {
+			status = "met"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\twant %s\tgot %.2f %s\t%s\n", status, t.Name, t.Want, t.Got, t.Unit, t.Note)
+	}
+	for _, t := range r.Info {
+		fmt.Fprintf(tw, "  info\t%s\tno target\tgot %.2f %s\t%s\n", t.Name, t.Got, t.Unit, t.Note)
+	}
+	tw.Flush()
 }
 
 // WriteJSON writes the report to path.

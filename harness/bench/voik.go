@@ -65,7 +65,31 @@ func (s *sizeRun) voik(e *Env) {
 	pub := harness.Connect(e, ns.ClientURL())
 	res := Resources{Size: s.size, Run: s.repeat}
 
-	// Capture: a burst of plain publishes, until INFO shows them all.
+	history := s.measureCapture(e, v, pub, &res)
+	acked := s.measureAppends(e, v, pub, &res)
+	s.measureFetch(e, v, history, &res)
+	s.measureReplay(e, v, pub, history, &res)
+	res.StoredBytes = int64(history+acked) * int64(s.size)
+	if v.proc != nil {
+		s.report.Resources = append(s.report.Resources, res)
+		s.printResources(res)
+	}
+}
+
+// phaseUsage runs one phase of voik's under its profile (if asked for) and
+// returns voik's usage before and after it, for what the phase cost.
+func (s *sizeRun) phaseUsage(e *Env, v voikUnderTest, phase string, run func()) (before, after harness.ProcUsage) {
+	before = v.usage(e)
+	endPhase := s.phase(phase)
+	run()
+	endPhase()
+	return before, v.usage(e)
+}
+
+// measureCapture times a burst of plain publishes until INFO shows them all,
+// records its figure and its cost to voik in res, and returns how many
+// records were stored: the history the reads go through.
+func (s *sizeRun) measureCapture(e *Env, v voikUnderTest, pub *nats.Conn, res *Resources) (history int) {
 	stored := func() int {
 		info, err := v.api.Info(s.ctx, captureSubject)
 		if err != nil {
@@ -73,16 +97,19 @@ func (s *sizeRun) voik(e *Env) {
 		}
 		return int(info.EndOffset)
 	}
-	before := v.usage(e)
+	var (
+		got   int
+		start time.Time
+		at    time.Time
+	)
+	before, after := s.phaseUsage(e, v, "capture", func() {
+		stop := watch(s.opts.Progress, "voik capture", s.messages, stored)
+		start = time.Now()
+		publishBurst(e, pub, captureSubject, s.payload, s.messages)
+		got, at = waitCount(stored, s.messages, s.opts.Stall, 2*time.Millisecond)
+		stop()
+	})
 	res.AnonRSSStart = before.AnonRSS
-	endPhase := s.phase("capture")
-	stop := watch(s.opts.Progress, "voik capture", s.messages, stored)
-	start := time.Now()
-	publishBurst(e, pub, captureSubject, s.payload, s.messages)
-	got, at := waitCount(stored, s.messages, s.opts.Stall, 2*time.Millisecond)
-	stop()
-	endPhase()
-	after := v.usage(e)
 	f := Figure{Size: s.size, Scenario: ScenarioVoikCapture, Messages: s.messages, Done: got}
 	f.throughput(at.Sub(start))
 	if got > s.messages {
@@ -97,65 +124,68 @@ func (s *sizeRun) voik(e *Env) {
 	res.CaptureFaultsPerK = perThousand(after.MinorFaults-before.MinorFaults, s.messages)
 	res.CaptureSwitchesPerK = perThousand(after.VoluntarySwitches-before.VoluntarySwitches, s.messages)
 	res.AnonRSSAfterCapture = after.AnonRSS
-	history := got
+	return got
+}
 
-	// Acknowledged appends, group commit, a window in flight.
-	before = v.usage(e)
+// measureAppends times acknowledged appends (group commit, a window in
+// flight), then again with the wide window if there is one, records their
+// figures and their cost to voik in res, and returns how many appends the
+// runs had acknowledged together (every one is a stored record).
+func (s *sizeRun) measureAppends(e *Env, v voikUnderTest, pub *nats.Conn, res *Resources) (acked int) {
 	load := ackedLoad{
 		nc: pub, subject: ackSubject, payload: s.payload, n: s.appends, window: s.opts.Window, stall: s.opts.Stall,
 		header: nats.Header{messages.HeaderAck: {"1"}}, check: voikAckCheck,
 	}
-	endPhase = s.phase("appends")
-	r := load.run(e, s.opts.Progress, "voik acked append")
-	endPhase()
-	after = v.usage(e)
-	f = r.figure(s.size, ScenarioVoikAck, s.appends, fmt.Sprintf("sync %s, window %d", s.opts.VoikSync, s.opts.Window))
+	var r ackedResult
+	before, after := s.phaseUsage(e, v, "appends", func() { r = load.run(e, s.opts.Progress, "voik acked append") })
+	acked = r.acked
+	f := r.figure(s.size, ScenarioVoikAck, s.appends, fmt.Sprintf("sync %s, window %d", s.opts.VoikSync, s.opts.Window))
 	res.CPUPerMillionAppends = perMillion(after.CPU-before.CPU, f.Done)
 	f.CPUus = res.CPUPerMillionAppends
 	s.add(f)
 	res.AppendsFaultsPerK = perThousand(after.MinorFaults-before.MinorFaults, s.appends)
 	if wide, ok := s.widen(load, s.appends); ok {
-		before = v.usage(e)
-		endPhase = s.phase("appends-wide")
-		r = wide.run(e, s.opts.Progress, "voik acked append, wide")
-		endPhase()
-		after = v.usage(e)
+		before, after = s.phaseUsage(e, v, "appends-wide", func() { r = wide.run(e, s.opts.Progress, "voik acked append, wide") })
 		f = r.figure(s.size, ScenarioVoikAckWide, s.appends, fmt.Sprintf("sync %s, window %d", s.opts.VoikSync, wide.window))
 		f.CPUus = perMillion(after.CPU-before.CPU, f.Done)
 		s.add(f)
+		acked += r.acked // the wide run's records are stored too
 	}
 	res.AnonRSSAfterAppends = after.AnonRSS
+	return acked
+}
 
-	// FETCH: page through the whole capture history.
-	before = v.usage(e)
-	endPhase = s.phase("fetch")
-	f = s.readHistory(v.api, history, ScenarioVoikFetch)
-	endPhase()
-	after = v.usage(e)
+// measureFetch pages through the whole capture history with FETCH, then
+// times single-record FETCHes, and records their figures and the paging's
+// cost to voik in res.
+func (s *sizeRun) measureFetch(e *Env, v voikUnderTest, history int, res *Resources) {
+	var f Figure
+	before, after := s.phaseUsage(e, v, "fetch", func() { f = s.readHistory(v.api, history, ScenarioVoikFetch) })
 	res.CPUPerMillionFetch = perMillion(after.CPU-before.CPU, f.Done)
 	f.CPUus = res.CPUPerMillionFetch
 	s.add(f)
-	endPhase = s.phase("fetch-one")
+	endPhase := s.phase("fetch-one")
 	s.add(s.fetchOne(v.api, history, ScenarioVoikFetchOne))
 	endPhase()
+}
 
-	// REPLAY the whole history to an inbox.
-	before = v.usage(e)
-	endPhase = s.phase("replay")
-	f = s.voikReplay(e, pub, v.api, history)
-	endPhase()
-	after = v.usage(e)
+// measureReplay REPLAYs the whole history to an inbox and records its
+// figure, its cost to voik and voik's memory once all the reads are done
+// in res.
+func (s *sizeRun) measureReplay(e *Env, v voikUnderTest, pub *nats.Conn, history int, res *Resources) {
+	var f Figure
+	before, after := s.phaseUsage(e, v, "replay", func() { f = s.voikReplay(e, pub, v.api, history) })
 	res.CPUPerMillionReplay = perMillion(after.CPU-before.CPU, f.Done)
 	f.CPUus = res.CPUPerMillionReplay
 	s.add(f)
 	res.AnonRSSAfterReads, res.RSSAfterReads, res.PeakRSS = after.AnonRSS, after.RSS, after.PeakRSS
-	res.StoredBytes = int64(history+r.acked) * int64(s.size)
-	if v.proc != nil {
-		s.report.Resources = append(s.report.Resources, res)
-		fmt.Fprintf(s.opts.Progress, "  voik resources: peak RSS %s, anon RSS %s -> %s -> %s -> %s, CPU s/M msgs: capture %.2f (%.0f%% system, %.1f faults and %.1f blocks per 1000) appends %.2f (%.1f faults/1000) fetch %.2f replay %.2f\n",
-			mib(res.PeakRSS), mib(res.AnonRSSStart), mib(res.AnonRSSAfterCapture), mib(res.AnonRSSAfterAppends), mib(res.AnonRSSAfterReads),
-			res.CPUPerMillionCapture, 100*res.CaptureSystemShare, res.CaptureFaultsPerK, res.CaptureSwitchesPerK, res.CPUPerMillionAppends, res.AppendsFaultsPerK, res.CPUPerMillionFetch, res.CPUPerMillionReplay)
-	}
+}
+
+// printResources shows a run's voik resources on the progress writer.
+func (s *sizeRun) printResources(res Resources) {
+	fmt.Fprintf(s.opts.Progress, "  voik resources: peak RSS %s, anon RSS %s -> %s -> %s -> %s, CPU s/M msgs: capture %.2f (%.0f%% system, %.1f faults and %.1f blocks per 1000) appends %.2f (%.1f faults/1000) fetch %.2f replay %.2f\n",
+		mib(res.PeakRSS), mib(res.AnonRSSStart), mib(res.AnonRSSAfterCapture), mib(res.AnonRSSAfterAppends), mib(res.AnonRSSAfterReads),
+		res.CPUPerMillionCapture, 100*res.CaptureSystemShare, res.CaptureFaultsPerK, res.CaptureSwitchesPerK, res.CPUPerMillionAppends, res.AppendsFaultsPerK, res.CPUPerMillionFetch, res.CPUPerMillionReplay)
 }
 
 // voikAckCheck checks an ack of voik's (or of the ack responder) and
