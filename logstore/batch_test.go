@@ -245,7 +245,7 @@ func TestAppendBatchSyncFailureUnderSyncAlways(t *testing.T) {
 	opts := testOptions()
 	opts.Sync = SyncAlways
 	var failing atomic.Bool
-	opts.faults = &faultHooks{sync: func(*os.File) error {
+	opts.faults = &faultHooks{sync: func(string) error {
 		if failing.Load() {
 			return errors.New("EIO")
 		}

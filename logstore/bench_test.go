@@ -5,6 +5,7 @@ package logstore
 // that the ratio means something on any machine:
 //
 //	BenchmarkAppend/<size>/<policy>    Log.Append, then Log.Sync, vs
+//	BenchmarkAppendRotating/<segment size>/<policy>  the same with 1 KiB records in 1 or 8 MiB segments: rotations often
 //	BenchmarkAppendReference/<size>    os.File.Write of the same bytes, then fdatasync
 //	BenchmarkAppendBatch/<size>        Log.AppendBatch of 64 records at a time, then Log.Sync, vs
 //	BenchmarkAppendBatchReference/<size>  one os.File.Write per 64 records, then fdatasync
@@ -89,6 +90,53 @@ func BenchmarkAppend(b *testing.B) {
 				b.ReportMetric(float64(l.Info().Segments), "segments")
 			})
 		}
+	}
+}
+
+// BenchmarkAppendRotating is BenchmarkAppend of 1 KiB records with 1 MiB
+// and 8 MiB segments (and the initial preallocation of a whole segment,
+// so that growth does not count): a rotation every thousand or eight
+// thousand records, so that what starting a segment costs the writer
+// shows, in the time of an append that rotates (µs/rotating-append). Its
+// reference is BenchmarkAppendReference/1KiB.
+func BenchmarkAppendRotating(b *testing.B) {
+	for _, c := range []struct {
+		name     string
+		segments int64
+		policy   SyncPolicy
+	}{{"1MiB/none", 1 << 20, SyncNone}, {"1MiB/batch", 1 << 20, SyncBatch}, {"8MiB/none", 8 << 20, SyncNone}, {"8MiB/batch", 8 << 20, SyncBatch}} {
+		b.Run(c.name, func(b *testing.B) {
+			opts := benchOptions(c.policy)
+			opts.SegmentBytes = c.segments
+			opts.InitialSegmentBytes = opts.SegmentBytes
+			l := benchOpenLog(b, opts)
+			data := benchData(1 << 10)
+			b.SetBytes(int64(recordSize(0, len(data))))
+			b.ReportAllocs()
+			b.ResetTimer()
+			// The appends that rotate are timed on their own: the time a
+			// writer waits for its next segment.
+			var rotating time.Duration
+			rotations, segments := 0, len(*l.segments.Load())
+			for i := 0; i < b.N; i++ {
+				start := time.Now()
+				if _, _, err := l.Append(0, nil, data); err != nil {
+					b.Fatal(err)
+				}
+				if n := len(*l.segments.Load()); n != segments {
+					rotating += time.Since(start)
+					rotations, segments = rotations+1, n
+				}
+			}
+			if err := l.Sync(); err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(l.Info().Segments), "segments")
+			if rotations > 0 {
+				b.ReportMetric(float64(rotating.Microseconds())/float64(rotations), "µs/rotating-append")
+			}
+		})
 	}
 }
 
@@ -211,7 +259,7 @@ func BenchmarkAppendAcked(b *testing.B) {
 		b.Run(size.name, func(b *testing.B) {
 			var syncs atomic.Int64
 			opts := benchOptions(SyncBatch)
-			opts.faults = &faultHooks{sync: func(*os.File) error { syncs.Add(1); return nil }}
+			opts.faults = &faultHooks{sync: func(string) error { syncs.Add(1); return nil }}
 			l := benchOpenLog(b, opts)
 			data := benchData(size.n)
 			ctx := context.Background()
@@ -333,7 +381,7 @@ func buildBenchReadLog(b *testing.B) *benchReadLog {
 	}
 	b.Cleanup(func() { r.log.Close() })
 	for _, seg := range *r.log.segments.Load() {
-		f, err := os.Open(seg.logPath)
+		f, err := os.Open(seg.logPath())
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -28,9 +28,11 @@ import (
 	"os"
 	"os/exec"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -190,8 +192,15 @@ type crashEvent struct {
 // SIGKILL and returns what it reported.
 func runCrashRound(t *testing.T, dir string, policy SyncPolicy, minAcks int, delay time.Duration) crashRound {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), crashDirEnv+"="+dir, crashSyncEnv+"="+policy.String())
+	return runCrashChild(t, "TestCrashChild", crashDirEnv+"="+dir, policy, minAcks, delay)
+}
+
+// runCrashChild is runCrashRound for the child test child, given its
+// directory as dirEnv ("NAME=dir").
+func runCrashChild(t *testing.T, child, dirEnv string, policy SyncPolicy, minAcks int, delay time.Duration) crashRound {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^"+child+"$", "-test.count=1")
+	cmd.Env = append(os.Environ(), dirEnv, crashSyncEnv+"="+policy.String())
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()
@@ -408,6 +417,9 @@ func TestCrashKeepsEveryDurableRecordAndContiguousOffsets(t *testing.T) {
 		}
 
 		newEnd, tornTail, segments := crashCheckLog(t, dir)
+		if left := preparedFiles(t, dir); len(left) != 0 {
+			t.Fatalf("round %d: %v left after recovery and close", round, left)
+		}
 		if newEnd <= r.maxDurable {
 			t.Fatalf("round %d (%v, killed %v after ack %d): end offset %d lost record %d, which was reported durable",
 				round, policy, delay, minAcks, newEnd, r.maxDurable)
@@ -435,5 +447,276 @@ func TestCrashKeepsEveryDurableRecordAndContiguousOffsets(t *testing.T) {
 	records, err := l.Read(end, 1)
 	if err != nil || len(records) != 1 || !bytes.Equal(records[0].Data, data) {
 		t.Fatalf("read back the record appended after the last kill: %v", err)
+	}
+}
+
+// ---- A kill while the pipeline holds a segment (rotation.go) ----
+
+const (
+	crashPipelineDirEnv  = "VOIK_CRASH_PIPELINE_DIR"  // set: TestCrashPipelineChild writes to the log in this dir
+	crashPipelineModeEnv = "VOIK_CRASH_PIPELINE_MODE" // "prepared" or "swapped"
+)
+
+// TestCrashPipelineChild appends under SyncNone until the pipeline has the
+// next segment prepared; with "swapped" it then stops commits forever (a
+// sync that never returns) and appends until that segment is swapped in
+// and holds a record. It reports "<mode> <end offset>" and waits to be
+// killed.
+func TestCrashPipelineChild(t *testing.T) {
+	dir := os.Getenv(crashPipelineDirEnv)
+	if dir == "" {
+		t.Skip("the writer of TestCrashWhilePipelineHoldsASegment; runs only as its child process")
+	}
+	mode := os.Getenv(crashPipelineModeEnv)
+	var stall atomic.Bool
+	opts := crashOptions(SyncNone, crashDiscardLogger())
+	opts.faults = &faultHooks{sync: func(string) error {
+		if stall.Load() {
+			select {} // the commit of the swapped-in segment never ends
+		}
+		return nil
+	}}
+	l, err := OpenLog(dir, crashSubject, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := l.EndOffset()
+	appendNext := func() {
+		ts, headers, data := crashRecord(next)
+		if _, _, err := l.Append(ts, headers, data); err != nil {
+			fmt.Fprintf(os.Stdout, crashLinePrefix+"error append %d: %v\n", next, err)
+			t.Fatal(err)
+		}
+		next++
+	}
+	for deadline := time.Now().Add(time.Minute); !pipelineReady(l); {
+		if time.Now().After(deadline) {
+			t.Fatal("no segment prepared within a minute")
+		}
+		appendNext()
+		time.Sleep(100 * time.Microsecond) // give the pipeline time to prepare
+	}
+	if mode == "swapped" {
+		stall.Store(true)
+		for segments := l.Info().Segments; l.Info().Segments == segments; {
+			appendNext()
+		}
+		appendNext()
+	}
+	fmt.Fprintf(os.Stdout, crashLinePrefix+"%s %d\n", mode, next)
+	time.Sleep(time.Minute)
+	t.Fatal("not killed within a minute")
+}
+
+// TestCrashWhilePipelineHoldsASegment kills a writer while the next
+// segment is prepared (files without a header), and while a swapped-in
+// segment is not committed yet (still under its prepared name, with
+// records in it). Recovery deletes the first and names the second, and
+// every record appended is there: under SyncNone a kill of the process
+// loses nothing.
+func TestCrashWhilePipelineHoldsASegment(t *testing.T) {
+	if os.Getenv(crashPipelineDirEnv) != "" || os.Getenv(crashDirEnv) != "" {
+		t.Skip("inside a crash child")
+	}
+	for _, c := range []struct {
+		mode   string
+		before []string // prepared files at the kill
+		says   string   // what recovery logs
+	}{
+		{"prepared", []string{preparedLogName, preparedIndexName}, "removing a segment prepared ahead of a rotation"},
+		{"swapped", []string{preparedLogName, preparedIndexName}, "naming a segment that a rotation swapped in"},
+	} {
+		t.Run(c.mode, func(t *testing.T) {
+			for round := 0; round < 3; round++ {
+				dir := t.TempDir()
+				end := crashRunUntilReport(t, dir, c.mode)
+				if got := preparedFiles(t, dir); !slices.Equal(got, c.before) {
+					t.Fatalf("round %d: prepared files %v at the kill, want %v", round, got, c.before)
+				}
+				var logs bytes.Buffer
+				logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+				l, err := OpenLog(dir, crashSubject, crashOptions(SyncBatch, logger))
+				if err != nil {
+					t.Fatalf("round %d: OpenLog after the kill: %v", round, err)
+				}
+				if got := l.EndOffset(); got != end {
+					t.Fatalf("round %d: end offset %d after the kill, the writer had appended up to %d", round, got, end)
+				}
+				if !strings.Contains(logs.String(), c.says) {
+					t.Fatalf("round %d: recovery did not say %q:\n%s", round, c.says, logs.String())
+				}
+				if err := l.Close(); err != nil {
+					t.Fatal(err)
+				}
+				if got, _, _ := crashCheckLog(t, dir); got != end {
+					t.Fatalf("round %d: end offset %d on reopening, want %d", round, got, end)
+				}
+				if left := preparedFiles(t, dir); len(left) != 0 {
+					t.Fatalf("round %d: %v left after recovery", round, left)
+				}
+			}
+		})
+	}
+}
+
+// crashRunUntilReport runs TestCrashPipelineChild on dir in mode, kills it
+// with SIGKILL as soon as it reports, and returns the end offset it
+// reported.
+func crashRunUntilReport(t *testing.T, dir, mode string) uint64 {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashPipelineChild$", "-test.count=1")
+	cmd.Env = append(os.Environ(), crashPipelineDirEnv+"="+dir, crashPipelineModeEnv+"="+mode)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer cmd.Process.Kill()
+	scanner := bufio.NewScanner(stdout)
+	for scanner.Scan() {
+		line, ok := strings.CutPrefix(scanner.Text(), crashLinePrefix)
+		if !ok {
+			continue
+		}
+		kind, value, _ := strings.Cut(line, " ")
+		if kind != mode {
+			t.Fatalf("writer: %s", line)
+		}
+		end, err := strconv.ParseUint(value, 10, 64)
+		if err != nil {
+			t.Fatalf("bad line %q", line)
+		}
+		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		cmd.Wait()
+		return end
+	}
+	cmd.Wait()
+	t.Fatalf("the writer ended without reporting (%v); stderr:\n%s", cmd.ProcessState, stderr.String())
+	return 0
+}
+
+// ---- A kill while new subjects get their logs (store_append.go) ----
+
+const crashStoreDirEnv = "VOIK_CRASH_STORE_DIR" // set: TestCrashNewSubjectsChild makes subjects in the store in this dir
+
+func crashNewSubject(i uint64) string { return fmt.Sprintf("new.%06d", i) }
+
+// TestCrashNewSubjectsChild makes one new subject after another in a
+// store, each with its first record, speaking the protocol of
+// TestCrashChild with subject numbers for offsets: "start" the number of
+// the first subject it makes, "durable" the number of one whose first
+// record WaitDurable returned for.
+func TestCrashNewSubjectsChild(t *testing.T) {
+	dir := os.Getenv(crashStoreDirEnv)
+	if dir == "" {
+		t.Skip("the writer of TestCrashNewSubjectKeepsItsFirstRecordOrNothing; runs only as its child process")
+	}
+	policy, err := ParseSyncPolicy(os.Getenv(crashSyncEnv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := OpenStore(dir, crashOptions(policy, crashDiscardLogger()))
+	if err != nil {
+		fmt.Fprintf(os.Stdout, crashLinePrefix+"error open: %v\n", err)
+		t.Fatal(err)
+	}
+	next := uint64(len(s.Subjects()))
+	fmt.Fprintf(os.Stdout, crashLinePrefix+"start %d\n", next)
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); next++ {
+		subject := crashNewSubject(next)
+		ts, headers, data := crashRecord(next)
+		entries := []Entry{{Timestamp: ts, Headers: headers, Data: data}}
+		if _, n, err := s.Append(subject, entries); n != 1 || err != nil {
+			fmt.Fprintf(os.Stdout, crashLinePrefix+"error append to %s: %v\n", subject, err)
+			t.Fatal(err)
+		}
+		if err := s.WaitDurable(context.Background(), subject, 0); err != nil {
+			fmt.Fprintf(os.Stdout, crashLinePrefix+"error wait durable %s: %v\n", subject, err)
+			t.Fatal(err)
+		}
+		fmt.Fprintf(os.Stdout, crashLinePrefix+"durable %d\n", next)
+	}
+	t.Fatal("not killed within a minute")
+}
+
+// TestCrashNewSubjectKeepsItsFirstRecordOrNothing kills a writer that
+// makes new subjects at random moments (most of them inside the making of
+// a subject's log: several fsyncs and a rename). After each kill, every
+// subject the store lists has its first record, whole, every subject whose
+// first record was reported durable is listed, the subjects are the
+// writer's in order with none missing between, and nothing half-made is
+// left in the data directory.
+func TestCrashNewSubjectKeepsItsFirstRecordOrNothing(t *testing.T) {
+	if os.Getenv(crashStoreDirEnv) != "" || os.Getenv(crashDirEnv) != "" || os.Getenv(crashPipelineDirEnv) != "" {
+		t.Skip("inside a crash child")
+	}
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, seed^0x5eed))
+	dir := t.TempDir()
+	var made uint64
+	for round := range max(*crashKills/2, 5) {
+		policy := []SyncPolicy{SyncBatch, SyncAlways, SyncNone, SyncInterval}[rng.IntN(4)]
+		minAcks := 1 + rng.IntN(4)
+		delay := time.Duration(rng.Int64N(int64(5 * time.Millisecond)))
+		r := runCrashChild(t, "TestCrashNewSubjectsChild", crashStoreDirEnv+"="+dir, policy, minAcks, delay)
+		if !r.started || r.start != made {
+			t.Fatalf("round %d: the writer started at subject %d (reported %v), %d were made before", round, r.start, r.started, made)
+		}
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		halfMade := 0
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), ".new-") {
+				halfMade++
+			}
+		}
+		s, err := OpenStore(dir, crashOptions(SyncBatch, crashDiscardLogger()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		subjects := s.Subjects()
+		for i, subject := range subjects {
+			if subject != crashNewSubject(uint64(i)) {
+				t.Fatalf("round %d: subject %d is %q: subjects missing before it", round, i, subject)
+			}
+			ts, headers, data := crashRecord(uint64(i))
+			err := s.View(subject, func(l *Log) error {
+				records, err := l.Read(0, 2)
+				switch {
+				case err != nil:
+					return err
+				case len(records) != 1:
+					return fmt.Errorf("%d records, want its first only", len(records))
+				case records[0].Timestamp != ts || !bytes.Equal(records[0].Data, data) || !reflect.DeepEqual(records[0].Headers, headers):
+					return fmt.Errorf("record 0 is not the one appended")
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatalf("round %d: %s: %v", round, subject, err)
+			}
+		}
+		if r.acks > 0 && uint64(len(subjects)) <= r.maxDurable {
+			t.Fatalf("round %d: %d subjects after the kill, but subject %d was reported durable", round, len(subjects), r.maxDurable)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if entries, _ := os.ReadDir(dir); len(entries) != len(subjects) {
+			t.Fatalf("round %d: %d entries in the data dir for %d subjects", round, len(entries), len(subjects))
+		}
+		t.Logf("round %d: %-8v killed %.1fms after %d acks: subjects %d..%d, %d reported durable, %d half made at the kill",
+			round, policy, float64(delay.Microseconds())/1000, minAcks, made, len(subjects), r.maxDurable+1-made, halfMade)
+		made = uint64(len(subjects))
 	}
 }

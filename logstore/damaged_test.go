@@ -41,7 +41,7 @@ func buildDamagedFixture(t *testing.T, n int) *damagedFixture {
 		t.Fatal(err)
 	}
 	for i := 0; i < n; i++ {
-		if _, _, err := s.Append(damagedSubject, 0, nil, damagedData(i)); err != nil {
+		if _, _, err := storeAppend(s, damagedSubject, 0, nil, damagedData(i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -162,13 +162,13 @@ func TestZeroedSegmentWithIndexEntriesIsCorruption(t *testing.T) {
 			if !s.Has(damagedSubject) || len(s.Subjects()) != 1 {
 				t.Fatalf("subjects %q: the damaged log is not listed", s.Subjects())
 			}
-			sl, err := s.Acquire(damagedSubject, false)
+			sl, err := s.Acquire(damagedSubject)
 			if err != nil {
 				t.Fatalf("acquire: %v, want the corrupt log", err)
 			}
 			check(t, sl, sl.Err(), "Acquire")
-			s.ReleaseUnused(sl) // a log found on disk is kept whatever it holds
-			if _, _, err := s.Append(damagedSubject, 0, nil, []byte("refused")); !errors.Is(err, ErrCorrupt) {
+			s.Release(sl) // a log found on disk is kept whatever it holds
+			if _, _, err := storeAppend(s, damagedSubject, 0, nil, []byte("refused")); !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("store append: %v, want ErrCorrupt", err)
 			}
 			checkOnlyOutcome(t, obs, "corrupt", 3)
@@ -250,7 +250,13 @@ func TestOpenFailureIsReportedAsFailed(t *testing.T) {
 			s := openTestStore(t, fx.root, opts)
 			var first error
 			for i, create := range []bool{false, false, true} {
-				l, err := s.Acquire(damagedSubject, create)
+				var l *Log
+				var err error
+				if create { // an append opens it too
+					_, _, err = storeAppend(s, damagedSubject, 0, nil, []byte("x"))
+				} else {
+					l, err = s.Acquire(damagedSubject)
+				}
 				if l != nil || !errors.Is(err, c.cause) || errors.Is(err, ErrNotFound) ||
 					!strings.Contains(err.Error(), fmt.Sprintf("%q", damagedSubject)) {
 					t.Fatalf("acquire %d (create %v): %v; want an error naming %q and %v", i, create, err, damagedSubject, c.cause)
@@ -335,7 +341,7 @@ func TestStoreListsLogWhoseSubjectFileCannotBeChecked(t *testing.T) {
 			root := t.TempDir()
 			s := openTestStore(t, root, testOptions())
 			for i := 0; i < 3; i++ {
-				if _, _, err := s.Append(c.subject, 0, nil, storeData(c.subject, i)); err != nil {
+				if _, _, err := storeAppend(s, c.subject, 0, nil, storeData(c.subject, i)); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -363,7 +369,7 @@ func TestStoreListsLogWhoseSubjectFileCannotBeChecked(t *testing.T) {
 				return
 			}
 			for i := 0; i < 2; i++ {
-				l, err := s.Acquire(c.subject, false)
+				l, err := s.Acquire(c.subject)
 				if l != nil || !errors.Is(err, c.acquire) || !strings.Contains(err.Error(), fmt.Sprintf("%q", c.subject)) {
 					t.Fatalf("acquire %d: %v; want an error naming the subject and %v", i, err, c.acquire)
 				}
@@ -415,7 +421,11 @@ func TestNoSpaceSaysWhatFailed(t *testing.T) {
 		}, []string{"growing segment", segmentFileName(0, ".log")}, map[string]int{"clean": 1}},
 		{"creating the next segment", func(full *atomic.Bool) *faultHooks {
 			return &faultHooks{preallocate: func(f *os.File, offset, _ int64) error {
-				if base, _, _ := parseSegmentName(filepath.Base(f.Name())); full.Load() && offset == 0 && base > 0 {
+				// The next segment: made ahead by the pipeline, or by the
+				// rotation itself when none is ready.
+				name := filepath.Base(f.Name())
+				base, _, _ := parseSegmentName(name)
+				if full.Load() && offset == 0 && (base > 0 || name == preparedLogName) {
 					return syscall.ENOSPC
 				}
 				return nil
@@ -430,7 +440,7 @@ func TestNoSpaceSaysWhatFailed(t *testing.T) {
 			s := openTestStore(t, t.TempDir(), opts)
 			var err error
 			for i := 0; i < 1000 && err == nil; i++ {
-				_, _, err = s.Append(subject, 0, nil, storeData(subject, i))
+				_, _, err = storeAppend(s, subject, 0, nil, storeData(subject, i))
 			}
 			if !errors.Is(err, ErrNoSpace) || !errors.Is(err, syscall.ENOSPC) {
 				t.Fatalf("append on a full disk: %v; want ErrNoSpace wrapping ENOSPC", err)
@@ -448,7 +458,7 @@ func TestNoSpaceSaysWhatFailed(t *testing.T) {
 				t.Fatalf("opens reported %v, want %v", got, c.opens)
 			}
 			full.Store(false)
-			if _, _, err := s.Append(subject, 0, nil, []byte("space again")); err != nil {
+			if _, _, err := storeAppend(s, subject, 0, nil, []byte("space again")); err != nil {
 				t.Fatalf("append once space is back: %v", err)
 			}
 		})

@@ -10,6 +10,14 @@
 // N.log (records) and N.idx (a fixed-width index), N being the offset of
 // its first record in 20 digits. format.go defines both files byte by byte.
 //
+// The Store owns the lifetime of its logs: callers name a subject, and
+// Store.Append, Store.WaitDurable and Store.View open, make and hold the
+// log for them. A subject's directory comes into being with its first
+// record: the log is made under a temporary name, its first records
+// appended and synced, and the directory renamed into place before the
+// subject is visible to anyone (store_append.go). There is no empty log,
+// and a subject whose first record is refused leaves nothing behind.
+//
 // # Writing
 //
 // One writer appends to a log at a time. A record is copied into the
@@ -20,7 +28,11 @@
 // taking any lock. Segments grow by fallocate, from
 // Options.InitialSegmentBytes to Options.SegmentBytes, and a full segment
 // is synced (under SyncNone: marked, and synced by the next Sync or Close)
-// and sealed before the next is created.
+// and sealed before the next takes its place. The next segment is made
+// ahead, in the background, while the active one fills, and committed
+// (its header synced, its files renamed to their names, the directory
+// synced) in the background after the rotation swaps it in; rotation.go
+// draws its states.
 //
 // # Durability
 //
@@ -49,6 +61,9 @@
 //     nothing is truncated;
 //   - a segment whose creation was interrupted, an index without its log,
 //     and an index that is short or ahead of its log are repaired;
+//   - a segment prepared ahead of a rotation is deleted, unless the
+//     rotation had swapped it in (it has a header): then it is given the
+//     name its commit would have given it;
 //   - a newest segment whose .log is all zeros while its index holds
 //     entries had records: it is corruption at its base offset, not an
 //     interrupted creation, and is never deleted, so that its offsets are

@@ -68,7 +68,10 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math"
+	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 )
 
 const (
@@ -83,6 +86,7 @@ const (
 	maxSegmentBytes = math.MaxUint32
 )
 
+// Constants that Go cannot declare const; nothing writes them.
 var (
 	logMagic   = [8]byte{'V', 'O', 'I', 'K', 'L', 'O', 'G', '\n'}
 	indexMagic = [8]byte{'V', 'O', 'I', 'K', 'I', 'D', 'X', '\n'}
@@ -208,55 +212,87 @@ func readUvarintLen(src []byte, what string) (int, []byte, error) {
 	return int(v), src, nil
 }
 
-// decodeHeaders decodes a header block. Counts are bounded by the bytes
-// left (every name and value takes at least one byte of length), so the
-// allocation is never larger than the input justifies. Only the encoding
-// encodeHeaders writes is accepted (shortest uvarints, sorted names, no
-// empty block with a zero count), so one set of headers has one encoding.
-// A block that does not parse is stored corruption: the error wraps
-// ErrCorrupt.
-func decodeHeaders(src []byte) (Headers, error) {
-	if len(src) == 0 {
-		return nil, nil
+// parseHeaders is the one parser of a header block. It calls name for
+// each name, with the number of its values, and then value for each of
+// them; the slices point into block. Counts are bounded by the bytes left
+// (every name and value takes at least one byte of length), so a caller
+// that allocates by them never allocates more than the input justifies.
+// Only the encoding encodeHeaders writes is accepted (shortest uvarints,
+// sorted names, no empty block with a zero count, nothing after the
+// last value), so one set of headers has one encoding. A block that does
+// not parse is stored corruption: the error wraps ErrCorrupt.
+func parseHeaders(block []byte, name func(name []byte, values int), value func(value []byte)) error {
+	if len(block) == 0 {
+		return nil
 	}
-	count, src, err := readUvarintLen(src, "name count")
+	count, src, err := readUvarintLen(block, "name count")
+	if err != nil {
+		return err
+	}
+	if count == 0 {
+		return fmt.Errorf("%w: headers: a block with no names", ErrCorrupt)
+	}
+	var prev []byte
+	for i := 0; i < count; i++ {
+		var n, values int
+		if n, src, err = readUvarintLen(src, "name length"); err != nil {
+			return err
+		}
+		current := src[:n]
+		src = src[n:]
+		if i > 0 && bytes.Compare(current, prev) <= 0 {
+			return fmt.Errorf("%w: headers: names out of order at %q", ErrCorrupt, current)
+		}
+		prev = current
+		if values, src, err = readUvarintLen(src, "value count"); err != nil {
+			return err
+		}
+		name(current, values)
+		for j := 0; j < values; j++ {
+			if n, src, err = readUvarintLen(src, "value length"); err != nil {
+				return err
+			}
+			value(src[:n])
+			src = src[n:]
+		}
+	}
+	if len(src) != 0 {
+		return fmt.Errorf("%w: headers: %d trailing bytes", ErrCorrupt, len(src))
+	}
+	return nil
+}
+
+// decodeHeaders decodes a header block (see parseHeaders).
+func decodeHeaders(block []byte) (Headers, error) {
+	var headers Headers
+	var values []string
+	next := 0
+	err := parseHeaders(block, func(name []byte, count int) {
+		if headers == nil {
+			headers = make(Headers)
+		}
+		values, next = make([]string, count), 0
+		headers[string(name)] = values
+	}, func(value []byte) {
+		values[next] = string(value)
+		next++
+	})
 	if err != nil {
 		return nil, err
 	}
-	if count == 0 {
-		return nil, fmt.Errorf("%w: headers: a block with no names", ErrCorrupt)
-	}
-	headers := make(Headers, count)
-	var prev string
-	for i := 0; i < count; i++ {
-		var n int
-		if n, src, err = readUvarintLen(src, "name length"); err != nil {
-			return nil, err
-		}
-		name := string(src[:n])
-		src = src[n:]
-		if i > 0 && name <= prev {
-			return nil, fmt.Errorf("%w: headers: names out of order at %q", ErrCorrupt, name)
-		}
-		prev = name
-		var valueCount int
-		if valueCount, src, err = readUvarintLen(src, "value count"); err != nil {
-			return nil, err
-		}
-		values := make([]string, valueCount)
-		for j := range values {
-			if n, src, err = readUvarintLen(src, "value length"); err != nil {
-				return nil, err
-			}
-			values[j] = string(src[:n])
-			src = src[n:]
-		}
-		headers[name] = values
-	}
-	if len(src) != 0 {
-		return nil, fmt.Errorf("%w: headers: %d trailing bytes", ErrCorrupt, len(src))
-	}
 	return headers, nil
+}
+
+// headerPayloadBytes counts the name and value bytes of an encoded header
+// block (see parseHeaders) without decoding it. A block that does not
+// parse counts as its length.
+func headerPayloadBytes(block []byte) int {
+	total := 0
+	err := parseHeaders(block, func(name []byte, _ int) { total += len(name) }, func(value []byte) { total += len(value) })
+	if err != nil {
+		return len(block)
+	}
+	return total
 }
 
 // recordSize is the number of bytes a record takes in a .log file.
@@ -288,14 +324,34 @@ func encodeRecordHead(dst []byte, offset uint64, timestamp int64, headers Header
 	binary.LittleEndian.PutUint32(dst[0:4], uint32(len(dst)+len(data)-8))
 }
 
-// recordView is a decoded record that still points into the bytes it was
-// decoded from.
-type recordView struct {
-	offset    uint64
-	timestamp int64
-	headers   []byte // encoded header block
-	data      []byte
-	size      int // bytes the record takes on disk
+// RecordView is a record as it lies in the bytes it was decoded from: a
+// mapped segment, for readers. Data and the encoded headers point into
+// those bytes and are valid only during the callback that received the
+// view; copy what must outlive it.
+type RecordView struct {
+	Offset    uint64
+	Timestamp int64
+	Data      []byte
+	headers   []byte // the encoded header block
+	size      int    // bytes the record takes in the .log, framing included
+}
+
+// Headers decodes the record's headers; nil when it had none.
+func (v RecordView) Headers() (Headers, error) { return decodeHeaders(v.headers) }
+
+// HasHeaders says whether the record carries any headers, without decoding them.
+func (v RecordView) HasHeaders() bool { return len(v.headers) > 0 }
+
+// PayloadSize is the record's data plus header names and values.
+func (v RecordView) PayloadSize() int { return len(v.Data) + headerPayloadBytes(v.headers) }
+
+// Record returns a copy of the record that owns its memory.
+func (v RecordView) Record() (Record, error) {
+	headers, err := v.Headers()
+	if err != nil {
+		return Record{}, err
+	}
+	return Record{Offset: v.Offset, Timestamp: v.Timestamp, Headers: headers, Data: append([]byte(nil), v.Data...)}, nil
 }
 
 // decodeStatus says what lies at a position in a .log file.
@@ -309,84 +365,39 @@ const (
 
 // decodeRecord decodes the record at the start of src, checking its bounds
 // and checksum. It never allocates.
-func decodeRecord(src []byte) (recordView, decodeStatus, string) {
+func decodeRecord(src []byte) (RecordView, decodeStatus, string) {
 	if len(src) < 4 {
 		if allZero(src) {
-			return recordView{}, decodeEnd, ""
+			return RecordView{}, decodeEnd, ""
 		}
-		return recordView{}, decodeBad, "truncated length"
+		return RecordView{}, decodeBad, "truncated length"
 	}
 	length := binary.LittleEndian.Uint32(src[0:4])
 	if length == 0 {
-		return recordView{}, decodeEnd, ""
+		return RecordView{}, decodeEnd, ""
 	}
 	if length < recordFixedBody {
-		return recordView{}, decodeBad, fmt.Sprintf("length %d below the minimum %d", length, recordFixedBody)
+		return RecordView{}, decodeBad, fmt.Sprintf("length %d below the minimum %d", length, recordFixedBody)
 	}
 	if len(src) < 8 || uint64(length) > uint64(len(src)-8) {
-		return recordView{}, decodeBad, fmt.Sprintf("length %d runs past the end of the segment", length)
+		return RecordView{}, decodeBad, fmt.Sprintf("length %d runs past the end of the segment", length)
 	}
 	body := src[8 : 8+int(length)]
 	if got, want := binary.LittleEndian.Uint32(src[4:8]), crc32.Checksum(body, castagnoli); got != want {
-		return recordView{}, decodeBad, fmt.Sprintf("checksum %08x, want %08x", got, want)
+		return RecordView{}, decodeBad, fmt.Sprintf("checksum %08x, want %08x", got, want)
 	}
 	headersLen := binary.LittleEndian.Uint32(body[16:20])
 	if uint64(headersLen) > uint64(length-recordFixedBody) {
-		return recordView{}, decodeBad, fmt.Sprintf("header length %d exceeds the record", headersLen)
+		return RecordView{}, decodeBad, fmt.Sprintf("header length %d exceeds the record", headersLen)
 	}
 	rest := body[recordFixedBody:]
-	return recordView{
-		offset:    binary.LittleEndian.Uint64(body[0:8]),
-		timestamp: int64(binary.LittleEndian.Uint64(body[8:16])),
+	return RecordView{
+		Offset:    binary.LittleEndian.Uint64(body[0:8]),
+		Timestamp: int64(binary.LittleEndian.Uint64(body[8:16])),
 		headers:   rest[:headersLen:headersLen],
-		data:      rest[headersLen:len(rest):len(rest)],
+		Data:      rest[headersLen:len(rest):len(rest)],
 		size:      8 + int(length),
 	}, decodeOK, ""
-}
-
-// payloadSize of a decoded record: data plus header names and values.
-func (v recordView) payloadSize() int {
-	return len(v.data) + headerPayloadBytes(v.headers)
-}
-
-// headerPayloadBytes counts the name and value bytes of an encoded header
-// block without allocating. A block that does not parse counts as its length.
-func headerPayloadBytes(block []byte) int {
-	if len(block) == 0 {
-		return 0
-	}
-	total := 0
-	next := func() (int, bool) {
-		v, n := binary.Uvarint(block)
-		if n <= 0 || v > uint64(len(block)-n) {
-			return 0, false
-		}
-		block = block[n:]
-		return int(v), true
-	}
-	original := len(block)
-	count, ok := next()
-	for i := 0; ok && i < count; i++ {
-		var n, values int
-		if n, ok = next(); !ok {
-			break
-		}
-		total += n
-		block = block[n:]
-		if values, ok = next(); !ok {
-			break
-		}
-		for j := 0; ok && j < values; j++ {
-			if n, ok = next(); ok {
-				total += n
-				block = block[n:]
-			}
-		}
-	}
-	if !ok {
-		return original
-	}
-	return total
 }
 
 // allZero says whether b holds nothing but zero bytes. Recovery runs it
@@ -430,7 +441,37 @@ func readIndexEntry(src []byte) indexEntry {
 	}
 }
 
+// # Files of a log directory
+//
+//	subject                 the subject, byte for byte (see subjectdir.go)
+//	<base>.log, <base>.idx  a segment: base is its base offset in 20 digits
+//	.prepared.log/.idx      a segment made ahead of a rotation (rotation.go):
+//	                        without a header it is unused; with one it was
+//	                        swapped in and is being given its <base> name
+//	<base>.idx.tmp          an index being rebuilt by recovery
+const (
+	preparedLogName   = ".prepared.log"
+	preparedIndexName = ".prepared.idx"
+)
+
 // segmentFileName is the 20-digit base offset that names a segment's files.
 func segmentFileName(baseOffset uint64, ext string) string {
 	return fmt.Sprintf("%020d%s", baseOffset, ext)
+}
+
+// parseSegmentName parses "00000000000000000042.log" or ".idx".
+func parseSegmentName(name string) (uint64, string, bool) {
+	ext := filepath.Ext(name)
+	if ext != ".log" && ext != ".idx" {
+		return 0, "", false
+	}
+	digits := strings.TrimSuffix(name, ext)
+	if len(digits) != 20 {
+		return 0, "", false
+	}
+	base, err := strconv.ParseUint(digits, 10, 64)
+	if err != nil {
+		return 0, "", false
+	}
+	return base, ext, true
 }

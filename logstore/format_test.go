@@ -236,8 +236,8 @@ func TestGoldenSegmentRead(t *testing.T) {
 		if status != decodeOK {
 			t.Fatalf("record %d: decodeRecord: %v %s", i, status, reason)
 		}
-		if view.offset != offset || view.timestamp != timestamp || !bytes.Equal(view.headers, block) ||
-			!bytes.Equal(view.data, data) || view.size != 8+int(length) {
+		if view.Offset != offset || view.Timestamp != timestamp || !bytes.Equal(view.headers, block) ||
+			!bytes.Equal(view.Data, data) || view.size != 8+int(length) {
 			t.Fatalf("record %d: decodeRecord disagrees with the layout: %+v", i, view)
 		}
 		// Its index entry.
@@ -245,8 +245,8 @@ func TestGoldenSegmentRead(t *testing.T) {
 		if want := (indexEntry{position: uint32(position), size: uint32(PayloadSize(want.headers, want.data)), timestamp: want.timestamp}); e != want {
 			t.Fatalf("index entry %d: %+v, want %+v", i, e, want)
 		}
-		if view.payloadSize() != int(e.size) {
-			t.Fatalf("record %d: payload size %d, index says %d", i, view.payloadSize(), e.size)
+		if view.PayloadSize() != int(e.size) {
+			t.Fatalf("record %d: payload size %d, index says %d", i, view.PayloadSize(), e.size)
 		}
 		position += view.size
 	}
@@ -384,7 +384,7 @@ func bndSegmentOffsets(t *testing.T, path string) ([]uint64, int) {
 	var offsets []uint64
 	for _, p := range positions {
 		view, _, _ := decodeRecord(b[p:])
-		offsets = append(offsets, view.offset)
+		offsets = append(offsets, view.Offset)
 	}
 	if i := lastNonZero(b[end:]); i >= 0 {
 		t.Fatalf("%s: non-zero byte %d after the records that end at %d", path, end+int64(i), end)
@@ -424,6 +424,11 @@ func TestSegmentBoundary(t *testing.T) {
 			add(h, data, 3)
 			add(nil, []byte("next"), 4)
 
+			// A segment swapped in by the rotation has its name once it is
+			// committed (rotation.go), which Sync makes sure of.
+			if err := l.Sync(); err != nil {
+				t.Fatal(err)
+			}
 			fits := delta <= 0
 			wantBases, wantFirst := []uint64{0, 4}, []uint64{0, 1, 2, 3}
 			wantEnd := capacity + delta
@@ -469,6 +474,9 @@ func TestSegmentBoundaryTinyRecords(t *testing.T) {
 		if off, _, err := l.Append(int64(i+1), nil, nil); err != nil || off != uint64(i) {
 			t.Fatalf("append %d: %d, %v", i, off, err)
 		}
+	}
+	if err := l.Sync(); err != nil { // the new segment has its name once committed
+		t.Fatal(err)
 	}
 	if bases := segmentBases(t, dir); !slices.Equal(bases, []uint64{0, perSegment}) {
 		t.Fatalf("segments %v, want [0 %d]", bases, perSegment)
@@ -686,9 +694,9 @@ func TestHeaderRoundTripQuick(t *testing.T) {
 		dst := make([]byte, recordSize(len(encoded), len(data)))
 		encodeRecord(dst, 7, -3, h, len(encoded), data)
 		view, status, _ := decodeRecord(dst)
-		return status == decodeOK && view.offset == 7 && view.timestamp == -3 && view.size == len(dst) &&
-			bytes.Equal(view.headers, encoded) && bytes.Equal(view.data, data) &&
-			view.payloadSize() == PayloadSize(h, data)
+		return status == decodeOK && view.Offset == 7 && view.Timestamp == -3 && view.size == len(dst) &&
+			bytes.Equal(view.headers, encoded) && bytes.Equal(view.Data, data) &&
+			view.PayloadSize() == PayloadSize(h, data)
 	}
 	if err := quick.Check(property, &quick.Config{MaxCount: 500}); err != nil {
 		t.Fatal(err)

@@ -129,36 +129,36 @@ func FuzzDecodeRecord(f *testing.F) {
 			}
 		case decodeOK:
 			length := binary.LittleEndian.Uint32(src)
-			if view.size != 8+int(length) || view.size > len(src) || view.size != recordSize(len(view.headers), len(view.data)) {
-				t.Fatalf("size %d, length %d, %d bytes, %d+%d", view.size, length, len(src), len(view.headers), len(view.data))
+			if view.size != 8+int(length) || view.size > len(src) || view.size != recordSize(len(view.headers), len(view.Data)) {
+				t.Fatalf("size %d, length %d, %d bytes, %d+%d", view.size, length, len(src), len(view.headers), len(view.Data))
 			}
-			if cap(view.headers) != len(view.headers) || cap(view.data) != len(view.data) {
+			if cap(view.headers) != len(view.headers) || cap(view.Data) != len(view.Data) {
 				t.Fatal("decoded slices reach past the record")
 			}
 			if crc32.Checksum(src[8:view.size], crc32.MakeTable(crc32.Castagnoli)) != binary.LittleEndian.Uint32(src[4:]) {
 				t.Fatal("a record with a bad checksum decoded")
 			}
-			if view.offset != binary.LittleEndian.Uint64(src[8:]) || view.timestamp != int64(binary.LittleEndian.Uint64(src[16:])) {
+			if view.Offset != binary.LittleEndian.Uint64(src[8:]) || view.Timestamp != int64(binary.LittleEndian.Uint64(src[16:])) {
 				t.Fatal("offset or timestamp misread")
 			}
 			headers, ok := fzCheckHeaderBlock(t, view.headers)
 			if !ok {
 				break
 			}
-			if view.payloadSize() != PayloadSize(headers, view.data) {
-				t.Fatalf("payload size %d, want %d", view.payloadSize(), PayloadSize(headers, view.data))
+			if view.PayloadSize() != PayloadSize(headers, view.Data) {
+				t.Fatalf("payload size %d, want %d", view.PayloadSize(), PayloadSize(headers, view.Data))
 			}
 			// Re-encode the record from its decoded fields.
 			hlen := encodedHeadersSize(headers)
-			dst := make([]byte, recordSize(hlen, len(view.data)))
-			encodeRecord(dst, view.offset, view.timestamp, headers, hlen, view.data)
+			dst := make([]byte, recordSize(hlen, len(view.Data)))
+			encodeRecord(dst, view.Offset, view.Timestamp, headers, hlen, view.Data)
 			if fzHeaderBlockCanonical(view.headers) {
 				if !bytes.Equal(dst, src[:view.size]) {
 					t.Fatalf("record re-encodes differently:\n got  %q\n want %q", dst, src[:view.size])
 				}
 			} else {
 				again, status, _ := decodeRecord(dst)
-				if status != decodeOK || again.offset != view.offset || again.timestamp != view.timestamp || !bytes.Equal(again.data, view.data) {
+				if status != decodeOK || again.Offset != view.Offset || again.Timestamp != view.Timestamp || !bytes.Equal(again.Data, view.Data) {
 					t.Fatal("re-encoded record does not decode to the same fields")
 				}
 			}
@@ -336,7 +336,7 @@ type fzExpect struct {
 	count   int
 	end     int64 // where the valid records end
 	corrupt bool
-	views   []recordView
+	views   []RecordView
 }
 
 func fzExpected(log []byte, base uint64) fzExpect {
@@ -345,11 +345,11 @@ func fzExpected(log []byte, base uint64) fzExpect {
 	var last int64
 	for e.end < int64(len(log)) {
 		view, status, _ := decodeRecord(log[e.end:])
-		if status != decodeOK || view.offset != base+uint64(e.count) || view.timestamp < last {
+		if status != decodeOK || view.Offset != base+uint64(e.count) || view.Timestamp < last {
 			break
 		}
 		e.views = append(e.views, view)
-		last = view.timestamp
+		last = view.Timestamp
 		e.end += int64(view.size)
 		e.count++
 	}
@@ -366,7 +366,7 @@ func fzExpected(log []byte, base uint64) fzExpect {
 	}
 	for at := range tail {
 		view, status, _ := decodeRecord(tail[at:])
-		if status != decodeOK || view.offset < minOffset || view.offset > maxOffset || view.timestamp < minTimestamp {
+		if status != decodeOK || view.Offset < minOffset || view.Offset > maxOffset || view.Timestamp < minTimestamp {
 			continue
 		}
 		// Zeros from the end of the good records to the end of their page,
@@ -448,7 +448,7 @@ func FuzzRecoverSegment(f *testing.F) {
 				ts, h, data = fzRecord(i)
 			} else {
 				v := want.views[i-fzNewestBase]
-				ts, data = v.timestamp, v.data
+				ts, data = v.Timestamp, v.Data
 				h, _ = decodeHeaders(v.headers)
 			}
 			if r.Offset != uint64(i) || r.Timestamp != ts || !bytes.Equal(r.Data, data) || !goldenHeadersEqual(r.Headers, h) {

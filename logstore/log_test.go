@@ -231,7 +231,7 @@ func TestWaitDurableBatchSharesSyncs(t *testing.T) {
 	opts := testOptions()
 	var mu sync.Mutex
 	syncs := 0
-	opts.faults = &faultHooks{sync: func(*os.File) error { mu.Lock(); syncs++; mu.Unlock(); return nil }}
+	opts.faults = &faultHooks{sync: func(string) error { mu.Lock(); syncs++; mu.Unlock(); return nil }}
 	l := openTestLog(t, t.TempDir(), opts)
 	mu.Lock()
 	syncs = 0
@@ -270,7 +270,7 @@ func TestFailedSyncIsSticky(t *testing.T) {
 	opts := testOptions()
 	fail := false
 	var mu sync.Mutex
-	opts.faults = &faultHooks{sync: func(*os.File) error {
+	opts.faults = &faultHooks{sync: func(string) error {
 		mu.Lock()
 		defer mu.Unlock()
 		if fail {

@@ -105,7 +105,7 @@ func TestObserverDiskBytesMatchTheFiles(t *testing.T) {
 	}
 	for i := 0; i < 400; i++ {
 		for _, subject := range []string{"observed.a", "observed.b"} {
-			if _, _, err := s.Append(subject, 0, nil, payload(i)); err != nil {
+			if _, _, err := storeAppend(s, subject, 0, nil, payload(i)); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -27,6 +27,7 @@ const (
 	SyncNone
 )
 
+// syncPolicyNames is a constant table; nothing writes it.
 var syncPolicyNames = [...]string{SyncBatch: "batch", SyncAlways: "always", SyncInterval: "interval", SyncNone: "none"}
 
 func (p SyncPolicy) String() string {
@@ -60,9 +61,9 @@ type Observer interface {
 	// RetentionDeleted reports segments deleted by retention.
 	RetentionDeleted(segments int)
 	// Recovered reports what opening a log found: once for every attempt
-	// to open one (OpenLog, or an Acquire that finds the log not open,
-	// making it if it is new), whether it succeeded or not, so that a log
-	// that exists but cannot be served is counted too.
+	// to open one (OpenLog; the store opening a log it does not hold
+	// open, or making a new subject's), whether it succeeded or not, so
+	// that a log that exists but cannot be served is counted too.
 	Recovered(subject string, r Recovery)
 }
 
@@ -138,7 +139,8 @@ type Options struct {
 	Now      func() time.Time // record timestamps; default time.Now
 	Observer Observer         // metrics; default none
 
-	faults *faultHooks // tests only
+	faults *faultHooks     // tests only
+	kernel *kernelFeatures // what the kernel refused; one per store (withDefaults)
 }
 
 // Limits and defaults of Options that a caller's own settings check
@@ -200,6 +202,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.Observer == nil {
 		o.Observer = nopObserver{}
+	}
+	if o.kernel == nil {
+		o.kernel = new(kernelFeatures)
 	}
 	return o, nil
 }

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -94,10 +95,10 @@ func plWalk(file []byte, base uint64) []plRecordAt {
 	position := int64(fileHeaderSize)
 	for position < int64(len(file)) {
 		view, status, _ := decodeRecord(file[position:])
-		if status != decodeOK || view.offset != base+uint64(len(records)) {
+		if status != decodeOK || view.Offset != base+uint64(len(records)) {
 			break
 		}
-		records = append(records, plRecordAt{view.offset, position, int64(view.size)})
+		records = append(records, plRecordAt{view.Offset, position, int64(view.size)})
 		position += int64(view.size)
 	}
 	return records
@@ -206,7 +207,7 @@ func plCheckIndexes(t testing.TB, dir string) {
 		records := plWalk(file, base)
 		for i, r := range records {
 			view, _, _ := decodeRecord(file[r.position:])
-			want := indexEntry{position: uint32(r.position), size: uint32(view.payloadSize()), timestamp: view.timestamp}
+			want := indexEntry{position: uint32(r.position), size: uint32(view.PayloadSize()), timestamp: view.Timestamp}
 			at := fileHeaderSize + i*indexEntrySize
 			if at+indexEntrySize > len(index) {
 				t.Fatalf("index %d: %d bytes, too short for entry %d", base, len(index), i)
@@ -858,10 +859,10 @@ type plSyncRecorder struct {
 }
 
 func (r *plSyncRecorder) hooks() *faultHooks {
-	return &faultHooks{sync: func(f *os.File) error {
+	return &faultHooks{sync: func(path string) error {
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		r.synced[filepath.Base(f.Name())]++
+		r.synced[filepath.Base(path)]++
 		return nil
 	}}
 }
@@ -948,5 +949,162 @@ func TestPowerLossDurableOffsetAfterOpenIsSynced(t *testing.T) {
 		if name := segmentFileName(base, ".log"); rec.count(name) == 0 {
 			t.Errorf("OpenLog reports records of %s durable without syncing it", name)
 		}
+	}
+}
+
+// plSwappedSegment is the .log of a segment swapped in at offset
+// b.total by a rotation, with records b.total..b.total+n-1 as plAppend
+// writes them, in a file of size bytes.
+func plSwappedSegment(b *plBase, n, size int) []byte {
+	file := make([]byte, size)
+	encodeFileHeader(file, logMagic, uint64(b.total))
+	at := fileHeaderSize
+	for i := b.total; i < b.total+n; i++ {
+		headers, data := headersFor(i), payload(i)
+		headersLen := encodedHeadersSize(headers)
+		end := at + recordSize(headersLen, len(data))
+		encodeRecord(file[at:end], uint64(i), plTimestamp(i), headers, headersLen, data)
+		at = end
+	}
+	return file
+}
+
+// TestPowerLossWithAPreparedSegment: the states a power cut (or a kill)
+// can leave the pipeline's segment in (rotation.go). Prepared and never
+// swapped in, or swapped in with its header lost, it holds nothing that
+// was called durable: it is deleted. Swapped in with its header on disk,
+// it is given its name and serves what reached the disk. Either way the
+// result is stable.
+func TestPowerLossWithAPreparedSegment(t *testing.T) {
+	b := plBuild(t, 310, 6)
+	indexHeader := make([]byte, pageSize)
+	encodeFileHeader(indexHeader, indexMagic, uint64(b.total))
+	swapped := plSwappedSegment(b, 3, 4*pageSize)
+	headerLost := plSwappedSegment(b, 30, 4*pageSize) // records past the first page
+	clear(headerLost[:pageSize])
+	base := segmentFileName(uint64(b.total), "")
+	cases := []struct {
+		name  string
+		files map[string][]byte // written into a copy of the log
+		want  int               // records after recovery
+		named bool              // the segment is kept under its name
+	}{
+		{"prepared, never swapped in", map[string][]byte{preparedLogName: make([]byte, pageSize), preparedIndexName: make([]byte, pageSize)}, b.total, false},
+		{"prepared .log without its .idx", map[string][]byte{preparedLogName: make([]byte, pageSize)}, b.total, false},
+		{"prepared .idx without its .log", map[string][]byte{preparedIndexName: make([]byte, pageSize)}, b.total, false},
+		{"swapped in, records on disk", map[string][]byte{preparedLogName: swapped, preparedIndexName: indexHeader}, b.total + 3, true},
+		{"swapped in, nothing after its header", map[string][]byte{preparedLogName: swapped[:fileHeaderSize], preparedIndexName: indexHeader}, b.total, true},
+		{"swapped in, its header lost, later records on disk", map[string][]byte{preparedLogName: headerLost, preparedIndexName: indexHeader}, b.total, false},
+		{"committed up to its .idx rename", map[string][]byte{preparedLogName: swapped, base + ".idx": indexHeader}, b.total + 3, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := plCopyDir(t, b.dir)
+			for name, content := range c.files {
+				plWrite(t, filepath.Join(dir, name), content)
+			}
+			l := plMustOpen(t, dir)
+			plCheckRecords(t, l, c.want)
+			wantSegments := b.segments
+			if c.named {
+				wantSegments++
+			}
+			if got := l.Info().Segments; got != wantSegments {
+				t.Fatalf("%d segments, want %d", got, wantSegments)
+			}
+			plClose(t, l)
+			if left := preparedFiles(t, dir); len(left) != 0 {
+				t.Fatalf("%v left after recovery", left)
+			}
+			if _, err := os.Stat(filepath.Join(dir, base+".log")); c.named != (err == nil) {
+				t.Fatalf("%s.log: %v, want named %v", base, err, c.named)
+			}
+			plExpectRecovered(t, dir, c.want)
+		})
+	}
+}
+
+// TestPowerLossDuringNewSubjectCreation: a new subject's directory gets
+// its name only once what it holds is durable. The states a power cut can
+// leave: before the rename, a ".new-" directory in any state, which
+// OpenStore removes (no subject); after it, the directory as it was last
+// synced, which holds the first record (the subject with it).
+func TestPowerLossDuringNewSubjectCreation(t *testing.T) {
+	const subject = "power.cut"
+	data := []byte("first record of a new subject")
+	var mu sync.Mutex
+	synced := map[string][]byte{}   // file name → content at its last sync
+	var pageCache map[string][]byte // the .new- directory at the rename
+	opts := testOptions()
+	opts.faults = &faultHooks{
+		sync: func(path string) error {
+			if strings.Contains(path, ".new-") {
+				b, err := os.ReadFile(path)
+				if err != nil {
+					return err
+				}
+				mu.Lock()
+				synced[filepath.Base(path)] = b
+				mu.Unlock()
+			}
+			return nil
+		},
+		path: func(op, path string) error {
+			if op == "rename" && strings.HasPrefix(filepath.Base(path), ".new-") {
+				mu.Lock()
+				pageCache = plSnapshot(t, path)
+				mu.Unlock()
+			}
+			return nil
+		},
+	}
+	s := openTestStore(t, t.TempDir(), opts)
+	if _, _, err := storeAppend(s, subject, 0, nil, data); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if pageCache == nil {
+		t.Fatal("the rename hook never ran")
+	}
+	logName := segmentFileName(0, ".log")
+	// The subject file is written with its own fsync (writeFileSync).
+	durable := map[string][]byte{subjectFileName: pageCache[subjectFileName], logName: synced[logName]}
+	for _, c := range []struct {
+		name   string
+		dir    string // the name the directory has after the cut
+		files  map[string][]byte
+		listed bool
+	}{
+		{"before the rename, all of it on disk", ".new-123", pageCache, false},
+		{"before the rename, what was synced", ".new-123", durable, false},
+		{"before the rename, the subject file alone", ".new-123", map[string][]byte{subjectFileName: pageCache[subjectFileName]}, false},
+		{"after the rename, what was synced", subjectDirName(subject), durable, true},
+		{"after the rename, with its index", subjectDirName(subject), pageCache, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			root := t.TempDir()
+			dir := filepath.Join(root, c.dir)
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			for name, content := range c.files {
+				if content == nil {
+					t.Fatalf("%s was never synced", name)
+				}
+				plWrite(t, filepath.Join(dir, name), content)
+			}
+			s := openTestStore(t, root, testOptions())
+			if s.Has(subject) != c.listed {
+				t.Fatalf("listed %v, want %v", s.Has(subject), c.listed)
+			}
+			if !c.listed {
+				if entries, _ := os.ReadDir(root); len(entries) != 0 {
+					t.Fatalf("%d entries left in the data dir", len(entries))
+				}
+				return
+			}
+			storeReadOne(t, s, subject, string(data))
+		})
 	}
 }

@@ -1,39 +1,10 @@
 package logstore
 
 import (
-	"encoding/binary"
 	"fmt"
 	"runtime/debug"
 	"sort"
 )
-
-// RecordView is a record as it lies in the mapped segment. Data and the
-// encoded headers point into the mapping and are valid only during the
-// callback that received the view; copy what must outlive it.
-type RecordView struct {
-	Offset    uint64
-	Timestamp int64
-	Data      []byte
-	headers   []byte
-}
-
-// Headers decodes the record's headers; nil when it had none.
-func (v RecordView) Headers() (Headers, error) { return decodeHeaders(v.headers) }
-
-// HasHeaders says whether the record carries any headers, without decoding them.
-func (v RecordView) HasHeaders() bool { return len(v.headers) > 0 }
-
-// PayloadSize is the record's data plus header names and values.
-func (v RecordView) PayloadSize() int { return len(v.Data) + headerPayloadBytes(v.headers) }
-
-// Record returns a copy of the record that owns its memory.
-func (v RecordView) Record() (Record, error) {
-	headers, err := v.Headers()
-	if err != nil {
-		return Record{}, err
-	}
-	return Record{Offset: v.Offset, Timestamp: v.Timestamp, Headers: headers, Data: append([]byte(nil), v.Data...)}, nil
-}
 
 // Scan calls fn for each record from offset up to the end offset as it was
 // when Scan started, in order, until fn returns false. It returns the offset
@@ -121,92 +92,25 @@ func scanSegment(seg *segment, next *uint64, end uint64, fn func(RecordView) boo
 	position := seg.locate(bytes, *next)
 	for *next < last {
 		if position < fileHeaderSize || position >= int64(len(bytes)) {
-			return false, &CorruptionError{Path: seg.indexPath, Position: position, Offset: *next, Reason: "index points outside the segment"}
+			return false, &CorruptionError{Path: seg.indexPath(), Position: position, Offset: *next, Reason: "index points outside the segment"}
 		}
 		view, status, reason := decodeRecord(bytes[position:])
 		if status != decodeOK {
 			if status == decodeEnd {
 				reason = "record missing"
 			}
-			return false, &CorruptionError{Path: seg.logPath, Position: position, Offset: *next, Reason: reason}
+			return false, &CorruptionError{Path: seg.logPath(), Position: position, Offset: *next, Reason: reason}
 		}
-		if view.offset != *next {
-			return false, &CorruptionError{Path: seg.logPath, Position: position, Offset: *next, Reason: fmt.Sprintf("record holds offset %d", view.offset)}
+		if view.Offset != *next {
+			return false, &CorruptionError{Path: seg.logPath(), Position: position, Offset: *next, Reason: fmt.Sprintf("record holds offset %d", view.Offset)}
 		}
 		*next++
-		if !fn(RecordView{Offset: view.offset, Timestamp: view.timestamp, Data: view.data, headers: view.headers}) {
+		if !fn(view) {
 			return false, nil
 		}
 		position += int64(view.size)
 	}
 	return *next < end, nil
-}
-
-// locate returns where the record at offset starts. The index says so in
-// one lookup; the index is derived data, so when the record there is not
-// the one wanted, the positions are rebuilt from the .log once (the
-// records themselves are the truth) and used for every later read of the
-// segment. It returns the index's position when the .log has no such
-// record either, for the caller to report.
-func (s *segment) locate(bytes []byte, offset uint64) int64 {
-	i := offset - s.baseOffset
-	rebuilt := s.positions.Load()
-	if rebuilt != nil && i < uint64(len(rebuilt.positions)) {
-		return int64(rebuilt.positions[i])
-	}
-	position := int64(s.indexEntryAt(i).position)
-	if recordAt(bytes, position, offset) {
-		return position // the caller verifies the checksum
-	}
-	if rebuilt == nil || rebuilt.count < s.count.Load() {
-		// Walk again only if records came after the last walk: a walk
-		// that stopped at a bad record would stop there again.
-		if p := s.rebuildPositions(bytes, offset); i < uint64(len(p)) {
-			return int64(p[i])
-		}
-	}
-	return position
-}
-
-// rebuiltPositions is where each record of a segment starts, found by
-// walking its .log, and the segment's count when the walk was made; the
-// walk stops early at a record that is not valid.
-type rebuiltPositions struct {
-	positions []uint32
-	count     uint64
-}
-
-// recordAt says whether a record that claims offset starts at position.
-func recordAt(bytes []byte, position int64, offset uint64) bool {
-	return position >= fileHeaderSize && position+recordHeaderSize <= int64(len(bytes)) &&
-		binary.LittleEndian.Uint32(bytes[position:]) != 0 &&
-		binary.LittleEndian.Uint64(bytes[position+8:]) == offset
-}
-
-// rebuildPositions walks the .log from its start and records where each
-// valid record begins, up to the segment's count, unless another reader
-// did so meanwhile. It logs each walk it makes.
-func (s *segment) rebuildPositions(bytes []byte, offset uint64) []uint32 {
-	s.rebuildMu.Lock()
-	defer s.rebuildMu.Unlock()
-	count := s.count.Load()
-	if p := s.positions.Load(); p != nil && (offset-s.baseOffset < uint64(len(p.positions)) || p.count >= count) {
-		return p.positions
-	}
-	positions := make([]uint32, 0, count)
-	walk := int64(fileHeaderSize)
-	for uint64(len(positions)) < count && walk < int64(len(bytes)) {
-		view, status, _ := decodeRecord(bytes[walk:])
-		if status != decodeOK || view.offset != s.baseOffset+uint64(len(positions)) {
-			break
-		}
-		positions = append(positions, uint32(walk))
-		walk += int64(view.size)
-	}
-	s.positions.Store(&rebuiltPositions{positions: positions, count: count})
-	s.logger.Warn("logstore: index disagrees with its log; reading by positions rebuilt from the log",
-		"path", s.indexPath, "offset", offset, "records", len(positions), "of", count)
-	return positions
 }
 
 // Read returns up to max records from offset, copied out of the mapping.
@@ -248,26 +152,4 @@ func (l *Log) OffsetAt(timestamp int64) (uint64, error) {
 		}
 	}
 	return end, nil
-}
-
-// offsetAt binary-searches the segment's index for the first record below
-// end with a timestamp at or after timestamp.
-func (s *segment) offsetAt(timestamp int64, end uint64, newest bool) (offset uint64, found bool, err error) {
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer guardFault(s, &err)
-	if s.baseOffset >= end {
-		return 0, false, nil
-	}
-	count := s.count.Load()
-	if s.baseOffset+count > end {
-		count = end - s.baseOffset
-	}
-	if count == 0 || s.lastTimestamp.Load() < timestamp && !newest {
-		return 0, false, nil
-	}
-	n := sort.Search(int(count), func(j int) bool { return s.indexEntryAt(uint64(j)).timestamp >= timestamp })
-	if n < int(count) {
-		return s.baseOffset + uint64(n), true, nil
-	}
-	return 0, false, nil
 }

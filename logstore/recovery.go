@@ -1,5 +1,9 @@
 package logstore
 
+// Recovery: how opening a log turns what is on disk into segments it can
+// serve. The steps are written out on recoverSegments; doc.go sums them
+// up, and the README repeats them.
+
 import (
 	"bytes"
 	"encoding/binary"
@@ -10,124 +14,32 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
-
-	"github.com/edsrzf/mmap-go"
 )
 
-// OpenLog opens (or creates) the log of subject in dir, recovering it as
-// the package documentation describes. When the log holds corruption,
-// OpenLog returns the log, readable up to the corruption and refusing
-// appends, together with a *CorruptionError.
-func OpenLog(dir, subject string, opts Options) (*Log, error) {
-	resolved, err := opts.withDefaults()
-	if err != nil {
-		return nil, err
-	}
-	return openLog(dir, subject, &resolved, false)
-}
-
-// openLog opens the log in dir. closedClean says this process closed it
-// successfully (everything synced) and nothing has written to it since, so
-// the sync of what recovery finds can be skipped. It tells the Observer
-// what it found exactly once, whichever way it returns: a log that cannot
-// be opened is reported as failed, not left out.
-func openLog(dir, subject string, opts *Options, closedClean bool) (opened *Log, err error) {
-	var report Recovery
-	defer func() {
-		if opened == nil {
-			report.Err = err
-		}
-		opts.Observer.Recovered(subject, report)
-	}()
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("logstore: create log dir: %w", err)
-	}
-	l := &Log{
-		subject:  subject,
-		dir:      dir,
-		opts:     opts,
-		closedCh: make(chan struct{}),
-		kick:     make(chan struct{}, 1),
-	}
-	segments, openErr, err := recoverSegments(dir, opts, &report)
-	if err != nil {
-		return nil, err
-	}
-	report.Corrupt = openErr != nil
-	if len(segments) == 0 && openErr != nil {
-		// The very first segment is damaged: an empty log that refuses
-		// appends, positioned where that segment starts.
-		var corrupt *CorruptionError
-		var base uint64
-		if errors.As(openErr, &corrupt) {
-			base = corrupt.Offset
-		}
-		l.segments.Store(&segments)
-		l.firstOffset.Store(base)
-		l.endOffset.Store(base)
-		l.durable.Store(base)
-		l.openErr = openErr
-		return l, openErr
-	}
-	// What recovery found may still be only in the page cache (a writer
-	// that died under SyncNone, or whose sync failed), and a torn tail was
-	// zeroed in it: sync it before calling it durable. Not needed for a log
-	// this store closed cleanly (Close synced it), unless a tail was cut,
-	// nor for a new log (createSegment synced it).
-	if len(segments) == 0 {
-		seg, err := createSegment(dir, 0, opts)
-		if err != nil {
-			return nil, err
-		}
-		segments = []*segment{seg}
-	} else if !closedClean || report.TornBytes > 0 {
-		for _, seg := range segments {
-			if err := seg.syncData(); err != nil {
-				for _, s := range segments {
-					s.release()
-				}
-				return nil, err
-			}
-		}
-	}
-	newest := segments[len(segments)-1]
-	l.segments.Store(&segments)
-	l.firstOffset.Store(segments[0].baseOffset)
-	end := newest.baseOffset + newest.count.Load()
-	l.endOffset.Store(end)
-	l.durable.Store(end) // synced just above
-	l.lastTimestamp = newest.lastTimestamp.Load()
-	if len(segments) > 1 && newest.count.Load() == 0 {
-		l.lastTimestamp = segments[len(segments)-2].lastTimestamp.Load()
-	}
-	l.openErr = openErr
-	if openErr == nil {
-		l.active = newest
-		l.applyRetentionLocked()
-		if opts.Sync != SyncNone {
-			l.syncerDone = make(chan struct{})
-			go l.runSyncer()
-		}
-	}
-	return l, openErr
-}
-
-// recoverSegments opens every segment in dir, oldest first. A non-nil
-// openErr means the log is corrupt: the segments returned end where the
-// corruption starts and are all read-only.
+// recoverSegments opens every segment in dir, oldest first. It returns
+// every segment and nil; or, when the log is corrupt, the segments before
+// the corruption (all read-only) and a *CorruptionError that says where
+// it starts; or no segment and any other error, when the log cannot be
+// opened at all.
 //
 // The steps, in order (the README repeats them):
 //  1. List the .log files; delete an .idx without its .log (a rotation
-//     or a retention that crashed half way).
+//     or a retention that crashed half way). A segment prepared ahead of
+//     a rotation (.prepared.log, see rotation.go) that has a valid header
+//     was swapped in and may hold the newest records: it is synced and
+//     given the name its header says. Without a valid header it was never
+//     swapped in, or none of its records was called durable: it is
+//     deleted.
 //  2. If the newest .log has no valid header and nothing but zeros, look
 //     at its index. When the index is missing or holds no entry (nothing
 //     but zeros after its header), the segment's creation did not
 //     complete (a crash while it was being created): delete both files.
 //     When the index holds entries, records were written to the segment
-//     (createSegment syncs the .log header before any record is appended,
-//     and only an appended record writes an entry), so the .log was zeroed
+//     (a segment's .log header is durable before the segment has its
+//     name: createSegment syncs it before any record is appended, a
+//     rotation's commit before the rename; and only an appended record
+//     writes an entry), so the .log was zeroed
 //     afterwards: that is corruption at the segment's base offset. Nothing
 //     is deleted, so its offsets are never given out again; the older
 //     segments are opened as in step 3 and served read-only.
@@ -152,78 +64,141 @@ func openLog(dir, subject string, opts *Options, closedClean bool) (opened *Log,
 // durable.
 //
 // Every step can be interrupted and run again with the same result.
-func recoverSegments(dir string, opts *Options, report *Recovery) (segments []*segment, openErr, err error) {
+func recoverSegments(dir string, opts *Options, report *Recovery) ([]*segment, error) {
+	if err := settlePreparedSegment(dir, opts); err != nil {
+		return nil, err
+	}
 	bases, err := listSegments(dir, opts)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	// zeroed is the corruption of a newest segment zeroed after records
 	// were written to it (step 2); it is reported once the segments before
 	// it are open.
-	var zeroed error
+	var zeroed *CorruptionError
 	if len(bases) > 0 {
-		newest := bases[len(bases)-1]
-		removed, corrupt, err := removeUnbornSegment(dir, newest, opts)
-		if err != nil {
-			return nil, nil, err
-		}
-		if removed {
+		removed, err := removeUnbornSegment(dir, bases[len(bases)-1], opts)
+		switch {
+		case errors.As(err, &zeroed):
+		case err != nil:
+			return nil, err
+		case removed:
 			bases = bases[:len(bases)-1]
 		}
-		zeroed = corrupt
 	}
-	defer func() {
-		if err != nil {
-			for _, s := range segments {
-				s.release()
-			}
-			segments = nil
+	segments, err := openSegments(dir, bases, zeroed != nil, opts, report)
+	var corrupt *CorruptionError
+	switch {
+	case err != nil && !errors.As(err, &corrupt):
+		for _, s := range segments {
+			s.release()
 		}
-	}()
+		return nil, err
+	case err == nil && zeroed != nil:
+		return segments, zeroed
+	}
+	return segments, err
+}
+
+// openSegments runs steps 3 to 5 over the segments at bases, leaving the
+// newest out when step 2 found it zeroed. It stops at the first
+// corruption, with the segments before it and the *CorruptionError.
+func openSegments(dir string, bases []uint64, newestZeroed bool, opts *Options, report *Recovery) ([]*segment, error) {
+	var segments []*segment
 	for i, base := range bases {
 		isNewest := i == len(bases)-1
-		if isNewest && zeroed != nil {
+		if isNewest && newestZeroed {
 			// Not opened: nothing in its .log can be served. The segments
 			// before it were opened sealed, read-only, as for any
 			// corruption.
-			if len(segments) > 0 {
-				prev := segments[len(segments)-1]
-				if want := prev.baseOffset + prev.count.Load(); want != base {
-					return segments, &CorruptionError{Path: filepath.Join(dir, segmentFileName(base, ".log")), Offset: want,
-						Reason: fmt.Sprintf("segment starts at offset %d, the one before it ends at %d", base, want)}, nil
-				}
-			}
-			return segments, zeroed, nil
+			return segments, follows(segments, base, pathsIn(dir, base).log)
 		}
 		var seg *segment
+		var err error
 		if isNewest {
-			seg, openErr, err = openNewestSegment(dir, base, opts, report)
+			seg, err = openNewestSegment(dir, base, opts, report)
 		} else {
-			seg, openErr, err = openSealedSegment(dir, base, opts, report)
+			seg, err = openSealedSegment(dir, base, opts, report)
 		}
-		if err != nil {
-			return segments, nil, err
+		var corrupt *CorruptionError
+		if err != nil && !errors.As(err, &corrupt) {
+			return segments, err
 		}
 		if seg != nil {
-			if len(segments) > 0 {
-				prev := segments[len(segments)-1]
-				if want := prev.baseOffset + prev.count.Load(); want != seg.baseOffset {
-					seg.release()
-					return segments, &CorruptionError{Path: seg.logPath, Offset: want,
-						Reason: fmt.Sprintf("segment starts at offset %d, the one before it ends at %d", seg.baseOffset, want)}, nil
-				}
+			if gap := follows(segments, seg.baseOffset, seg.logPath()); gap != nil {
+				seg.release()
+				return segments, gap
 			}
 			segments = append(segments, seg)
 		}
-		if openErr != nil {
-			if seg != nil && seg.writable {
-				// Serve it read-only: the log takes no appends.
-				seg.writable = false
+		if corrupt != nil {
+			if seg != nil {
+				seg.writable = false // serve it read-only: the log takes no appends
 			}
-			return segments, openErr, nil
+			return segments, corrupt
 		}
 	}
-	return segments, nil, nil
+	return segments, nil
+}
+
+// follows checks step 5 for a segment at base (its .log at path) after
+// segments: nil, or a *CorruptionError when it does not start where the
+// last of them ends.
+func follows(segments []*segment, base uint64, path string) error {
+	if len(segments) == 0 {
+		return nil
+	}
+	prev := segments[len(segments)-1]
+	if want := prev.baseOffset + prev.count.Load(); want != base {
+		return &CorruptionError{Path: path, Offset: want,
+			Reason: fmt.Sprintf("segment starts at offset %d, the one before it ends at %d", base, want)}
+	}
+	return nil
+}
+
+// settlePreparedSegment finishes with a segment prepared ahead of a
+// rotation (step 1). With a valid .log header a rotation swapped it in,
+// and its records may be the newest: it is synced, then renamed (its .idx
+// first, then its .log) to the name its header gives, as the rotation's
+// commit would have done. Without one it was never swapped in, or the
+// header that the commit syncs before any of its records is called
+// durable never reached the disk: it is deleted.
+func settlePreparedSegment(dir string, opts *Options) error {
+	logPath := filepath.Join(dir, preparedLogName)
+	indexPath := filepath.Join(dir, preparedIndexName)
+	f, err := os.Open(logPath)
+	if errors.Is(err, os.ErrNotExist) {
+		// A prepared .idx alone: a preparation that stopped half way.
+		_, err := removeFiles(indexPath)
+		return err
+	}
+	if err != nil {
+		return fmt.Errorf("logstore: open prepared segment: %w", err)
+	}
+	defer f.Close()
+	header := make([]byte, fileHeaderSize)
+	n, _ := io.ReadFull(f, header)
+	base, headerErr := decodeFileHeader(header[:n], logMagic)
+	if headerErr != nil {
+		opts.Logger.Warn("logstore: removing a segment prepared ahead of a rotation that holds nothing durable", "path", logPath)
+		_, err := removeFiles(logPath, indexPath)
+		return err
+	}
+	final := pathsIn(dir, base)
+	if _, err := os.Lstat(final.log); !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("logstore: %s was swapped in as the segment at offset %d, which %s holds too (%v)", logPath, base, final.log, err)
+	}
+	opts.Logger.Warn("logstore: naming a segment that a rotation swapped in before it was committed", "path", final.log)
+	if err := opts.faults.doSync(f, logPath); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrSyncFailed, logPath, err)
+	}
+	if err := os.Rename(indexPath, final.index); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("logstore: name prepared index: %w", err)
+	}
+	if err := os.Rename(logPath, final.log); err != nil {
+		return fmt.Errorf("logstore: name prepared segment: %w", err)
+	}
+	return syncDir(dir)
 }
 
 // listSegments returns the base offsets of the .log files in dir, sorted,
@@ -275,259 +250,101 @@ func listSegments(dir string, opts *Options) ([]uint64, error) {
 	return bases, nil
 }
 
-// parseSegmentName parses "00000000000000000042.log" or ".idx".
-func parseSegmentName(name string) (uint64, string, bool) {
-	ext := filepath.Ext(name)
-	if ext != ".log" && ext != ".idx" {
-		return 0, "", false
-	}
-	digits := strings.TrimSuffix(name, ext)
-	if len(digits) != 20 {
-		return 0, "", false
-	}
-	base, err := strconv.ParseUint(digits, 10, 64)
-	if err != nil {
-		return 0, "", false
-	}
-	return base, ext, true
-}
-
 // removeUnbornSegment deletes the newest segment when its creation never
 // completed: no valid header, no byte other than zero, and an index that
 // is missing or holds no entry. It says whether it did. A .log of zeros
 // whose index holds entries had records (see step 2 on recoverSegments):
-// it is left as it is and returned as corruption.
-func removeUnbornSegment(dir string, base uint64, opts *Options) (removed bool, corrupt, err error) {
-	logPath := filepath.Join(dir, segmentFileName(base, ".log"))
-	indexPath := filepath.Join(dir, segmentFileName(base, ".idx"))
+// it is left as it is and returned as a *CorruptionError.
+func removeUnbornSegment(dir string, base uint64, opts *Options) (removed bool, err error) {
+	paths := pathsIn(dir, base)
+	logPath, indexPath := paths.log, paths.index
 	f, err := os.Open(logPath)
 	if err != nil {
-		return false, nil, fmt.Errorf("logstore: open newest segment: %w", err)
+		return false, fmt.Errorf("logstore: open newest segment: %w", err)
 	}
 	header := make([]byte, fileHeaderSize)
 	n, _ := io.ReadFull(f, header)
 	if _, err := decodeFileHeader(header[:n], logMagic); err == nil {
 		f.Close()
-		return false, nil, nil
+		return false, nil
 	}
 	content, err := io.ReadAll(io.MultiReader(bytes.NewReader(header[:n]), f))
 	f.Close()
 	if err != nil {
-		return false, nil, fmt.Errorf("logstore: read newest segment: %w", err)
+		return false, fmt.Errorf("logstore: read newest segment: %w", err)
 	}
 	if !allZero(content) {
-		return false, nil, nil // a damaged header over data: corruption, reported on open
+		return false, nil // a damaged header over data: corruption, reported on open
 	}
 	entries, err := countIndexEntries(indexPath)
 	if err != nil {
 		// Whether records were written cannot be told: delete nothing.
-		return false, nil, err
+		return false, err
 	}
 	if entries > 0 {
 		return false, &CorruptionError{Path: logPath, Offset: base,
-			Reason: fmt.Sprintf("segment file is zeroed (%d bytes) while its index holds %d entries: records were written to it", len(content), entries)}, nil
+			Reason: fmt.Sprintf("segment file is zeroed (%d bytes) while its index holds %d entries: records were written to it", len(content), entries)}
 	}
 	opts.Logger.Warn("logstore: removing segment whose creation did not complete", "path", logPath, "bytes", len(content))
 	if err := os.Remove(logPath); err != nil {
-		return false, nil, fmt.Errorf("logstore: remove unborn segment: %w", err)
+		return false, fmt.Errorf("logstore: remove unborn segment: %w", err)
 	}
 	if err := os.Remove(indexPath); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return false, nil, fmt.Errorf("logstore: remove unborn index: %w", err)
+		return false, fmt.Errorf("logstore: remove unborn index: %w", err)
 	}
-	return true, nil, syncDir(dir)
-}
-
-// countIndexEntries counts the entry slots of an index file, after its
-// header, that hold a byte other than zero (a last, partial slot counts
-// too); a missing index holds none. Only an appended record writes an
-// entry, so any such slot proves that the segment held records, whatever
-// the header says: the header and the entries may sit in pages that
-// reached the disk or not independently, since the newest segment's index
-// is not synced.
-func countIndexEntries(path string) (int64, error) {
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("logstore: open index: %w", err)
-	}
-	defer f.Close()
-	r := io.NewSectionReader(f, fileHeaderSize, math.MaxInt64-fileHeaderSize)
-	buf := make([]byte, 4096*indexEntrySize) // whole entries, so no slot straddles two reads
-	var entries int64
-	for {
-		n, err := io.ReadFull(r, buf)
-		for at := 0; at < n; at += indexEntrySize {
-			if !allZero(buf[at:min(at+indexEntrySize, n)]) {
-				entries++
-			}
-		}
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return entries, nil
-		}
-		if err != nil {
-			return 0, fmt.Errorf("logstore: read index %s: %w", path, err)
-		}
-	}
-}
-
-// openFiles opens a segment's .log and .idx (creating an empty .idx when
-// it is missing) and checks the .log header.
-func openFiles(dir string, base uint64, writable bool, opts *Options) (*segment, error) {
-	s := &segment{
-		baseOffset: base,
-		logPath:    filepath.Join(dir, segmentFileName(base, ".log")),
-		indexPath:  filepath.Join(dir, segmentFileName(base, ".idx")),
-		writable:   writable,
-		faults:     opts.faults,
-		observer:   opts.Observer,
-		logger:     opts.Logger,
-	}
-	s.refs.Store(1)
-	var err error
-	mode := os.O_RDONLY
-	if writable {
-		mode = os.O_RDWR
-	}
-	if s.logFile, err = os.OpenFile(s.logPath, mode, 0); err != nil {
-		return nil, fmt.Errorf("logstore: open segment: %w", err)
-	}
-	if s.indexFile, err = os.OpenFile(s.indexPath, os.O_RDWR|os.O_CREATE, 0o600); err != nil {
-		s.closeFiles()
-		return nil, fmt.Errorf("logstore: open index: %w", err)
-	}
-	logSize, err1 := fileSize(s.logFile)
-	indexSize, err2 := fileSize(s.indexFile)
-	if err := errors.Join(err1, err2); err != nil {
-		s.closeFiles()
-		return nil, err
-	}
-	s.logAllocated.Store(logSize)
-	s.indexAllocated.Store(indexSize)
-	return s, nil
-}
-
-func fileSize(f *os.File) (int64, error) {
-	fi, err := f.Stat()
-	if err != nil {
-		return 0, fmt.Errorf("logstore: stat %s: %w", f.Name(), err)
-	}
-	return fi.Size(), nil
+	return true, syncDir(dir)
 }
 
 // checkLogHeader verifies the mapped .log header against the file name.
 func (s *segment) checkLogHeader() error {
-	bytes := s.logBytes()
-	base, err := decodeFileHeader(bytes, logMagic)
+	base, err := decodeFileHeader(s.logBytes(), logMagic)
 	if err == nil && base != s.baseOffset {
 		err = fmt.Errorf("file header: base offset %d, file name says %d", base, s.baseOffset)
 	}
 	if err != nil {
-		return &CorruptionError{Path: s.logPath, Offset: s.baseOffset, Reason: err.Error()}
+		return &CorruptionError{Path: s.logPath(), Offset: s.baseOffset, Reason: err.Error()}
 	}
 	return nil
 }
 
 // openSealedSegment opens a segment that is not the newest, read-only,
 // trusting its index once the index passes the cheap checks of step 3.
-func openSealedSegment(dir string, base uint64, opts *Options, report *Recovery) (*segment, error, error) {
-	s, err := openFiles(dir, base, false, opts)
+// A *CorruptionError comes with the segment when the records before the
+// corruption can be served, without it when none can.
+func openSealedSegment(dir string, base uint64, opts *Options, report *Recovery) (*segment, error) {
+	s, err := openSegment(pathsIn(dir, base), base, segmentSealed, opts)
 	if err != nil {
-		return nil, nil, err
-	}
-	fail := func(err error) (*segment, error, error) {
-		s.closeFiles()
-		return nil, nil, err
+		return nil, err
 	}
 	if s.logAllocated.Load() < fileHeaderSize {
 		s.closeFiles()
-		return nil, &CorruptionError{Path: s.logPath, Offset: base, Reason: "shorter than its header"}, nil
+		return nil, &CorruptionError{Path: s.logPath(), Offset: base, Reason: "shorter than its header"}
 	}
-	if s.logMap, err = mmap.MapRegion(s.logFile, int(s.logAllocated.Load()), mmap.RDONLY, 0, 0); err != nil {
-		return fail(fmt.Errorf("logstore: map %s: %w", s.logPath, err))
+	if err := s.mapReadOnly(); err != nil {
+		s.closeFiles()
+		return nil, err
 	}
 	if err := s.checkLogHeader(); err != nil {
 		s.closeFiles()
-		return nil, err, nil
+		return nil, err
 	}
-	if s.indexAllocated.Load() > 0 {
-		if s.indexMap, err = mmap.MapRegion(s.indexFile, int(s.indexAllocated.Load()), mmap.RDONLY, 0, 0); err != nil {
-			return fail(fmt.Errorf("logstore: map %s: %w", s.indexPath, err))
-		}
+	reason := s.checkIndex()
+	if reason == "" {
+		return s, nil
 	}
-	if reason := s.checkIndex(); reason == "" {
-		return s, nil, nil
-	} else {
-		opts.Logger.Warn("logstore: rebuilding index", "path", s.indexPath, "reason", reason)
-	}
+	opts.Logger.Warn("logstore: rebuilding index", "path", s.indexPath(), "reason", reason)
 	count, _, badAt, reason := s.scanRecords()
-	if err := s.rewriteIndex(dir, count, opts); err != nil {
-		return fail(err)
+	if err := s.rewriteIndex(count); err != nil {
+		s.closeFiles()
+		return nil, err
 	}
 	report.IndexesRebuilt++
 	if badAt >= 0 {
 		// A sealed segment must be whole: any bad record in it is
 		// corruption. The records before it stay readable.
-		return s, &CorruptionError{Path: s.logPath, Position: badAt, Offset: base + count, Reason: reason}, nil
+		return s, &CorruptionError{Path: s.logPath(), Position: badAt, Offset: base + count, Reason: reason}
 	}
-	return s, nil, nil
-}
-
-// checkIndex runs the cheap checks of a sealed segment's index and, when
-// they pass, sets count, payloadBytes and lastTimestamp from it. It returns
-// why the index cannot be trusted, or "".
-func (s *segment) checkIndex() string {
-	if len(s.indexMap) < fileHeaderSize {
-		return "index missing or shorter than its header"
-	}
-	if base, err := decodeFileHeader(s.indexMap, indexMagic); err != nil {
-		return err.Error()
-	} else if base != s.baseOffset {
-		return fmt.Sprintf("index base offset %d, want %d", base, s.baseOffset)
-	}
-	logBytes := s.logBytes()
-	var count uint64
-	var payload int64
-	var prev indexEntry
-	for at := fileHeaderSize; at+indexEntrySize <= len(s.indexMap); at += indexEntrySize {
-		e := readIndexEntry(s.indexMap[at : at+indexEntrySize])
-		if e == (indexEntry{}) {
-			break
-		}
-		if int64(e.position) < fileHeaderSize || int64(e.position) >= int64(len(logBytes)) ||
-			(count > 0 && (e.position <= prev.position || e.timestamp < prev.timestamp)) {
-			return fmt.Sprintf("entry %d out of order or out of bounds", count)
-		}
-		prev = e
-		payload += int64(e.size)
-		count++
-	}
-	if !allZero(s.indexMap[fileHeaderSize+count*indexEntrySize:]) {
-		return "bytes after the last entry"
-	}
-	end := int64(fileHeaderSize)
-	if count > 0 {
-		view, status, reason := decodeRecord(logBytes[prev.position:])
-		if status != decodeOK {
-			return "last entry: " + reason
-		}
-		if view.offset != s.baseOffset+count-1 || view.timestamp != prev.timestamp {
-			return "last entry does not match its record"
-		}
-		end = int64(prev.position) + int64(view.size)
-	}
-	if _, status, _ := decodeRecord(logBytes[end:]); status != decodeEnd {
-		return "records after the last entry"
-	}
-	s.count.Store(count)
-	s.payloadBytes.Store(payload)
-	if count > 0 {
-		s.firstTimestamp.Store(readIndexEntry(s.indexMap[fileHeaderSize:]).timestamp)
-	}
-	s.lastTimestamp.Store(prev.timestamp)
-	s.writePos = end
-	return ""
+	return s, nil
 }
 
 // scanRecords verifies every record of the segment from the start. It sets
@@ -545,21 +362,21 @@ func (s *segment) scanRecords() (count uint64, end int64, badAt int64, reason st
 		if status == decodeEnd {
 			break
 		}
-		if status == decodeOK && view.offset != s.baseOffset+count {
-			status, why = decodeBad, fmt.Sprintf("record holds offset %d, want %d", view.offset, s.baseOffset+count)
+		if status == decodeOK && view.Offset != s.baseOffset+count {
+			status, why = decodeBad, fmt.Sprintf("record holds offset %d, want %d", view.Offset, s.baseOffset+count)
 		}
-		if status == decodeOK && view.timestamp < last {
+		if status == decodeOK && view.Timestamp < last {
 			status, why = decodeBad, "timestamp goes back"
 		}
 		if status == decodeBad {
 			badAt, reason = position, why
 			break
 		}
-		payload += int64(view.payloadSize())
+		payload += int64(view.PayloadSize())
 		if count == 0 {
-			s.firstTimestamp.Store(view.timestamp)
+			s.firstTimestamp.Store(view.Timestamp)
 		}
-		last = view.timestamp
+		last = view.Timestamp
 		position += int64(view.size)
 		count++
 	}
@@ -570,180 +387,82 @@ func (s *segment) scanRecords() (count uint64, end int64, badAt int64, reason st
 	return count, position, badAt, reason
 }
 
-// rewriteIndex builds the index of the first count records from the .log
-// and replaces the .idx with it atomically (temporary file, sync, rename,
-// sync the directory), then maps the new file read-only.
-func (s *segment) rewriteIndex(dir string, count uint64, opts *Options) error {
-	buf := make([]byte, fileHeaderSize+count*indexEntrySize)
-	encodeFileHeader(buf, indexMagic, s.baseOffset)
-	s.forEachRecord(count, func(i uint64, position int64, view recordView) {
-		putIndexEntry(buf[fileHeaderSize+i*indexEntrySize:], indexEntry{position: uint32(position), size: uint32(view.payloadSize()), timestamp: view.timestamp})
-	})
-	tmp := s.indexPath + ".tmp"
-	if err := writeFileSync(tmp, buf); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, s.indexPath); err != nil {
-		return fmt.Errorf("logstore: replace index: %w", err)
-	}
-	if err := syncDir(dir); err != nil {
-		return err
-	}
-	if s.indexMap != nil {
-		s.indexMap.Unmap()
-		s.indexMap = nil
-	}
-	s.indexFile.Close()
-	var err error
-	if s.indexFile, err = os.OpenFile(s.indexPath, os.O_RDWR, 0); err != nil {
-		return fmt.Errorf("logstore: open index: %w", err)
-	}
-	s.observer.DiskBytes(int64(len(buf)) - s.indexAllocated.Load())
-	s.indexAllocated.Store(int64(len(buf)))
-	if s.indexMap, err = mmap.MapRegion(s.indexFile, len(buf), mmap.RDONLY, 0, 0); err != nil {
-		return fmt.Errorf("logstore: map %s: %w", s.indexPath, err)
-	}
-	return nil
-}
-
-// forEachRecord walks the first count records, which must be valid.
-func (s *segment) forEachRecord(count uint64, fn func(i uint64, position int64, view recordView)) {
-	bytes := s.logBytes()
-	position := int64(fileHeaderSize)
-	for i := uint64(0); i < count; i++ {
-		view, _, _ := decodeRecord(bytes[position:])
-		fn(i, position, view)
-		position += int64(view.size)
-	}
-}
-
-func writeFileSync(path string, content []byte) error {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("logstore: create %s: %w", path, err)
-	}
-	_, err = f.Write(content)
-	if err == nil {
-		err = f.Sync()
-	}
-	if closeErr := f.Close(); err == nil {
-		err = closeErr
-	}
-	if err != nil {
-		return fmt.Errorf("logstore: write %s: %w", path, err)
-	}
-	return nil
-}
-
 // openNewestSegment opens the newest segment read-write and runs step 4.
-func openNewestSegment(dir string, base uint64, opts *Options, report *Recovery) (*segment, error, error) {
-	s, err := openFiles(dir, base, true, opts)
+// A *CorruptionError comes with the segment when the records before the
+// corruption can be served, without it when none can.
+func openNewestSegment(dir string, base uint64, opts *Options, report *Recovery) (*segment, error) {
+	s, err := openSegment(pathsIn(dir, base), base, segmentWritable, opts)
 	if err != nil {
-		return nil, nil, err
-	}
-	fail := func(err error) (*segment, error, error) {
-		s.closeFiles()
-		return nil, nil, err
+		return nil, err
 	}
 	if s.logAllocated.Load() < fileHeaderSize {
 		s.closeFiles()
-		return nil, &CorruptionError{Path: s.logPath, Offset: base, Reason: "shorter than its header"}, nil
+		return nil, &CorruptionError{Path: s.logPath(), Offset: base, Reason: "shorter than its header"}
 	}
 	if s.indexAllocated.Load() < pageSize {
 		// A missing or short index: give it room for its header and entries.
 		if err := s.grow(s.indexFile, s.indexAllocated.Load(), pageSize-s.indexAllocated.Load(), "restoring index"); err != nil {
-			return fail(err)
+			s.closeFiles()
+			return nil, err
 		}
 		s.indexAllocated.Store(pageSize)
 	}
 	if err := s.mapWritable(roundUpPage(opts.SegmentBytes)); err != nil {
-		return fail(err)
+		s.closeFiles()
+		return nil, err
 	}
 	if err := s.checkLogHeader(); err != nil {
 		s.closeFiles()
-		return nil, err, nil
+		return nil, err
 	}
+	count, corrupt := s.recoverTail(opts, report)
+	if err := s.mapIndexRebuilt(count); err != nil {
+		s.closeFiles()
+		return nil, err
+	}
+	return s, corrupt
+}
+
+// recoverTail verifies the records of the newest segment and looks at
+// what follows the last valid one (step 4): nothing but zeros; a torn
+// tail, which it zeroes (openLog syncs it with the rest); or corruption,
+// returned as a *CorruptionError. It returns the count of valid records.
+func (s *segment) recoverTail(opts *Options, report *Recovery) (uint64, error) {
 	count, end, badAt, reason := s.scanRecords()
 	if badAt < 0 {
 		badAt = end
 	}
 	bytes := s.logBytes()
-	if tail := bytes[badAt:]; !allZero(tail) {
-		minTimestamp := int64(math.MinInt64)
-		if count > 0 {
-			minTimestamp = s.lastTimestamp.Load()
+	tail := bytes[badAt:]
+	if allZero(tail) {
+		return count, nil
+	}
+	minTimestamp := int64(math.MinInt64)
+	if count > 0 {
+		minTimestamp = s.lastTimestamp.Load()
+	}
+	at := findValidRecord(tail, s.baseOffset+count, minTimestamp)
+	if at >= 0 && lostPageBefore(bytes, badAt, badAt+int64(at)) {
+		opts.Logger.Warn("logstore: a page before valid records never reached the disk; treating everything after the last good record as a torn tail",
+			"path", s.logPath(), "position", badAt, "record_at", badAt+int64(at))
+		at = -1
+	}
+	if at != -1 {
+		if reason == "" {
+			reason = "zeros where a record should be"
 		}
-		at := findValidRecord(tail, base+count, minTimestamp)
-		if at >= 0 && lostPageBefore(bytes, badAt, badAt+int64(at)) {
-			opts.Logger.Warn("logstore: a page before valid records never reached the disk; treating everything after the last good record as a torn tail",
-				"path", s.logPath, "position", badAt, "record_at", badAt+int64(at))
-			at = -1
+		where := fmt.Sprintf("with a valid record after it at byte %d", badAt+int64(at))
+		if at == searchTooCostly {
+			where = "followed by bytes too costly to prove a torn tail"
 		}
-		if at != -1 {
-			if reason == "" {
-				reason = "zeros where a record should be"
-			}
-			if err := s.mapIndexRebuilt(count); err != nil {
-				return fail(err)
-			}
-			where := fmt.Sprintf("with a valid record after it at byte %d", badAt+int64(at))
-			if at == searchTooCostly {
-				where = "followed by bytes too costly to prove a torn tail"
-			}
-			return s, &CorruptionError{Path: s.logPath, Position: badAt, Offset: base + count,
-				Reason: reason + ", " + where}, nil
-		}
-		cut := lastNonZero(tail) + 1
-		opts.Logger.Warn("logstore: cutting torn tail", "path", s.logPath, "offset", base+count, "position", badAt, "bytes", cut)
-		clear(tail[:cut])
-		report.TornBytes = int64(cut) // synced by openLog with the rest
+		return count, &CorruptionError{Path: s.logPath(), Position: badAt, Offset: s.baseOffset + count,
+			Reason: reason + ", " + where}
 	}
-	if err := s.mapIndexRebuilt(count); err != nil {
-		return fail(err)
-	}
-	return s, nil, nil
-}
-
-// mapIndexRebuilt makes the writable index of the newest segment match its
-// first count records: entries rewritten where they differ, entries ahead
-// of the log zeroed, header restored.
-func (s *segment) mapIndexRebuilt(count uint64) error {
-	if err := s.ensureIndexEntries(count); err != nil {
-		return err
-	}
-	changed := false
-	if base, err := decodeFileHeader(s.indexMap, indexMagic); err != nil || base != s.baseOffset {
-		encodeFileHeader(s.indexMap, indexMagic, s.baseOffset)
-		changed = true
-	}
-	s.forEachRecord(count, func(i uint64, position int64, view recordView) {
-		want := indexEntry{position: uint32(position), size: uint32(view.payloadSize()), timestamp: view.timestamp}
-		if s.indexEntryAt(i) != want {
-			s.putIndexEntry(i, want)
-			changed = true
-		}
-	})
-	if rest := s.indexMap[fileHeaderSize+count*indexEntrySize : s.indexAllocated.Load()]; !allZero(rest) {
-		clear(rest)
-		changed = true
-	}
-	if changed {
-		return s.syncIndex()
-	}
-	return nil
-}
-
-// ensureIndexEntries grows the index file to hold count entries.
-func (s *segment) ensureIndexEntries(count uint64) error {
-	need := int64(fileHeaderSize + (count+1)*indexEntrySize)
-	if allocated := s.indexAllocated.Load(); need > allocated {
-		grown := min(roundUpPage(need), int64(len(s.indexMap)))
-		if err := s.grow(s.indexFile, allocated, grown-allocated, "restoring index"); err != nil {
-			return err
-		}
-		s.indexAllocated.Store(grown)
-	}
-	return nil
+	cut := lastNonZero(tail) + 1
+	opts.Logger.Warn("logstore: cutting torn tail", "path", s.logPath(), "offset", s.baseOffset+count, "position", badAt, "bytes", cut)
+	clear(tail[:cut])
+	report.TornBytes = int64(cut) // synced by openLog with the rest
+	return count, nil
 }
 
 // searchTooCostly is what findValidRecord returns when proving that no
@@ -781,7 +500,7 @@ func findValidRecord(tail []byte, minOffset uint64, minTimestamp int64) int {
 			return searchTooCostly
 		}
 		view, status, _ := decodeRecord(tail[at:])
-		if status == decodeOK && view.offset >= minOffset {
+		if status == decodeOK && view.Offset >= minOffset {
 			return at
 		}
 	}

@@ -278,7 +278,7 @@ func rcvNewestIndex(t *testing.T, fx *rcvFixture, edit func(idx []byte, entries 
 		}
 		for i, p := range positions {
 			view, _, _ := decodeRecord(b[p:])
-			want := indexEntry{position: uint32(p), size: uint32(view.payloadSize()), timestamp: view.timestamp}
+			want := indexEntry{position: uint32(p), size: uint32(view.PayloadSize()), timestamp: view.Timestamp}
 			if got := readIndexEntry(rcvEntry(idx, i)); got != want {
 				t.Fatalf("entry %d: %+v, want %+v", i, got, want)
 			}
@@ -932,7 +932,7 @@ func TestStoreRemovesUnfinishedLogDirs(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, subject := range []string{"orders.eu", long} {
-		if _, _, err := s.Append(subject, 0, nil, []byte(subject)); err != nil {
+		if _, _, err := storeAppend(s, subject, 0, nil, []byte(subject)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -969,7 +969,7 @@ func TestStoreRemovesUnfinishedLogDirs(t *testing.T) {
 	if s.Has("half.made") {
 		t.Fatal("the unfinished log's subject is known")
 	}
-	l, err := s.Acquire(long, false)
+	l, err := s.Acquire(long)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1060,7 +1060,7 @@ func TestTornTailSearchIsLinear(t *testing.T) {
 func TestOpenSyncsEachSegmentOnce(t *testing.T) {
 	var syncs atomic.Int64
 	opts, _ := rcvOptions()
-	opts.faults = &faultHooks{sync: func(*os.File) error { syncs.Add(1); return nil }}
+	opts.faults = &faultHooks{sync: func(string) error { syncs.Add(1); return nil }}
 
 	l, err := OpenLog(t.TempDir(), "fresh", opts)
 	if err != nil {

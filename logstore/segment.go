@@ -3,13 +3,11 @@ package logstore
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
-	"time"
 	"unsafe"
 
 	"github.com/edsrzf/mmap-go"
@@ -27,11 +25,14 @@ import (
 // Fields below the line are owned by the log's writer (Log.writeMu). What
 // readers may use is published through atomics, and a reader looks only at
 // records below the log's end offset, which the writer stores after the
-// record and its index entry are complete.
+// record and its index entry are complete. baseOffset is set before the
+// segment is published in its log's segment list and never changes after.
 type segment struct {
 	baseOffset uint64
-	logPath    string
-	indexPath  string
+	// paths is where the files are now: it changes when a segment
+	// swapped in by a rotation is committed (rotation.go) and when a new
+	// subject's directory is given its name (Store.Append).
+	paths atomic.Pointer[segmentPaths]
 
 	logFile   *os.File
 	indexFile *os.File
@@ -50,6 +51,13 @@ type segment struct {
 	syncGen atomic.Uint64 // counts syncs of the .log: each write-protects its pages again
 	refs    atomic.Int32
 	deleted atomic.Bool // unlinked by retention; still readable until the last release
+
+	// committed: the files have their <base> names and the .log header is
+	// durable. A segment made by createSegment or found by recovery is;
+	// one swapped in from the pipeline is not until commit (rotation.go).
+	// commitMu makes commits one at a time.
+	committed atomic.Bool
+	commitMu  sync.Mutex
 
 	// positions is where each record starts, rebuilt from the .log the
 	// first time a read finds the .idx pointing elsewhere (an index that
@@ -70,88 +78,157 @@ type segment struct {
 	// unsynced marks a segment sealed under SyncNone without a sync; the
 	// next Sync or Close syncs it.
 	unsynced bool
-	faults   *faultHooks
-	observer Observer
+	// prepareAsked: the writer asked the pipeline for the segment to
+	// follow this one (rotation.go).
+	prepareAsked bool
+	faults       *faultHooks
+	observer     Observer
+	kernel       *kernelFeatures
 }
 
-// faultHooks lets tests fail the next preallocation or sync, or a look at
-// a path. Production code leaves it nil.
-type faultHooks struct {
-	preallocate func(f *os.File, offset, length int64) error
-	sync        func(f *os.File) error
-	// path, when it returns an error, fails the call op ("lstat", "open"
-	// or "mkdir") on path with it, as a failing or full disk (EIO,
-	// ENOSPC) or a missing permission would; tests run as root, which no
-	// permission stops. Only the calls that find logs (the subject file,
-	// the listing of a log directory) and make them consult it.
-	path func(op, path string) error
+// segmentPaths are the files of a segment.
+type segmentPaths struct {
+	log, index string
 }
 
-// fail returns the error the path hook injects for op on path, as the
-// *fs.PathError the real call would return, or nil.
-func (h *faultHooks) fail(op, path string) error {
-	if h != nil && h.path != nil {
-		if err := h.path(op, path); err != nil {
-			return &fs.PathError{Op: op, Path: path, Err: err}
-		}
+// pathsIn are the files of the segment at base in dir.
+func pathsIn(dir string, base uint64) segmentPaths {
+	return segmentPaths{
+		log:   filepath.Join(dir, segmentFileName(base, ".log")),
+		index: filepath.Join(dir, segmentFileName(base, ".idx")),
 	}
-	return nil
 }
 
-// doLstat is os.Lstat, which the path hook can fail, for its error only.
-func (h *faultHooks) doLstat(path string) error {
-	if err := h.fail("lstat", path); err != nil {
+func (s *segment) logPath() string   { return s.paths.Load().log }
+func (s *segment) indexPath() string { return s.paths.Load().index }
+
+// dir is the directory the segment's files are in.
+func (s *segment) dir() string { return filepath.Dir(s.logPath()) }
+
+// kernelFeatures remembers what the running kernel refused, so that it is
+// asked once per store (Options.kernel), not on every write.
+type kernelFeatures struct {
+	prefaultRefused atomic.Bool // MADV_POPULATE_WRITE is not supported
+}
+
+// segmentMode says how openSegment opens a segment's files.
+type segmentMode int
+
+const (
+	segmentCreate   segmentMode = iota // new files, created exclusively, read-write
+	segmentWritable                    // existing files, read-write: the newest segment
+	segmentSealed                      // existing files, the .log read-only
+)
+
+// openSegment is the one constructor of a segment: it opens the .log and
+// .idx at paths as mode says (creating an empty .idx when an existing
+// segment has none) and learns their sizes. The files are not mapped.
+func openSegment(paths segmentPaths, base uint64, mode segmentMode, opts *Options) (*segment, error) {
+	s := &segment{
+		baseOffset: base,
+		writable:   mode != segmentSealed,
+		faults:     opts.faults,
+		observer:   opts.Observer,
+		logger:     opts.Logger,
+		kernel:     opts.kernel,
+	}
+	s.paths.Store(&paths)
+	s.refs.Store(1)
+	logFlags, indexFlags, verb := os.O_RDWR, os.O_RDWR|os.O_CREATE, "open"
+	switch mode {
+	case segmentCreate:
+		logFlags, indexFlags, verb = os.O_RDWR|os.O_CREATE|os.O_EXCL, os.O_RDWR|os.O_CREATE|os.O_EXCL, "create"
+	case segmentSealed:
+		logFlags = os.O_RDONLY
+	}
+	var err error
+	if s.logFile, err = os.OpenFile(paths.log, logFlags, 0o600); err != nil {
+		return nil, fmt.Errorf("logstore: %s segment: %w", verb, err)
+	}
+	if s.indexFile, err = os.OpenFile(paths.index, indexFlags, 0o600); err != nil {
+		s.closeFiles()
+		if mode == segmentCreate {
+			os.Remove(paths.log) // made just now: nothing of it may stay
+		}
+		return nil, fmt.Errorf("logstore: %s index: %w", verb, err)
+	}
+	if mode == segmentCreate {
+		return s, nil
+	}
+	logSize, err1 := fileSize(s.logFile)
+	indexSize, err2 := fileSize(s.indexFile)
+	if err := errors.Join(err1, err2); err != nil {
+		s.closeFiles()
+		return nil, err
+	}
+	s.logAllocated.Store(logSize)
+	s.indexAllocated.Store(indexSize)
+	return s, nil
+}
+
+// createSegment makes a new, empty, writable segment at baseOffset: both
+// files preallocated, headers written and synced, directory synced.
+func createSegment(dir string, baseOffset uint64, opts *Options) (*segment, error) {
+	s, err := openSegment(pathsIn(dir, baseOffset), baseOffset, segmentCreate, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.allocate(opts, "creating segment"); err != nil {
+		s.discard()
+		return nil, err
+	}
+	s.start(baseOffset)
+	// The .log header must be durable before any record is: recovery
+	// tells an unborn segment (all zeros) from a damaged one by it. The
+	// index of the newest segment is rebuilt on recovery, so it is not
+	// synced until the segment is sealed. The directory entry is synced
+	// so that a record synced later cannot lose its file.
+	if err := s.faults.doSync(s.logFile, s.logPath()); err != nil {
+		s.discard()
+		return nil, fmt.Errorf("%w: %s: %w", ErrSyncFailed, s.logPath(), err)
+	}
+	if err := syncDir(dir); err != nil {
+		s.discard()
+		return nil, err
+	}
+	s.committed.Store(true)
+	return s, nil
+}
+
+// allocate gives the files of a segment made by openSegment(segmentCreate)
+// their first space and maps them writable; what says what for, in an
+// error.
+func (s *segment) allocate(opts *Options, what string) error {
+	initial := min(roundUpPage(opts.InitialSegmentBytes), roundUpPage(opts.SegmentBytes))
+	if err := s.grow(s.logFile, 0, initial, what); err != nil {
 		return err
 	}
-	_, err := os.Lstat(path)
-	return err
+	s.logAllocated.Store(initial)
+	if err := s.grow(s.indexFile, 0, pageSize, what); err != nil {
+		return err
+	}
+	s.indexAllocated.Store(pageSize)
+	return s.mapWritable(roundUpPage(opts.SegmentBytes))
 }
 
-func (h *faultHooks) doPreallocate(f *os.File, offset, length int64) error {
-	if h != nil && h.preallocate != nil {
-		if err := h.preallocate(f, offset, length); err != nil {
-			return err
-		}
-	}
-	return preallocate(f, offset, length)
+// start makes an allocated segment the segment at base: the headers of
+// both files, written through the mappings, and the write position after
+// them. Nothing is synced.
+func (s *segment) start(base uint64) {
+	s.baseOffset = base
+	encodeFileHeader(s.logMap, logMagic, base)
+	encodeFileHeader(s.indexMap, indexMagic, base)
+	s.writePos = fileHeaderSize
 }
 
-func (h *faultHooks) doSync(f *os.File) error {
-	if h != nil && h.sync != nil {
-		if err := h.sync(f); err != nil {
-			return err
-		}
-	}
-	return unix.Fdatasync(int(f.Fd()))
-}
-
-// preallocate reserves real blocks for [offset, offset+length) and extends
-// the file. A sparse ftruncate would defer the out-of-space error to a page
-// fault (SIGBUS); fallocate reports it here, as an error. grow says what
-// the space was for.
-func preallocate(f *os.File, offset, length int64) error {
-	err := unix.Fallocate(int(f.Fd()), 0, offset, length)
-	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {
-		err = writeZeros(f, offset, length)
-	}
-	if err != nil {
-		return fmt.Errorf("preallocate %d bytes at %d: %w", length, offset, err)
-	}
-	return nil
-}
-
-// writeZeros is preallocation for file systems without fallocate.
-func writeZeros(f *os.File, offset, length int64) error {
-	zeros := make([]byte, min(length, 1<<16))
-	for length > 0 {
-		n := min(length, int64(len(zeros)))
-		if _, err := f.WriteAt(zeros[:n], offset); err != nil {
-			return err
-		}
-		offset += n
-		length -= n
-	}
-	return nil
+// discard closes and removes the files of a segment that was never
+// published (its creation failed, or it was prepared and not used), and
+// takes the space back from the observer's count.
+func (s *segment) discard() {
+	paths := s.paths.Load()
+	s.closeFiles()
+	freed, _ := removeFiles(paths.log, paths.index)
+	s.observer.DiskBytes(-freed)
 }
 
 // grow preallocates [offset, offset+length) of f and reports the space.
@@ -175,88 +252,6 @@ const pageSize = 4096
 
 func roundUpPage(n int64) int64 { return (n + pageSize - 1) &^ (pageSize - 1) }
 
-// indexCapacity is the largest index a log of logCapacity bytes can need:
-// one entry per smallest possible record.
-func indexCapacity(logCapacity int64) int64 {
-	return roundUpPage(fileHeaderSize + (logCapacity-fileHeaderSize)/recordHeaderSize*indexEntrySize + indexEntrySize)
-}
-
-// syncDir makes a directory's entries (new, renamed or removed files) durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("logstore: open dir for sync: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("logstore: sync dir %s: %w", dir, err)
-	}
-	return nil
-}
-
-// createSegment makes a new, empty, writable segment at baseOffset: both
-// files preallocated, headers written and synced, directory synced.
-func createSegment(dir string, baseOffset uint64, opts *Options) (*segment, error) {
-	s := &segment{
-		baseOffset: baseOffset,
-		logPath:    filepath.Join(dir, segmentFileName(baseOffset, ".log")),
-		indexPath:  filepath.Join(dir, segmentFileName(baseOffset, ".idx")),
-		writable:   true,
-		faults:     opts.faults,
-		observer:   opts.Observer,
-		logger:     opts.Logger,
-	}
-	s.refs.Store(1)
-	err := s.createFiles(opts)
-	if err != nil {
-		s.closeFiles()
-		var freed int64
-		for _, path := range []string{s.logPath, s.indexPath} {
-			if fi, statErr := os.Stat(path); statErr == nil {
-				freed += fi.Size()
-			}
-			os.Remove(path)
-		}
-		s.observer.DiskBytes(-freed)
-		return nil, err
-	}
-	return s, nil
-}
-
-func (s *segment) createFiles(opts *Options) error {
-	var err error
-	if s.logFile, err = os.OpenFile(s.logPath, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600); err != nil {
-		return fmt.Errorf("logstore: create segment: %w", err)
-	}
-	if s.indexFile, err = os.OpenFile(s.indexPath, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600); err != nil {
-		return fmt.Errorf("logstore: create index: %w", err)
-	}
-	initial := min(roundUpPage(opts.InitialSegmentBytes), roundUpPage(opts.SegmentBytes))
-	if err := s.grow(s.logFile, 0, initial, "creating segment"); err != nil {
-		return err
-	}
-	if err := s.grow(s.indexFile, 0, pageSize, "creating segment"); err != nil {
-		return err
-	}
-	s.logAllocated.Store(initial)
-	s.indexAllocated.Store(pageSize)
-	if err := s.mapWritable(roundUpPage(opts.SegmentBytes)); err != nil {
-		return err
-	}
-	encodeFileHeader(s.logMap, logMagic, s.baseOffset)
-	encodeFileHeader(s.indexMap, indexMagic, s.baseOffset)
-	s.writePos = fileHeaderSize
-	// The .log header must be durable before any record is: recovery
-	// tells an unborn segment (all zeros) from a damaged one by it. The
-	// index of the newest segment is rebuilt on recovery, so it is not
-	// synced until the segment is sealed. The directory entry is synced
-	// so that a record synced later cannot lose its file.
-	if err := s.faults.doSync(s.logFile); err != nil {
-		return fmt.Errorf("%w: %s: %w", ErrSyncFailed, s.logPath, err)
-	}
-	return syncDir(filepath.Dir(s.logPath))
-}
-
 // mapWritable maps both files read-write with room for a segment of
 // capacity bytes, or the file's current size if that is larger.
 func (s *segment) mapWritable(capacity int64) error {
@@ -264,10 +259,25 @@ func (s *segment) mapWritable(capacity int64) error {
 	indexCap := max(indexCapacity(logCap), s.indexAllocated.Load())
 	var err error
 	if s.logMap, err = mmap.MapRegion(s.logFile, int(logCap), mmap.RDWR, 0, 0); err != nil {
-		return fmt.Errorf("logstore: map %s: %w", s.logPath, err)
+		return fmt.Errorf("logstore: map %s: %w", s.logPath(), err)
 	}
 	if s.indexMap, err = mmap.MapRegion(s.indexFile, int(indexCap), mmap.RDWR, 0, 0); err != nil {
-		return fmt.Errorf("logstore: map %s: %w", s.indexPath, err)
+		return fmt.Errorf("logstore: map %s: %w", s.indexPath(), err)
+	}
+	return nil
+}
+
+// mapReadOnly maps both files read-only at their sizes (an empty .idx is
+// not mapped).
+func (s *segment) mapReadOnly() error {
+	var err error
+	if s.logMap, err = mmap.MapRegion(s.logFile, int(s.logAllocated.Load()), mmap.RDONLY, 0, 0); err != nil {
+		return fmt.Errorf("logstore: map %s: %w", s.logPath(), err)
+	}
+	if s.indexAllocated.Load() > 0 {
+		if s.indexMap, err = mmap.MapRegion(s.indexFile, int(s.indexAllocated.Load()), mmap.RDONLY, 0, 0); err != nil {
+			return fmt.Errorf("logstore: map %s: %w", s.indexPath(), err)
+		}
 	}
 	return nil
 }
@@ -319,16 +329,13 @@ const writeThroughBytes = 4096
 // back as zeros at the next sync: at most this much per sync.
 const prefaultBytes = 64 << 10
 
-// prefaultRefused is set once the kernel has refused a prefault.
-var prefaultRefused atomic.Bool
-
 // prefault makes the pages from position on writable in the mapping in
 // one system call (MADV_POPULATE_WRITE), when the writer reaches pages not
 // yet populated or a sync has write-protected them again. It is only an
 // optimisation: a kernel without MADV_POPULATE_WRITE (before Linux 5.14)
-// is asked once, and records then fault the pages in.
+// is asked once per store, and records then fault the pages in.
 func (s *segment) prefault(position, size int64) {
-	if prefaultRefused.Load() {
+	if s.kernel.prefaultRefused.Load() {
 		return
 	}
 	gen := s.syncGen.Load()
@@ -352,7 +359,7 @@ func (s *segment) prefault(position, size int64) {
 		// EINVAL: this kernel has no MADV_POPULATE_WRITE. Anything else
 		// (EINTR from a signal, ENOMEM) may pass; the next call retries.
 		if errors.Is(err, unix.EINVAL) {
-			prefaultRefused.Store(true)
+			s.kernel.prefaultRefused.Store(true)
 		}
 		s.prefaulted = 0
 		return
@@ -393,7 +400,7 @@ func (s *segment) writeVectors(pieces [][]byte, position, size int64) error {
 		n, err := unix.Pwritev(int(s.logFile.Fd()), pieces, at)
 		if err != nil {
 			clear(s.logMap[position : position+size])
-			return fmt.Errorf("logstore: write %s: %w", s.logPath, err)
+			return fmt.Errorf("logstore: write %s: %w", s.logPath(), err)
 		}
 		at += int64(n)
 		for n > 0 && len(pieces) > 0 {
@@ -408,38 +415,13 @@ func (s *segment) writeVectors(pieces [][]byte, position, size int64) error {
 	}
 }
 
-// indexEntryAt returns the index entry of the i-th record of the segment.
-func (s *segment) indexEntryAt(i uint64) indexEntry {
-	at := fileHeaderSize + i*indexEntrySize
-	return readIndexEntry(s.indexMap[at : at+indexEntrySize])
-}
-
-// indexLocked records the record at offset, of size bytes framed and
-// payload bytes of headers and data, just written at writePos: its index
-// entry, and the segment's counts. The log's writer lock is held.
-func (s *segment) indexLocked(offset uint64, timestamp int64, payload int, size int64) {
-	s.putIndexEntry(offset-s.baseOffset, indexEntry{position: uint32(s.writePos), size: uint32(payload), timestamp: timestamp})
-	s.writePos += size
-	s.payloadBytes.Add(int64(payload))
-	if offset == s.baseOffset {
-		s.firstTimestamp.Store(timestamp)
-	}
-}
-
-func (s *segment) putIndexEntry(i uint64, e indexEntry) {
-	at := fileHeaderSize + i*indexEntrySize
-	putIndexEntry(s.indexMap[at:at+indexEntrySize], e)
-}
-
 // syncData makes the .log durable: fdatasync writes back the pages
 // dirtied through the mapping and the size grown by fallocate.
 func (s *segment) syncData() error {
-	start := time.Now()
-	err := s.faults.doSync(s.logFile)
+	err := timedSync(s.logFile, s.syncPath(), s.faults, s.observer)
 	s.syncGen.Add(1)
-	s.observer.Synced(time.Since(start), err)
 	if err != nil {
-		return fmt.Errorf("%w: %s: %w", ErrSyncFailed, s.logPath, err)
+		return fmt.Errorf("%w: %s: %w", ErrSyncFailed, s.logPath(), err)
 	}
 	return nil
 }
@@ -448,10 +430,19 @@ func (s *segment) syncData() error {
 // synced only when a segment is sealed or closed; recovery rebuilds the
 // newest segment's index from its .log.
 func (s *segment) syncIndex() error {
-	if err := s.faults.doSync(s.indexFile); err != nil {
-		return fmt.Errorf("%w: %s: %w", ErrSyncFailed, s.indexPath, err)
+	if err := s.faults.doSync(s.indexFile, s.indexPath()); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrSyncFailed, s.indexPath(), err)
 	}
 	return nil
+}
+
+// syncPath names the .log for the sync hook: the path it has, or for a
+// segment swapped in and not yet committed, the one it is being given.
+func (s *segment) syncPath() string {
+	if s.faults == nil || s.committed.Load() {
+		return s.logPath()
+	}
+	return pathsIn(s.dir(), s.baseOffset).log
 }
 
 // acquire takes a reader's reference. It fails once the segment has been
@@ -495,14 +486,27 @@ func (s *segment) closeFiles() {
 	}
 }
 
+// removeFiles unlinks the segment's files; the mapping stays valid.
+func (s *segment) removeFiles() error {
+	paths := s.paths.Load()
+	if err := os.Remove(paths.log); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("logstore: delete segment: %w", err)
+	}
+	if err := os.Remove(paths.index); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("logstore: delete index: %w", err)
+	}
+	return nil
+}
+
 // fileMapping is the path of the file whose mapping holds addr, or "":
 // only faults on the segment's own files are turned into errors, and the
 // error names the file.
 func (s *segment) fileMapping(addr uintptr) string {
+	paths := s.paths.Load()
 	for _, m := range []struct {
 		data mmap.MMap
 		path string
-	}{{s.logMap, s.logPath}, {s.indexMap, s.indexPath}} {
+	}{{s.logMap, paths.log}, {s.indexMap, paths.index}} {
 		if len(m.data) > 0 {
 			start := uintptr(unsafe.Pointer(&m.data[0]))
 			if addr >= start && addr < start+uintptr(len(m.data)) {

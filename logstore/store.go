@@ -10,14 +10,20 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
-	"time"
 )
 
 // Store is a data directory of logs, one per subject. It knows every
 // subject that has a log, and keeps at most Options.MaxOpenLogs of them
 // open: a log that nobody holds is closed when the cap is passed (least
-// recently used first) and reopened, recovered, on the next Acquire.
+// recently used first) and reopened, recovered, when it is needed again.
+//
+// The store owns the lifetime of its logs. Callers name a subject and
+// never open or close a log: Append writes to it (making it, for a new
+// subject, with its first records: store_append.go), WaitDurable and
+// RequestSync follow its durability, and View (or Acquire and Release)
+// reads it while holding it open. A subject has a log from its first
+// stored record on, and a log always has a record: there is no empty log
+// to see.
 type Store struct {
 	dir  string
 	opts Options
@@ -26,7 +32,7 @@ type Store struct {
 	// Guarded by mu.
 	subjects map[string]string      // subject → log directory, for every log on disk
 	sorted   []string               // subjects sorted bytewise; nil when it must be rebuilt
-	open     map[string]*storeEntry // logs open, opening or closing
+	open     map[string]*storeEntry // logs open, opening, being made or closing
 	// closedClean holds the subjects whose logs an eviction closed with
 	// everything synced: reopening them need not sync again. A log that
 	// is evicted and reopened often (more active subjects than
@@ -41,7 +47,8 @@ type Store struct {
 }
 
 // storeEntry is a log in the open map. ready is closed once the log has
-// been opened (log or err set); refs counts Acquire calls not yet released.
+// been opened or made (log or err set); refs counts the holders (Acquire,
+// View, Append, WaitDurable) not yet done with it.
 type storeEntry struct {
 	subject string
 	dir     string
@@ -50,11 +57,11 @@ type storeEntry struct {
 	err     error
 	refs    int
 	idleAt  *list.Element // non-nil while in Store.idle
-	closing chan struct{} // non-nil while being evicted or deleted; closed when done
-	// created is set when this entry made the log (it had none on disk);
-	// unused is set by ReleaseUnused. Both set: the last release deletes
-	// the log if it still holds no record.
-	created, unused bool
+	closing chan struct{} // non-nil while being evicted; closed when done
+	// making: the subject has no log, and this entry's holder is making
+	// it with its first records (Store.Append). Until ready, the subject
+	// is not in Store.subjects: nothing else can find the log.
+	making bool
 }
 
 // OpenStore opens the data directory dir, creating it if needed, and
@@ -86,7 +93,8 @@ func OpenStore(dir string, opts Options) (*Store, error) {
 
 // loadSubjects reads the names of all log directories: a stat of each
 // one's subject file (a foreign directory has none), and a read of it only
-// for a shortened name. Leftovers of an interrupted createLogDir are removed.
+// for a shortened name. Leftovers of a new subject's log that never got
+// its first record (makeLogDir) are removed.
 //
 // Only a directory without a subject file is plainly not a log. One whose
 // subject file cannot be looked at (EACCES, EIO) may be a log that cannot
@@ -111,7 +119,7 @@ func (s *Store) loadSubjects() error {
 			}
 			continue
 		}
-		// A log directory always holds its subject file (createLogDir
+		// A log directory always holds its subject file (placeLogDir
 		// renames it into place complete). The name spells the subject
 		// unless it was shortened; then the file is read.
 		subject, ok := subjectFromDirName(name)
@@ -180,14 +188,36 @@ func validSubject(subject string) error {
 	return nil
 }
 
-// Acquire returns the open log of subject, opening it if needed; with
-// create it makes the log when there is none, without it a missing log is
-// ErrNotFound. Every successful Acquire must be paired with Release. A log
-// opened with corruption is returned (readable, refusing appends) with a
-// nil error; Log.Err reports the corruption. A log that exists but cannot
-// be opened at all returns the error, naming the subject; it is not
-// remembered, so every Acquire tries again and reports what it meets.
-func (s *Store) Acquire(subject string, create bool) (*Log, error) {
+// View calls fn with the log of subject, held open (never evicted) until
+// fn returns, and returns what fn returns: the callback form of Acquire
+// and Release, as bbolt's View is of a read transaction. A subject with
+// no log is ErrNotFound, and a log that exists but cannot be opened
+// returns the error that Acquire does, without calling fn. A log opened
+// with corruption is passed to fn; Log.Err reports the corruption.
+func (s *Store) View(subject string, fn func(*Log) error) error {
+	l, err := s.acquire(subject)
+	if err != nil {
+		return err
+	}
+	defer s.release(subject, l)
+	return fn(l)
+}
+
+// Acquire returns the open log of subject, opening it if needed, for a
+// holder that keeps it beyond a callback (View is the same for one). A
+// subject with no log is ErrNotFound: logs are made by Append. Every
+// successful Acquire must be paired with Release; a held log is never
+// evicted. A log opened with corruption is returned (readable, refusing
+// appends) with a nil error; Log.Err reports the corruption. A log that
+// exists but cannot be opened at all returns the error, naming the
+// subject; it is not remembered, so every Acquire tries again and reports
+// what it meets.
+func (s *Store) Acquire(subject string) (*Log, error) { return s.acquire(subject) }
+
+// Release gives back a log from Acquire.
+func (s *Store) Release(l *Log) { s.release(l.subject, l) }
+
+func (s *Store) acquire(subject string) (*Log, error) {
 	if err := validSubject(subject); err != nil {
 		return nil, err
 	}
@@ -197,6 +227,11 @@ func (s *Store) Acquire(subject string, create bool) (*Log, error) {
 			s.mu.Unlock()
 			return nil, ErrClosed
 		}
+		dir, exists := s.subjects[subject]
+		if !exists {
+			s.mu.Unlock()
+			return nil, fmt.Errorf("%w: %q", ErrNotFound, subject)
+		}
 		e := s.open[subject]
 		if e != nil && e.closing != nil {
 			closing := e.closing
@@ -205,16 +240,10 @@ func (s *Store) Acquire(subject string, create bool) (*Log, error) {
 			continue
 		}
 		if e == nil {
-			dir, exists := s.subjects[subject]
-			if !exists && !create {
-				s.mu.Unlock()
-				return nil, fmt.Errorf("%w: %q", ErrNotFound, subject)
-			}
-			e = &storeEntry{subject: subject, dir: dir, ready: make(chan struct{})}
+			e = &storeEntry{subject: subject, dir: dir, ready: make(chan struct{}), refs: 1}
 			s.open[subject] = e
-			e.refs++
 			s.mu.Unlock()
-			s.openEntry(e, !exists)
+			s.openEntry(e)
 		} else {
 			e.refs++
 			if e.idleAt != nil {
@@ -232,35 +261,15 @@ func (s *Store) Acquire(subject string, create bool) (*Log, error) {
 	}
 }
 
-// openEntry opens (and, when new, creates) the log of an entry. It runs
-// outside the store lock; others acquiring the same subject wait on ready.
-func (s *Store) openEntry(e *storeEntry, isNew bool) {
+// openEntry opens the log of an entry. It runs outside the store lock;
+// others acquiring the same subject wait on ready.
+func (s *Store) openEntry(e *storeEntry) {
 	defer close(e.ready)
-	if isNew {
-		dir, err := createLogDir(s.dir, e.subject, s.opts.faults)
-		if err != nil {
-			e.err = asNoSpace(fmt.Sprintf("creating the log directory of subject %q", e.subject), err)
-			// Counted like any open that fails (openLog reports the
-			// others), so that every attempt has one outcome.
-			s.opts.Observer.Recovered(e.subject, Recovery{Err: e.err})
-			return
-		}
-		e.dir = dir
-		e.created = true
-		// Known from now on, even if its first segment cannot be made
-		// (a full disk): the next Acquire opens the directory and retries.
-		s.mu.Lock()
-		s.subjects[e.subject] = e.dir
-		s.sorted = nil
-		close(s.created)
-		s.created = make(chan struct{})
-		s.mu.Unlock()
-	}
 	s.mu.Lock()
 	_, clean := s.closedClean[e.subject]
 	delete(s.closedClean, e.subject)
 	s.mu.Unlock()
-	log, err := openLog(e.dir, e.subject, &s.opts, clean)
+	log, err := openLog(e.dir, e.subject, &s.opts, clean, true)
 	var corrupt *CorruptionError
 	switch {
 	case errors.As(err, &corrupt) && log != nil:
@@ -273,9 +282,9 @@ func (s *Store) openEntry(e *storeEntry, isNew bool) {
 	e.log = log
 }
 
-// Release gives back a log from Acquire.
-func (s *Store) Release(l *Log) { s.release(l.subject, l) }
-
+// release drops a hold on the log of subject (l: the log held; nil for
+// an entry that failed to open). The last one makes the log idle, which
+// may evict others past MaxOpenLogs.
 func (s *Store) release(subject string, l *Log) {
 	s.mu.Lock()
 	e := s.open[subject]
@@ -288,68 +297,15 @@ func (s *Store) release(subject string, l *Log) {
 		s.mu.Unlock()
 		return
 	}
-	if s.closed || e.err != nil && !e.created {
+	if s.closed || e.err != nil {
 		delete(s.open, subject) // failed to open: forget it, the next Acquire retries
 		s.mu.Unlock()
 		return
 	}
-	// A log made for a first record that it never got (refused, or its
-	// first segment could not be made) is deleted, not left empty.
-	if e.err != nil || e.unused && e.log.EndOffset() == 0 {
-		// Forgotten under the lock, so that no Acquire finds it.
-		e.closing = make(chan struct{})
-		delete(s.subjects, subject)
-		delete(s.closedClean, subject)
-		s.sorted = nil
-		s.mu.Unlock()
-		s.deleteUnused(e)
-		return
-	}
-	e.unused = false // it took a record after all
 	e.idleAt = s.idle.PushFront(e)
 	victims := s.evictLocked()
 	s.mu.Unlock()
 	s.closeEvicted(victims)
-}
-
-// ReleaseUnused gives back l like Release, and asks that the log be
-// deleted if it is one this store created and it still holds no record
-// when the last holder releases it: a subject whose first message could
-// not be stored (too large for a segment, a full disk) is not left behind
-// as a log with nothing in it, listed by Subjects. A log found on disk is
-// never deleted, whatever it holds (a corrupt one may hold nothing
-// readable and still hold data).
-func (s *Store) ReleaseUnused(l *Log) {
-	s.mu.Lock()
-	if e := s.open[l.subject]; e != nil && e.log == l && e.created {
-		e.unused = true
-	}
-	s.mu.Unlock()
-	s.release(l.subject, l)
-}
-
-// deleteUnused closes and deletes the log of e, which nobody holds and
-// which never took a record (e.log is nil when it failed to open). It runs outside the lock; an Acquire that
-// comes meanwhile waits for closing and then creates the log afresh.
-func (s *Store) deleteUnused(e *storeEntry) {
-	var err error
-	if e.log != nil {
-		err = e.log.Close()
-	}
-	if err == nil {
-		err = removeLogDir(s.dir, e.dir)
-	}
-	s.mu.Lock()
-	if err != nil {
-		// Still on disk: known again, so that the next Acquire opens it
-		// instead of failing to create it over the directory.
-		s.opts.Logger.Error("logstore: deleting a log that never held a record", "subject", e.subject, "err", err)
-		s.subjects[e.subject] = e.dir
-		s.sorted = nil
-	}
-	delete(s.open, e.subject)
-	close(e.closing)
-	s.mu.Unlock()
 }
 
 // evictLocked picks idle logs to close while more than MaxOpenLogs are open.
@@ -381,17 +337,6 @@ func (s *Store) closeEvicted(victims []*storeEntry) {
 	}
 }
 
-// Append appends one record to the log of subject, creating the log if
-// needed. See Log.Append.
-func (s *Store) Append(subject string, timestamp int64, headers Headers, data []byte) (uint64, int64, error) {
-	l, err := s.Acquire(subject, true)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer s.Release(l)
-	return l.Append(timestamp, headers, data)
-}
-
 // OpenLogs is how many logs are open now.
 func (s *Store) OpenLogs() int {
 	s.mu.Lock()
@@ -416,63 +361,6 @@ func (s *Store) DurableLag() uint64 {
 		}
 	}
 	return lag
-}
-
-// runRetention applies MaxAge to every log now and then, so that a subject
-// that stopped receiving still loses its old segments.
-func (s *Store) runRetention() {
-	defer close(s.done)
-	if s.opts.Retention == (Retention{}) {
-		<-s.stop
-		return
-	}
-	ticker := time.NewTicker(s.opts.RetentionCheckInterval)
-	defer ticker.Stop()
-	for {
-		select {
-		case <-s.stop:
-			return
-		case <-ticker.C:
-			s.ApplyRetention()
-		}
-	}
-}
-
-// ApplyRetention applies the retention limits to every log that has more
-// than one segment (only those can lose any) and returns how many
-// segments it deleted.
-func (s *Store) ApplyRetention() int {
-	deleted := 0
-	for _, subject := range s.Subjects() {
-		s.mu.Lock()
-		dir := s.subjects[subject]
-		_, isOpen := s.open[subject]
-		s.mu.Unlock()
-		if !isOpen && countSegmentFiles(dir) < 2 {
-			continue
-		}
-		l, err := s.Acquire(subject, false)
-		if err != nil {
-			continue
-		}
-		deleted += l.ApplyRetention()
-		s.Release(l)
-	}
-	return deleted
-}
-
-func countSegmentFiles(dir string) int {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return 0
-	}
-	n := 0
-	for _, e := range entries {
-		if _, ext, ok := parseSegmentName(e.Name()); ok && ext == ".log" {
-			n++
-		}
-	}
-	return n
 }
 
 // Close closes every log, making everything durable. Logs still acquired
@@ -504,19 +392,4 @@ func (s *Store) Close() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// asNoSpace marks an error of a full disk, a quota or the file size limit,
-// met while doing what, as ErrNoSpace, saying what failed: making a new log
-// fails the way growing a segment does (a caller may retry once space is
-// freed), and the message tells which. An error already marked is kept as
-// it is; any other error is returned unchanged.
-func asNoSpace(what string, err error) error {
-	if err == nil || errors.Is(err, ErrNoSpace) {
-		return err
-	}
-	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EFBIG) {
-		return fmt.Errorf("%w: %s: %w", ErrNoSpace, what, err)
-	}
-	return err
 }

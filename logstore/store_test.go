@@ -33,6 +33,17 @@ func openTestStore(t testing.TB, dir string, opts Options) *Store {
 	return s
 }
 
+// storeAppend appends one record through Store.Append and returns its
+// offset and timestamp, as Log.Append does.
+func storeAppend(s *Store, subject string, timestamp int64, headers Headers, data []byte) (uint64, int64, error) {
+	entries := []Entry{{Timestamp: timestamp, Headers: headers, Data: data}}
+	first, n, err := s.Append(subject, entries)
+	if n == 0 {
+		return 0, 0, err
+	}
+	return first, entries[0].Timestamp, err
+}
+
 // storeData is the i-th record of subject in the store tests.
 func storeData(subject string, i int) []byte {
 	return []byte(fmt.Sprintf("%d:%s", i, subject))
@@ -42,7 +53,7 @@ func storeData(subject string, i int) []byte {
 // it against storeData for offsets [0, want).
 func storeReadAll(t testing.TB, s *Store, subject string, want int) {
 	t.Helper()
-	l, err := s.Acquire(subject, false)
+	l, err := s.Acquire(subject)
 	if err != nil {
 		t.Fatalf("acquire %q: %v", subject, err)
 	}
@@ -155,7 +166,7 @@ func TestStoreHostileSubjects(t *testing.T) {
 	s := openTestStore(t, dataDir, opts)
 	for i := 0; i < perSubject; i++ {
 		for _, subject := range subjects {
-			off, _, err := s.Append(subject, 0, nil, storeData(subject, i))
+			off, _, err := storeAppend(s, subject, 0, nil, storeData(subject, i))
 			if err != nil {
 				t.Fatalf("append to %q: %v", subject, err)
 			}
@@ -215,7 +226,7 @@ func TestStoreHostileSubjects(t *testing.T) {
 	}
 	for _, subject := range subjects {
 		storeReadAll(t, s2, subject, perSubject)
-		if off, _, err := s2.Append(subject, 0, nil, storeData(subject, perSubject)); err != nil || off != perSubject {
+		if off, _, err := storeAppend(s2, subject, 0, nil, storeData(subject, perSubject)); err != nil || off != perSubject {
 			t.Fatalf("append to %q after reopen: offset %d, %v", subject, off, err)
 		}
 	}
@@ -249,13 +260,17 @@ func TestStoreLRUEvictsIdleLogs(t *testing.T) {
 	s := openTestStore(t, t.TempDir(), opts)
 	name := func(i int) string { return fmt.Sprintf("lru.%03d", i) }
 
-	held, err := s.Acquire("held", true)
+	// Its log comes with its first record (round 0's); then it is held.
+	if _, _, err := storeAppend(s, "held", 0, nil, storeData("held", 0)); err != nil {
+		t.Fatal(err)
+	}
+	held, err := s.Acquire("held")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for r := 0; r < rounds; r++ {
 		for i := 0; i < subjects; i++ {
-			off, _, err := s.Append(name(i), 0, nil, storeData(name(i), r))
+			off, _, err := storeAppend(s, name(i), 0, nil, storeData(name(i), r))
 			if err != nil || off != uint64(r) {
 				t.Fatalf("round %d append to %s: offset %d, %v", r, name(i), off, err)
 			}
@@ -264,8 +279,10 @@ func TestStoreLRUEvictsIdleLogs(t *testing.T) {
 			}
 		}
 		// The held log survived a whole round of evictions.
-		if off, _, err := held.Append(0, nil, storeData("held", r)); err != nil || off != uint64(r) {
-			t.Fatalf("held log, round %d: offset %d, %v", r, off, err)
+		if r > 0 {
+			if off, _, err := held.Append(0, nil, storeData("held", r)); err != nil || off != uint64(r) {
+				t.Fatalf("held log, round %d: offset %d, %v", r, off, err)
+			}
 		}
 		select {
 		case <-held.Closed():
@@ -273,7 +290,7 @@ func TestStoreLRUEvictsIdleLogs(t *testing.T) {
 		default:
 		}
 	}
-	again, err := s.Acquire("held", false)
+	again, err := s.Acquire("held")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,7 +300,7 @@ func TestStoreLRUEvictsIdleLogs(t *testing.T) {
 	s.Release(again)
 
 	// Evicted logs really are closed, and reopened on demand.
-	first, err := s.Acquire(name(0), false)
+	first, err := s.Acquire(name(0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -327,7 +344,7 @@ func TestStoreLRUConcurrent(t *testing.T) {
 			for r := 0; r < rounds; r++ {
 				for k := 0; k < subjects; k++ {
 					i := (k + w*subjects/writers) % subjects
-					if _, _, err := s.Append(name(i), 0, nil, []byte(fmt.Sprintf("w%d r%d", w, r))); err != nil {
+					if _, _, err := storeAppend(s, name(i), 0, nil, []byte(fmt.Sprintf("w%d r%d", w, r))); err != nil {
 						t.Errorf("writer %d append to %s: %v", w, name(i), err)
 						return
 					}
@@ -340,7 +357,7 @@ func TestStoreLRUConcurrent(t *testing.T) {
 		t.Fatalf("%d logs open after all releases, cap %d", n, maxOpen)
 	}
 	for i := 0; i < subjects; i++ {
-		l, err := s.Acquire(name(i), false)
+		l, err := s.Acquire(name(i))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -446,7 +463,7 @@ func TestStoreManySubjects(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := int(next.Add(1) - 1); i < n && !t.Failed(); i = int(next.Add(1) - 1) {
-				if _, _, err := s.Append(name(i), 0, nil, storeData(name(i), 0)); err != nil {
+				if _, _, err := storeAppend(s, name(i), 0, nil, storeData(name(i), 0)); err != nil {
 					t.Errorf("append to %s: %v", name(i), err)
 				}
 			}
@@ -528,7 +545,11 @@ func TestStoreConcurrentReadersAndRetention(t *testing.T) {
 	opts.RetentionCheckInterval = time.Millisecond
 	s := openTestStore(t, t.TempDir(), opts)
 	const subject = "conc"
-	w, err := s.Acquire(subject, true)
+	// The log comes with its first record; the readers wait for the rest.
+	if _, _, err := storeAppend(s, subject, 0, headersFor(0), payload(0)); err != nil {
+		t.Fatal(err)
+	}
+	w, err := s.Acquire(subject)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -542,7 +563,7 @@ func TestStoreConcurrentReadersAndRetention(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			l, err := s.Acquire(subject, false)
+			l, err := s.Acquire(subject)
 			if err != nil {
 				t.Error(err)
 				return
@@ -600,11 +621,11 @@ func TestStoreConcurrentReadersAndRetention(t *testing.T) {
 			}
 		}()
 	}
-	// Start writing once a reader is parked in WaitFor on the empty log.
+	// Start writing once a reader is parked in WaitFor after the first record.
 	for deadline := time.Now().Add(10 * time.Second); !w.hasWaiters.Load() && time.Now().Before(deadline); {
 		time.Sleep(time.Millisecond)
 	}
-	for i := 0; i < total; i++ {
+	for i := 1; i < total; i++ {
 		off, _, err := w.Append(0, headersFor(i), payload(i))
 		if err != nil || off != uint64(i) {
 			t.Fatalf("append %d: offset %d, %v", i, off, err)
@@ -657,7 +678,7 @@ func TestStoreReadTruncatedSegmentFaults(t *testing.T) {
 			if want := path == "sealed-in-process"; seg0.writable != want {
 				t.Fatalf("segment 0 writable %v, want %v", seg0.writable, want)
 			}
-			if err := os.Truncate(seg0.logPath, pageSize); err != nil {
+			if err := os.Truncate(seg0.logPath(), pageSize); err != nil {
 				t.Fatal(err)
 			}
 			for attempt := 0; attempt < 2; attempt++ { // and again: nothing is left broken
@@ -693,7 +714,7 @@ func TestStoreReadTruncatedSegmentFaults(t *testing.T) {
 func TestStoreAcquireErrors(t *testing.T) {
 	dir := t.TempDir()
 	s := openTestStore(t, dir, testOptions())
-	if _, err := s.Acquire("nobody.here", false); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Acquire("nobody.here"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Acquire of an unknown subject: %v, want ErrNotFound", err)
 	}
 	if s.Has("nobody.here") || len(s.Subjects()) != 0 || s.OpenLogs() != 0 {
@@ -703,12 +724,13 @@ func TestStoreAcquireErrors(t *testing.T) {
 		t.Fatalf("a failed Acquire created %d entries in the data dir", len(entries))
 	}
 	for _, subject := range []string{"", "\x00", "a\x00b", "a.b\x00"} {
-		for _, create := range []bool{false, true} {
-			if _, err := s.Acquire(subject, create); !errors.Is(err, ErrInvalidSubject) {
-				t.Errorf("Acquire(%q, %v): %v, want ErrInvalidSubject", subject, create, err)
-			}
+		if _, err := s.Acquire(subject); !errors.Is(err, ErrInvalidSubject) {
+			t.Errorf("Acquire(%q): %v, want ErrInvalidSubject", subject, err)
 		}
-		if _, _, err := s.Append(subject, 0, nil, []byte("x")); !errors.Is(err, ErrInvalidSubject) {
+		if err := s.View(subject, func(*Log) error { return nil }); !errors.Is(err, ErrInvalidSubject) {
+			t.Errorf("View(%q): %v, want ErrInvalidSubject", subject, err)
+		}
+		if _, _, err := storeAppend(s, subject, 0, nil, []byte("x")); !errors.Is(err, ErrInvalidSubject) {
 			t.Errorf("Append(%q): %v, want ErrInvalidSubject", subject, err)
 		}
 	}
@@ -716,139 +738,14 @@ func TestStoreAcquireErrors(t *testing.T) {
 		t.Fatalf("invalid subjects created %d entries in the data dir", len(entries))
 	}
 	// The subject that was not found can still be created.
-	if _, _, err := s.Append("nobody.here", 0, nil, []byte("x")); err != nil {
+	if _, _, err := storeAppend(s, "nobody.here", 0, nil, []byte("x")); err != nil {
 		t.Fatal(err)
 	}
-	l, err := s.Acquire("nobody.here", false)
+	l, err := s.Acquire("nobody.here")
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.Release(l)
-}
-
-// TestStoreReleaseUnusedDeletesOnlyALogItMadeThatStayedEmpty: a new
-// subject whose first record was refused leaves no log behind (Subjects,
-// Has, the data dir, a reopened store), also when a reader held it at the
-// time (it goes with the last release); a log that took a record stays;
-// and the subject can be created again afterwards.
-func TestStoreReleaseUnusedDeletesOnlyALogItMadeThatStayedEmpty(t *testing.T) {
-	dir := t.TempDir()
-	s := openTestStore(t, dir, testOptions())
-	tooLarge := make([]byte, 32<<10) // segments hold 16 KiB
-	refuse := func(subject string) *Log {
-		t.Helper()
-		l, err := s.Acquire(subject, true)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, _, err := l.Append(0, nil, tooLarge); !errors.Is(err, ErrRecordTooLarge) {
-			t.Fatalf("append of 32 KiB: %v, want ErrRecordTooLarge", err)
-		}
-		return l
-	}
-	s.ReleaseUnused(refuse("too.large"))
-	if s.Has("too.large") || len(s.Subjects()) != 0 || s.OpenLogs() != 0 {
-		t.Fatalf("refused first record left %q, %d open", s.Subjects(), s.OpenLogs())
-	}
-	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
-		t.Fatalf("refused first record left %d entries in the data dir", len(entries))
-	}
-	// Held by a reader (a long poll waiting for the first record): it
-	// stays while held, and goes with the reader's release.
-	l := refuse("waited.on")
-	reader, err := s.Acquire("waited.on", false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.ReleaseUnused(l)
-	if !s.Has("waited.on") {
-		t.Fatal("deleted while a reader holds it")
-	}
-	s.Release(reader)
-	if s.Has("waited.on") {
-		t.Fatal("still there after the last holder released it")
-	}
-	// With a record, taken after the refusal: kept.
-	l = refuse("has.one")
-	if _, _, err := l.Append(0, nil, []byte("x")); err != nil {
-		t.Fatal(err)
-	}
-	s.ReleaseUnused(l)
-	// Created again once deleted.
-	if _, _, err := s.Append("too.large", 0, nil, []byte("fits")); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	reopened := openTestStore(t, dir, testOptions())
-	if got := reopened.Subjects(); !slices.Equal(got, []string{"has.one", "too.large"}) {
-		t.Fatalf("after reopening: %q", got)
-	}
-}
-
-// TestStoreReleaseUnusedNeverDeletesALogFoundOnDisk: a log opened from
-// disk that reads as empty because its first segment is corrupt still
-// holds data; a refused append must not delete it.
-func TestStoreReleaseUnusedNeverDeletesALogFoundOnDisk(t *testing.T) {
-	dir := t.TempDir()
-	s := openTestStore(t, dir, testOptions())
-	for i := 0; i < 200; i++ {
-		if _, _, err := s.Append("damaged", 0, nil, payload(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	logDir := filepath.Join(dir, subjectDirName("damaged"))
-	first := filepath.Join(logDir, segmentFileName(0, ".log"))
-	b, err := os.ReadFile(first)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b[0] ^= 0xff // the first segment's magic
-	if err := os.WriteFile(first, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s = openTestStore(t, dir, testOptions())
-	l, err := s.Acquire("damaged", true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if l.EndOffset() != 0 || l.Err() == nil {
-		t.Fatalf("end offset %d, err %v: want a corrupt log that reads as empty", l.EndOffset(), l.Err())
-	}
-	if _, _, err := l.Append(0, nil, []byte("x")); err == nil {
-		t.Fatal("a corrupt log took an append")
-	}
-	s.ReleaseUnused(l)
-	if entries, err := os.ReadDir(logDir); err != nil || len(entries) < 4 {
-		t.Fatalf("the corrupt log's directory: %d entries, %v; want it untouched", len(entries), err)
-	}
-	if !s.Has("damaged") {
-		t.Fatal("the corrupt log is no longer listed")
-	}
-}
-
-// TestStoreNewSubjectWhoseFirstSegmentFailsLeavesNoLog: a full disk at a
-// new subject's first segment leaves no empty log behind either.
-func TestStoreNewSubjectWhoseFirstSegmentFailsLeavesNoLog(t *testing.T) {
-	opts := testOptions()
-	opts.faults = &faultHooks{preallocate: func(*os.File, int64, int64) error {
-		return fmt.Errorf("%w: injected", ErrNoSpace)
-	}}
-	dir := t.TempDir()
-	s := openTestStore(t, dir, opts)
-	if _, _, err := s.Append("new.subject", 0, nil, []byte("x")); !errors.Is(err, ErrNoSpace) {
-		t.Fatalf("append with the disk full: %v, want ErrNoSpace", err)
-	}
-	if s.Has("new.subject") || len(s.Subjects()) != 0 {
-		t.Fatalf("subjects %q after a failed first segment", s.Subjects())
-	}
-	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
-		t.Fatalf("%d entries left in the data dir", len(entries))
-	}
 }
 
 // TestAsNoSpaceMarksAFullDisk: a full disk met while making a new log
@@ -871,11 +768,11 @@ func TestStoreCloseWithAcquiredLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := s.Acquire("held", true)
-	if err != nil {
+	if _, _, err := storeAppend(s, "held", 0, nil, []byte("before")); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := l.Append(0, nil, []byte("before")); err != nil {
+	l, err := s.Acquire("held")
+	if err != nil {
 		t.Fatal(err)
 	}
 	waiting := make(chan bool)
@@ -898,10 +795,10 @@ func TestStoreCloseWithAcquiredLog(t *testing.T) {
 		t.Fatal("held log not closed by Store.Close")
 	}
 	s.Release(l) // after Close: harmless
-	if _, err := s.Acquire("held", false); !errors.Is(err, ErrClosed) {
+	if _, err := s.Acquire("held"); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Acquire after Close: %v, want ErrClosed", err)
 	}
-	if _, _, err := s.Append("other", 0, nil, []byte("x")); !errors.Is(err, ErrClosed) {
+	if _, _, err := storeAppend(s, "other", 0, nil, []byte("x")); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Append after Close: %v, want ErrClosed", err)
 	}
 	if err := s.Close(); err != nil {
@@ -953,9 +850,9 @@ func TestStoreRegressionSyncNoneLeavesSealedSegmentsUnsynced(t *testing.T) {
 	opts.Sync = SyncNone
 	var mu sync.Mutex
 	var syncs []string // file names, in the order they were synced
-	opts.faults = &faultHooks{sync: func(f *os.File) error {
+	opts.faults = &faultHooks{sync: func(path string) error {
 		mu.Lock()
-		syncs = append(syncs, filepath.Base(f.Name()))
+		syncs = append(syncs, filepath.Base(path))
 		mu.Unlock()
 		return nil
 	}}
@@ -973,8 +870,8 @@ func TestStoreRegressionSyncNoneLeavesSealedSegmentsUnsynced(t *testing.T) {
 			// The last write to segment i came before segment i+1 was
 			// created, which synced the new files: segment i needs a
 			// sync after that.
-			name := filepath.Base(seg.logPath)
-			created := slices.Index(syncs, filepath.Base(segments[i+1].logPath))
+			name := filepath.Base(seg.logPath())
+			created := slices.Index(syncs, filepath.Base(segments[i+1].logPath()))
 			if created < 0 || !slices.Contains(syncs[created:], name) {
 				t.Errorf("after %s, sealed %s (offsets %d..%d) was not fdatasync'ed after its last record", when, name, seg.baseOffset, seg.baseOffset+seg.count.Load()-1)
 			}
@@ -999,11 +896,14 @@ func TestStoreRegressionScanClosedLogSpins(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := s.Acquire("held", true)
+	if _, _, err := storeAppend(s, "held", 0, headersFor(0), payload(0)); err != nil {
+		t.Fatal(err)
+	}
+	l, err := s.Acquire("held")
 	if err != nil {
 		t.Fatal(err)
 	}
-	appendN(t, l, 0, 10)
+	appendN(t, l, 1, 9)
 	s.Close()
 	done := make(chan error)
 	go func() {
@@ -1077,11 +977,11 @@ func TestStoreRegressionNewSubjectAfterFailedCreate(t *testing.T) {
 	dir := t.TempDir()
 	s := openTestStore(t, dir, opts)
 	full.Store(true)
-	if _, _, err := s.Append("new.subject", 0, nil, []byte("x")); !errors.Is(err, ErrNoSpace) {
+	if _, _, err := storeAppend(s, "new.subject", 0, nil, []byte("x")); !errors.Is(err, ErrNoSpace) {
 		t.Fatalf("append with the disk full: %v, want ErrNoSpace", err)
 	}
 	full.Store(false)
-	if _, _, err := s.Append("new.subject", 0, nil, []byte("x")); err != nil {
+	if _, _, err := storeAppend(s, "new.subject", 0, nil, []byte("x")); err != nil {
 		t.Fatalf("append once space is back: %v", err)
 	}
 }
@@ -1093,15 +993,22 @@ func TestStoreDurableLag(t *testing.T) {
 	opts.Sync = SyncInterval
 	opts.SyncInterval = time.Hour // only Sync makes records durable
 	s := openTestStore(t, t.TempDir(), opts)
+	// A new subject's first record is durable when its log exists.
+	if _, _, err := storeAppend(s, "lagging", 0, nil, []byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	if lag := s.DurableLag(); lag != 0 {
+		t.Fatalf("lag %d after a new subject's first record, want 0", lag)
+	}
 	for i := 0; i < 5; i++ {
-		if _, _, err := s.Append("lagging", 0, nil, []byte("x")); err != nil {
+		if _, _, err := storeAppend(s, "lagging", 0, nil, []byte("x")); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if lag := s.DurableLag(); lag != 5 {
 		t.Fatalf("lag %d before sync, want 5", lag)
 	}
-	l, err := s.Acquire("lagging", false)
+	l, err := s.Acquire("lagging")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1122,16 +1029,16 @@ func TestStoreReopenAfterEvictionSkipsTheSync(t *testing.T) {
 	var syncs atomic.Int64
 	opts := testOptions()
 	opts.MaxOpenLogs = 1
-	opts.faults = &faultHooks{sync: func(*os.File) error { syncs.Add(1); return nil }}
+	opts.faults = &faultHooks{sync: func(string) error { syncs.Add(1); return nil }}
 	dir := t.TempDir()
 	s := openTestStore(t, dir, opts)
 	for _, subject := range []string{"turns.a", "turns.b"} { // b evicts a
-		if _, _, err := s.Append(subject, 0, nil, []byte(subject)); err != nil {
+		if _, _, err := storeAppend(s, subject, 0, nil, []byte(subject)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	syncs.Store(0)
-	l, err := s.Acquire("turns.a", false) // reopened; evicts b
+	l, err := s.Acquire("turns.a") // reopened; evicts b
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1150,34 +1057,5 @@ func TestStoreReopenAfterEvictionSkipsTheSync(t *testing.T) {
 	defer fresh.Close()
 	if syncs.Load() == 0 {
 		t.Fatal("a log opened by a new process was not synced")
-	}
-}
-
-// TestStoreCreatedSignalsNewSubjects: the channel from Created closes when
-// a subject gets its log, not before, and not for appends to a known one.
-func TestStoreCreatedSignalsNewSubjects(t *testing.T) {
-	s := openTestStore(t, t.TempDir(), testOptions())
-	if _, _, err := s.Append("known", 0, nil, []byte("x")); err != nil {
-		t.Fatal(err)
-	}
-	created := s.Created()
-	if _, _, err := s.Append("known", 0, nil, []byte("y")); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-created:
-		t.Fatal("an append to a known subject signalled a new one")
-	default:
-	}
-	if _, _, err := s.Append("newcomer", 0, nil, []byte("z")); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-created:
-	default:
-		t.Fatal("a new subject was not signalled")
-	}
-	if !s.Has("newcomer") {
-		t.Fatal("signalled before the subject is known")
 	}
 }

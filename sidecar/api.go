@@ -306,55 +306,35 @@ func (a *api) answer(r *request, builder *messages.FetchReplyBuilder) (body []by
 	return messages.Encode(reply), 200
 }
 
-// acquire opens the log of subject for a request: 404 when there is none,
-// or, unless empty is allowed, when nothing was ever stored in it.
-//
-// A log with nothing in it exists for a moment while capture creates it
-// for a first message; when that message cannot be stored (too large, a
-// full disk) capture deletes it again, unless a long poll holds it. A long
-// poll may wait on it; anything else is told what the contract says of a
-// subject with nothing stored: 404.
-func (a *api) acquire(subject string, empty bool) (*logstore.Log, *messages.Error) {
-	log, err := a.store.Acquire(subject, false)
+// withLog calls fn with the log of subject, held open until fn returns,
+// and returns fn's reply; or, without calling fn, 404 when the subject has
+// no log (nothing was ever stored for it: a subject gets its log with its
+// first record), 503 when voik is shutting down, and a 500 when the log
+// cannot be served at all.
+func (a *api) withLog(subject string, fn func(*logstore.Log) *messages.Error) *messages.Error {
+	var reply *messages.Error
+	err := a.store.View(subject, func(log *logstore.Log) error {
+		if logErr := log.Err(); logErr != nil && log.EndOffset() == log.FirstOffset() {
+			// Damaged before its first readable record: there is a log,
+			// and none of it can be served.
+			reply = messages.Errorf(messages.CodeInternal, "the log of %s is damaged and holds no record that can be read: %v", messages.Quote(subject), logErr)
+			return nil
+		}
+		reply = fn(log)
+		return nil
+	})
 	switch {
 	case errors.Is(err, logstore.ErrNotFound):
-		return nil, messages.Errorf(messages.CodeNotFound, "no log for subject %s", messages.Quote(subject))
+		return messages.Errorf(messages.CodeNotFound, "no log for subject %s", messages.Quote(subject))
 	case errors.Is(err, logstore.ErrClosed):
-		return nil, messages.Errorf(messages.CodeUnavailable, "voik is shutting down")
+		return messages.Errorf(messages.CodeUnavailable, "voik is shutting down")
 	case err != nil:
 		// A log on disk that cannot be opened (unreadable files, say):
 		// the same 500 on every verb, never a 404 that would say nothing
 		// was ever stored.
-		return nil, messages.Errorf(messages.CodeInternal, "the log of %s cannot be opened: %v", messages.Quote(subject), err)
-	case log.Err() != nil && log.EndOffset() == log.FirstOffset():
-		// Damaged before its first readable record: there is a log, and
-		// none of it can be served.
-		logErr := log.Err()
-		a.store.Release(log)
-		return nil, messages.Errorf(messages.CodeInternal, "the log of %s is damaged and holds no record that can be read: %v", messages.Quote(subject), logErr)
-	case log.EndOffset() == 0 && !empty:
-		a.store.Release(log)
-		return nil, messages.Errorf(messages.CodeNotFound, "no log for subject %s", messages.Quote(subject))
+		return messages.Errorf(messages.CodeInternal, "the log of %s cannot be opened: %v", messages.Quote(subject), err)
 	}
-	return log, nil
-}
-
-// acquireWaiting is acquire for a FETCH; a long poll (wait) first waits
-// within ctx for the subject to have a log, and waits again when the log
-// it saw was deleted before it could take it (a first message that could
-// not be stored), so that it is a 404 only if nothing arrives in time.
-func (a *api) acquireWaiting(ctx context.Context, subject string, wait bool) (*logstore.Log, *messages.Error) {
-	for {
-		if wait && !a.store.Has(subject) {
-			if err := a.waitAsLongPoll(func() { a.waitForSubject(ctx, subject) }); err != nil {
-				return nil, err
-			}
-		}
-		log, err := a.acquire(subject, wait)
-		if err == nil || !wait || err.Code != messages.CodeNotFound || ctx.Err() != nil {
-			return log, err
-		}
-	}
+	return reply
 }
 
 // deadEnd is the reply to a read at or past the end of log: a log that
@@ -423,19 +403,32 @@ func (a *api) fetch(r *request, subject string, builder *messages.FetchReplyBuil
 	if err != nil {
 		return nil, err
 	}
-	// A long poll waits, within wait_ms, for the subject's first record
-	// as for any other: a consumer may start before its publisher.
 	wait := a.shutdown
 	if req.WaitMs > 0 {
 		var cancel context.CancelFunc
 		wait, cancel = context.WithTimeout(a.shutdown, time.Duration(req.WaitMs)*time.Millisecond)
 		defer cancel()
+		// A long poll waits, within wait_ms, for the subject's first
+		// record as for any other: a consumer may start before its
+		// publisher. The subject has a log from its first record on.
+		if !a.store.Has(subject) {
+			if err := a.waitAsLongPoll(func() { a.waitForSubject(wait, subject) }); err != nil {
+				return nil, err
+			}
+		}
 	}
-	log, err := a.acquireWaiting(wait, subject, req.WaitMs > 0)
-	if err != nil {
-		return nil, err
-	}
-	defer a.store.Release(log)
+	var page []byte
+	err = a.withLog(subject, func(log *logstore.Log) *messages.Error {
+		var err *messages.Error
+		page, err = a.fetchFrom(r, log, subject, req, wait, builder)
+		return err
+	})
+	return page, err
+}
+
+// fetchFrom answers a FETCH from log: it finds where the page starts,
+// waits there for a long poll, and reads the page.
+func (a *api) fetchFrom(r *request, log *logstore.Log, subject string, req messages.FetchRequest, wait context.Context, builder *messages.FetchReplyBuilder) ([]byte, *messages.Error) {
 	start, err := startOffset(log, req.Offset, req.StartTime)
 	if err != nil {
 		if err.Code == messages.CodeOutOfRange && req.Offset != nil && *req.Offset > log.EndOffset() {
@@ -453,7 +446,12 @@ func (a *api) fetch(r *request, subject string, builder *messages.FetchReplyBuil
 			return nil, err
 		}
 	}
+	return a.readPage(r, log, subject, req, start, builder)
+}
 
+// readPage reads the page of a FETCH from start into builder, as long as
+// the request, max_payload and the reply budget allow.
+func (a *api) readPage(r *request, log *logstore.Log, subject string, req messages.FetchRequest, start uint64, builder *messages.FetchReplyBuilder) ([]byte, *messages.Error) {
 	maxPayload := a.maxReply(r.msg.Reply)
 	// The page grows inside its reservation of the reply budget: a first
 	// piece now, doubled while records need it (addWithinBudget).
@@ -549,12 +547,13 @@ func (a *api) addWithinBudget(r *request, builder *messages.FetchReplyBuilder, m
 }
 
 func (a *api) info(subject string) (any, *messages.Error) {
-	log, err := a.acquire(subject, false)
-	if err != nil {
+	var info logstore.Info
+	if err := a.withLog(subject, func(log *logstore.Log) *messages.Error {
+		info = log.Info()
+		return nil
+	}); err != nil {
 		return nil, err
 	}
-	defer a.store.Release(log)
-	info := log.Info()
 	return messages.InfoReply{
 		Subject:     subject,
 		FirstOffset: info.FirstOffset,

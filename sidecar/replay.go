@@ -90,14 +90,22 @@ func (a *api) replay(msg *nats.Msg, subject string) ([]byte, int) {
 	if errReply != nil {
 		return messages.EncodeError(errReply), errReply.Code
 	}
-	log, errReply := a.acquire(subject, false)
+	// The log is held open for the whole replay.
+	errReply = a.withLog(subject, func(log *logstore.Log) *messages.Error {
+		return a.replayFrom(msg, log, subject, req)
+	})
 	if errReply != nil {
 		return messages.EncodeError(errReply), errReply.Code
 	}
-	defer a.store.Release(log)
+	return nil, 200
+}
+
+// replayFrom answers REPLAY from log: it sends the reply, then delivers
+// the records. An error is a reply for the caller to send instead.
+func (a *api) replayFrom(msg *nats.Msg, log *logstore.Log, subject string, req messages.ReplayRequest) *messages.Error {
 	start, errReply := startOffset(log, req.Offset, req.StartTime)
 	if errReply != nil {
-		return messages.EncodeError(errReply), errReply.Code
+		return errReply
 	}
 	end := log.EndOffset()
 	if req.MaxMessages > 0 && req.MaxMessages < end-start {
@@ -105,16 +113,16 @@ func (a *api) replay(msg *nats.Msg, subject string) ([]byte, int) {
 	}
 	if err := a.send(msg.Reply, messages.Encode(messages.ReplayReply{Subject: subject, FirstOffset: start, EndOffset: end, Deliver: req.Deliver})); err != nil {
 		a.warn.Warn("cannot send replay reply", "subject", subject, "err", err)
-		return nil, 200
+		return nil
 	}
 	// The records leave on another connection: the server must have
 	// routed the reply first, as the contract orders them.
 	if err := a.nc.FlushTimeout(replayFlushTimeout); err != nil {
 		a.warn.Warn("cannot send replay reply", "subject", subject, "err", err)
-		return nil, 200
+		return nil
 	}
 	a.deliver(log, subject, req.Deliver, start, end)
-	return nil, 200
+	return nil
 }
 
 // deliver publishes records [start, end) of log to deliver, paced, then
