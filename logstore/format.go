@@ -1,6 +1,6 @@
 package logstore
 
-// This file is the single definition of voik's on-disk format. The README
+// This file is the single definition of voik's on-disk format. docs/storage.md
 // repeats the diagrams; change both together and bump formatVersion.
 //
 // All integers are little-endian. Checksums are CRC-32C (Castagnoli).

@@ -2,7 +2,7 @@ package logstore
 
 // Recovery: how opening a log turns what is on disk into segments it can
 // serve. The steps are written out on recoverSegments; doc.go sums them
-// up, and the README repeats them.
+// up, and docs/storage.md repeats them.
 
 import (
 	"bytes"
@@ -23,7 +23,7 @@ import (
 // it starts; or no segment and any other error, when the log cannot be
 // opened at all.
 //
-// The steps, in order (the README repeats them):
+// The steps, in order (docs/storage.md repeats them):
 //  1. List the .log files; delete an .idx without its .log (a rotation
 //     or a retention that crashed half way). A segment prepared ahead of
 //     a rotation (.prepared.log, see rotation.go) that has a valid header
