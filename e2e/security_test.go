@@ -1,8 +1,13 @@
-// Package e2e holds end-to-end tests of voik against NATS servers that
-// require authentication, TLS and subject permissions: the security a
-// shared NATS needs. Each test starts an embedded nats-server configured
-// for one method, runs voik in-process connecting with the matching
-// VOIK_NATS_* settings, and proves that it captures and serves.
+// Package e2e is the home of voik's system tests: voik (in-process or as a
+// child process) against real NATS servers, through the wire contract of
+// docs/protocol.md, as a user would meet it. Its subpackages crash and
+// soak hold the long runs behind make crash and make soak.
+//
+// The tests in this file run voik against NATS servers that require
+// authentication, TLS and subject permissions: the security a shared NATS
+// needs. Each starts an embedded nats-server configured for one method,
+// runs voik in-process connecting with the matching VOIK_NATS_* settings,
+// and proves that it captures and serves.
 package e2e
 
 import (

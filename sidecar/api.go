@@ -60,6 +60,7 @@ type request struct {
 	verb      string
 	requester string
 	reserved  int64
+	slot      chan struct{} // the slot it holds: a.working, or a.polls while it may wait
 }
 
 // Reservations of the reply budget by verb: FETCH and SUBJECTS reserve a
@@ -92,23 +93,53 @@ func (a *api) trim(r *request, n int64) {
 	}
 }
 
-// waitAsLongPoll runs wait, a long poll's wait, in a long-poll slot
-// instead of a working slot, so that waiting readers, however many, never
-// hold up requests that work. It is a 503 when every long-poll slot is
-// taken. Nothing of the reply is allocated or reserved while it waits.
-func (a *api) waitAsLongPoll(wait func()) *messages.Error {
-	select {
-	case a.polls <- struct{}{}:
-	default:
+// fetchMayWait says whether a FETCH body asks for a long poll; a body
+// that does not decode does not (its 400 comes from the handler).
+func fetchMayWait(body []byte) bool {
+	req, err := messages.DecodeFetchRequest(body)
+	return err == nil && req.WaitMs > 0
+}
+
+// slotsFull is the 503 for a request that found every slot of its kind
+// taken, counted and logged.
+func (a *api) slotsFull(slots chan struct{}) *messages.Error {
+	if slots == a.polls {
 		a.metrics.overloaded.WithLabelValues("long_polls").Inc()
 		a.warn.Warn("too many long polls waiting: answering new ones 503", "max", cap(a.polls))
 		return messages.Errorf(messages.CodeUnavailable, "too many long polls waiting (VOIK_MAX_LONG_POLLS %d); retry later", cap(a.polls))
 	}
-	<-a.working
+	a.metrics.overloaded.WithLabelValues("in_flight").Inc()
+	a.warn.Warn("too many requests in flight: answering new ones 503", "max", maxWorking)
+	return messages.Errorf(messages.CodeUnavailable, "too many requests in flight (%d)", maxWorking)
+}
+
+// waitAsLongPoll runs wait, a long poll's wait, in r's long-poll slot, so
+// that waiting readers, however many, never hold up requests that work.
+// Nothing of the reply is allocated or reserved while it waits.
+func (a *api) waitAsLongPoll(r *request, wait func()) *messages.Error {
+	if r.slot != a.polls {
+		// Not taken for a long poll at dispatch: swap, or 503.
+		select {
+		case a.polls <- struct{}{}:
+		default:
+			return a.slotsFull(a.polls)
+		}
+		<-r.slot
+		r.slot = a.polls
+	}
 	wait()
-	<-a.polls
-	a.working <- struct{}{} // held again to build the reply
 	return nil
+}
+
+// toWorking moves r from a long-poll slot to a working slot, waiting for
+// one, before it builds a reply: a woken long poll works like any request.
+func (a *api) toWorking(r *request) {
+	if r.slot == a.working {
+		return
+	}
+	a.working <- struct{}{}
+	<-r.slot
+	r.slot = a.working
 }
 
 // maxReply is the largest reply body that may go to reply: max_payload,
@@ -201,17 +232,23 @@ func (a *api) dispatch(msg *nats.Msg, verb string) {
 		a.respondError(r, time.Now(), messages.Errorf(messages.CodeUnavailable, "voik is shutting down"))
 		return
 	}
+	// A FETCH that may wait (wait_ms) takes a long-poll slot from the
+	// start, not a working one: a burst of long polls arriving together
+	// must not fill the working slots before they reach their wait. It
+	// takes a working slot once it has a page to build (toWorking).
+	r.slot = a.working
+	if verb == verbFetch && fetchMayWait(msg.Data) {
+		r.slot = a.polls
+	}
 	select {
-	case a.working <- struct{}{}:
+	case r.slot <- struct{}{}:
 	default:
-		a.metrics.overloaded.WithLabelValues("in_flight").Inc()
-		a.warn.Warn("too many requests in flight: answering new ones 503", "max", maxWorking)
-		a.respondError(r, time.Now(), messages.Errorf(messages.CodeUnavailable, "too many requests in flight (%d)", maxWorking))
+		a.respondError(r, time.Now(), a.slotsFull(r.slot))
 		return
 	}
 	a.inFlight.Add(1)
 	go func() {
-		defer func() { <-a.working; a.inFlight.Done() }()
+		defer func() { <-r.slot; a.inFlight.Done() }()
 		start := time.Now()
 		// A FETCH reply is built in (and may point into) the builder's
 		// memory, so the builder goes back to the pool only once the reply
@@ -412,7 +449,7 @@ func (a *api) fetch(r *request, subject string, builder *messages.FetchReplyBuil
 		// record as for any other: a consumer may start before its
 		// publisher. The subject has a log from its first record on.
 		if !a.store.Has(subject) {
-			if err := a.waitAsLongPoll(func() { a.waitForSubject(wait, subject) }); err != nil {
+			if err := a.waitAsLongPoll(r, func() { a.waitForSubject(wait, subject) }); err != nil {
 				return nil, err
 			}
 		}
@@ -442,7 +479,7 @@ func (a *api) fetchFrom(r *request, log *logstore.Log, subject string, req messa
 		}
 	}
 	if req.WaitMs > 0 && start >= log.EndOffset() {
-		if err := a.waitAsLongPoll(func() { log.WaitFor(wait, start) }); err != nil {
+		if err := a.waitAsLongPoll(r, func() { log.WaitFor(wait, start) }); err != nil {
 			return nil, err
 		}
 	}
@@ -452,6 +489,7 @@ func (a *api) fetchFrom(r *request, log *logstore.Log, subject string, req messa
 // readPage reads the page of a FETCH from start into builder, as long as
 // the request, max_payload and the reply budget allow.
 func (a *api) readPage(r *request, log *logstore.Log, subject string, req messages.FetchRequest, start uint64, builder *messages.FetchReplyBuilder) ([]byte, *messages.Error) {
+	a.toWorking(r)
 	maxPayload := a.maxReply(r.msg.Reply)
 	// The page grows inside its reservation of the reply budget: a first
 	// piece now, doubled while records need it (addWithinBudget).

@@ -1,6 +1,6 @@
-package sidecar_test
+package e2e
 
-// Helpers of the end-to-end suite (the e2e_*_test.go files): a NATS
+// Helpers of the end-to-end suite (the *_test.go files here): a NATS
 // server on a random 127.0.0.1 port, voik in-process against it, a plain
 // client connection, and raw MessagePack requests whose replies are checked
 // key by key against the wire contract (docs/protocol.md).

@@ -1,4 +1,4 @@
-package sidecar_test
+package e2e
 
 import (
 	"fmt"
