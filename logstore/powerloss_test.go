@@ -932,6 +932,10 @@ func TestPowerLossDurableOffsetAfterOpenIsSynced(t *testing.T) {
 	}
 	plAppend(t, writer, 0, 200) // several segments, none synced: the writer "dies" here
 	defer writer.Close()
+	// A writer that died has no background work left: let the rotation
+	// pipeline finish what it started, as a crash would have stopped it,
+	// rather than race the reopen's recovery for the same files.
+	waitPipelineIdle(writer)
 
 	var rec plSyncRecorder
 	rec.reset()
@@ -1106,5 +1110,19 @@ func TestPowerLossDuringNewSubjectCreation(t *testing.T) {
 			}
 			storeReadOne(t, s, subject, string(data))
 		})
+	}
+}
+
+// waitPipelineIdle returns once l's rotation pipeline has no work under
+// way and none asked for.
+func waitPipelineIdle(l *Log) {
+	for {
+		l.pipeline.mu.Lock()
+		running := l.pipeline.running
+		l.pipeline.mu.Unlock()
+		if running == nil {
+			return
+		}
+		<-running
 	}
 }

@@ -51,8 +51,9 @@ type Sidecar struct {
 	httpListener net.Listener
 	httpServer   *http.Server
 
-	ready  atomic.Bool
-	apiRef atomic.Pointer[api] // set once the API is made, for the gauges
+	ready    atomic.Bool
+	apiRef   atomic.Pointer[api]            // set once the API is made, for the gauges
+	storeRef atomic.Pointer[logstore.Store] // set once the store is open, likewise
 
 	governMemory  bool          // GovernMemoryLimit was called
 	memoryCeiling int64         // its ceiling
@@ -108,33 +109,7 @@ func (s *Sidecar) HTTPAddr() string {
 // Run runs voik until ctx is cancelled, then shuts down cleanly. It
 // returns nil after a clean shutdown.
 func (s *Sidecar) Run(ctx context.Context) (err error) {
-	var storeRef atomic.Pointer[logstore.Store] // set once the store is open
-	s.metrics, err = newMetrics(s.registry, gaugeFuncs{
-		replyBytes: func() float64 {
-			if a := s.apiRef.Load(); a != nil {
-				return float64(a.budget.inUse())
-			}
-			return 0
-		},
-		longPolls: func() float64 {
-			if a := s.apiRef.Load(); a != nil {
-				return float64(len(a.polls))
-			}
-			return 0
-		},
-		openLogs: func() float64 {
-			if store := storeRef.Load(); store != nil {
-				return float64(store.OpenLogs())
-			}
-			return 0
-		},
-		durableLag: func() float64 {
-			if store := storeRef.Load(); store != nil {
-				return float64(store.DurableLag())
-			}
-			return 0
-		},
-	})
+	s.metrics, err = newMetrics(s.registry, s.gauges())
 	if err != nil {
 		return err
 	}
@@ -150,21 +125,8 @@ func (s *Sidecar) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return &ConfigError{fmt.Errorf("VOIK_DATA_DIR %s: %v", s.cfg.DataDir, err)}
 	}
-	storeRef.Store(s.store)
-	// What the segment files took at start is measured in the background
-	// (a walk of 100,000 subjects takes seconds) and added to the changes
-	// the store reports from its opening on.
-	measured := make(chan struct{})
-	walkCtx, stopWalk := context.WithCancel(ctx)
-	go func() {
-		defer close(measured)
-		if total, err := segmentFileBytes(walkCtx, s.cfg.DataDir); err != nil {
-			s.logger.Warn("cannot measure the data dir for voik_disk_bytes", "err", err)
-		} else {
-			s.metrics.diskBytes.Add(float64(total))
-		}
-	}()
-	defer func() { stopWalk(); <-measured }()
+	s.storeRef.Store(s.store)
+	defer s.measureDisk(ctx)()
 	defer func() {
 		if closeErr := s.store.Close(); closeErr != nil {
 			s.logger.Error("closing the store", "err", closeErr)
@@ -215,6 +177,51 @@ func (s *Sidecar) Run(ctx context.Context) (err error) {
 	s.stop(shutdown)
 	s.logger.Info("shut down cleanly")
 	return nil
+}
+
+// gauges reads what the store and the API keep themselves, once each is
+// there (the metrics exist before either).
+func (s *Sidecar) gauges() gaugeFuncs {
+	fromAPI := func(read func(*api) float64) func() float64 {
+		return func() float64 {
+			if a := s.apiRef.Load(); a != nil {
+				return read(a)
+			}
+			return 0
+		}
+	}
+	fromStore := func(read func(*logstore.Store) float64) func() float64 {
+		return func() float64 {
+			if store := s.storeRef.Load(); store != nil {
+				return read(store)
+			}
+			return 0
+		}
+	}
+	return gaugeFuncs{
+		replyBytes: fromAPI(func(a *api) float64 { return float64(a.budget.inUse()) }),
+		longPolls:  fromAPI(func(a *api) float64 { return float64(len(a.polls)) }),
+		openLogs:   fromStore(func(st *logstore.Store) float64 { return float64(st.OpenLogs()) }),
+		durableLag: fromStore(func(st *logstore.Store) float64 { return float64(st.DurableLag()) }),
+	}
+}
+
+// measureDisk measures in the background what the segment files took at
+// start (a walk of 100,000 subjects takes seconds) and adds it to the
+// changes the store reports from its opening on. The function it returns
+// stops the walk and waits for it.
+func (s *Sidecar) measureDisk(ctx context.Context) (stop func()) {
+	measured := make(chan struct{})
+	walkCtx, stopWalk := context.WithCancel(ctx)
+	go func() {
+		defer close(measured)
+		if total, err := segmentFileBytes(walkCtx, s.cfg.DataDir); err != nil {
+			s.logger.Warn("cannot measure the data dir for voik_disk_bytes", "err", err)
+		} else {
+			s.metrics.diskBytes.Add(float64(total))
+		}
+	}()
+	return func() { stopWalk(); <-measured }
 }
 
 // connect opens a connection per role, each carrying only its own
