@@ -560,9 +560,12 @@ func (a *api) readPage(r *request, log *logstore.Log, subject string, req messag
 }
 
 // firstPageReserve is what a FETCH reserves of the reply budget before it
-// reads a record: enough for a page of small records, and a long poll
-// woken with a few new records never needs more.
-const firstPageReserve = 64 << 10
+// reads a record: a page of a few small records, what a woken long poll
+// needs. It is small because long polls wake together: 5,000 of one
+// client woken by one record must all fit in that client's share (a
+// quarter of 256 MiB holds 16,384 of these); a bigger page doubles its
+// reservation as its records need.
+const firstPageReserve = 4 << 10
 
 // addWithinBudget adds record v to the page unless the page would then
 // pass maxPayload, or grow past what r can reserve of the reply budget.
