@@ -61,6 +61,9 @@ type request struct {
 	requester string
 	reserved  int64
 	slot      chan struct{} // the slot it holds: a.working, or a.polls while it may wait
+	// A FETCH's body, decoded at dispatch (its slot depends on wait_ms).
+	fetch    messages.FetchRequest
+	fetchErr *messages.Error
 }
 
 // Reservations of the reply budget by verb: FETCH and SUBJECTS reserve a
@@ -91,13 +94,6 @@ func (a *api) trim(r *request, n int64) {
 		a.budget.release(r.requester, r.reserved-n)
 		r.reserved = n
 	}
-}
-
-// fetchMayWait says whether a FETCH body asks for a long poll; a body
-// that does not decode does not (its 400 comes from the handler).
-func fetchMayWait(body []byte) bool {
-	req, err := messages.DecodeFetchRequest(body)
-	return err == nil && req.WaitMs > 0
 }
 
 // slotsFull is the 503 for a request that found every slot of its kind
@@ -237,8 +233,13 @@ func (a *api) dispatch(msg *nats.Msg, verb string) {
 	// must not fill the working slots before they reach their wait. It
 	// takes a working slot once it has a page to build (toWorking).
 	r.slot = a.working
-	if verb == verbFetch && fetchMayWait(msg.Data) {
-		r.slot = a.polls
+	if verb == verbFetch {
+		// Decoded here, once: the slot depends on wait_ms. A body that
+		// does not decode gets its 400 from the handler.
+		r.fetch, r.fetchErr = messages.DecodeFetchRequest(msg.Data)
+		if r.fetchErr == nil && r.fetch.WaitMs > 0 {
+			r.slot = a.polls
+		}
 	}
 	select {
 	case r.slot <- struct{}{}:
@@ -436,7 +437,7 @@ func startOffset(log *logstore.Log, offset *uint64, startTime int64) (uint64, *m
 }
 
 func (a *api) fetch(r *request, subject string, builder *messages.FetchReplyBuilder) ([]byte, *messages.Error) {
-	req, err := messages.DecodeFetchRequest(r.msg.Data)
+	req, err := r.fetch, r.fetchErr
 	if err != nil {
 		return nil, err
 	}
