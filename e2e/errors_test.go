@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,7 +33,8 @@ func TestBadRequestsAre400WithTheErrorShape(t *testing.T) {
 		{"FETCH start_time negative", "FETCH.bad.requests", map[string]any{"start_time": -1}},
 		{"FETCH start_time above int64", "FETCH.bad.requests", map[string]any{"start_time": uint64(1 << 63)}},
 		{"FETCH max_messages negative", "FETCH.bad.requests", map[string]any{"max_messages": int8(-3)}},
-		{"FETCH max_bytes a float", "FETCH.bad.requests", map[string]any{"max_bytes": 1.0}},
+		{"FETCH max_bytes a fractional float", "FETCH.bad.requests", map[string]any{"max_bytes": 1.5}},
+		{"FETCH offset NaN", "FETCH.bad.requests", map[string]any{"offset": math.NaN()}},
 		{"FETCH wait_ms a bool", "FETCH.bad.requests", map[string]any{"wait_ms": true}},
 		{"FETCH key not a string", "FETCH.bad.requests", map[int]int{1: 1}},
 		{"FETCH truncated", "FETCH.bad.requests", encode(t, map[string]any{"offset": 1})[:4]},

@@ -47,7 +47,7 @@ func garbageBodies(t *testing.T, verb string, n int, rng *rand.Rand) []garbage {
 
 	wrongValues := map[string][][]byte{
 		"uint": {
-			encode(t, "3"), encode(t, 1.5), encode(t, float32(2)), encode(t, true), encode(t, false),
+			encode(t, "3"), encode(t, 1.5), encode(t, float32(2.5)), encode(t, true), encode(t, false),
 			encode(t, []int{1}), encode(t, map[string]int{"a": 1}), {0xc4, 1, 1}, encode(t, time.Unix(1, 0)),
 		},
 		"string": {

@@ -160,14 +160,12 @@ func TestFetchReplyOfExactlyMaxPayloadIsServedAndOneByteMoreIs413(t *testing.T) 
 	const subject = "edge"
 	headers := map[string][]string{messages.HeaderAck: {"1"}}
 	// The reply's size for one record of n data bytes, by an encoder of
-	// its own (msgpack's reflection over the reply types, integers in
-	// their smallest form), for a log of three records and a timestamp of
-	// today's magnitude.
+	// its own (msgpack's reflection over the reply types, whose uint64
+	// and int64 fields it writes in the contract's fixed widths), for a
+	// log of three records.
 	replySize := func(offset uint64, n int) int {
 		var buf bytes.Buffer
-		enc := msgpack.NewEncoder(&buf)
-		enc.UseCompactInts(true)
-		err := enc.Encode(messages.FetchReply{
+		err := msgpack.NewEncoder(&buf).Encode(messages.FetchReply{
 			Subject:    subject,
 			Records:    []messages.Record{{Offset: offset, Timestamp: time.Now().UnixNano(), Headers: headers, Data: make([]byte, n)}},
 			NextOffset: offset + 1, FirstOffset: 0, EndOffset: 3,

@@ -2,6 +2,7 @@ package messages
 
 import (
 	"bytes"
+	"math"
 	"reflect"
 	"runtime"
 	"strings"
@@ -36,7 +37,15 @@ func TestDecodeFetchRequest(t *testing.T) {
 		{"every width", mustMarshal(t, map[string]any{"offset": uint8(7), "max_messages": int16(5), "max_bytes": uint32(9), "wait_ms": int64(10), "start_time": uint64(3)}),
 			FetchRequest{Offset: u64(7), MaxMessages: 5, MaxBytes: 9, WaitMs: 10, StartTime: 3}, 0},
 		{"uint64 offset", mustMarshal(t, map[string]any{"offset": uint64(1 << 63)}), FetchRequest{Offset: u64(1 << 63), MaxMessages: 100}, 0},
-		{"caps", mustMarshal(t, map[string]any{"max_messages": 1e6, "wait_ms": 1e9}), FetchRequest{}, 400},
+		{"caps as whole floats", mustMarshal(t, map[string]any{"max_messages": 1e6, "wait_ms": 1e9}), FetchRequest{MaxMessages: 10000, WaitMs: 60000}, 0},
+		{"whole floats are their integers", mustMarshal(t, map[string]any{"offset": 100.0 / 4, "max_bytes": float32(512), "start_time": 1.7954e18}),
+			FetchRequest{Offset: u64(25), MaxBytes: 512, StartTime: 1795400000000000000, MaxMessages: 100}, 0},
+		{"fractional float offset", mustMarshal(t, map[string]any{"offset": 2.5}), FetchRequest{}, 400},
+		{"NaN", mustMarshal(t, map[string]any{"offset": math.NaN()}), FetchRequest{}, 400},
+		{"infinity", mustMarshal(t, map[string]any{"max_messages": math.Inf(1)}), FetchRequest{}, 400},
+		{"negative float", mustMarshal(t, map[string]any{"wait_ms": -1.0}), FetchRequest{}, 400},
+		{"float of 2^64", mustMarshal(t, map[string]any{"offset": 18446744073709551616.0}), FetchRequest{}, 400},
+		{"float start_time of 2^63", mustMarshal(t, map[string]any{"start_time": 9223372036854775808.0}), FetchRequest{}, 400},
 		{"caps as integers", mustMarshal(t, map[string]any{"max_messages": 1000000, "wait_ms": 1000000}), FetchRequest{MaxMessages: 10000, WaitMs: 60000}, 0},
 		{"max_messages 0 is default", mustMarshal(t, map[string]any{"max_messages": 0}), FetchRequest{MaxMessages: 100}, 0},
 		{"unknown keys ignored", mustMarshal(t, map[string]any{"shoe_size": []any{1, "x", map[string]any{"a": 1}}, "offset": 1}), FetchRequest{Offset: u64(1), MaxMessages: 100}, 0},
@@ -194,7 +203,7 @@ func TestFetchReplyBuilderFinishesTheSameWayWhateverCameBefore(t *testing.T) {
 		check("finished again", b.Finish(subject, 9, 1, 9), r1)
 		b.Add(r2.Offset, r2.Timestamp, r2.Headers, r2.Data)
 		check("added after Finish", b.Finish(subject, 9, 1, 9), r1, r2)
-		if !b.AddWithin(1<<20, subject, 1, 9, 3, 7, nil, []byte("three")) || b.AddWithin(10, subject, 1, 9, 4, 8, nil, nil) {
+		if !b.AddWithin(1<<20, subject, 3, 7, nil, []byte("three")) || b.AddWithin(10, subject, 4, 8, nil, nil) {
 			t.Fatal("AddWithin after Finish")
 		}
 		check("AddWithin after Finish", b.Finish(subject, 9, 1, 9), r1, r2, Record{Offset: 3, Timestamp: 7, Data: []byte("three")})
@@ -327,13 +336,13 @@ func TestAddWithinIsExactAtTheBoundary(t *testing.T) {
 					}
 					probe.Add(offset, -5, headers, data)
 					exact := len(probe.Finish(subject, offset+1, first, end))
-					if b.AddWithin(exact-1, subject, first, end, offset, -5, headers, data) {
+					if b.AddWithin(exact-1, subject, offset, -5, headers, data) {
 						t.Fatalf("subject %d, data %d, headers %d, offsets %v: accepted under %d bytes", len(subject), dataLen, hi, offsets, exact-1)
 					}
 					if b.Count() != 17 {
 						t.Fatalf("a refused record was kept")
 					}
-					if !b.AddWithin(exact, subject, first, end, offset, -5, headers, data) {
+					if !b.AddWithin(exact, subject, offset, -5, headers, data) {
 						t.Fatalf("subject %d, data %d, headers %d, offsets %v: refused at its exact size %d", len(subject), dataLen, hi, offsets, exact)
 					}
 					if got := b.Finish(subject, offset+1, first, end); !bytes.Equal(got, probe.Finish(subject, offset+1, first, end)) {

@@ -2,6 +2,7 @@ package messages
 
 import (
 	"bytes"
+	"encoding/binary"
 	"sort"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -86,7 +87,7 @@ func Encode(v any) []byte {
 
 // AppendAckReply appends the MessagePack of AckReply{subject, offset, ts}
 // to dst without reflection: acks are the hot reply of acknowledged
-// appends. Integers take their smallest MessagePack form.
+// appends. Integers take the contract's fixed widths.
 func AppendAckReply(dst []byte, subject string, offset uint64, ts int64) []byte {
 	dst = append(dst, 0x83) // a map of three
 	dst = appendMsgpackString(dst, "subject")
@@ -111,37 +112,39 @@ func appendMsgpackString(dst []byte, s string) []byte {
 	return append(dst, s...)
 }
 
-// appendMsgpackUint writes v in the smallest form, as msgpack.Marshal does.
+// appendMsgpackUint writes v as uint 64 (0xcf), and appendMsgpackInt as
+// int 64 (0xd3), whatever their value: every integer of a reply has one
+// fixed width (offsets, counts and codes uint 64, timestamps int 64), so
+// that a client decodes each field to one type (in JavaScript, one that
+// is a BigInt, not sometimes a Number). It costs a few bytes a record.
 func appendMsgpackUint(dst []byte, v uint64) []byte {
-	switch {
-	case v < 128:
-		return append(dst, byte(v))
-	case v < 1<<8:
-		return append(dst, 0xcc, byte(v))
-	case v < 1<<16:
-		return append(dst, 0xcd, byte(v>>8), byte(v))
-	case v < 1<<32:
-		return append(dst, 0xce, byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
-	}
-	return append(dst, 0xcf, byte(v>>56), byte(v>>48), byte(v>>40), byte(v>>32), byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
+	return binary.BigEndian.AppendUint64(append(dst, 0xcf), v)
 }
 
 func appendMsgpackInt(dst []byte, v int64) []byte {
-	if v >= 0 {
-		return appendMsgpackUint(dst, uint64(v))
+	return binary.BigEndian.AppendUint64(append(dst, 0xd3), uint64(v))
+}
+
+// intSize is the encoded size of every integer of a reply.
+const intSize = 9
+
+// EncodeMsgpack writes the error's code as uint 64, the width of every
+// integer of a reply but timestamps (the struct's int would take the
+// smallest form).
+func (e *Error) EncodeMsgpack(enc *msgpack.Encoder) error {
+	if err := enc.EncodeMapLen(2); err != nil {
+		return err
 	}
-	switch {
-	case v >= -32:
-		return append(dst, byte(v))
-	case v >= -128:
-		return append(dst, 0xd0, byte(v))
-	case v >= -32768:
-		return append(dst, 0xd1, byte(v>>8), byte(v))
-	case v >= -1<<31:
-		return append(dst, 0xd2, byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
+	if err := enc.EncodeString("code"); err != nil {
+		return err
 	}
-	u := uint64(v)
-	return append(dst, 0xd3, byte(u>>56), byte(u>>48), byte(u>>40), byte(u>>32), byte(u>>24), byte(u>>16), byte(u>>8), byte(u))
+	if err := enc.EncodeUint64(uint64(e.Code)); err != nil {
+		return err
+	}
+	if err := enc.EncodeString("description"); err != nil {
+		return err
+	}
+	return enc.EncodeString(e.Description)
 }
 
 // EncodeError marshals an error reply.
@@ -274,13 +277,14 @@ func appendMsgpackBinLen(dst []byte, n int) []byte {
 
 // AddWithin adds the record at offset unless the reply would then exceed
 // limit bytes, and reports whether it did. The size is exact, that of
-// Finish(subject, offset+1, first, end) with this record last, so that a
-// record is refused only when it really does not fit.
-func (b *FetchReplyBuilder) AddWithin(limit int, subject string, first, end uint64, offset uint64, timestamp int64, headers map[string][]string, data []byte) bool {
+// Finish(subject, …) with this record last (its integers have one fixed
+// width, so their values do not matter), so that a record is refused only
+// when it really does not fit.
+func (b *FetchReplyBuilder) AddWithin(limit int, subject string, offset uint64, timestamp int64, headers map[string][]string, data []byte) bool {
 	b.begin()
 	mark := b.records.Len()
 	b.Add(offset, timestamp, headers, data)
-	if b.finishedSize(len(subject), offset+1, first, end) <= limit {
+	if b.finishedSize(len(subject)) <= limit {
 		return true
 	}
 	b.records.Truncate(mark)
@@ -289,12 +293,12 @@ func (b *FetchReplyBuilder) AddWithin(limit int, subject string, first, end uint
 }
 
 // finishedSize is the length of what Finish would return.
-func (b *FetchReplyBuilder) finishedSize(subjectLen int, next, first, end uint64) int {
+func (b *FetchReplyBuilder) finishedSize(subjectLen int) int {
 	return 1 + strSize(len("subject")) + strSize(subjectLen) +
 		strSize(len("records")) + arrayHeaderSize(b.count) + b.recordsLen() +
-		strSize(len("next_offset")) + uintSize(next) +
-		strSize(len("first_offset")) + uintSize(first) +
-		strSize(len("end_offset")) + uintSize(end)
+		strSize(len("next_offset")) + intSize +
+		strSize(len("first_offset")) + intSize +
+		strSize(len("end_offset")) + intSize
 }
 
 // SubjectsReplySize is the largest encoded size of a SubjectsReply that
@@ -302,15 +306,15 @@ func (b *FetchReplyBuilder) finishedSize(subjectLen int, next, first, end uint64
 // (counted at its largest) and total (at its largest) is exact, so a page
 // filled up to max_payload with it is never refused by NATS.
 func SubjectsReplySize(lengths ...int) int {
-	size := 1 + strSize(len("subjects")) + 5 + strSize(len("total")) + 9
+	size := 1 + strSize(len("subjects")) + 5 + strSize(len("total")) + intSize
 	for _, n := range lengths {
 		size += strSize(n)
 	}
 	return size
 }
 
-// strSize, arrayHeaderSize and uintSize are the MessagePack sizes the
-// encoder writes: always the smallest form.
+// strSize and arrayHeaderSize are the MessagePack sizes the encoder
+// writes: always the smallest form.
 func strSize(n int) int {
 	switch {
 	case n < 32:
@@ -331,20 +335,6 @@ func arrayHeaderSize(n int) int {
 		return 3
 	}
 	return 5
-}
-
-func uintSize(v uint64) int {
-	switch {
-	case v < 1<<7:
-		return 1
-	case v < 1<<8:
-		return 2
-	case v < 1<<16:
-		return 3
-	case v < 1<<32:
-		return 5
-	}
-	return 9
 }
 
 // Finish encodes the whole reply into the builder's own memory: the

@@ -220,8 +220,11 @@ func skip(d *msgpack.Decoder) *Error {
 	return nil
 }
 
-// decodeUint reads an unsigned field. nil is an absent field. A negative
-// integer or a value of another type is a 400.
+// decodeUint reads an unsigned field. nil is an absent field. A float
+// whose value is a whole number is that number (JavaScript sends a
+// computed number, 100/4 or Date.now()*1e6, as a float64). A negative
+// number, a fractional, infinite or NaN float, one of 2^64 or more, or a
+// value of another type is a 400.
 func decodeUint(d *msgpack.Decoder, key string) (uint64, bool, *Error) {
 	code, err := d.PeekCode()
 	if err != nil {
@@ -231,6 +234,16 @@ func decodeUint(d *msgpack.Decoder, key string) (uint64, bool, *Error) {
 	case code == msgpcode.Nil:
 		d.Skip()
 		return 0, false, nil
+	case code == msgpcode.Float || code == msgpcode.Double:
+		f, err := d.DecodeFloat64()
+		if err != nil {
+			return 0, false, Errorf(CodeBadRequest, "%s: %v", key, err)
+		}
+		v, problem := wholeUint(f)
+		if problem != "" {
+			return 0, false, Errorf(CodeBadRequest, "%s must be an unsigned integer, got %v (%s)", key, f, problem)
+		}
+		return v, true, nil
 	case !isIntCode(code):
 		d.Skip()
 		return 0, false, Errorf(CodeBadRequest, "%s must be an unsigned integer", key)
@@ -249,6 +262,22 @@ func decodeUint(d *msgpack.Decoder, key string) (uint64, bool, *Error) {
 		return 0, false, Errorf(CodeBadRequest, "%s must not be negative, got %d", key, v)
 	}
 	return uint64(v), true, nil
+}
+
+// wholeUint is f as a uint64 when f is a whole number in its range, or
+// says why not.
+func wholeUint(f float64) (uint64, string) {
+	switch {
+	case math.IsNaN(f) || math.IsInf(f, 0):
+		return 0, "not a finite number"
+	case f != math.Trunc(f):
+		return 0, "not a whole number"
+	case f < 0:
+		return 0, "negative"
+	case f >= 1<<64:
+		return 0, "out of range"
+	}
+	return uint64(f), ""
 }
 
 // decodeNonNegativeInt reads a signed field that must not be negative.

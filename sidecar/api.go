@@ -576,7 +576,7 @@ const firstPageReserve = 4 << 10
 func (a *api) addWithinBudget(r *request, builder *messages.FetchReplyBuilder, maxPayload int, subject string, first, end uint64, v logstore.RecordView, headers map[string][]string) (added bool, err *messages.Error) {
 	for {
 		limit := min(int(r.reserved), maxPayload)
-		if builder.AddWithin(limit, subject, first, end, v.Offset, v.Timestamp, headers, v.Data) {
+		if builder.AddWithin(limit, subject, v.Offset, v.Timestamp, headers, v.Data) {
 			return true, nil
 		}
 		if limit >= maxPayload {

@@ -101,7 +101,7 @@ func fetchResponder(nc *nats.Conn, subject string, size int, history uint64) nat
 				if b.Count() > 0 && payload+size > maxBytes {
 					break
 				}
-				if !b.AddWithin(maxPayload, subject, 0, history, offset, ts, nil, data) {
+				if !b.AddWithin(maxPayload, subject, offset, ts, nil, data) {
 					break
 				}
 				payload += size
