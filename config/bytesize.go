@@ -18,7 +18,7 @@ var byteUnits = []struct {
 	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1},
 }
 
-// SetValue parses an environment variable (cleanenv.Setter).
+// SetValue parses a size.
 func (b *ByteSize) SetValue(s string) error {
 	s = strings.TrimSpace(s)
 	factor := int64(1)

@@ -1,7 +1,7 @@
 // Package config reads voik's settings from an optional YAML file and
-// VOIK_* environment variables (a variable overrides the file) with
-// github.com/ilyakaznacheev/cleanenv, and validates every one of them
-// before anything starts.
+// VOIK_* environment variables (a variable overrides the file), and
+// validates every one of them before anything starts, reporting all that
+// are wrong at once (load.go says how).
 package config
 
 import (
@@ -14,37 +14,38 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"reflect"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/ilyakaznacheev/cleanenv"
 )
 
 // Config is every setting of voik. The tags are the contract of `voik -h`:
-// variable, default and meaning.
+// variable, YAML key, default and meaning; `type` names the kind of value
+// where the Go type says too little, `default-text` the default where it
+// takes words, and `list` marks comma-separated lists (a YAML sequence
+// will do for them).
 type Config struct {
-	NatsURL   string `yaml:"nats_url" env:"VOIK_NATS_URL" env-default:"" env-description:"NATS server(s) to connect to, comma-separated; empty starts an embedded NATS server"`
-	DataDir   string `yaml:"data_dir" env:"VOIK_DATA_DIR" env-default:"./data" env-description:"where the logs live; nothing is written outside it"`
-	Subjects  string `yaml:"subjects" env:"VOIK_SUBJECTS" env-default:">" env-description:"comma-separated NATS subject filters to capture (wildcards allowed)"`
-	APIPrefix string `yaml:"api_prefix" env:"VOIK_API_PREFIX" env-default:"VOIK.API" env-description:"subject prefix of the request/reply API"`
-	HTTPAddr  string `yaml:"http_addr" env:"VOIK_HTTP_ADDR" env-default:":8333" env-description:"address of /metrics, /healthz and /readyz; empty turns HTTP off"`
+	NatsURL   string `yaml:"nats_url" env:"VOIK_NATS_URL" env-default:"" type:"URLs" list:"true" env-description:"NATS server(s) to connect to, comma-separated; empty starts an embedded NATS server"`
+	DataDir   string `yaml:"data_dir" env:"VOIK_DATA_DIR" env-default:"./data" type:"directory" env-description:"where the logs live; nothing is written outside it"`
+	Subjects  string `yaml:"subjects" env:"VOIK_SUBJECTS" env-default:">" default-text:"> with the embedded server; none otherwise" type:"filters" list:"true" env-description:"comma-separated NATS subject filters to capture (wildcards allowed); required with VOIK_NATS_URL, where > would take every request on the server"`
+	APIPrefix string `yaml:"api_prefix" env:"VOIK_API_PREFIX" env-default:"VOIK.API" type:"subject" env-description:"subject prefix of the request/reply API"`
+	HTTPAddr  string `yaml:"http_addr" env:"VOIK_HTTP_ADDR" env-default:":8333" type:"host:port" env-description:"address of /metrics, /healthz and /readyz; empty turns HTTP off"`
 
 	NatsName     string `yaml:"nats_name" env:"VOIK_NATS_NAME" env-default:"voik" env-description:"NATS connection name"`
-	NatsCreds    string `yaml:"nats_creds" env:"VOIK_NATS_CREDS" env-default:"" env-description:"NATS credentials file (JWT and NKey seed)"`
-	NatsNKey     string `yaml:"nats_nkey" env:"VOIK_NATS_NKEY" env-default:"" env-description:"NATS NKey seed file"`
+	NatsCreds    string `yaml:"nats_creds" env:"VOIK_NATS_CREDS" env-default:"" type:"file" env-description:"NATS credentials file (JWT and NKey seed)"`
+	NatsNKey     string `yaml:"nats_nkey" env:"VOIK_NATS_NKEY" env-default:"" type:"file" env-description:"NATS NKey seed file"`
 	NatsToken    string `yaml:"nats_token" env:"VOIK_NATS_TOKEN" env-default:"" env-description:"NATS auth token (secret; never logged)"`
 	NatsUser     string `yaml:"nats_user" env:"VOIK_NATS_USER" env-default:"" env-description:"NATS user name"`
 	NatsPassword string `yaml:"nats_password" env:"VOIK_NATS_PASSWORD" env-default:"" env-description:"NATS password (secret; never logged)"`
-	NatsTLSCA    string `yaml:"nats_tls_ca" env:"VOIK_NATS_TLS_CA" env-default:"" env-description:"CA certificate file that verifies the NATS server"`
-	NatsTLSCert  string `yaml:"nats_tls_cert" env:"VOIK_NATS_TLS_CERT" env-default:"" env-description:"client certificate file for mutual TLS"`
-	NatsTLSKey   string `yaml:"nats_tls_key" env:"VOIK_NATS_TLS_KEY" env-default:"" env-description:"client key file for mutual TLS"`
+	NatsTLSCA    string `yaml:"nats_tls_ca" env:"VOIK_NATS_TLS_CA" env-default:"" type:"file" env-description:"CA certificate file that verifies the NATS server"`
+	NatsTLSCert  string `yaml:"nats_tls_cert" env:"VOIK_NATS_TLS_CERT" env-default:"" type:"file" env-description:"client certificate file for mutual TLS"`
+	NatsTLSKey   string `yaml:"nats_tls_key" env:"VOIK_NATS_TLS_KEY" env-default:"" type:"file" env-description:"client key file for mutual TLS"`
 
 	EmbeddedHost string `yaml:"embedded_host" env:"VOIK_EMBEDDED_HOST" env-default:"127.0.0.1" env-description:"listen host of the embedded NATS server (when VOIK_NATS_URL is empty)"`
-	EmbeddedPort int    `yaml:"embedded_port" env:"VOIK_EMBEDDED_PORT" env-default:"4222" env-description:"listen port of the embedded NATS server; -1 picks a free one"`
+	EmbeddedPort int    `yaml:"embedded_port" env:"VOIK_EMBEDDED_PORT" env-default:"4222" type:"port" env-description:"listen port of the embedded NATS server; -1 picks a free one"`
 
-	Sync         string        `yaml:"sync" env:"VOIK_SYNC" env-default:"batch" env-description:"when appends are made durable: always, batch (group commit), interval or none"`
+	Sync         string        `yaml:"sync" env:"VOIK_SYNC" env-default:"batch" type:"policy" env-description:"when appends are made durable: always, batch (group commit), interval or none"`
 	SyncInterval time.Duration `yaml:"sync_interval" env:"VOIK_SYNC_INTERVAL" env-default:"100ms" env-description:"sync period under the interval policy"`
 	SegmentSize  ByteSize      `yaml:"segment_size" env:"VOIK_SEGMENT_SIZE" env-default:"64MiB" env-description:"size at which a segment file is sealed and a new one started; the largest record must fit"`
 
@@ -62,8 +63,12 @@ type Config struct {
 	NatsPingInterval time.Duration `yaml:"nats_ping_interval" env:"VOIK_NATS_PING_INTERVAL" env-default:"2s" env-description:"how often each NATS connection pings the server; with VOIK_NATS_MAX_PINGS_OUT it bounds how long a frozen server goes unnoticed"`
 	NatsMaxPingsOut  int           `yaml:"nats_max_pings_out" env:"VOIK_NATS_MAX_PINGS_OUT" env-default:"3" env-description:"unanswered pings after which a connection counts as lost (/readyz turns not ready and it reconnects)"`
 
-	LogLevel  string `yaml:"log_level" env:"VOIK_LOG_LEVEL" env-default:"info" env-description:"debug, info, warn or error"`
-	LogFormat string `yaml:"log_format" env:"VOIK_LOG_FORMAT" env-default:"text" env-description:"text or json"`
+	LogLevel  string `yaml:"log_level" env:"VOIK_LOG_LEVEL" env-default:"info" type:"level" env-description:"debug, info, warn or error"`
+	LogFormat string `yaml:"log_format" env:"VOIK_LOG_FORMAT" env-default:"text" type:"format" env-description:"text or json"`
+
+	// origin maps a variable to where its value came from (load.go), for
+	// error messages; a Config built in code has none.
+	origin map[string]string
 }
 
 // A Check judges settings that this package cannot judge alone, because
@@ -78,118 +83,167 @@ type Check func(*Config) []error
 // environment, then validates everything (with checks), the data dir
 // included. Errors are one line, fit for a terminal.
 func Load(path string, checks ...Check) (*Config, error) {
-	c, err := LoadClient(path, checks...)
+	c, err := load(path, true, checks)
 	if err != nil {
 		return nil, err
 	}
-	return c, checkDataDir(c.DataDir)
+	return c, checkDataDir(c.Name("VOIK_DATA_DIR"), c.DataDir)
 }
 
-// LoadClient is Load for the command-line client: it does not touch the
-// data dir.
+// LoadClient is Load for the command-line client: it captures nothing, so
+// VOIK_SUBJECTS may be left out, and it does not touch the data dir.
 func LoadClient(path string, checks ...Check) (*Config, error) {
-	var c Config
-	var err error
-	if path != "" {
-		err = cleanenv.ReadConfig(path, &c)
-	} else {
-		err = cleanenv.ReadEnv(&c)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("configuration: %s", oneLine(err))
-	}
-	if err := c.Validate(checks...); err != nil {
-		return nil, err
-	}
-	return &c, nil
+	return load(path, false, checks)
 }
 
-func oneLine(err error) string { return strings.Join(strings.Fields(err.Error()), " ") }
-
-// Usage writes every setting with its variable, default and meaning.
-func Usage(w io.Writer) {
-	header := "Settings (environment variable, or the YAML key in lower case without VOIK_ in -config FILE; the variable wins):"
-	text, _ := cleanenv.GetDescription(&Config{}, &header)
-	fmt.Fprintln(w, text)
+func load(path string, server bool, checks []Check) (*Config, error) {
+	c := Defaults()
+	problems := c.read(path)
+	if strings.TrimSpace(c.Subjects) == "" {
+		c.Subjects = ""
+		if c.NatsURL == "" {
+			c.Subjects = Defaults().Subjects // empty with the embedded server: the default
+		}
+	}
+	_, given := c.origin["VOIK_SUBJECTS"]
+	if server && c.NatsURL != "" && (!given || c.Subjects == "") {
+		// The one default that depends on another setting (PROTOCOL.md
+		// section 1): > is for voik's own embedded server only.
+		problems = append(problems, fmt.Errorf("%s is required with %s: name the subjects to capture, e.g. orders.>,payments.> "+
+			"(on a shared NATS, > takes every message, requests too: a request to a service that is down would wait for its timeout "+
+			"instead of failing at once with no responders)", c.Name("VOIK_SUBJECTS"), c.Name("VOIK_NATS_URL")))
+		c.Subjects = Defaults().Subjects // judged once, here
+	}
+	problems = append(problems, c.problems(checks...)...)
+	if err := joinProblems(problems); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // Validate checks every setting, its own rules and those of checks, and
-// returns every problem found on one line.
+// returns every problem found, on one line.
 func (c *Config) Validate(checks ...Check) error {
+	return joinProblems(c.problems(checks...))
+}
+
+// problems is every rule broken, in a fixed order: first those of checks
+// (the settings judged by other parts), then the NATS connection, the
+// limits, the files, the logs.
+func (c *Config) problems(checks ...Check) []error {
 	var problems []error
-	bad := func(format string, args ...any) { problems = append(problems, fmt.Errorf(format, args...)) }
 	for _, check := range checks {
 		problems = append(problems, check(c)...)
 	}
-	if c.HTTPAddr != "" {
-		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
-			bad("VOIK_HTTP_ADDR %q: want host:port, e.g. :8333", c.HTTPAddr)
+	for _, part := range []func() []string{c.natsProblems, c.limitProblems, c.fileProblems, c.logProblems} {
+		for _, p := range part() {
+			problems = append(problems, errors.New(p))
 		}
 	}
+	return problems
+}
+
+// joinProblems makes one error of many, on one line, so that a broken
+// deployment is fixed in one round instead of one restart per mistake.
+func joinProblems(problems []error) error {
+	if len(problems) == 0 {
+		return nil
+	}
+	texts := make([]string, len(problems))
+	for i, p := range problems {
+		texts[i] = strings.Join(strings.Fields(p.Error()), " ")
+	}
+	return &Error{Problems: problems, text: "configuration: " + strings.Join(texts, "; ")}
+}
+
+// Error is a configuration that cannot run: every problem, each naming
+// its setting, the value and what is expected.
+type Error struct {
+	Problems []error
+	text     string
+}
+
+func (e *Error) Error() string { return e.text }
+
+// quoted is a value as error messages show it.
+func quoted(s string) string { return strconv.Quote(s) }
+
+func (c *Config) natsProblems() []string {
+	var bad []string
 	if c.NatsURL != "" {
 		websocket := 0
 		entries := strings.Split(c.NatsURL, ",")
 		for i, entry := range entries {
 			entry = strings.TrimSpace(entry)
 			if entry == "" {
-				bad("VOIK_NATS_URL has an empty entry (number %d)", i+1)
+				bad = append(bad, fmt.Sprintf("%s %s has an empty entry (number %d)", c.Name("VOIK_NATS_URL"), quoted(redactURLs(c.NatsURL)), i+1))
 				continue
 			}
 			ws, problem := natsURLProblem(entry)
 			if problem != "" {
-				bad("VOIK_NATS_URL entry %q: %s", redactURL(entry), problem)
+				bad = append(bad, fmt.Sprintf("%s entry %s: %s", c.Name("VOIK_NATS_URL"), quoted(redactURL(entry)), problem))
 			}
 			if ws {
 				websocket++
 			}
 		}
 		if websocket > 0 && websocket < len(entries) {
-			bad("VOIK_NATS_URL mixes websocket (ws://, wss://) and other URLs; NATS clients take one kind")
+			bad = append(bad, c.Name("VOIK_NATS_URL")+" mixes websocket (ws://, wss://) and other URLs; NATS clients take one kind")
+		}
+	}
+	if c.HTTPAddr != "" {
+		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+			bad = append(bad, fmt.Sprintf("%s %s: want host:port such as :8333 or 127.0.0.1:8333, or empty to turn HTTP off", c.Name("VOIK_HTTP_ADDR"), quoted(c.HTTPAddr)))
 		}
 	}
 	if c.EmbeddedPort < -1 || c.EmbeddedPort > 65535 {
-		bad("VOIK_EMBEDDED_PORT %d is not a port", c.EmbeddedPort)
-	}
-	if c.SyncInterval <= 0 {
-		bad("VOIK_SYNC_INTERVAL %v must be positive", c.SyncInterval)
-	}
-	if c.RetentionMaxAge < 0 {
-		bad("VOIK_RETENTION_MAX_AGE %v is negative", c.RetentionMaxAge)
-	}
-	if c.MaxOpenLogs < 1 {
-		bad("VOIK_MAX_OPEN_LOGS %d must be at least 1", c.MaxOpenLogs)
-	}
-	if c.PendingMsgs < 1 || c.PendingBytes < 1 {
-		bad("VOIK_PENDING_MSGS and VOIK_PENDING_BYTES must be positive")
-	}
-	if c.ReplyBudget < 1<<20 {
-		bad("VOIK_REPLY_BUDGET %v must be at least 1MiB", c.ReplyBudget)
-	}
-	if c.MaxLongPolls < 1 {
-		bad("VOIK_MAX_LONG_POLLS %d must be at least 1", c.MaxLongPolls)
+		bad = append(bad, fmt.Sprintf("%s %d: want a port from 0 to 65535, or -1 for a free one", c.Name("VOIK_EMBEDDED_PORT"), c.EmbeddedPort))
 	}
 	if c.NatsPingInterval <= 0 {
-		bad("VOIK_NATS_PING_INTERVAL %v must be positive", c.NatsPingInterval)
+		bad = append(bad, fmt.Sprintf("%s %v: want a duration above 0", c.Name("VOIK_NATS_PING_INTERVAL"), c.NatsPingInterval))
 	}
 	if c.NatsMaxPingsOut < 1 {
-		bad("VOIK_NATS_MAX_PINGS_OUT %d must be at least 1", c.NatsMaxPingsOut)
+		bad = append(bad, fmt.Sprintf("%s %d: want 1 or more", c.Name("VOIK_NATS_MAX_PINGS_OUT"), c.NatsMaxPingsOut))
 	}
-	if _, err := c.Level(); err != nil {
-		bad("VOIK_LOG_LEVEL %q: want debug, info, warn or error", c.LogLevel)
+	return bad
+}
+
+func (c *Config) limitProblems() []string {
+	var bad []string
+	atLeast := func(env string, v, least int64, show string) {
+		if v < least {
+			bad = append(bad, fmt.Sprintf("%s %s: want %d or more", c.Name(env), show, least))
+		}
 	}
-	if c.LogFormat != "text" && c.LogFormat != "json" {
-		bad("VOIK_LOG_FORMAT %q: want text or json", c.LogFormat)
+	if c.SyncInterval <= 0 {
+		bad = append(bad, fmt.Sprintf("%s %v: want a duration above 0", c.Name("VOIK_SYNC_INTERVAL"), c.SyncInterval))
 	}
-	if (c.NatsTLSCert == "") != (c.NatsTLSKey == "") {
-		bad("VOIK_NATS_TLS_CERT and VOIK_NATS_TLS_KEY go together")
+	if c.RetentionMaxAge < 0 {
+		bad = append(bad, fmt.Sprintf("%s %v: want 0 (keep) or a duration above 0", c.Name("VOIK_RETENTION_MAX_AGE"), c.RetentionMaxAge))
 	}
+	atLeast("VOIK_MAX_OPEN_LOGS", int64(c.MaxOpenLogs), 1, strconv.Itoa(c.MaxOpenLogs))
+	atLeast("VOIK_PENDING_MSGS", int64(c.PendingMsgs), 1, strconv.Itoa(c.PendingMsgs))
+	atLeast("VOIK_PENDING_BYTES", int64(c.PendingBytes), 1, c.PendingBytes.String())
+	if c.ReplyBudget < 1<<20 {
+		bad = append(bad, fmt.Sprintf("%s %v: want 1MiB or more", c.Name("VOIK_REPLY_BUDGET"), c.ReplyBudget))
+	}
+	atLeast("VOIK_MAX_LONG_POLLS", int64(c.MaxLongPolls), 1, strconv.Itoa(c.MaxLongPolls))
+	return bad
+}
+
+func (c *Config) fileProblems() []string {
+	var bad []string
+	together := func(a, b string, setA, setB bool) {
+		if setA != setB {
+			bad = append(bad, fmt.Sprintf("%s and %s go together: set both or neither", c.Name(a), c.Name(b)))
+		}
+	}
+	together("VOIK_NATS_TLS_CERT", "VOIK_NATS_TLS_KEY", c.NatsTLSCert != "", c.NatsTLSKey != "")
+	together("VOIK_NATS_USER", "VOIK_NATS_PASSWORD", c.NatsUser != "", c.NatsPassword != "")
 	if c.NatsCreds != "" && c.NatsNKey != "" {
-		bad("VOIK_NATS_CREDS and VOIK_NATS_NKEY are alternatives: set one")
+		bad = append(bad, fmt.Sprintf("%s and %s are alternatives: set one", c.Name("VOIK_NATS_CREDS"), c.Name("VOIK_NATS_NKEY")))
 	}
-	if (c.NatsUser == "") != (c.NatsPassword == "") {
-		bad("VOIK_NATS_USER and VOIK_NATS_PASSWORD go together")
-	}
-	for _, file := range []struct{ name, path string }{
+	for _, file := range []struct{ env, path string }{
 		{"VOIK_NATS_CREDS", c.NatsCreds}, {"VOIK_NATS_NKEY", c.NatsNKey}, {"VOIK_NATS_TLS_CA", c.NatsTLSCA},
 		{"VOIK_NATS_TLS_CERT", c.NatsTLSCert}, {"VOIK_NATS_TLS_KEY", c.NatsTLSKey},
 	} {
@@ -197,28 +251,26 @@ func (c *Config) Validate(checks ...Check) error {
 			continue
 		}
 		if f, err := os.Open(file.path); err != nil {
-			bad("%s: %v", file.name, errors.Unwrap(err))
+			bad = append(bad, fmt.Sprintf("%s %s: %v", c.Name(file.env), quoted(file.path), errors.Unwrap(err)))
 		} else {
 			f.Close()
 		}
 	}
 	if c.DataDir == "" {
-		bad("VOIK_DATA_DIR is empty")
+		bad = append(bad, c.Name("VOIK_DATA_DIR")+" is empty: want a directory")
 	}
-	if len(problems) == 0 {
-		return nil
-	}
-	// Every problem at once, on one line, so that a broken deployment is
-	// fixed in one round instead of one restart per mistake.
-	return fmt.Errorf("configuration: "+strings.TrimSuffix(strings.Repeat("%w; ", len(problems)), "; "), anySlice(problems)...)
+	return bad
 }
 
-func anySlice(errs []error) []any {
-	out := make([]any, len(errs))
-	for i, err := range errs {
-		out[i] = err
+func (c *Config) logProblems() []string {
+	var bad []string
+	if _, err := c.Level(); err != nil {
+		bad = append(bad, fmt.Sprintf("%s %s: want debug, info, warn or error", c.Name("VOIK_LOG_LEVEL"), quoted(c.LogLevel)))
 	}
-	return out
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		bad = append(bad, fmt.Sprintf("%s %s: want text or json", c.Name("VOIK_LOG_FORMAT"), quoted(c.LogFormat)))
+	}
+	return bad
 }
 
 // natsURLProblem says what keeps the NATS client from ever connecting to
@@ -259,6 +311,15 @@ func natsURLProblem(entry string) (websocket bool, problem string) {
 	return websocket, ""
 }
 
+// redactURLs redacts every entry of a comma-separated list of URLs.
+func redactURLs(list string) string {
+	entries := strings.Split(list, ",")
+	for i, entry := range entries {
+		entries[i] = redactURL(entry)
+	}
+	return strings.Join(entries, ",")
+}
+
 // redactURL hides the user and password of a URL for an error message;
 // it works on text, as the URL may not parse.
 func redactURL(entry string) string {
@@ -278,13 +339,13 @@ func redactURL(entry string) string {
 }
 
 // checkDataDir makes the data dir (0700) and proves it writable.
-func checkDataDir(dir string) error {
+func checkDataDir(name, dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("configuration: VOIK_DATA_DIR %q cannot be created: %v", dir, errors.Unwrap(err))
+		return fmt.Errorf("configuration: %s %q cannot be created: %v", name, dir, errors.Unwrap(err))
 	}
 	probe, err := os.CreateTemp(dir, ".voik-write-check-*")
 	if err != nil {
-		return fmt.Errorf("configuration: VOIK_DATA_DIR %q is not writable: %v", dir, errors.Unwrap(err))
+		return fmt.Errorf("configuration: %s %q is not writable: %v", name, dir, errors.Unwrap(err))
 	}
 	probe.Close()
 	os.Remove(probe.Name())
@@ -317,70 +378,3 @@ func (c *Config) DataPath() string {
 	return abs
 }
 
-// MarkdownTable renders every setting as a Markdown table: variable,
-// default, meaning. The README's settings table is this, kept in step by a
-// test (make docs rewrites it).
-func MarkdownTable() string {
-	var b strings.Builder
-	b.WriteString("| variable | default | meaning |\n| --- | --- | --- |\n")
-	t := reflect.TypeOf(Config{})
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		def := f.Tag.Get("env-default")
-		if def == "" {
-			def = "empty"
-		} else {
-			def = "`" + def + "`"
-		}
-		fmt.Fprintf(&b, "| `%s` | %s | %s |\n", f.Tag.Get("env"), def, strings.ReplaceAll(f.Tag.Get("env-description"), "|", "\\|"))
-	}
-	return b.String()
-}
-
-// Defaults is every setting at its default, read from the env-default
-// tags above, the one place defaults are written: tests start from it
-// rather than write them again.
-func Defaults() *Config {
-	var c Config
-	v := reflect.ValueOf(&c).Elem()
-	t := v.Type()
-	for i := 0; i < t.NumField(); i++ {
-		def := t.Field(i).Tag.Get("env-default")
-		if def == "" {
-			continue
-		}
-		if err := setDefault(v.Field(i), def); err != nil {
-			// The tags are this file's: a bad one is a bug the tests catch.
-			panic(fmt.Sprintf("config: default of %s: %v", t.Field(i).Name, err))
-		}
-	}
-	return &c
-}
-
-// setDefault parses def into field, as cleanenv would.
-func setDefault(field reflect.Value, def string) error {
-	if setter, ok := field.Addr().Interface().(interface{ SetValue(string) error }); ok {
-		return setter.SetValue(def)
-	}
-	switch field.Interface().(type) {
-	case time.Duration:
-		d, err := time.ParseDuration(def)
-		field.SetInt(int64(d))
-		return err
-	}
-	switch field.Kind() {
-	case reflect.String:
-		field.SetString(def)
-	case reflect.Int, reflect.Int64:
-		n, err := strconv.ParseInt(def, 10, 64)
-		field.SetInt(n)
-		return err
-	case reflect.Uint64:
-		n, err := strconv.ParseUint(def, 10, 64)
-		field.SetUint(n)
-		return err
-	default:
-		return fmt.Errorf("no parser for %s", field.Type())
-	}
-	return nil
-}

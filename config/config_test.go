@@ -76,6 +76,7 @@ func TestBadSettingsAreOneClearLine(t *testing.T) {
 		{"bad http addr", map[string]string{"VOIK_HTTP_ADDR": "8333"}, "VOIK_HTTP_ADDR"},
 		{"bad log level", map[string]string{"VOIK_LOG_LEVEL": "loud"}, "VOIK_LOG_LEVEL"},
 		{"cert without key", map[string]string{"VOIK_NATS_TLS_CERT": "/etc/hostname"}, "go together"},
+		{"NATS URL without subjects", map[string]string{"VOIK_NATS_URL": "nats://127.0.0.1:4222"}, "VOIK_SUBJECTS is required with VOIK_NATS_URL"},
 		{"missing creds file", map[string]string{"VOIK_NATS_CREDS": filepath.Join(dir, "nope.creds")}, "VOIK_NATS_CREDS"},
 		{"bad port", map[string]string{"VOIK_EMBEDDED_PORT": "70000"}, "VOIK_EMBEDDED_PORT"},
 		{"NATS URL with an unknown scheme", map[string]string{"VOIK_NATS_URL": "foo://127.0.0.1:4222"}, `scheme "foo"`},
@@ -130,7 +131,7 @@ func TestEveryBadSettingIsReportedOnOneLine(t *testing.T) {
 	}
 	// In the order Validate checks them, the same on every run.
 	last := -1
-	for _, want := range []string{"VOIK_API_PREFIX", "VOIK_SYNC ", "VOIK_LOG_LEVEL", "VOIK_NATS_CREDS", "VOIK_NATS_NKEY"} {
+	for _, want := range []string{"VOIK_API_PREFIX", "VOIK_SYNC ", "VOIK_NATS_CREDS", "VOIK_NATS_NKEY", "VOIK_LOG_LEVEL"} {
 		at := strings.Index(msg, want)
 		if at < 0 {
 			t.Fatalf("%q does not mention %s", msg, want)
@@ -147,7 +148,7 @@ func TestGoodNATSURLsAreAccepted(t *testing.T) {
 		"nats://127.0.0.1:4222", "127.0.0.1:4222", "nats", "tls://nats.example.com", "nats://user:pass@[::1]:4222",
 		"nats://a:4222, nats://b:4222", "ws://a:8080,wss://b", "nats://[fe80::1%25eth0]:4222", ":4222", "nats://:4222",
 	} {
-		setEnv(t, map[string]string{"VOIK_DATA_DIR": t.TempDir(), "VOIK_NATS_URL": urls})
+		setEnv(t, map[string]string{"VOIK_DATA_DIR": t.TempDir(), "VOIK_NATS_URL": urls, "VOIK_SUBJECTS": "a.>"})
 		if _, err := Load(""); err != nil {
 			t.Errorf("VOIK_NATS_URL %q refused: %v", urls, err)
 		}
@@ -210,7 +211,167 @@ func TestDefaultsAreWhatLoadApplies(t *testing.T) {
 	}
 	defaults := Defaults()
 	defaults.DataDir = loaded.DataDir
+	defaults.origin = loaded.origin
 	if !reflect.DeepEqual(loaded, defaults) {
 		t.Fatalf("Load with nothing set:\n%+v\nDefaults:\n%+v", loaded, defaults)
+	}
+}
+
+// Every value that does not parse is reported, not just the first, each
+// with its name, its value and what is expected, and none in Go's words.
+func TestEveryUnparsableValueIsReportedInPlainWords(t *testing.T) {
+	setEnv(t, map[string]string{
+		"VOIK_DATA_DIR":          t.TempDir(),
+		"VOIK_EMBEDDED_PORT":     "abc",
+		"VOIK_RETENTION_MAX_AGE": "7x",
+		"VOIK_SEGMENT_SIZE":      "big",
+		"VOIK_PENDING_MSGS":      "1e6",
+		"VOIK_LOG_LEVEL":         "loud",
+	})
+	_, err := Load("")
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		`VOIK_EMBEDDED_PORT "abc": want a whole number`,
+		`VOIK_RETENTION_MAX_AGE "7x": want a duration such as 500ms, 30s, 5m, 12h or 7d`,
+		`VOIK_SEGMENT_SIZE "big": want a size such as`,
+		`VOIK_PENDING_MSGS "1e6": want a whole number`,
+		`VOIK_LOG_LEVEL "loud": want debug, info, warn or error`,
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("%q lacks %q", msg, want)
+		}
+	}
+	for _, goText := range []string{"strconv", "parsing field", "time: ", "ParseInt", "int64"} {
+		if strings.Contains(msg, goText) {
+			t.Errorf("%q leaks Go's %q", msg, goText)
+		}
+	}
+	if strings.Contains(msg, "\n") || strings.Count(msg, "configuration:") != 1 {
+		t.Errorf("want one line: %q", msg)
+	}
+}
+
+func TestDaysAreADurationUnit(t *testing.T) {
+	for in, want := range map[string]time.Duration{
+		"7d": 7 * 24 * time.Hour, "1d12h": 36 * time.Hour, "100ms": 100 * time.Millisecond, "0": 0, "2d30m": 48*time.Hour + 30*time.Minute,
+	} {
+		if got, err := ParseDuration(in); err != nil || got != want {
+			t.Errorf("%q: got %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "d", "1.5d", "-1d", "7days", "1d1d", "x1d"} {
+		if got, err := ParseDuration(in); err == nil && in != "1d1d" {
+			t.Errorf("%q accepted as %v", in, got)
+		}
+	}
+	setEnv(t, map[string]string{"VOIK_DATA_DIR": t.TempDir(), "VOIK_RETENTION_MAX_AGE": "30d"})
+	if c, err := Load(""); err != nil || c.RetentionMaxAge != 30*24*time.Hour {
+		t.Fatalf("VOIK_RETENTION_MAX_AGE=30d: %+v, %v", c, err)
+	}
+}
+
+func writeYAML(t *testing.T, text string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "voik.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// An empty value in the file counts (it used to bring the default back,
+// and errors then blamed a variable the user never set); problems with a
+// value from the file name its key and the file.
+func TestYAMLEmptyValuesCountAndErrorsNameTheKey(t *testing.T) {
+	setEnv(t, map[string]string{"VOIK_DATA_DIR": t.TempDir()})
+	c, err := Load(writeYAML(t, "http_addr: \"\"\nnats_name:\nsubjects: a.>\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HTTPAddr != "" || c.NatsName != "" {
+		t.Fatalf("empty values ignored: http_addr %q, nats_name %q", c.HTTPAddr, c.NatsName)
+	}
+	_, err = Load(writeYAML(t, "http_addr: \"8333\"\nlog_level: loud\nsync_interval: 7x\n"))
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	msg := err.Error()
+	for _, want := range []string{`http_addr (in voik.yaml) "8333": want host:port`, `log_level (in voik.yaml) "loud"`, `sync_interval (in voik.yaml) "7x": want a duration`} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("%q lacks %q", msg, want)
+		}
+	}
+	if strings.Contains(msg, "VOIK_HTTP_ADDR") || strings.Contains(msg, "VOIK_LOG_LEVEL") {
+		t.Errorf("%q blames a variable that was never set", msg)
+	}
+}
+
+func TestUnknownYAMLKeysAreRefused(t *testing.T) {
+	setEnv(t, map[string]string{"VOIK_DATA_DIR": t.TempDir()})
+	_, err := Load(writeYAML(t, "subjets: orders.>\nVOIK_SYNC: always\nshoe_size: 9\n"))
+	if err == nil {
+		t.Fatal("a misspelled key was accepted")
+	}
+	for _, want := range []string{`"subjets" is not a setting (did you mean subjects?)`, `"VOIK_SYNC" is not a setting (did you mean sync?)`, `"shoe_size" is not a setting;`} {
+		if !strings.Contains(err.Error()+";", want) {
+			t.Errorf("%q lacks %q", err, want)
+		}
+	}
+}
+
+func TestYAMLShapes(t *testing.T) {
+	setEnv(t, map[string]string{"VOIK_DATA_DIR": t.TempDir()})
+	c, err := Load(writeYAML(t, "subjects: [orders.>, payments.>]\nnats_url:\n  - nats://a:4222\n  - nats://b:4222\n"))
+	if err != nil || c.Subjects != "orders.>,payments.>" || c.NatsURL != "nats://a:4222,nats://b:4222" {
+		t.Fatalf("lists: %+v, %v", c, err)
+	}
+	for text, want := range map[string]string{
+		"- a\n- b\n":                     "want a mapping of settings",
+		"sync: [always]\n":               "sync (line 1): want a single value, got a list",
+		"sync: always\nsync: none\n":     "sync is set twice",
+		"sync: always\n  bad: indent\n": "is not YAML",
+	} {
+		if _, err := Load(writeYAML(t, text)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: got %v, want %q", text, err, want)
+		}
+	}
+	if _, err := Load(filepath.Join(t.TempDir(), "missing.yaml")); err == nil || !strings.Contains(err.Error(), "no such file") {
+		t.Errorf("missing file: %v", err)
+	}
+}
+
+// With VOIK_NATS_URL set voik shares a NATS server, where > would take
+// every request on it: the subjects must be named (PROTOCOL.md section 1).
+func TestSubjectsDefaultToEverythingOnlyWithTheEmbeddedServer(t *testing.T) {
+	dir := t.TempDir()
+	setEnv(t, map[string]string{"VOIK_DATA_DIR": dir})
+	if c, err := Load(""); err != nil || c.Subjects != ">" {
+		t.Fatalf("embedded: %+v, %v", c, err)
+	}
+	setEnv(t, map[string]string{"VOIK_DATA_DIR": dir, "VOIK_NATS_URL": "nats://127.0.0.1:4222"})
+	_, err := Load("")
+	if err == nil || !strings.Contains(err.Error(), "VOIK_SUBJECTS is required with VOIK_NATS_URL") || !strings.Contains(err.Error(), "no responders") {
+		t.Fatalf("external NATS without subjects: %v", err)
+	}
+	setEnv(t, map[string]string{"VOIK_DATA_DIR": dir, "VOIK_NATS_URL": "nats://127.0.0.1:4222", "VOIK_SUBJECTS": ">"})
+	if c, err := Load(""); err != nil || c.Subjects != ">" {
+		t.Fatalf("> given explicitly: %+v, %v", c, err)
+	}
+}
+
+func TestUsageShowsEachSettingsType(t *testing.T) {
+	var b strings.Builder
+	Usage(&b)
+	text := b.String()
+	for _, want := range []string{"VOIK_SYNC_INTERVAL", "duration", "VOIK_SEGMENT_SIZE", "size", "VOIK_MAX_OPEN_LOGS", "integer", "VOIK_SUBJECTS", "filters", "> with the embedded server"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("usage lacks %q", want)
+		}
+	}
+	if strings.Contains(text, "int64") {
+		t.Errorf("usage names a Go type:\n%s", text)
 	}
 }

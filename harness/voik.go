@@ -30,6 +30,7 @@ func TestConfig(tb TB, natsURL string) *config.Config {
 	// written), but for what a test needs of its own.
 	cfg := config.Defaults()
 	cfg.NatsURL = natsURL
+	cfg.Subjects = ">" // a test's NATS server is its own: capture everything on it
 	cfg.DataDir = filepath.Join(tb.TempDir(), "data")
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.NatsName = "voik-test"

@@ -17,17 +17,17 @@ import (
 func CheckSettings(c *config.Config) []error {
 	var problems []error
 	if _, err := messages.ParseFilters(c.Subjects); err != nil {
-		problems = append(problems, fmt.Errorf("VOIK_SUBJECTS: %w", err))
+		problems = append(problems, fmt.Errorf("%s: %w", c.Name("VOIK_SUBJECTS"), err))
 	}
 	if err := messages.CheckPrefix(c.APIPrefix); err != nil {
-		problems = append(problems, fmt.Errorf("VOIK_API_PREFIX %w", err))
+		problems = append(problems, fmt.Errorf("%s %w", c.Name("VOIK_API_PREFIX"), err))
 	}
 	if _, err := logstore.ParseSyncPolicy(c.Sync); err != nil {
-		problems = append(problems, fmt.Errorf("VOIK_SYNC %q: want always, batch, interval or none", c.Sync))
+		problems = append(problems, fmt.Errorf("%s %q: want always, batch, interval or none", c.Name("VOIK_SYNC"), c.Sync))
 	}
 	if c.SegmentSize < logstore.MinSegmentBytes || c.SegmentSize > logstore.MaxSegmentBytes {
-		problems = append(problems, fmt.Errorf("VOIK_SEGMENT_SIZE %v must be between %v and %v",
-			c.SegmentSize, config.ByteSize(logstore.MinSegmentBytes), config.ByteSize(logstore.MaxSegmentBytes)))
+		problems = append(problems, fmt.Errorf("%s %v: want a size from %v to %d (4GiB less a byte)", c.Name("VOIK_SEGMENT_SIZE"),
+			c.SegmentSize, config.ByteSize(logstore.MinSegmentBytes), logstore.MaxSegmentBytes))
 	}
 	return problems
 }

@@ -25,7 +25,7 @@ func TestSettingsOfThePartsAreReportedWithTheRest(t *testing.T) {
 		{"prefix with wildcard", map[string]string{"VOIK_API_PREFIX": "VOIK.*"}, []string{"VOIK_API_PREFIX", "without wildcards"}},
 		{"prefix under _INBOX.", map[string]string{"VOIK_API_PREFIX": "_INBOX.api"}, []string{"VOIK_API_PREFIX", "may not start with _INBOX. or $"}},
 		{"bad sync", map[string]string{"VOIK_SYNC": "sometimes"}, []string{`VOIK_SYNC "sometimes"`}},
-		{"segment too small", map[string]string{"VOIK_SEGMENT_SIZE": "1KiB"}, []string{"VOIK_SEGMENT_SIZE", "must be between"}},
+		{"segment too small", map[string]string{"VOIK_SEGMENT_SIZE": "1KiB"}, []string{"VOIK_SEGMENT_SIZE 1KiB: want a size from 4KiB"}},
 		{"all at once, with config's own", map[string]string{"VOIK_SYNC": "sometimes", "VOIK_API_PREFIX": "VOIK.*", "VOIK_LOG_LEVEL": "loud"},
 			[]string{"VOIK_SYNC", "VOIK_API_PREFIX", "VOIK_LOG_LEVEL"}},
 	} {
