@@ -17,7 +17,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
 )
 
 // Config is every setting of voik. The tags are the contract of `voik -h`:
@@ -377,4 +376,3 @@ func (c *Config) DataPath() string {
 	}
 	return abs
 }
-

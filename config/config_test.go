@@ -329,9 +329,9 @@ func TestYAMLShapes(t *testing.T) {
 		t.Fatalf("lists: %+v, %v", c, err)
 	}
 	for text, want := range map[string]string{
-		"- a\n- b\n":                     "want a mapping of settings",
-		"sync: [always]\n":               "sync (line 1): want a single value, got a list",
-		"sync: always\nsync: none\n":     "sync is set twice",
+		"- a\n- b\n":                    "want a mapping of settings",
+		"sync: [always]\n":              "sync (line 1): want a single value, got a list",
+		"sync: always\nsync: none\n":    "sync is set twice",
 		"sync: always\n  bad: indent\n": "is not YAML",
 	} {
 		if _, err := Load(writeYAML(t, text)); err == nil || !strings.Contains(err.Error(), want) {
