@@ -45,8 +45,8 @@ $(HELM): tools/go.mod tools/go.sum
 		helm.sh/helm/v3/cmd/helm
 	@touch $(HELM)
 
-chart-lint: $(HELM) ## helm lint --strict with the default values and each charts/voik/ci/*-values.yaml
-	$(HELM) lint --strict $(CHART)
+chart-lint: $(HELM) ## helm lint --strict with the default values (and the one required, config.subjects) and each charts/voik/ci/*-values.yaml
+	$(HELM) lint --strict $(CHART) --set config.subjects='orders.>'
 	@for f in $(CHART)/ci/*-values.yaml; do \
 		echo "helm lint --strict -f $$f"; \
 		$(HELM) lint --strict --quiet $(CHART) -f $$f || exit 1; \

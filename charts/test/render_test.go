@@ -16,10 +16,57 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 )
 
-// TestDefaultValues renders the chart as `helm install` would with no values
-// and checks what the chart promises, field by field.
+// required is the one value the chart has no default for: the subjects to
+// capture (voik's own default, >, is for its embedded server only).
+var required = []string{"--set", `config.subjects=orders.>\,voik.helm-test`}
+
+// TestSubjectsHaveNoDefault: without config.subjects the chart does not
+// render, and the error says what to set.
+func TestSubjectsHaveNoDefault(t *testing.T) {
+	_, err := renderRaw(t, nil)
+	if err == nil || !strings.Contains(err.Error(), "subjects") {
+		t.Fatalf("rendered without config.subjects: %v", err)
+	}
+}
+
+// TestHelmTestRunsOnlyOnACapturedSubject: the test pod publishes to
+// tests.subject and waits for voik's ack, which only a captured subject
+// gets; when config.subjects does not capture it the pod is left out and
+// NOTES say why, rather than a test that can only fail.
+func TestHelmTestRunsOnlyOnACapturedSubject(t *testing.T) {
+	for _, tc := range []struct {
+		subjects, subject string
+		runs              bool
+	}{
+		{"orders.>,voik.helm-test", "voik.helm-test", true},
+		{">", "voik.helm-test", true},
+		{"voik.>", "voik.helm-test", true},
+		{"*.helm-test", "voik.helm-test", true},
+		{"orders.>, payments.*", "payments.helm-test", true},
+		{"orders.>", "voik.helm-test", false},
+		{"voik.helm-test.>", "voik.helm-test", false},
+		{"voik.*.x", "voik.helm-test", false},
+		{"voik", "voik.helm-test", false},
+	} {
+		out, err := renderRaw(t, nil, "--set", "config.subjects="+strings.ReplaceAll(tc.subjects, ",", "\\,"), "--set", "tests.subject="+tc.subject)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.subjects, err)
+		}
+		pods := all[*corev1.Pod](decodeAll(t, out))
+		if runs := len(pods) == 1; runs != tc.runs {
+			t.Errorf("config.subjects %q, tests.subject %q: test pod rendered %v, want %v", tc.subjects, tc.subject, runs, tc.runs)
+		}
+		notes := renderNotes(t, "--set", "config.subjects="+strings.ReplaceAll(tc.subjects, ",", "\\,"), "--set", "tests.subject="+tc.subject)
+		if off := strings.Contains(notes, "helm test is off"); off == tc.runs {
+			t.Errorf("config.subjects %q: NOTES say the test is off: %v, want %v", tc.subjects, off, !tc.runs)
+		}
+	}
+}
+
+// TestDefaultValues renders the chart as `helm install` would with only
+// the required value and checks what the chart promises, field by field.
 func TestDefaultValues(t *testing.T) {
-	manifests := render(t, nil)
+	manifests := render(t, nil, required...)
 	for _, p := range validate(manifests) {
 		t.Error(p)
 	}
@@ -107,7 +154,7 @@ func TestDefaultValues(t *testing.T) {
 
 	t.Run("environment", func(t *testing.T) {
 		for name, want := range map[string]string{
-			"VOIK_NATS_URL": "nats://nats:4222", "VOIK_SUBJECTS": ">", "VOIK_API_PREFIX": "VOIK.API",
+			"VOIK_NATS_URL": "nats://nats:4222", "VOIK_SUBJECTS": "orders.>,voik.helm-test", "VOIK_API_PREFIX": "VOIK.API",
 			"VOIK_SYNC": "batch", "VOIK_PENDING_MSGS": "1000000", "VOIK_LOG_FORMAT": "json",
 		} {
 			if got := env[name]; got.Value != want || got.ValueFrom != nil {
@@ -349,7 +396,7 @@ func TestValuesReachTheManifests(t *testing.T) {
 // TestServiceMonitor: made only when the cluster serves
 // monitoring.coreos.com/v1 and the values ask for it.
 func TestServiceMonitor(t *testing.T) {
-	manifests := render(t, nil, "--api-versions", "monitoring.coreos.com/v1")
+	manifests := render(t, nil, append(required, "--api-versions", "monitoring.coreos.com/v1")...)
 	sm := only[*monitoringv1.ServiceMonitor](t, manifests)
 	if len(sm.Spec.Endpoints) != 1 || sm.Spec.Endpoints[0].Port != "http" || sm.Spec.Endpoints[0].Path != "/metrics" {
 		t.Errorf("endpoints %+v, want /metrics on http", sm.Spec.Endpoints)
@@ -357,7 +404,7 @@ func TestServiceMonitor(t *testing.T) {
 	for _, p := range validate(manifests) {
 		t.Error(p)
 	}
-	off := render(t, nil, "--api-versions", "monitoring.coreos.com/v1", "--set", "serviceMonitor.enabled=false")
+	off := render(t, nil, append(required, "--api-versions", "monitoring.coreos.com/v1", "--set", "serviceMonitor.enabled=false")...)
 	if n := len(all[*monitoringv1.ServiceMonitor](off)); n != 0 {
 		t.Error("a ServiceMonitor with serviceMonitor.enabled=false")
 	}
@@ -384,9 +431,12 @@ func TestEnvironmentFollowsREADME(t *testing.T) {
 		"VOIK_NATS_URL":   "nats://nats:4222", // the NATS chart's Service; empty would start an embedded server
 		"VOIK_DATA_DIR":   "/data",            // the volume
 		"VOIK_LOG_FORMAT": "json",             // for log collectors
+		// No default in the chart (config.subjects is required): what
+		// `required` gives. voik's > is for its embedded server only.
+		"VOIK_SUBJECTS": "orders.>,voik.helm-test",
 	}
 
-	env := envMap(container(t, only[*appsv1.StatefulSet](t, render(t, nil)).Spec.Template.Spec, "voik"))
+	env := envMap(container(t, only[*appsv1.StatefulSet](t, render(t, nil, required...)).Spec.Template.Spec, "voik"))
 	for name, voikDefault := range settings {
 		got, ok := env[name]
 		switch {
@@ -432,7 +482,7 @@ func TestEnvironmentFollowsREADME(t *testing.T) {
 	}
 }
 
-var settingsRow = regexp.MustCompile("^\\| `(VOIK_[A-Z0-9_]+)` \\| (empty|`([^`]*)`) \\|")
+var settingsRow = regexp.MustCompile("^\\| `(VOIK_[A-Z0-9_]+)` \\| [^|]+ \\| (empty|`([^`]*)`)[^|]*\\|")
 
 // readmeSettings reads the README's settings table: variable -> default.
 func readmeSettings(t *testing.T) map[string]string {
@@ -554,27 +604,8 @@ func volumeOf(t *testing.T, spec corev1.PodSpec, name string) corev1.Volume {
 // chart gets a template that includes it) and checks that it tells how to
 // fetch a subject from the pod and container the chart makes.
 func TestNotes(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "voik")
-	if err := os.CopyFS(dir, os.DirFS(chartDir)); err != nil {
-		t.Fatal(err)
-	}
-	const notesTemplate = `apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: notes
-data:
-  notes: {{ include (print .Template.BasePath "/NOTES.txt") . | quote }}
-`
-	if err := os.WriteFile(filepath.Join(dir, "templates", "zz-notes.yaml"), []byte(notesTemplate), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out, err := runHelm(t, "template", release, dir, "--namespace", namespace, "--show-only", "templates/zz-notes.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	notes := only[*corev1.ConfigMap](t, decodeAll(t, out)).Data["notes"]
-
-	s := only[*appsv1.StatefulSet](t, render(t, nil))
+	notes := renderNotes(t, required...)
+	s := only[*appsv1.StatefulSet](t, render(t, nil, required...))
 	container(t, s.Spec.Template.Spec, "voik")
 	for _, want := range []string{
 		"kubectl -n " + namespace + " exec " + s.Name + "-0 -c voik -- voik fetch SUBJECT --count 10",
@@ -589,4 +620,30 @@ data:
 	if strings.Contains(notes, "WARNING") {
 		t.Errorf("NOTES.txt warns with the default values:\n%s", notes)
 	}
+}
+
+// renderNotes renders NOTES.txt with flags: helm template leaves it out,
+// so a copy of the chart gets a template that includes it.
+func renderNotes(t *testing.T, flags ...string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "voik")
+	if err := os.CopyFS(dir, os.DirFS(chartDir)); err != nil {
+		t.Fatal(err)
+	}
+	const notesTemplate = `apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: notes
+data:
+  notes: {{ include (print .Template.BasePath "/NOTES.txt") . | quote }}
+`
+	if err := os.WriteFile(filepath.Join(dir, "templates", "zz-notes.yaml"), []byte(notesTemplate), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := append([]string{"template", release, dir, "--namespace", namespace, "--show-only", "templates/zz-notes.yaml"}, flags...)
+	out, err := runHelm(t, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return only[*corev1.ConfigMap](t, decodeAll(t, out)).Data["notes"]
 }

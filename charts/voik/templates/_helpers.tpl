@@ -128,7 +128,7 @@ NATS connection and its secrets. Shared by the StatefulSet and the test pod.
 - name: VOIK_HTTP_ADDR
   value: {{ printf ":%s" (include "voik.envString" .Values.service.port) | quote }}
 - name: VOIK_SUBJECTS
-  value: {{ $c.subjects | quote }}
+  value: {{ required "config.subjects is required: name the subjects to capture, e.g. --set config.subjects='orders.>,payments.>' (on a shared NATS, > would take every request)" $c.subjects | quote }}
 - name: VOIK_SYNC
   value: {{ $c.sync | quote }}
 - name: VOIK_SYNC_INTERVAL
@@ -237,3 +237,37 @@ periodSeconds: {{ .probe.periodSeconds }}
 timeoutSeconds: {{ .probe.timeoutSeconds }}
 failureThreshold: {{ .probe.failureThreshold }}
 {{- end }}
+
+{{/*
+"true" when the NATS subject .subject is matched by one of the
+comma-separated filters .filters (* one token, > one or more at the end),
+as voik's capture matches it; empty otherwise. helm test publishes to
+tests.subject and waits for voik's ack, which only a captured subject gets.
+*/}}
+{{- define "voik.captures" -}}
+{{- $s := splitList "." .subject -}}
+{{- $match := false -}}
+{{- range $filter := splitList "," .filters -}}
+{{- $f := splitList "." (trim $filter) -}}
+{{- $ok := true -}}
+{{- $rest := false -}}
+{{- range $i, $t := $f -}}
+{{- if and $ok (not $rest) -}}
+{{- if eq $t ">" -}}
+{{- if lt $i (len $s) }}{{ $rest = true }}{{ else }}{{ $ok = false }}{{ end -}}
+{{- else if ge $i (len $s) -}}
+{{- $ok = false -}}
+{{- else if and (ne $t "*") (ne $t (index $s $i)) -}}
+{{- $ok = false -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if and $ok (or $rest (eq (len $f) (len $s))) }}{{ $match = true }}{{ end -}}
+{{- end -}}
+{{- if $match }}true{{ end -}}
+{{- end -}}
+
+{{/* "true" when helm test can run: enabled, and its subject captured. */}}
+{{- define "voik.testRuns" -}}
+{{- if and .Values.tests.enabled (include "voik.captures" (dict "subject" .Values.tests.subject "filters" (.Values.config.subjects | default ""))) }}true{{ end -}}
+{{- end -}}
