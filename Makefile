@@ -16,7 +16,7 @@ TEST_EXTRA  :=
 # soak; the chart and the image), named here so that a missing one is an
 # error; a plain `make` still lists the targets.
 .DEFAULT_GOAL := help
-include mk/harness.mk mk/chart.mk
+include mk/harness.mk mk/chart.mk mk/interop.mk
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
