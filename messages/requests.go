@@ -47,18 +47,11 @@ type ReplayRequest struct {
 func DecodeFetchRequest(body []byte) (FetchRequest, *Error) {
 	var r FetchRequest
 	err := walkMap(body, func(d *msgpack.Decoder, key string) *Error {
+		if shared, err := decodeStart(d, key, &r.Offset, &r.StartTime, &r.MaxMessages); shared {
+			return err
+		}
 		var err *Error
 		switch key {
-		case "offset":
-			var v uint64
-			var present bool
-			if v, present, err = decodeUint(d, key); present {
-				r.Offset = &v
-			}
-		case "start_time":
-			r.StartTime, err = decodeNonNegativeInt(d, key)
-		case "max_messages":
-			r.MaxMessages, _, err = decodeUint(d, key)
 		case "max_bytes":
 			r.MaxBytes, _, err = decodeUint(d, key)
 		case "wait_ms":
@@ -117,20 +110,13 @@ func DecodeSubjectsRequest(body []byte) (SubjectsRequest, *Error) {
 func DecodeReplayRequest(body []byte) (ReplayRequest, *Error) {
 	var r ReplayRequest
 	err := walkMap(body, func(d *msgpack.Decoder, key string) *Error {
+		if shared, err := decodeStart(d, key, &r.Offset, &r.StartTime, &r.MaxMessages); shared {
+			return err
+		}
 		var err *Error
 		switch key {
-		case "offset":
-			var v uint64
-			var present bool
-			if v, present, err = decodeUint(d, key); present {
-				r.Offset = &v
-			}
-		case "start_time":
-			r.StartTime, err = decodeNonNegativeInt(d, key)
 		case "deliver":
 			r.Deliver, err = decodeString(d, key)
-		case "max_messages":
-			r.MaxMessages, _, err = decodeUint(d, key)
 		default:
 			err = skip(d)
 		}
@@ -146,6 +132,27 @@ func DecodeReplayRequest(body []byte) (ReplayRequest, *Error) {
 		return ReplayRequest{}, Errorf(CodeBadRequest, "deliver %s is not a valid subject without wildcards", Quote(r.Deliver))
 	}
 	return r, nil
+}
+
+// decodeStart reads a field that FETCH and REPLAY share (offset,
+// start_time, max_messages) and reports whether key was one of them.
+func decodeStart(d *msgpack.Decoder, key string, offset **uint64, startTime *int64, maxMessages *uint64) (bool, *Error) {
+	var err *Error
+	switch key {
+	case "offset":
+		var v uint64
+		var present bool
+		if v, present, err = decodeUint(d, key); present {
+			*offset = &v
+		}
+	case "start_time":
+		*startTime, err = decodeNonNegativeInt(d, key)
+	case "max_messages":
+		*maxMessages, _, err = decodeUint(d, key)
+	default:
+		return false, nil
+	}
+	return true, err
 }
 
 // DecodeInfoRequest checks an INFO body. INFO takes no fields, but its

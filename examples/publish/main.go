@@ -32,7 +32,11 @@ func (h headerFlags) Set(v string) error {
 }
 
 func main() {
-	url := flag.String("url", nats.DefaultURL, "NATS server")
+	defaultURL := nats.DefaultURL
+	if env := os.Getenv("NATS_URL"); env != "" { // as the nats CLI does
+		defaultURL = env
+	}
+	url := flag.String("url", defaultURL, "NATS server (default: $NATS_URL, else "+nats.DefaultURL+")")
 	count := flag.Int("n", 1, "how many messages to publish")
 	ack := flag.Bool("ack", false, "ask voik to acknowledge each message once it is durable (header Voik-Ack)")
 	headers := headerFlags{}
