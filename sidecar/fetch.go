@@ -163,4 +163,3 @@ func (a *api) addWithinBudget(r *request, builder *messages.FetchReplyBuilder, m
 		}
 	}
 }
-
