@@ -132,19 +132,29 @@ type ReplayedRecord struct {
 	TooLarge  bool // Voik-Status 413: the record no longer fits under max_payload
 }
 
-// ErrReplayInterrupted: voik stopped a replay early (it was shutting down).
+// ErrReplayInterrupted: voik stopped a replay early. Its end marker
+// carried a status other than "end": 503 when voik was shutting down, 416
+// when retention deleted the next record first, 500 at a record voik could
+// not read. The error says which, and the first offset not delivered.
 var ErrReplayInterrupted = errors.New("voik: replay interrupted")
 
 // ErrReplayGap: a replayed record did not arrive (a message lost between
 // voik and this client); the records passed to fn before it are complete.
 var ErrReplayGap = errors.New("voik: replay lost a record")
 
-// Replay asks voik to replay a subject into a fresh inbox and calls fn for
-// each record in order until the end marker. req.Deliver is ignored. It
-// returns voik's first reply; ErrReplayInterrupted when voik cut it short,
-// ErrReplayGap when a record went missing on the way.
+// Replay asks voik to replay a subject and calls fn for each record in
+// order until the end marker. The records go to req.Deliver when it is
+// set, else to a fresh inbox; either way Replay subscribes there before it
+// asks, so nothing is missed. On a req.Deliver of the caller's, messages
+// that are not this replay's (no Voik-Offset, or another Voik-Subject)
+// are skipped. It returns voik's first reply; ErrReplayInterrupted when
+// voik cut the replay short, ErrReplayGap when a record went missing on
+// the way.
 func (c *Client) Replay(ctx context.Context, subject string, req messages.ReplayRequest, fn func(ReplayedRecord) error) (*messages.ReplayReply, error) {
-	req.Deliver = c.nc.NewRespInbox()
+	shared := req.Deliver != ""
+	if !shared {
+		req.Deliver = c.nc.NewRespInbox()
+	}
 	// A synchronous subscription with no pending limit queues everything
 	// that arrives while fn works; a channel subscription would drop
 	// messages silently once its channel is full.
@@ -166,16 +176,27 @@ func (c *Client) Replay(ctx context.Context, subject string, req messages.Replay
 		if err != nil {
 			return &reply, fmt.Errorf("voik: replay at offset %d: %w", next, err)
 		}
-		offset, _ := strconv.ParseUint(msg.Header.Get(messages.HeaderOffset), 10, 64)
 		status := msg.Header.Get(messages.HeaderStatus)
+		if shared && (msg.Header.Get(messages.HeaderOffset) == "" ||
+			status == "" && msg.Header.Get(messages.HeaderSubject) != subject) {
+			continue // published there by someone else, or another replay's record
+		}
+		offset, _ := strconv.ParseUint(msg.Header.Get(messages.HeaderOffset), 10, 64)
 		switch status {
+		case "", "413":
 		case messages.StatusEnd:
 			if offset != next {
 				return &reply, fmt.Errorf("%w: ended at %d, next expected %d", ErrReplayGap, offset, next)
 			}
 			return &reply, nil
 		case "503":
-			return &reply, fmt.Errorf("%w at offset %d", ErrReplayInterrupted, offset)
+			return &reply, fmt.Errorf("%w at offset %d by a shutdown (Voik-Status 503)", ErrReplayInterrupted, offset)
+		case "416":
+			return &reply, fmt.Errorf("%w at offset %d: retention deleted the record before it was sent (Voik-Status 416)", ErrReplayInterrupted, offset)
+		case "500":
+			return &reply, fmt.Errorf("%w at offset %d: the record could not be read (Voik-Status 500)", ErrReplayInterrupted, offset)
+		default:
+			return &reply, fmt.Errorf("%w at offset %d (Voik-Status %s)", ErrReplayInterrupted, offset, status)
 		}
 		if offset != next {
 			return &reply, fmt.Errorf("%w: got offset %d, expected %d", ErrReplayGap, offset, next)

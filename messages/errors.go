@@ -22,7 +22,38 @@ type Error struct {
 	Description string `msgpack:"description"`
 }
 
-func (e *Error) Error() string { return fmt.Sprintf("voik: %d: %s", e.Code, e.Description) }
+// Error reads as the code, a short phrase for it and the description,
+// "416 out of range: offset 9 is above end_offset 4", so that it reads
+// well after whatever names the program ("voik fetch: 416 out of range: …").
+func (e *Error) Error() string {
+	status := strconv.Itoa(e.Code)
+	if phrase := codePhrase(e.Code); phrase != "" {
+		status += " " + phrase
+	}
+	if e.Description == "" {
+		return status
+	}
+	return status + ": " + e.Description
+}
+
+// codePhrase is a few words for each code of the contract, "" for others.
+func codePhrase(code int) string {
+	switch code {
+	case CodeBadRequest:
+		return "bad request"
+	case CodeNotFound:
+		return "not found"
+	case CodeTooLarge:
+		return "too large"
+	case CodeOutOfRange:
+		return "out of range"
+	case CodeInternal:
+		return "internal error"
+	case CodeUnavailable:
+		return "unavailable"
+	}
+	return ""
+}
 
 // Errorf makes an *Error.
 func Errorf(code int, format string, args ...any) *Error {

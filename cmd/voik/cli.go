@@ -1,15 +1,15 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os/signal"
-	"strconv"
+	"strings"
 	"syscall"
 	"time"
 	"unicode/utf8"
@@ -22,120 +22,10 @@ import (
 	"github.com/voik/voik/natsauth"
 )
 
-// clientFlags are the flags the client commands share, checked before
-// anything connects: a bad one is a usage error (exit 2), not a failure.
-type clientFlags struct {
-	offset  string
-	since   string
-	count   uint64
-	follow  bool
-	deliver string
-
-	startOffset *uint64 // --offset; nil: the first held
-	startTime   int64   // --since as Unix ns; 0: not given
-}
-
-// parseClientFlags reads a client command's flags before or after its
-// arguments. -h prints the command's flags to help and is flag.ErrHelp;
-// any other error is for the caller to print in one line.
-func parseClientFlags(command string, args []string, help io.Writer) (*clientFlags, []string, error) {
-	f := &clientFlags{}
-	flags := flag.NewFlagSet("voik "+command, flag.ContinueOnError)
-	flags.SetOutput(io.Discard)
-	flags.Usage = func() {}
-	switch command {
-	case "fetch", "replay":
-		flags.StringVar(&f.offset, "offset", "", "first offset (default: the first held)")
-		flags.StringVar(&f.since, "since", "", "start at this time: RFC 3339, or a duration ago such as 10m")
-		flags.Uint64Var(&f.count, "count", 0, "at most this many records (default: fetch 100 per page and stop at the end; replay all)")
-	}
-	if command == "fetch" {
-		flags.BoolVar(&f.follow, "follow", false, "keep waiting for new records")
-	}
-	if command == "replay" {
-		flags.StringVar(&f.deliver, "deliver", "", "subject to publish the records to (required)")
-	}
-	// Flags may come before or after the positional arguments.
-	var positional []string
-	for {
-		if err := flags.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				fmt.Fprintf(help, "Usage of voik %s:\n", command)
-				flags.SetOutput(help)
-				flags.PrintDefaults()
-			}
-			return nil, nil, err
-		}
-		args = flags.Args()
-		if len(args) == 0 {
-			break
-		}
-		positional = append(positional, args[0])
-		args = args[1:]
-	}
-	if f.offset != "" && f.since != "" {
-		return nil, nil, errors.New("--offset and --since are alternatives")
-	}
-	if command == "replay" && f.deliver == "" {
-		return nil, nil, errors.New("--deliver is required")
-	}
-	var err error
-	if f.startOffset, err = parseOffset(f.offset); err != nil {
-		return nil, nil, err
-	}
-	if f.startTime, err = parseSince(f.since, time.Now()); err != nil {
-		return nil, nil, err
-	}
-	return f, positional, nil
-}
-
-// parseSince reads --since: RFC 3339, or a duration before now.
-func parseSince(since string, now time.Time) (int64, error) {
-	if since == "" {
-		return 0, nil
-	}
-	if d, err := time.ParseDuration(since); err == nil {
-		return now.Add(-d).UnixNano(), nil
-	}
-	t, err := time.Parse(time.RFC3339Nano, since)
+func runClient(command string, o *options, positional []string, stdout, stderr io.Writer) int {
+	cfg, err := config.LoadClient(o.config, checkClientSettings)
 	if err != nil {
-		return 0, fmt.Errorf("--since %q: want RFC 3339 (2026-11-25T10:00:00Z) or a duration (10m)", since)
-	}
-	return t.UnixNano(), nil
-}
-
-// parseOffset reads --offset; empty is nil.
-func parseOffset(offset string) (*uint64, error) {
-	if offset == "" {
-		return nil, nil
-	}
-	n, err := strconv.ParseUint(offset, 10, 64)
-	if err != nil {
-		return nil, fmt.Errorf("--offset %q is not an offset", offset)
-	}
-	return &n, nil
-}
-
-func runClient(command string, args []string, configPath string, stdout, stderr io.Writer) int {
-	f, positional, err := parseClientFlags(command, args, stdout)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
 		fmt.Fprintf(stderr, "voik %s: %v\n", command, err)
-		return exitUsage
-	}
-	wantArgs := 1
-	if command == "subjects" {
-		wantArgs = min(len(positional), 1)
-	}
-	if len(positional) != wantArgs {
-		fmt.Fprintf(stderr, "voik %s: want %d argument(s), got %d (try voik -h)\n", command, wantArgs, len(positional))
-		return exitUsage
-	}
-	cfg, err := config.LoadClient(configPath, checkClientSettings)
-	if err != nil {
-		fmt.Fprintf(stderr, "voik: %v\n", err)
 		return exitUsage
 	}
 	url := cfg.NatsURL
@@ -144,7 +34,7 @@ func runClient(command string, args []string, configPath string, stdout, stderr 
 	}
 	opts, err := natsauth.Options(cfg)
 	if err != nil {
-		fmt.Fprintf(stderr, "voik: %v\n", err)
+		fmt.Fprintf(stderr, "voik %s: %v\n", command, err)
 		return exitUsage
 	}
 	nc, err := nats.Connect(url, append(opts, nats.Name(cfg.NatsName+"-cli"))...)
@@ -156,25 +46,42 @@ func runClient(command string, args []string, configPath string, stdout, stderr 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	api := client.New(nc, cfg.APIPrefix)
-	out := json.NewEncoder(stdout)
+	// Buffered; fetch flushes after each page, so that --follow shows
+	// records as they arrive.
+	buf := bufio.NewWriter(stdout)
+	out := &printer{w: buf, json: json.NewEncoder(buf), data: o.data}
 	switch command {
 	case "fetch":
-		err = cliFetch(ctx, api, out, positional[0], f)
+		err = cliFetch(ctx, api, out, positional[0], o)
 	case "info":
 		var reply *messages.InfoReply
 		if reply, err = api.Info(ctx, positional[0]); err == nil {
-			err = out.Encode(reply)
+			err = out.json.Encode(reply)
 		}
 	case "subjects":
 		err = cliSubjects(ctx, api, out, positional)
 	case "replay":
-		err = cliReplay(ctx, api, out, positional[0], f)
+		if o.waitEnd {
+			err = cliReplayWait(ctx, api, out, positional[0], o)
+		} else {
+			err = cliReplay(ctx, api, out, positional[0], o)
+		}
+	}
+	if ferr := buf.Flush(); err == nil {
+		err = ferr
 	}
 	if err != nil && ctx.Err() == nil {
-		fmt.Fprintf(stderr, "voik %s: %v\n", command, err)
+		fmt.Fprintf(stderr, "voik %s: %s\n", command, describe(err))
 		return exitFailed
 	}
 	return exitOK
+}
+
+// describe is err for a line that already starts "voik COMMAND: ": the
+// client's errors start "voik: " too, to name their package to a program
+// that uses it; said once is enough.
+func describe(err error) string {
+	return strings.TrimPrefix(err.Error(), "voik: ")
 }
 
 // jsonRecord is how the CLI prints a record: data as text when it is
@@ -189,7 +96,19 @@ type jsonRecord struct {
 	DataBase64 *string             `json:"data_base64,omitempty"`
 }
 
-func printRecord(out *json.Encoder, subject string, r messages.Record) error {
+// printer writes the client commands' output: JSON lines, or with data
+// set (fetch --data) each record's data alone.
+type printer struct {
+	w    *bufio.Writer
+	json *json.Encoder
+	data bool
+}
+
+func (p *printer) record(subject string, r messages.Record) error {
+	if p.data {
+		p.w.Write(r.Data)
+		return p.w.WriteByte('\n')
+	}
 	line := jsonRecord{Subject: subject, Offset: r.Offset, Timestamp: r.Timestamp,
 		Time: time.Unix(0, r.Timestamp).UTC().Format(time.RFC3339Nano), Headers: r.Headers}
 	if utf8.Valid(r.Data) {
@@ -199,33 +118,63 @@ func printRecord(out *json.Encoder, subject string, r messages.Record) error {
 		encoded := base64.StdEncoding.EncodeToString(r.Data)
 		line.DataBase64 = &encoded
 	}
-	return out.Encode(line)
+	return p.json.Encode(line)
 }
 
-func cliFetch(ctx context.Context, api *client.Client, out *json.Encoder, subject string, f *clientFlags) error {
-	req := messages.FetchRequest{Offset: f.startOffset, StartTime: f.startTime}
+func cliFetch(ctx context.Context, api *client.Client, out *printer, subject string, o *options) error {
+	req := messages.FetchRequest{Offset: o.startOffset, StartTime: o.startTime}
+	if o.wait > 0 {
+		req.WaitMs = uint64((o.wait + time.Millisecond - 1) / time.Millisecond)
+	} else if o.follow {
+		req.WaitMs = 30000
+	}
+	count := o.count
+	if o.last.set {
+		info, err := api.Info(ctx, subject)
+		var apiErr *messages.Error
+		switch {
+		case errors.As(err, &apiErr) && apiErr.Code == messages.CodeNotFound && req.WaitMs > 0:
+			// No log yet: the long poll waits for its first record.
+		case err != nil:
+			return err
+		default:
+			start := info.FirstOffset
+			if info.EndOffset-start > o.last.n {
+				start = info.EndOffset - o.last.n
+			}
+			req.Offset = &start
+			// The last N as INFO counted them, not what arrived since,
+			// unless asked to wait for more.
+			if req.WaitMs == 0 && (count == 0 || count > info.EndOffset-start) {
+				count = info.EndOffset - start
+				if count == 0 {
+					return nil
+				}
+			}
+		}
+	}
 	printed := uint64(0)
 	for {
-		if f.count > 0 {
-			req.MaxMessages = min(f.count-printed, messages.MaxMessagesCap)
-		}
-		if f.follow {
-			req.WaitMs = 30000
+		if count > 0 {
+			req.MaxMessages = min(count-printed, messages.MaxMessagesCap)
 		}
 		reply, err := api.Fetch(ctx, subject, req)
 		if err != nil {
 			return err
 		}
 		for _, r := range reply.Records {
-			if err := printRecord(out, subject, r); err != nil {
+			if err := out.record(subject, r); err != nil {
 				return err
 			}
 			printed++
 		}
-		if f.count > 0 && printed >= f.count {
+		if err := out.w.Flush(); err != nil {
+			return err
+		}
+		if count > 0 && printed >= count {
 			return nil
 		}
-		if !f.follow && reply.NextOffset >= reply.EndOffset {
+		if !o.follow && reply.NextOffset >= reply.EndOffset {
 			return nil
 		}
 		next := reply.NextOffset
@@ -233,7 +182,7 @@ func cliFetch(ctx context.Context, api *client.Client, out *json.Encoder, subjec
 	}
 }
 
-func cliSubjects(ctx context.Context, api *client.Client, out *json.Encoder, positional []string) error {
+func cliSubjects(ctx context.Context, api *client.Client, out *printer, positional []string) error {
 	req := messages.SubjectsRequest{}
 	if len(positional) > 0 {
 		req.Filter = positional[0]
@@ -244,7 +193,7 @@ func cliSubjects(ctx context.Context, api *client.Client, out *json.Encoder, pos
 			return err
 		}
 		for _, s := range reply.Subjects {
-			if err := out.Encode(s); err != nil {
+			if err := out.json.Encode(s); err != nil {
 				return err
 			}
 		}
@@ -255,13 +204,69 @@ func cliSubjects(ctx context.Context, api *client.Client, out *json.Encoder, pos
 	}
 }
 
-func cliReplay(ctx context.Context, api *client.Client, out *json.Encoder, subject string, f *clientFlags) error {
-	req := messages.ReplayRequest{Deliver: f.deliver, MaxMessages: f.count, Offset: f.startOffset, StartTime: f.startTime}
+func cliReplay(ctx context.Context, api *client.Client, out *printer, subject string, o *options) error {
+	req := messages.ReplayRequest{Deliver: o.deliver, MaxMessages: o.count, Offset: o.startOffset, StartTime: o.startTime}
 	reply, err := api.ReplayTo(ctx, subject, req)
 	if err != nil {
 		return err
 	}
-	return out.Encode(reply)
+	return out.json.Encode(reply)
+}
+
+// replaySummary is replay --wait's last line.
+type replaySummary struct {
+	Subject     string `json:"subject"`
+	Deliver     string `json:"deliver"`
+	FirstOffset uint64 `json:"first_offset"`
+	EndOffset   uint64 `json:"end_offset"`
+	Delivered   uint64 `json:"delivered"`
+	TooLarge    uint64 `json:"too_large,omitempty"`
+}
+
+// errIdle cancels a replay --wait that nothing arrived for within
+// --timeout.
+var errIdle = errors.New("idle")
+
+// cliReplayWait is replay --wait: subscribe to the deliver subject (the
+// client does, before it asks), count (and with --print print) the
+// records, and return at the end marker with a summary line.
+func cliReplayWait(ctx context.Context, api *client.Client, out *printer, subject string, o *options) error {
+	req := messages.ReplayRequest{Deliver: o.deliver, MaxMessages: o.count, Offset: o.startOffset, StartTime: o.startTime}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	idle := time.AfterFunc(o.timeout, func() { cancel(errIdle) })
+	defer idle.Stop()
+	var sum replaySummary
+	reply, err := api.Replay(ctx, subject, req, func(r client.ReplayedRecord) error {
+		idle.Reset(o.timeout)
+		if r.TooLarge {
+			sum.TooLarge++
+			return nil
+		}
+		sum.Delivered++
+		if !o.print {
+			return nil
+		}
+		return out.record(subject, messages.Record{Offset: r.Offset, Timestamp: r.Timestamp, Headers: r.Headers, Data: r.Data})
+	})
+	if reply != nil {
+		sum.Subject, sum.Deliver, sum.FirstOffset, sum.EndOffset = reply.Subject, reply.Deliver, reply.FirstOffset, reply.EndOffset
+	}
+	delivered := func() string {
+		return fmt.Sprintf("%d of the %d records of [%d, %d) delivered", sum.Delivered+sum.TooLarge, sum.EndOffset-sum.FirstOffset, sum.FirstOffset, sum.EndOffset)
+	}
+	switch {
+	case err == nil:
+		return out.json.Encode(sum)
+	case errors.Is(context.Cause(ctx), errIdle):
+		if reply == nil {
+			return fmt.Errorf("no reply to the replay request within %v (--timeout)", o.timeout)
+		}
+		return fmt.Errorf("nothing arrived on %s for %v (--timeout) while waiting for offset %d; %s", sum.Deliver, o.timeout, sum.FirstOffset+sum.Delivered+sum.TooLarge, delivered())
+	case reply != nil:
+		return fmt.Errorf("%s; %s", describe(err), delivered())
+	}
+	return err
 }
 
 // checkClientSettings judges the one setting of the client whose rule

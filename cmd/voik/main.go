@@ -42,55 +42,82 @@ func run(args []string, stdout, stderr io.Writer) int {
 	configPath := flags.String("config", "", "YAML settings file; VOIK_* variables override it")
 	if err := flags.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			usage(flags, stdout)
+			usage(stdout)
 			return exitOK
 		}
 		fmt.Fprintf(stderr, "voik: %v (voik -h lists the commands and settings)\n", err)
 		return exitUsage
 	}
-	command, rest := "serve", flags.Args()
+	name, rest := "serve", flags.Args()
 	if len(rest) > 0 {
-		command, rest = rest[0], rest[1:]
+		name, rest = rest[0], rest[1:]
 	}
-	switch command {
-	case "serve":
-		if len(rest) > 0 {
-			fmt.Fprintf(stderr, "voik: serve takes no arguments, got %q\n", rest)
-			return exitUsage
+	c := lookup(name)
+	if c == nil {
+		fmt.Fprintf(stderr, "voik: unknown command %q (voik -h lists the commands)\n", name)
+		return exitUsage
+	}
+	// The command's own flags, -config among them, may come anywhere
+	// after it; its arguments are checked before anything connects.
+	o, positional, err := c.parse(rest, stdout)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
 		}
-		return serve(*configPath, stderr)
+		fmt.Fprintf(stderr, "voik %s: %v; see voik %s -h\n", name, err, name)
+		return exitUsage
+	}
+	if o.config == "" {
+		o.config = *configPath
+	}
+	switch name {
+	case "serve":
+		return serve(o.config, stderr)
 	case "help":
-		usage(flags, stdout)
+		if len(positional) == 1 {
+			lookup(positional[0]).help(stdout)
+		} else {
+			usage(stdout)
+		}
 		return exitOK
 	case "version":
 		fmt.Fprintln(stdout, "voik", version)
 		return exitOK
-	case "fetch", "info", "subjects", "replay":
-		return runClient(command, rest, *configPath, stdout, stderr)
 	}
-	fmt.Fprintf(stderr, "voik: unknown command %q (try voik -h)\n", command)
-	return exitUsage
+	return runClient(name, o, positional, stdout, stderr)
 }
 
-func usage(flags *flag.FlagSet, w io.Writer) {
-	flags.SetOutput(w)
+func usage(w io.Writer) {
 	fmt.Fprint(w, `voik: a memory for NATS subjects.
 
 Usage:
-  voik [-config FILE] [serve]        run the sidecar in the foreground
-  voik [-config FILE] fetch SUBJECT [--offset N | --since TIME] [--count N] [--follow]
-  voik [-config FILE] info SUBJECT
-  voik [-config FILE] subjects [FILTER]
-  voik [-config FILE] replay SUBJECT --deliver SUBJ [--offset N | --since TIME] [--count N]
-  voik version
+  voik [serve]                  run the sidecar in the foreground
+  voik fetch SUBJECT [flags]    print a subject's records as JSON lines
+                                [--offset N | --since TIME | --last N] [--count N]
+                                [--follow] [--wait DURATION] [--data]
+  voik info SUBJECT             print a subject's offsets, counts, bytes and times
+  voik subjects [FILTER]        print the stored subjects that match FILTER (default >)
+  voik replay SUBJECT [flags]   have voik publish a subject's records onto NATS
+                                [--deliver SUBJ] [--wait | --print] [--count N]
+                                [--offset N | --since TIME] [--timeout DURATION]
+  voik version                  print voik's version
+  voik help [COMMAND]           this text, or a command's help
 
-Client commands print JSON lines and connect with the same NATS settings
-(VOIK_NATS_URL empty: nats://127.0.0.1:4222, where 'make run' listens).
+voik COMMAND -h (or --help) shows a command's arguments, flags and examples.
+Flags take one dash or two and may come before or after the arguments.
+-config FILE, a YAML settings file (VOIK_* variables override it), is
+accepted anywhere: before the command (voik -config voik.yaml fetch orders.eu)
+or after it (voik fetch orders.eu -config voik.yaml, voik serve -config voik.yaml).
 
-Flags:
+The client commands (fetch, info, subjects, replay) connect with the same NATS
+settings (VOIK_NATS_URL empty: nats://127.0.0.1:4222, where 'make run' listens)
+and print JSON lines. `+recordShape+`
+voik fetch --data prints the data alone instead, raw, one record a line.
+
+Exit status: 0 success; 1 a runtime failure (NATS unreachable, an error reply,
+a replay cut short); 2 a usage or configuration error, before anything connects.
+
 `)
-	flags.PrintDefaults()
-	fmt.Fprintln(w)
 	config.Usage(w)
 }
 

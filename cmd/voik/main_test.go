@@ -248,12 +248,11 @@ func TestCLIExitStatusIs0ForSuccess1ForARuntimeFailureAnd2ForAUsageError(t *test
 		{[]string{"fetch", "cli.exit"}, 0},
 		{[]string{"fetch", "-h"}, 0},
 
-		{[]string{"fetch", "cli.none"}, 1},                      // 404
-		{[]string{"info", "cli.none"}, 1},                       // 404
-		{[]string{"replay", "cli.none", "--deliver", "x"}, 1},   // 404
-		{[]string{"fetch", "cli.exit", "--offset", "9"}, 1},     // 416
-		{[]string{"subjects", "a..b"}, 1},                       // 400
-		{[]string{"replay", "cli.exit", "--deliver", "a.*"}, 1}, // 400
+		{[]string{"fetch", "cli.none"}, 1},                             // 404
+		{[]string{"info", "cli.none"}, 1},                              // 404
+		{[]string{"replay", "cli.none", "--deliver", "x"}, 1},          // 404
+		{[]string{"fetch", "cli.exit", "--offset", "9"}, 1},            // 416
+		{[]string{"replay", "cli.exit", "--deliver", "VOIK.API.x"}, 1}, // 400: under the API prefix
 
 		{[]string{"nonsense"}, 2},
 		{[]string{"fetch"}, 2},
@@ -269,6 +268,9 @@ func TestCLIExitStatusIs0ForSuccess1ForARuntimeFailureAnd2ForAUsageError(t *test
 		{[]string{"replay", "cli.exit"}, 2}, // --deliver is required
 		{[]string{"replay", "cli.exit", "--deliver", "x", "--offset", "x"}, 2},
 		{[]string{"serve", "extra"}, 2},
+		{[]string{"subjects", "a..b"}, 2},                       // not a filter: found before asking
+		{[]string{"replay", "cli.exit", "--deliver", "a.*"}, 2}, // not a subject: found before asking
+		{[]string{"fetch", "a.*"}, 2},
 		{[]string{"-nosuchflag"}, 2},
 	}
 	for _, c := range cases {
@@ -332,6 +334,7 @@ func TestServeWithBadConfigurationExits2WithOneClearLine(t *testing.T) {
 			t.Setenv("VOIK_DATA_DIR", t.TempDir())
 			t.Setenv("VOIK_HTTP_ADDR", "")
 			t.Setenv("VOIK_NATS_URL", "nats://127.0.0.1:1")
+			t.Setenv("VOIK_SUBJECTS", "orders.>") // named, as a voik on a NATS of its own may have to
 			t.Setenv("VOIK_EMBEDDED_HOST", "127.0.0.1")
 			for k, v := range c.env {
 				t.Setenv(k, v)
