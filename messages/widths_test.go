@@ -56,12 +56,7 @@ func walkValue(b []byte, key string, found map[string][]byte) ([]byte, error) {
 	case c == 0xdb || c == 0xc6:
 		return b[5+be(4):], nil
 	case c&0xf0 == 0x90 || c == 0xdc || c == 0xdd:
-		n, head := int(c&0x0f), 1
-		if c == 0xdc {
-			n, head = be(2), 3
-		} else if c == 0xdd {
-			n, head = be(4), 5
-		}
+		n, head := containerLen(c, 0xdc, be)
 		b = b[head:]
 		for i := 0; i < n; i++ {
 			var err error
@@ -71,12 +66,7 @@ func walkValue(b []byte, key string, found map[string][]byte) ([]byte, error) {
 		}
 		return b, nil
 	case c&0xf0 == 0x80 || c == 0xde || c == 0xdf:
-		n, head := int(c&0x0f), 1
-		if c == 0xde {
-			n, head = be(2), 3
-		} else if c == 0xdf {
-			n, head = be(4), 5
-		}
+		n, head := containerLen(c, 0xde, be)
 		b = b[head:]
 		for i := 0; i < n; i++ {
 			if len(b) == 0 || !isStringCode(b[0]) {
@@ -91,6 +81,18 @@ func walkValue(b []byte, key string, found map[string][]byte) ([]byte, error) {
 		return b, nil
 	}
 	return nil, fmt.Errorf("code %#x", c)
+}
+
+// containerLen is the length of an array or map whose 16-bit form is
+// code16 (the 32-bit one follows it), and the size of its head.
+func containerLen(c, code16 byte, be func(int) int) (n, head int) {
+	switch c {
+	case code16:
+		return be(2), 3
+	case code16 + 1:
+		return be(4), 5
+	}
+	return int(c & 0x0f), 1
 }
 
 func stringAt(b []byte) (string, []byte) {
