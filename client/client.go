@@ -177,9 +177,15 @@ func (c *Client) Replay(ctx context.Context, subject string, req messages.Replay
 			return &reply, fmt.Errorf("voik: replay at offset %d: %w", next, err)
 		}
 		status := msg.Header.Get(messages.HeaderStatus)
-		if shared && (msg.Header.Get(messages.HeaderOffset) == "" ||
-			status == "" && msg.Header.Get(messages.HeaderSubject) != subject) {
-			continue // published there by someone else, or another replay's record
+		// On a deliver subject of the caller's, skip what is not this
+		// replay's: messages without Voik-Offset, and records (or markers
+		// that carry one) with another Voik-Subject. voik's markers carry
+		// no Voik-Subject (PROTOCOL.md section 6), so another replay's end
+		// marker there cannot be told apart: give each replay a deliver
+		// subject of its own.
+		if from := msg.Header.Get(messages.HeaderSubject); shared &&
+			(msg.Header.Get(messages.HeaderOffset) == "" || from != subject && (status == "" || from != "")) {
+			continue
 		}
 		offset, _ := strconv.ParseUint(msg.Header.Get(messages.HeaderOffset), 10, 64)
 		switch status {

@@ -32,8 +32,11 @@ func fakeReplays(t *testing.T) *nats.Conn {
 		m.Data = []byte("r" + strconv.FormatUint(offset, 10))
 		return m
 	}
-	marker := func(deliver, status string, offset uint64) *nats.Msg {
+	marker := func(deliver, subject, status string, offset uint64) *nats.Msg {
 		m := nats.NewMsg(deliver)
+		if subject == "another.subject" {
+			m.Header.Set(messages.HeaderSubject, subject)
+		}
 		m.Header.Set(messages.HeaderStatus, status)
 		m.Header.Set(messages.HeaderOffset, strconv.FormatUint(offset, 10))
 		return m
@@ -46,17 +49,20 @@ func fakeReplays(t *testing.T) *nats.Conn {
 		if !strings.HasPrefix(req.Deliver, "_INBOX.") {
 			nc.Publish(req.Deliver, []byte("published there by someone else"))
 			nc.PublishMsg(record(req.Deliver, "another.subject", 0))
+			// Another replay's marker, named (voik's own markers carry no
+			// Voik-Subject, so the fake's below leave it out).
+			nc.PublishMsg(marker(req.Deliver, "another.subject", messages.StatusEnd, 2))
 		}
 		nc.PublishMsg(record(req.Deliver, subject, 0))
 		switch subject {
 		case "deleted":
-			nc.PublishMsg(marker(req.Deliver, "416", 1))
+			nc.PublishMsg(marker(req.Deliver, subject, "416", 1))
 		case "unreadable":
-			nc.PublishMsg(marker(req.Deliver, "500", 1))
+			nc.PublishMsg(marker(req.Deliver, subject, "500", 1))
 		default:
 			nc.PublishMsg(record(req.Deliver, subject, 1))
-			nc.PublishMsg(marker(req.Deliver, "413", 2))
-			nc.PublishMsg(marker(req.Deliver, messages.StatusEnd, 3))
+			nc.PublishMsg(marker(req.Deliver, subject, "413", 2))
+			nc.PublishMsg(marker(req.Deliver, subject, messages.StatusEnd, 3))
 		}
 		nc.Flush()
 	}); err != nil {
@@ -67,7 +73,8 @@ func fakeReplays(t *testing.T) *nats.Conn {
 }
 
 // Replay delivers to a req.Deliver of the caller's when one is given,
-// subscribed before it asks, and skips what is not this replay's there;
+// subscribed before it asks, and skips what is not this replay's there
+// (another subject's records, and markers that name another subject);
 // without one, to a fresh inbox, as before.
 func TestReplayHonoursAGivenDeliverSubject(t *testing.T) {
 	c := client.New(fakeReplays(t), "T")

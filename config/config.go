@@ -113,6 +113,9 @@ func load(path string, server bool, checks []Check) (*Config, error) {
 			"instead of failing at once with no responders)", c.Name("VOIK_SUBJECTS"), c.Name("VOIK_NATS_URL")))
 		c.Subjects = Defaults().Subjects // judged once, here
 	}
+	if server && c.DataDir == "" { // the client commands never touch it
+		problems = append(problems, fmt.Errorf("%s is empty: want a directory", c.Name("VOIK_DATA_DIR")))
+	}
 	problems = append(problems, c.problems(checks...)...)
 	if err := joinProblems(problems); err != nil {
 		return nil, err
@@ -255,9 +258,6 @@ func (c *Config) fileProblems() []string {
 			f.Close()
 		}
 	}
-	if c.DataDir == "" {
-		bad = append(bad, c.Name("VOIK_DATA_DIR")+" is empty: want a directory")
-	}
 	return bad
 }
 
@@ -339,6 +339,9 @@ func redactURL(entry string) string {
 
 // checkDataDir makes the data dir (0700) and proves it writable.
 func checkDataDir(name, dir string) error {
+	if dir == "" {
+		return fmt.Errorf("configuration: %s is empty: want a directory", name)
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("configuration: %s %q cannot be created: %v", name, dir, errors.Unwrap(err))
 	}

@@ -262,7 +262,7 @@ func TestDaysAreADurationUnit(t *testing.T) {
 			t.Errorf("%q: got %v, %v; want %v", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "d", "1.5d", "-1d", "7days", "x1d", "1h1d"} {
+	for _, in := range []string{"", "d", "1.5d", "-1d", "7days", "x1d", "1h1d", "1d-1h", "1d+1h", "200000d", "106751d24h"} {
 		if got, err := ParseDuration(in); err == nil {
 			t.Errorf("%q accepted as %v", in, got)
 		}
@@ -373,5 +373,37 @@ func TestUsageShowsEachSettingsType(t *testing.T) {
 	}
 	if strings.Contains(text, "int64") {
 		t.Errorf("usage names a Go type:\n%s", text)
+	}
+}
+
+// A value that does not parse is blamed on where it came from, and the
+// value left in force (the file's) on the file: a bad variable over a bad
+// file value names each once, correctly.
+func TestEachProblemNamesTheSourceOfItsValue(t *testing.T) {
+	setEnv(t, map[string]string{"VOIK_DATA_DIR": t.TempDir(), "VOIK_MAX_OPEN_LOGS": "abc"})
+	_, err := Load(writeYAML(t, "max_open_logs: 0\n"))
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	msg := err.Error()
+	for _, want := range []string{`VOIK_MAX_OPEN_LOGS "abc": want a whole number`, `max_open_logs (in voik.yaml) 0: want 1 or more`} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("%q lacks %q", msg, want)
+		}
+	}
+	if strings.Contains(msg, "VOIK_MAX_OPEN_LOGS 0") {
+		t.Errorf("%q blames the variable for the file's value", msg)
+	}
+}
+
+// The client commands never touch the data dir: an empty one (a shared
+// env file) stops only the server.
+func TestAnEmptyDataDirStopsOnlyTheServer(t *testing.T) {
+	setEnv(t, map[string]string{"VOIK_DATA_DIR": ""})
+	if _, err := LoadClient(""); err != nil {
+		t.Fatalf("client: %v", err)
+	}
+	if _, err := Load(""); err == nil || !strings.Contains(err.Error(), "VOIK_DATA_DIR is empty") {
+		t.Fatalf("server: %v", err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -134,9 +135,11 @@ func parseValue(field reflect.Value, text string) error {
 }
 
 // ParseDuration is time.ParseDuration with one more unit, d for days of
-// 24 hours, which retention is written in ("7d", "1d12h"). A plain 0 is
+// 24 hours, which retention is written in ("7d", "1d12h"): whole days
+// first, then anything time.ParseDuration takes, unsigned. A plain 0 is
 // zero.
 func ParseDuration(s string) (time.Duration, error) {
+	const day = 24 * time.Hour
 	var total time.Duration
 	rest := s
 	for {
@@ -145,18 +148,24 @@ func ParseDuration(s string) (time.Duration, error) {
 			break
 		}
 		days, err := strconv.ParseUint(rest[:i], 10, 32)
-		if err != nil || i == 0 {
+		if err != nil || i == 0 || time.Duration(days) > (math.MaxInt64-total)/day {
 			return 0, fmt.Errorf("bad duration %q", s)
 		}
-		total += time.Duration(days) * 24 * time.Hour
+		total += time.Duration(days) * day
 		rest = rest[i+1:]
 	}
 	if rest == "" && rest != s {
 		return total, nil
 	}
+	if rest != s && (strings.HasPrefix(rest, "-") || strings.HasPrefix(rest, "+")) {
+		return 0, fmt.Errorf("bad duration %q", s) // 1d-1h
+	}
 	d, err := time.ParseDuration(rest)
 	if err != nil {
 		return 0, err
+	}
+	if total > 0 && d > math.MaxInt64-total {
+		return 0, fmt.Errorf("duration %q is too long", s)
 	}
 	return total + d, nil
 }
@@ -178,10 +187,12 @@ func (c *Config) read(path string) []error {
 				continue
 			}
 			delete(values, s.key)
-			c.origin[s.env] = fmt.Sprintf("%s (in %s)", s.key, filepath.Base(path))
+			from := fmt.Sprintf("%s (in %s)", s.key, filepath.Base(path))
 			if err := parseValue(v.FieldByName(s.field), text); err != nil {
-				problems = append(problems, fmt.Errorf("%s %s: want %v", c.Name(s.env), strconv.Quote(text), err))
+				problems = append(problems, fmt.Errorf("%s %s: want %v", from, strconv.Quote(text), err))
+				continue
 			}
+			c.origin[s.env] = from
 		}
 		problems = append(problems, unknownKeys(values, path)...)
 	}
@@ -190,10 +201,11 @@ func (c *Config) read(path string) []error {
 		if !ok {
 			continue
 		}
-		c.origin[s.env] = s.env
 		if err := parseValue(v.FieldByName(s.field), text); err != nil {
 			problems = append(problems, fmt.Errorf("%s %s: want %v", s.env, strconv.Quote(text), err))
+			continue
 		}
+		c.origin[s.env] = s.env // the value in force, which later checks name
 	}
 	return problems
 }

@@ -273,7 +273,7 @@ func cliReplayWait(ctx context.Context, api *client.Client, out *printer, subjec
 // lives in the wire types: the API prefix.
 func checkClientSettings(c *config.Config) []error {
 	if err := messages.CheckPrefix(c.APIPrefix); err != nil {
-		return []error{fmt.Errorf("VOIK_API_PREFIX %w", err)}
+		return []error{fmt.Errorf("%s %w", c.Name("VOIK_API_PREFIX"), err)}
 	}
 	return nil
 }

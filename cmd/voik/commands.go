@@ -413,12 +413,12 @@ func parseSince(since string, now time.Time) (int64, error) {
 	if since == "" {
 		return 0, nil
 	}
-	if d, err := time.ParseDuration(since); err == nil {
+	if d, err := config.ParseDuration(since); err == nil {
 		return now.Add(-d).UnixNano(), nil
 	}
 	t, err := time.Parse(time.RFC3339Nano, since)
 	if err != nil {
-		return 0, fmt.Errorf("--since %q: want RFC 3339 (2026-11-25T10:00:00Z) or a duration (10m)", since)
+		return 0, fmt.Errorf("--since %q: want RFC 3339 (2026-11-25T10:00:00Z) or a duration ago (10m, 7d)", since)
 	}
 	return t.UnixNano(), nil
 }
