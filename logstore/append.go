@@ -88,11 +88,65 @@ func (l *Log) AppendBatch(entries []Entry) (first uint64, n int, err error) {
 	return first, n, err
 }
 
+// AppendAt stores entries as exact copies of another log's records: the
+// first at offset, which must be this log's end offset (else an
+// *EndError, ErrNotAtEnd), each with its own timestamp, stored as given
+// (one that is not above zero, or below the record's before it, is
+// ErrTimestampOrder: a copy never changes a timestamp, where Append
+// would raise it). A replica appends what its leader sent this way, so
+// that both logs hold the same records at the same offsets.
+//
+// It returns how many were stored, in order from the first; the error,
+// when n < len(entries), is about entries[n], as for AppendBatch; when
+// n == len(entries) it says their sync failed under SyncAlways.
+func (l *Log) AppendAt(offset uint64, entries []Entry) (n int, err error) {
+	n, err = l.appendAt(offset, entries)
+	if n == 0 {
+		return 0, err
+	}
+	if syncErr := l.published(offset + uint64(n) - 1); syncErr != nil {
+		return n, syncErr
+	}
+	return n, err
+}
+
+func (l *Log) appendAt(offset uint64, entries []Entry) (int, error) {
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
+	if err := l.appendableLocked(); err != nil {
+		return 0, err
+	}
+	if end := l.endOffset.Load(); offset != end {
+		return 0, &EndError{Offset: offset, End: end}
+	}
+	// The timestamps are checked first, so that stamp (which raises a
+	// timestamp below the last, and fills in a zero) finds nothing to do.
+	last, valid := l.lastTimestamp, len(entries)
+	for i := range entries {
+		if ts := entries[i].Timestamp; ts <= 0 || ts < last {
+			valid = i
+			break
+		}
+		last = entries[i].Timestamp
+	}
+	_, n, err := l.appendBatchLocked(entries[:valid])
+	if err == nil && n < len(entries) {
+		err = fmt.Errorf("%w: offset %d has timestamp %d, the record before it %d",
+			ErrTimestampOrder, offset+uint64(n), entries[n].Timestamp, l.lastTimestamp)
+	}
+	return n, err
+}
+
 // appendBatch writes and publishes entries under writeMu, as many at a
 // time as one pwritev takes.
 func (l *Log) appendBatch(entries []Entry) (first uint64, n int, err error) {
 	l.writeMu.Lock()
 	defer l.writeMu.Unlock()
+	return l.appendBatchLocked(entries)
+}
+
+// appendBatchLocked is appendBatch for a caller that holds writeMu.
+func (l *Log) appendBatchLocked(entries []Entry) (first uint64, n int, err error) {
 	first = l.endOffset.Load()
 	if err := l.appendableLocked(); err != nil {
 		return first, 0, err

@@ -34,6 +34,11 @@
 // synced) in the background after the rotation swaps it in; rotation.go
 // draws its states.
 //
+// Store.AppendAt and Log.AppendAt write exact copies of another log's
+// records (a replica's): at a given offset, which must be the end, with
+// the timestamps given, never raised; a new subject's log may start at
+// any offset.
+//
 // # Durability
 //
 // Options.Sync chooses when records are made durable: SyncAlways (before

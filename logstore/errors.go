@@ -52,6 +52,17 @@ var (
 
 	// ErrInvalidOptions: options out of their range.
 	ErrInvalidOptions = errors.New("logstore: invalid options")
+
+	// ErrNotAtEnd: an exact append (AppendAt) at an offset other than the
+	// log's end offset, where the copy would leave a gap or overwrite. The
+	// error is an *EndError that carries both; nothing was stored.
+	ErrNotAtEnd = errors.New("logstore: exact append not at the end of the log")
+
+	// ErrTimestampOrder: an exact append of a record whose timestamp is
+	// not above zero or is below the record's before it. A copy keeps its
+	// source's timestamps, which never decrease, so such a record is not a
+	// copy of one; it and the records after it were not stored.
+	ErrTimestampOrder = errors.New("logstore: timestamp out of order")
 )
 
 // RangeError is returned for an offset outside [First, End].
@@ -80,3 +91,15 @@ func (e *CorruptionError) Error() string {
 
 // Is makes errors.Is(err, ErrCorrupt) true.
 func (e *CorruptionError) Is(target error) bool { return target == ErrCorrupt }
+
+// EndError is an exact append at Offset to a log whose end offset is End.
+type EndError struct {
+	Offset, End uint64
+}
+
+func (e *EndError) Error() string {
+	return fmt.Sprintf("logstore: exact append at offset %d, but the log ends at %d", e.Offset, e.End)
+}
+
+// Is makes errors.Is(err, ErrNotAtEnd) true.
+func (e *EndError) Is(target error) bool { return target == ErrNotAtEnd }

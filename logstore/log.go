@@ -103,16 +103,17 @@ func OpenLog(dir, subject string, opts Options) (*Log, error) {
 	if err != nil {
 		return nil, err
 	}
-	return openLog(dir, subject, &resolved, false, true)
+	return openLog(dir, subject, &resolved, false, true, 0)
 }
 
 // openLog opens the log in dir. closedClean says this process closed it
 // successfully (everything synced) and nothing has written to it since, so
 // the sync of what recovery finds can be skipped. placed says dir has its
-// final name (see Log.placed). It tells the Observer what it found exactly
-// once, whichever way it returns: a log that cannot be opened is reported
-// as failed, not left out.
-func openLog(dir, subject string, opts *Options, closedClean, placed bool) (opened *Log, err error) {
+// final name (see Log.placed). A dir with no segment gets a first one at
+// offset base (0, or where a copy of another member's log starts). It
+// tells the Observer what it found exactly once, whichever way it returns:
+// a log that cannot be opened is reported as failed, not left out.
+func openLog(dir, subject string, opts *Options, closedClean, placed bool, base uint64) (opened *Log, err error) {
 	var report Recovery
 	defer func() {
 		if opened == nil {
@@ -147,7 +148,7 @@ func openLog(dir, subject string, opts *Options, closedClean, placed bool) (open
 		l.openErr = openErr
 		return l, openErr
 	}
-	segments, err = l.makeDurable(segments, closedClean, report.TornBytes > 0)
+	segments, err = l.makeDurable(segments, closedClean, report.TornBytes > 0, base)
 	if err != nil {
 		return nil, err
 	}
@@ -183,9 +184,9 @@ func openLog(dir, subject string, opts *Options, closedClean, placed bool) (open
 // synced it), unless a tail was cut, nor for a new log, whose first
 // segment createSegment makes and syncs. It releases the segments when it
 // fails.
-func (l *Log) makeDurable(segments []*segment, closedClean, tailCut bool) ([]*segment, error) {
+func (l *Log) makeDurable(segments []*segment, closedClean, tailCut bool, base uint64) ([]*segment, error) {
 	if len(segments) == 0 {
-		seg, err := createSegment(l.dir, 0, l.opts)
+		seg, err := createSegment(l.dir, base, l.opts)
 		if err != nil {
 			return nil, err
 		}

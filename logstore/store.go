@@ -269,7 +269,7 @@ func (s *Store) openEntry(e *storeEntry) {
 	_, clean := s.closedClean[e.subject]
 	delete(s.closedClean, e.subject)
 	s.mu.Unlock()
-	log, err := openLog(e.dir, e.subject, &s.opts, clean, true)
+	log, err := openLog(e.dir, e.subject, &s.opts, clean, true, 0)
 	var corrupt *CorruptionError
 	switch {
 	case errors.As(err, &corrupt) && log != nil:

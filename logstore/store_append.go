@@ -34,6 +34,22 @@ import (
 // When none of them could be stored, nothing of the subject is left. No
 // entries: nothing is done, and no log is made.
 func (s *Store) Append(subject string, entries []Entry) (first uint64, n int, err error) {
+	return s.append(subject, nil, entries)
+}
+
+// AppendAt appends entries to the log of subject as exact copies, the
+// first at offset (Log.AppendAt says what that means), and returns how
+// many were stored. A subject with no log gets one that starts at offset,
+// as Append makes one: a replica that starts copying a log whose front
+// retention already deleted holds it from there on. Offsets below it are
+// out of range for its readers, as on a log whose front was deleted.
+func (s *Store) AppendAt(subject string, offset uint64, entries []Entry) (n int, err error) {
+	_, n, err = s.append(subject, &offset, entries)
+	return n, err
+}
+
+// append is Append (at nil) and AppendAt (the exact offset at).
+func (s *Store) append(subject string, at *uint64, entries []Entry) (first uint64, n int, err error) {
 	if err := validSubject(subject); err != nil {
 		return 0, 0, err
 	}
@@ -50,10 +66,10 @@ func (s *Store) Append(subject string, entries []Entry) (first uint64, n int, er
 			l := s.holdOpenLocked(subject)
 			s.mu.Unlock()
 			if l == nil {
-				return s.appendExisting(subject, entries)
+				return s.appendExisting(subject, at, entries)
 			}
 			defer s.release(subject, l)
-			return appendEntries(l, entries)
+			return appendEntries(l, at, entries)
 		}
 		if e := s.open[subject]; e != nil {
 			// Another append is making the log: when it is done the
@@ -65,23 +81,28 @@ func (s *Store) Append(subject string, entries []Entry) (first uint64, n int, er
 		e := &storeEntry{subject: subject, ready: make(chan struct{}), refs: 1, making: true}
 		s.open[subject] = e
 		s.mu.Unlock()
-		return s.makeLog(e, entries)
+		return s.makeLog(e, at, entries)
 	}
 }
 
 // appendExisting appends entries to the log of subject, which has one.
-func (s *Store) appendExisting(subject string, entries []Entry) (uint64, int, error) {
+func (s *Store) appendExisting(subject string, at *uint64, entries []Entry) (uint64, int, error) {
 	l, err := s.acquire(subject)
 	if err != nil {
 		return 0, 0, err
 	}
 	defer s.release(subject, l)
-	return appendEntries(l, entries)
+	return appendEntries(l, at, entries)
 }
 
-// appendEntries appends entries to l as Store.Append says: one alone
-// through the mapping (Log.Append), more with Log.AppendBatch.
-func appendEntries(l *Log, entries []Entry) (uint64, int, error) {
+// appendEntries appends entries to l as Store.Append says (one alone
+// through the mapping, Log.Append; more with Log.AppendBatch), or as
+// exact copies from *at (Log.AppendAt).
+func appendEntries(l *Log, at *uint64, entries []Entry) (uint64, int, error) {
+	if at != nil {
+		n, err := l.AppendAt(*at, entries)
+		return *at, n, err
+	}
 	if len(entries) > 1 {
 		return l.AppendBatch(entries)
 	}
@@ -98,7 +119,7 @@ func appendEntries(l *Log, entries []Entry) (uint64, int, error) {
 // as its first records: in a ".new-" directory, synced, then renamed to
 // its name. e is in the open map with making set; the subject becomes
 // visible, with e's log open in it, only once the rename is durable.
-func (s *Store) makeLog(e *storeEntry, entries []Entry) (first uint64, n int, err error) {
+func (s *Store) makeLog(e *storeEntry, at *uint64, entries []Entry) (first uint64, n int, err error) {
 	tmp, err := makeLogDir(s.dir, e.subject, s.opts.faults)
 	if err != nil {
 		err = asNoSpace(fmt.Sprintf("creating the log directory of subject %q", e.subject), err)
@@ -108,13 +129,17 @@ func (s *Store) makeLog(e *storeEntry, entries []Entry) (first uint64, n int, er
 		s.abandon(e, nil, "", err)
 		return 0, 0, err
 	}
-	l, err := openLog(tmp, e.subject, &s.opts, false, false)
+	base := uint64(0)
+	if at != nil {
+		base = *at
+	}
+	l, err := openLog(tmp, e.subject, &s.opts, false, false, base)
 	if err != nil {
 		err = asNoSpace("opening a log", fmt.Errorf("logstore: open log of %q: %w", e.subject, err))
 		s.abandon(e, nil, tmp, err)
 		return 0, 0, err
 	}
-	first, n, err = appendEntries(l, entries)
+	first, n, err = appendEntries(l, at, entries)
 	if n == 0 {
 		s.abandon(e, l, tmp, err)
 		return first, 0, err
