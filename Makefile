@@ -47,6 +47,7 @@ crash-store: ## storage crash soak: SIGKILL a writer CRASH_KILLS times, check re
 fuzz: ## run each fuzz target for FUZZTIME
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) ./logstore
 	$(GO) test -run '^$$' -fuzz '^FuzzRecoverSegment$$' -fuzztime $(FUZZTIME) ./logstore
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEpochs$$' -fuzztime $(FUZZTIME) ./logstore
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRequests$$' -fuzztime $(FUZZTIME) ./messages
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFetchReply$$' -fuzztime $(FUZZTIME) ./client
 
