@@ -52,6 +52,8 @@ type Config struct {
 	RetentionMaxBytes    ByteSize      `yaml:"retention_max_bytes" env:"VOIK_RETENTION_MAX_BYTES" env-default:"0" env-description:"per-subject bytes (data+headers) kept at least, unless another limit deletes sooner; older segments beyond it are deleted; 0: no limit"`
 	RetentionMaxMessages uint64        `yaml:"retention_max_messages" env:"VOIK_RETENTION_MAX_MESSAGES" env-default:"0" env-description:"per-subject records kept at least, unless another limit deletes sooner; older segments beyond it are deleted; 0: no limit"`
 
+	DedupeWindow time.Duration `yaml:"dedupe_window" env:"VOIK_DEDUPE_WINDOW" env-default:"2m" env-description:"a message with a Nats-Msg-Id header whose id was stored on its subject this recently is not stored again (an ack names the first); 0 turns it off"`
+
 	MaxOpenLogs  int      `yaml:"max_open_logs" env:"VOIK_MAX_OPEN_LOGS" env-default:"1000" env-description:"subject logs held open at once (files and mappings); others are reopened on demand"`
 	PendingMsgs  int      `yaml:"pending_msgs" env:"VOIK_PENDING_MSGS" env-default:"1000000" env-description:"capture subscription pending limit in messages before NATS drops (slow consumer)"`
 	PendingBytes ByteSize `yaml:"pending_bytes" env:"VOIK_PENDING_BYTES" env-default:"512MiB" env-description:"capture subscription pending limit in bytes"`
@@ -219,6 +221,9 @@ func (c *Config) limitProblems() []string {
 	}
 	if c.SyncInterval <= 0 {
 		bad = append(bad, fmt.Sprintf("%s %v: want a duration above 0", c.Name("VOIK_SYNC_INTERVAL"), c.SyncInterval))
+	}
+	if c.DedupeWindow < 0 {
+		bad = append(bad, fmt.Sprintf("%s %v: want 0 (off) or a duration above 0", c.Name("VOIK_DEDUPE_WINDOW"), c.DedupeWindow))
 	}
 	if c.RetentionMaxAge < 0 {
 		bad = append(bad, fmt.Sprintf("%s %v: want 0 (keep) or a duration above 0", c.Name("VOIK_RETENTION_MAX_AGE"), c.RetentionMaxAge))

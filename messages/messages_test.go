@@ -355,9 +355,9 @@ func TestAddWithinIsExactAtTheBoundary(t *testing.T) {
 }
 
 // TestAppendAckReplyDecodesAsAckReply: the hand-written ack encoder
-// writes a MessagePack map that decodes to the same AckReply as the
-// reflective encoder's, for every integer width and string length, and
-// uses the smallest integer forms.
+// writes, byte for byte, what the reflective encoder writes for the same
+// AckReply, for every integer width and string length, with and without
+// duplicate (written only when true).
 func TestAppendAckReplyDecodesAsAckReply(t *testing.T) {
 	subjects := []string{"a", strings.Repeat("s", 31), strings.Repeat("s", 32), strings.Repeat("s", 255), strings.Repeat("s", 256), strings.Repeat("s", 70000)}
 	numbers := []uint64{0, 1, 127, 128, 255, 256, 65535, 65536, 1<<32 - 1, 1 << 32, 1<<63 - 1, 1<<64 - 1}
@@ -365,18 +365,16 @@ func TestAppendAckReplyDecodesAsAckReply(t *testing.T) {
 	for _, subject := range subjects {
 		for _, offset := range numbers {
 			for _, ts := range timestamps {
-				want := AckReply{Subject: subject, Offset: offset, Timestamp: ts}
-				encoded := AppendAckReply(nil, subject, offset, ts)
-				var got AckReply
-				if err := msgpack.Unmarshal(encoded, &got); err != nil || got != want {
-					t.Fatalf("%+v encodes as %x, which decodes to %+v, %v", want, encoded[:min(len(encoded), 40)], got, err)
-				}
-				var generic map[string]any
-				if err := msgpack.Unmarshal(encoded, &generic); err != nil || len(generic) != 3 {
-					t.Fatalf("%x is not a map of three: %v, %v", encoded[:min(len(encoded), 40)], generic, err)
-				}
-				if len(encoded) > len(Encode(want)) {
-					t.Fatalf("%+v: %d bytes, more than the reflective encoder's %d", want, len(encoded), len(Encode(want)))
+				for _, duplicate := range []bool{false, true} {
+					want := AckReply{Subject: subject, Offset: offset, Timestamp: ts, Duplicate: duplicate}
+					encoded := AppendAckReply(nil, subject, offset, ts, duplicate)
+					var got AckReply
+					if err := msgpack.Unmarshal(encoded, &got); err != nil || got != want {
+						t.Fatalf("%+v encodes as %x, which decodes to %+v, %v", want, encoded[:min(len(encoded), 40)], got, err)
+					}
+					if !bytes.Equal(encoded, Encode(want)) {
+						t.Fatalf("%+v: %x, the reflective encoder writes %x", want, encoded[:min(len(encoded), 40)], Encode(want)[:min(len(encoded), 40)])
+					}
 				}
 			}
 		}

@@ -59,6 +59,10 @@ type AckReply struct {
 	Subject   string `msgpack:"subject" json:"subject"`
 	Offset    uint64 `msgpack:"offset" json:"offset"`
 	Timestamp int64  `msgpack:"ts" json:"ts"`
+	// Duplicate: the message's Nats-Msg-Id was stored on the subject
+	// within the dedupe window, so it was not stored again; Offset and
+	// Timestamp are the first one's. Present only when true.
+	Duplicate bool `msgpack:"duplicate,omitempty" json:"duplicate,omitempty"`
 }
 
 // Headers of replayed messages and acknowledged appends.
@@ -68,6 +72,9 @@ const (
 	HeaderSubject   = "Voik-Subject"
 	HeaderTimestamp = "Voik-Timestamp"
 	HeaderStatus    = "Voik-Status"
+	// HeaderMsgID is NATS's message id: a message that carries one is
+	// stored at most once per subject within the dedupe window.
+	HeaderMsgID = "Nats-Msg-Id"
 	// HeaderReply marks an API reply that voik sends to a reply subject
 	// outside _INBOX. (a client's custom inbox prefix), so that a capture
 	// filter that covers that subject never stores voik's own replies.
@@ -85,17 +92,27 @@ func Encode(v any) []byte {
 	return b
 }
 
-// AppendAckReply appends the MessagePack of AckReply{subject, offset, ts}
-// to dst without reflection: acks are the hot reply of acknowledged
-// appends. Integers take the contract's fixed widths.
-func AppendAckReply(dst []byte, subject string, offset uint64, ts int64) []byte {
-	dst = append(dst, 0x83) // a map of three
+// AppendAckReply appends the MessagePack of AckReply{subject, offset, ts,
+// duplicate} to dst without reflection: acks are the hot reply of
+// acknowledged appends. Integers take the contract's fixed widths;
+// duplicate is written only when true.
+func AppendAckReply(dst []byte, subject string, offset uint64, ts int64, duplicate bool) []byte {
+	if duplicate {
+		dst = append(dst, 0x84) // a map of four
+	} else {
+		dst = append(dst, 0x83) // a map of three
+	}
 	dst = appendMsgpackString(dst, "subject")
 	dst = appendMsgpackString(dst, subject)
 	dst = appendMsgpackString(dst, "offset")
 	dst = appendMsgpackUint(dst, offset)
 	dst = appendMsgpackString(dst, "ts")
-	return appendMsgpackInt(dst, ts)
+	dst = appendMsgpackInt(dst, ts)
+	if duplicate {
+		dst = appendMsgpackString(dst, "duplicate")
+		dst = append(dst, 0xc3) // true
+	}
+	return dst
 }
 
 func appendMsgpackString(dst []byte, s string) []byte {

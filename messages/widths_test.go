@@ -43,6 +43,8 @@ func walkValue(b []byte, key string, found map[string][]byte) ([]byte, error) {
 	switch {
 	case c <= 0x7f || c >= 0xe0:
 		return intAt(0)
+	case c == 0xc2 || c == 0xc3 || c == 0xc0: // false, true, nil
+		return b[1:], nil
 	case c >= 0xcc && c <= 0xcf:
 		return intAt(1 << (c - 0xcc))
 	case c >= 0xd0 && c <= 0xd3:
@@ -124,8 +126,9 @@ func TestEveryIntegerOfEveryReplyHasTheContractsFixedWidth(t *testing.T) {
 	replies := map[string][]byte{
 		"FETCH":          b.Finish("orders.eu", 0, 0, 3),
 		"FETCH, empty":   new(FetchReplyBuilder).Finish("x", 7, 7, 7),
-		"ack":            AppendAckReply(nil, "orders.eu", 0, 12),
-		"ack, large":     AppendAckReply(nil, "orders.eu", 1<<63, -1),
+		"ack":            AppendAckReply(nil, "orders.eu", 0, 12, false),
+		"ack, duplicate": AppendAckReply(nil, "orders.eu", 3, 12, true),
+		"ack, large":     AppendAckReply(nil, "orders.eu", 1<<63, -1, false),
 		"INFO":           Encode(InfoReply{Subject: "a", FirstOffset: 0, EndOffset: 3, Messages: 3, Bytes: 10, FirstTs: 1, LastTs: 2, Segments: 1}),
 		"INFO, empty":    Encode(InfoReply{Subject: "a"}),
 		"SUBJECTS":       Encode(SubjectsReply{Subjects: []string{"a"}, Total: 1}),

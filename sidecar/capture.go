@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,13 +21,16 @@ import (
 //	capture_batch.go   holding messages NATS has queued behind one another, with a shared clock reading
 //	capture_append.go  appending them to the store (logstore.Store.Append)
 //	capture_ack.go     answering acked appends once their records are durable (Store.WaitDurable)
+//	capture_dedupe.go  leaving out repeats of a Nats-Msg-Id stored within the window
 //	capture_drain.go   stopping: everything delivered is appended before the subscriptions close
 type capture struct {
 	store   *logstore.Store
 	replies replyConns // where acks are published
 	prefix  string     // the API prefix, never captured
-	metrics *metrics
-	logger  *throttledLogger
+	// dedupeWindow is VOIK_DEDUPE_WINDOW; 0 turns deduplication off.
+	dedupeWindow time.Duration
+	metrics      *metrics
+	logger       *throttledLogger
 
 	subs        []*nats.Subscription
 	dropMu      sync.Mutex
@@ -40,6 +44,7 @@ type capture struct {
 func (c *capture) subscribe(nc *nats.Conn, filters []string, pendingMsgs, pendingBytes int) error {
 	for i, filter := range filters {
 		counters := newFilterCounters(filter, filters[:i], c.metrics)
+		counters.dedupe = newDedupe(c.dedupeWindow, c.store)
 		sub, err := nc.Subscribe(filter, func(msg *nats.Msg) { c.handle(msg, counters) })
 		if err != nil {
 			return err

@@ -17,13 +17,14 @@ func (c *capture) queueAcks(subject string, items []ackItem) {
 // to be durable: one message, or those of one batch.
 type pendingAck struct {
 	subject string
-	items   []ackItem // offsets ascending
+	items   []ackItem // offsets ascending, but for duplicates (earlier records)
 }
 
 type ackItem struct {
-	reply  string
-	offset uint64
-	ts     int64
+	reply     string
+	offset    uint64
+	ts        int64
+	duplicate bool // the first record of the message's Nats-Msg-Id, not its own
 }
 
 // ackWorkers answer acks: each owns a queue, and a subject always goes to
@@ -75,7 +76,10 @@ func (c *capture) stopAckWorkers() {
 // be promised.
 func (c *capture) answerAck(a pendingAck, buf []byte) []byte {
 	defer c.acks.Done()
-	last := a.items[len(a.items)-1].offset
+	last := uint64(0)
+	for _, item := range a.items {
+		last = max(last, item.offset)
+	}
 	if err := c.store.WaitDurable(context.Background(), a.subject, last); err != nil {
 		for _, item := range a.items {
 			c.sendAck(item.reply, messages.EncodeError(messages.Errorf(messages.CodeUnavailable, "record %d of %s could not be made durable: %v", item.offset, messages.Quote(a.subject), err)), false)
@@ -83,7 +87,7 @@ func (c *capture) answerAck(a pendingAck, buf []byte) []byte {
 		return buf
 	}
 	for _, item := range a.items {
-		buf = messages.AppendAckReply(buf[:0], a.subject, item.offset, item.ts)
+		buf = messages.AppendAckReply(buf[:0], a.subject, item.offset, item.ts, item.duplicate)
 		c.sendAck(item.reply, buf, true) // Publish copies it
 	}
 	return buf

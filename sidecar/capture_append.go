@@ -14,6 +14,13 @@ import (
 // record through the mapping, and makes a new subject's log with it.
 func (c *capture) appendOne(msg *nats.Msg, counters *filterCounters, start time.Time, wantsAck bool) {
 	b := &counters.batch
+	id, hasID := counters.dedupe.msgID(msg)
+	if hasID {
+		if first, dup := c.duplicateOf(counters.dedupe, msg, id, start.UnixNano()); dup {
+			c.answerDuplicate(msg, wantsAck, first)
+			return
+		}
+	}
 	headers := logstore.Headers(msg.Header)
 	b.one[0] = logstore.Entry{Timestamp: start.UnixNano(), Headers: headers, Data: msg.Data}
 	offset, _, err := c.store.Append(msg.Subject, b.one[:])
@@ -26,6 +33,9 @@ func (c *capture) appendOne(msg *nats.Msg, counters *filterCounters, start time.
 	}
 	c.stored(counters, 1, logstore.PayloadSize(headers, msg.Data))
 	c.metrics.batchRecords.Observe(1)
+	if hasID {
+		counters.dedupe.stored(msg.Subject, id, offset, ts)
+	}
 	if !wantsAck {
 		return
 	}
@@ -62,6 +72,7 @@ func (c *capture) appendGroup(subject string, indexes []int, counters *filterCou
 		payload := 0
 		for k := range n {
 			h := held(done + k)
+			h.stored, h.offset, h.ts = true, first+uint64(k), entries[done+k].Timestamp
 			c.metrics.appendSeconds.Observe(stored.Sub(h.arrived).Seconds())
 			payload += logstore.PayloadSize(logstore.Headers(h.msg.Header), h.msg.Data)
 			if h.wantsAck {

@@ -72,6 +72,10 @@ type heldMsg struct {
 	msg      *nats.Msg
 	arrived  time.Time
 	wantsAck bool
+	// Set by appendGroup: whether the message was stored, and as what.
+	stored bool
+	offset uint64
+	ts     int64
 }
 
 // hold keeps msg, received at arrived, for the next flush.
@@ -115,7 +119,7 @@ func (c *capture) flush(counters *filterCounters) {
 	b := &counters.batch
 	if !b.mixed {
 		// One subject (the common case): no grouping to do.
-		c.appendGroup(b.held[0].msg.Subject, nil, counters)
+		c.appendDeduplicated(b.held[0].msg.Subject, nil, counters)
 		b.reset()
 		return
 	}
@@ -131,7 +135,7 @@ func (c *capture) flush(counters *filterCounters) {
 		b.groups[subject] = append(group, i)
 	}
 	for _, subject := range b.order {
-		c.appendGroup(subject, b.groups[subject], counters)
+		c.appendDeduplicated(subject, b.groups[subject], counters)
 	}
 	b.order = b.order[:0]
 	clear(b.groups)

@@ -21,6 +21,7 @@ type filterCounters struct {
 	bytes    prometheus.Counter
 	errors   prometheus.Counter
 	batch    captureBatch
+	dedupe   *dedupe // the ids of the subjects this handler stores
 }
 
 // newFilterCounters makes the counters of filter, which comes after

@@ -22,6 +22,7 @@ type metrics struct {
 	bytesStored    *prometheus.CounterVec // filter
 	appendErrors   *prometheus.CounterVec // filter
 	dropped        *prometheus.CounterVec // filter: slow-consumer drops
+	duplicates     prometheus.Counter     // messages not stored: a repeat of a Nats-Msg-Id
 	acks           *prometheus.CounterVec // result: ok, error
 	requests       *prometheus.CounterVec // verb, code
 	requestSeconds *prometheus.HistogramVec
@@ -81,6 +82,9 @@ func newMetrics(reg prometheus.Registerer, gauges gaugeFuncs) (*metrics, error) 
 		natsConnected: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "voik_nats_connected", Help: "1 while the NATS connection of the role (capture, api, replay) is up, 0 while it is down.",
 		}, []string{"role"}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "voik_duplicates_total", Help: "Captured messages not stored because their Nats-Msg-Id was stored on their subject within VOIK_DEDUPE_WINDOW.",
+		}),
 		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "voik_nats_reconnects_total", Help: "NATS reconnections.",
 		}),
@@ -128,7 +132,7 @@ func newMetrics(reg prometheus.Registerer, gauges gaugeFuncs) (*metrics, error) 
 	for _, reason := range []string{"budget", "requester_share", "long_polls", "in_flight"} {
 		m.overloaded.WithLabelValues(reason)
 	}
-	for _, c := range []prometheus.Collector{m.messagesStored, m.bytesStored, m.appendErrors, m.dropped, m.acks,
+	for _, c := range []prometheus.Collector{m.messagesStored, m.bytesStored, m.appendErrors, m.dropped, m.duplicates, m.acks,
 		m.requests, m.requestSeconds, m.replayed, m.natsConnected, m.reconnects, m.disconnects, m.slowConsumers, m.overloaded,
 		m.appendSeconds, m.batchRecords, m.syncSeconds, m.syncErrors, m.diskBytes, m.retentionDeleted, m.logOpens,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "voik_open_logs", Help: "Subject logs open now."}, gauges.openLogs),

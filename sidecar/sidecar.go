@@ -295,12 +295,13 @@ func (s *Sidecar) start(shutdownCtx context.Context) error {
 	s.warnIfPrefixAnswered()
 	replies := replyConns{capture: s.captureNC, api: s.apiNC}
 	s.capture = &capture{
-		store:       s.store,
-		replies:     replies,
-		prefix:      s.cfg.APIPrefix,
-		metrics:     s.metrics,
-		logger:      newThrottledLogger(s.logger),
-		droppedSeen: map[*nats.Subscription]int{},
+		store:        s.store,
+		replies:      replies,
+		prefix:       s.cfg.APIPrefix,
+		dedupeWindow: s.cfg.DedupeWindow,
+		metrics:      s.metrics,
+		logger:       newThrottledLogger(s.logger),
+		droppedSeen:  map[*nats.Subscription]int{},
 	}
 	s.capture.startAckWorkers()
 	if err := s.capture.subscribe(s.captureNC, s.filters, s.cfg.PendingMsgs, int(s.cfg.PendingBytes)); err != nil {

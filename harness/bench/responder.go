@@ -69,7 +69,7 @@ func ackResponder(nc *nats.Conn, subject string) nats.MsgHandler {
 		if _, ok := m.Header[messages.HeaderAck]; !ok {
 			return
 		}
-		buf = messages.AppendAckReply(buf[:0], subject, offset, time.Now().UnixNano())
+		buf = messages.AppendAckReply(buf[:0], subject, offset, time.Now().UnixNano(), false)
 		offset++
 		nc.Publish(m.Reply, buf)
 	}

@@ -141,6 +141,8 @@ NATS connection and its secrets. Shared by the StatefulSet and the test pod.
   value: {{ include "voik.envString" $c.retention.maxBytes | quote }}
 - name: VOIK_RETENTION_MAX_MESSAGES
   value: {{ include "voik.envString" $c.retention.maxMessages | quote }}
+- name: VOIK_DEDUPE_WINDOW
+  value: {{ $c.dedupeWindow | quote }}
 - name: VOIK_MAX_OPEN_LOGS
   value: {{ include "voik.envString" $c.maxOpenLogs | quote }}
 - name: VOIK_PENDING_MSGS
