@@ -35,6 +35,7 @@ func (c *capture) appendOne(msg *nats.Msg, counters *filterCounters, start time.
 	c.metrics.batchRecords.Observe(1)
 	if hasID {
 		counters.dedupe.stored(msg.Subject, id, offset, ts)
+		counters.dedupe.sweep(start)
 	}
 	if !wantsAck {
 		return
