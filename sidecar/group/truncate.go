@@ -1,0 +1,38 @@
+package group
+
+import "github.com/voik/voik/logstore"
+
+// TruncationPoint is where a member that rejoins its group cuts its
+// journal before it copies again: Kafka's KIP-101, by leader epoch, with
+// KIP-279's rule for epochs the leader never had. The member asked the
+// leader where its latest epoch ended there; the leader answered with the
+// latest epoch it holds that is not above the member's (leaderHeld, from
+// logstore.Epochs.EndOffsetFor, found false when it holds none) and where
+// that epoch ended on the leader (leaderEnd).
+//
+//   - Same epoch: the member keeps what it holds below leaderEnd; past it
+//     are records of that epoch that the leader never had, so were never
+//     committed.
+//   - An older one: the member had later epochs the leader never saw (it
+//     led, or followed a leader, that the rest of the group passed by).
+//     It keeps no more than where that older epoch ended on each side.
+//   - None: nothing in common past the start; ok is false, and the member
+//     starts its copy afresh from the leader.
+//
+// A high watermark is no substitute: it can keep a record that the new
+// leader wrote differently at the same offset.
+func TruncationPoint(local *logstore.Epochs, localEnd uint64, leaderHeld logstore.EpochStart, leaderEnd uint64, found bool) (offset uint64, ok bool) {
+	if !found {
+		return 0, false
+	}
+	point := min(leaderEnd, localEnd)
+	latest, any := local.Latest()
+	if !any || leaderHeld.Epoch >= latest.Epoch {
+		return point, true
+	}
+	_, ownEnd, ownFound := local.EndOffsetFor(leaderHeld.Epoch, localEnd)
+	if !ownFound {
+		return 0, false
+	}
+	return min(point, ownEnd), true
+}

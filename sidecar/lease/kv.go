@@ -1,0 +1,146 @@
+package lease
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Bucket is the JetStream key-value bucket holding every group's state,
+// one key per group (the group's name). It is the only thing voik creates
+// in JetStream.
+const Bucket = "VOIK_GROUPS"
+
+// KV is a group's key in Bucket: a Register on JetStream, whose Raft
+// orders the compare-and-sets. Get may be answered by a replica that lags
+// (direct get); that is safe, as a stale revision only makes a takeover's
+// compare-and-set fail, and a revision is never seen before it is written.
+type KV struct {
+	nc  *nats.Conn
+	kv  jetstream.KeyValue
+	key string
+}
+
+// NewKV opens group's key, creating Bucket if it does not exist with
+// replicas copies (0: three, or as many servers as there are if fewer;
+// decided when the bucket is created, so a three-server cluster missing a
+// server at that moment gets two). A bucket that exists is used as it
+// is.
+func NewKV(ctx context.Context, nc *nats.Conn, group string, replicas int) (*KV, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	kv, err := js.KeyValue(ctx, Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = createBucket(ctx, js, replicas)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("lease: bucket %s: %w", Bucket, err)
+	}
+	return &KV{nc: nc, kv: kv, key: group}, nil
+}
+
+func createBucket(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
+	tries := []int{replicas}
+	if replicas <= 0 {
+		tries = []int{3, 2, 1}
+	}
+	var err error
+	for _, r := range tries {
+		var kv jetstream.KeyValue
+		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      Bucket,
+			Description: "voik replication groups: leader, epoch and in-sync set per group",
+			History:     1,
+			Replicas:    r,
+		})
+		if err == nil {
+			return kv, nil
+		}
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			return js.KeyValue(ctx, Bucket) // created meanwhile by another member
+		}
+		if !tooFewServers(err) {
+			return nil, err
+		}
+	}
+	return nil, err
+}
+
+// tooFewServers says whether err refuses a stream's replicas for want of
+// servers: no suitable peers (10005), insufficient resources (10023), or
+// replicas in a non-clustered server (10074).
+func tooFewServers(err error) bool {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	switch apiErr.ErrorCode {
+	case 10005, 10023, 10074:
+		return true
+	}
+	return false
+}
+
+// Key is the group's key in Bucket.
+func (k *KV) Key() string { return k.key }
+
+// mapErr turns the client's errors into the Register's.
+func (k *KV) mapErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return ErrNotFound
+	case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch):
+		return fmt.Errorf("%w: %w", ErrConflict, err)
+	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionReconnecting),
+		errors.Is(err, nats.ErrDisconnected), errors.Is(err, nats.ErrConnectionDraining),
+		!k.nc.IsConnected():
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return err
+}
+
+// connected fails fast while the connection is down: a request would
+// otherwise sit in the reconnect buffer until its context ends.
+func (k *KV) connected() error {
+	if !k.nc.IsConnected() {
+		return fmt.Errorf("%w: NATS connection %s", ErrUnavailable, k.nc.Status())
+	}
+	return nil
+}
+
+// Get implements Register.
+func (k *KV) Get(ctx context.Context) ([]byte, uint64, error) {
+	if err := k.connected(); err != nil {
+		return nil, 0, err
+	}
+	e, err := k.kv.Get(ctx, k.key)
+	if err != nil {
+		return nil, 0, k.mapErr(err)
+	}
+	return e.Value(), e.Revision(), nil
+}
+
+// Create implements Register.
+func (k *KV) Create(ctx context.Context, value []byte) (uint64, error) {
+	if err := k.connected(); err != nil {
+		return 0, err
+	}
+	rev, err := k.kv.Create(ctx, k.key, value)
+	return rev, k.mapErr(err)
+}
+
+// Update implements Register.
+func (k *KV) Update(ctx context.Context, value []byte, last uint64) (uint64, error) {
+	if err := k.connected(); err != nil {
+		return 0, err
+	}
+	rev, err := k.kv.Update(ctx, k.key, value, last)
+	return rev, k.mapErr(err)
+}
