@@ -1,0 +1,162 @@
+package group
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"path/filepath"
+	"reflect"
+	"testing"
+
+	"github.com/voik/voik/logstore"
+)
+
+func testOptions() logstore.Options {
+	return logstore.Options{
+		SegmentBytes: 64 << 10, InitialSegmentBytes: 4 << 10,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+}
+
+// member is a store and its journal, in a directory of their own.
+type member struct {
+	store   *logstore.Store
+	journal *Journal
+}
+
+func newMember(t *testing.T) *member {
+	t.Helper()
+	dir := t.TempDir()
+	store, err := logstore.OpenStore(filepath.Join(dir, "data"), testOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	journal, err := OpenJournal(filepath.Join(dir, "journal"), testOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { journal.Close(); store.Close() })
+	return &member{store: store, journal: journal}
+}
+
+// lead appends n records across subjects as a leader's capture does:
+// each to its subject's log, then its pointer to the journal.
+func (m *member) lead(t *testing.T, rng *rand.Rand, n int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		subject := fmt.Sprintf("orders.%d", rng.IntN(13))
+		var headers logstore.Headers
+		if rng.IntN(3) == 0 {
+			headers = logstore.Headers{"Nats-Msg-Id": {fmt.Sprint(i)}}
+		}
+		entries := []logstore.Entry{{Headers: headers, Data: make([]byte, rng.IntN(2000))}}
+		first, _, err := m.store.Append(subject, entries)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.journal.AppendAt(m.journal.End(), []Pointer{{Subject: subject, Offset: first, Timestamp: entries[0].Timestamp}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// contents is every subject's records and the journal's pointers.
+func (m *member) contents(t *testing.T) (map[string][]logstore.Record, []Pointer) {
+	t.Helper()
+	logs := map[string][]logstore.Record{}
+	for _, subject := range m.store.Subjects() {
+		err := m.store.View(subject, func(l *logstore.Log) error {
+			records, err := l.Read(l.FirstOffset(), int(l.EndOffset()-l.FirstOffset()))
+			logs[subject] = records
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	pointers, err := m.journal.Read(0, int(m.journal.End())+1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return logs, pointers
+}
+
+// A follower that copies its leader's journal in batches of any size,
+// through Collect and Apply, holds the same records at the same offsets
+// in every subject, and the same journal.
+func TestAFollowerCopiesItsLeaderRecordForRecord(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	leader, follower := newMember(t), newMember(t)
+	for round := 0; round < 5; round++ {
+		leader.lead(t, rng, 300)
+		for follower.journal.End() < leader.journal.End() {
+			entries, err := Collect(leader.store, leader.journal, follower.journal.End(), 1+rng.IntN(100), 1+rng.IntN(64<<10))
+			if err != nil || len(entries) == 0 {
+				t.Fatalf("collect from %d: %d entries, %v", follower.journal.End(), len(entries), err)
+			}
+			if n, err := Apply(follower.store, follower.journal, entries); err != nil || n != len(entries) {
+				t.Fatalf("apply %d entries: %d, %v", len(entries), n, err)
+			}
+		}
+	}
+	wantLogs, wantJournal := leader.contents(t)
+	gotLogs, gotJournal := follower.contents(t)
+	if !reflect.DeepEqual(gotJournal, wantJournal) {
+		t.Fatal("the journals differ")
+	}
+	if !reflect.DeepEqual(gotLogs, wantLogs) {
+		t.Fatal("the subjects' logs differ")
+	}
+}
+
+// A follower that stopped after appending a batch's records, before
+// their pointers, applies the batch again without storing anything
+// twice; one that holds a different record where the journal points has
+// diverged and is told so.
+func TestApplyIsIdempotentAndFindsDivergence(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	leader, follower := newMember(t), newMember(t)
+	leader.lead(t, rng, 50)
+	entries, err := Collect(leader.store, leader.journal, 0, 50, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries[:30] { // the records of the first 30, no pointers: the stop
+		if err := applyRecord(follower.store, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := Apply(follower.store, follower.journal, entries); err != nil || n != 50 {
+		t.Fatalf("apply after the stop: %d, %v", n, err)
+	}
+	wantLogs, _ := leader.contents(t)
+	if gotLogs, _ := follower.contents(t); !reflect.DeepEqual(gotLogs, wantLogs) {
+		t.Fatal("the logs differ after applying a batch twice")
+	}
+
+	other := newMember(t)
+	e := entries[0]
+	if _, err := other.store.AppendAt(e.Subject, e.Offset, []logstore.Entry{{Timestamp: e.Timestamp, Data: []byte("something else")}}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := Apply(other.store, other.journal, entries[:1]); n != 0 || !errors.Is(err, ErrDiverged) {
+		t.Fatalf("apply over a different record: %d, %v", n, err)
+	}
+}
+
+// Collect always returns at least one record, however small maxBytes, so
+// that a copy moves on; and a batch that starts anywhere but the
+// follower's journal end is refused.
+func TestCollectMovesOnAndApplyStartsAtTheEnd(t *testing.T) {
+	leader, follower := newMember(t), newMember(t)
+	leader.lead(t, rand.New(rand.NewPCG(5, 6)), 5)
+	entries, err := Collect(leader.store, leader.journal, 2, 10, 1)
+	if err != nil || len(entries) != 1 || entries[0].Journal != 2 {
+		t.Fatalf("collect with maxBytes 1: %+v, %v", entries, err)
+	}
+	if n, err := Apply(follower.store, follower.journal, entries); n != 0 || !errors.Is(err, logstore.ErrNotAtEnd) {
+		t.Fatalf("apply at journal offset 2 to an empty journal: %d, %v", n, err)
+	}
+}
