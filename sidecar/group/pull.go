@@ -1,0 +1,307 @@
+package group
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/voik/voik/logstore"
+)
+
+// Copying over NATS: a follower pulls the leader's journal, in batches,
+// by request/reply on the group's replication subject (under $VOIK.,
+// which voik never stores), with a long poll when it has caught up, as
+// Kafka's and Liftbridge's followers fetch. Every message carries the
+// protocol version; a member that meets one it does not know says so and
+// copies nothing, it never guesses.
+
+// ProtocolVersion is the version of the messages below.
+const ProtocolVersion = 1
+
+// Reply codes of a pull.
+const (
+	CodeOK         = 0
+	CodeNotLeader  = 409 // the member asked does not lead (or knows a newer epoch than this one's)
+	CodeVersion    = 426 // a protocol version the member asked does not speak
+	CodeReadFailed = 500
+)
+
+// PullSubject is where a group's leader answers pulls.
+func PullSubject(group string) string { return "$VOIK.REPL." + group + ".PULL" }
+
+// PullRequest asks for the leader's journal from From on.
+type PullRequest struct {
+	Version int    `msgpack:"v"`
+	Member  string `msgpack:"member"`
+	// Epoch is the latest leader epoch the follower holds durably: a
+	// leader whose own is older has been replaced, and says so.
+	Epoch uint64 `msgpack:"epoch"`
+	From  uint64 `msgpack:"from"`
+	// Durable: below it the follower holds the journal durably; the
+	// leader commits by it.
+	Durable uint64 `msgpack:"durable"`
+	// Chunk is the next chunk wanted of the record at From, when it came
+	// in chunks (0: from its start).
+	Chunk    int `msgpack:"chunk,omitempty"`
+	MaxBytes int `msgpack:"max_bytes"`
+	WaitMs   int `msgpack:"wait_ms,omitempty"`
+}
+
+// PullReply is the leader's answer.
+type PullReply struct {
+	Version   int    `msgpack:"v"`
+	Code      int    `msgpack:"code,omitempty"`
+	Error     string `msgpack:"error,omitempty"`
+	Epoch     uint64 `msgpack:"epoch"`
+	Committed uint64 `msgpack:"committed"`
+	// Records from From on, in journal order.
+	Records []WireRecord `msgpack:"records"`
+	// Epochs are the leader's epochs newer than the follower's, each
+	// with the journal offset it began at: the follower holds them
+	// durably before it applies a record of theirs.
+	Epochs []logstore.EpochStart `msgpack:"epochs,omitempty"`
+	// Diverging, when set, says that the follower's journal runs past
+	// where its latest epoch ended on the leader (KIP-320): it truncates
+	// (TruncationPoint) and pulls again; no records come with it.
+	Diverging *Divergence `msgpack:"diverging,omitempty"`
+}
+
+// Divergence is the leader's answer for the follower's latest epoch: the
+// latest epoch the leader holds that is not above it, and where that
+// epoch ended on the leader; Found false when it holds none.
+type Divergence struct {
+	Held  logstore.EpochStart `msgpack:"held"`
+	End   uint64              `msgpack:"end"`
+	Found bool                `msgpack:"found"`
+}
+
+// WireRecord is one record as copied. A record too large for one reply
+// comes alone, in Chunks pieces of Data, one a pull: Chunk is this one.
+type WireRecord struct {
+	Journal   uint64              `msgpack:"j"`
+	Subject   string              `msgpack:"s"`
+	Offset    uint64              `msgpack:"o"`
+	Timestamp int64               `msgpack:"t"`
+	Headers   map[string][]string `msgpack:"h,omitempty"`
+	Data      []byte              `msgpack:"d"`
+	Chunk     int                 `msgpack:"c,omitempty"`
+	Chunks    int                 `msgpack:"n,omitempty"`
+}
+
+// replyOverhead is room kept under max_payload for a reply's fields
+// other than record data and headers.
+const replyOverhead = 1024
+
+// Source answers pulls while its member leads.
+type Source struct {
+	Store      *logstore.Store
+	Journal    *Journal
+	Epochs     *logstore.Epochs
+	MaxPayload int
+	// Leading is the epoch this member leads in, and false while it does
+	// not: then pulls get CodeNotLeader.
+	Leading func() (epoch uint64, ok bool)
+	// Report takes a follower's durable journal end and returns the
+	// committed offset.
+	Report func(member string, durable uint64) (committed uint64)
+}
+
+// Serve answers pulls on nc until the subscription is drained. Each pull
+// is answered on a goroutine of its own, so that a long poll holds up no
+// other follower.
+func (s *Source) Serve(nc *nats.Conn, group string) (*nats.Subscription, error) {
+	return nc.Subscribe(PullSubject(group), func(msg *nats.Msg) {
+		go func() {
+			reply := s.answer(msg.Data)
+			body, err := msgpack.Marshal(reply)
+			if err == nil {
+				msg.Respond(body)
+			}
+		}()
+	})
+}
+
+// answer is the reply to one pull.
+func (s *Source) answer(body []byte) PullReply {
+	var req PullRequest
+	if err := msgpack.Unmarshal(body, &req); err != nil {
+		return PullReply{Version: ProtocolVersion, Code: CodeVersion, Error: "not a pull request: " + err.Error()}
+	}
+	if req.Version != ProtocolVersion {
+		return PullReply{Version: ProtocolVersion, Code: CodeVersion,
+			Error: fmt.Sprintf("pull of protocol version %d; this member speaks %d", req.Version, ProtocolVersion)}
+	}
+	epoch, leading := s.Leading()
+	switch {
+	case !leading:
+		return PullReply{Version: ProtocolVersion, Code: CodeNotLeader, Error: "not the leader"}
+	case req.Epoch > epoch:
+		// The follower has seen a newer leader: this one is fenced.
+		return PullReply{Version: ProtocolVersion, Code: CodeNotLeader, Epoch: epoch,
+			Error: fmt.Sprintf("epoch %d is older than the follower's %d", epoch, req.Epoch)}
+	}
+	reply := PullReply{Version: ProtocolVersion, Epoch: epoch}
+	held, end, found := s.Epochs.EndOffsetFor(req.Epoch, s.Journal.End())
+	if req.From > 0 && (!found || req.From > end) {
+		reply.Diverging = &Divergence{Held: held, End: end, Found: found}
+		return reply
+	}
+	// Only a follower that does not diverge counts towards the commit:
+	// what it holds is the leader's.
+	reply.Committed = s.Report(req.Member, req.Durable)
+	for _, e := range s.Epochs.List() {
+		if e.Epoch > req.Epoch {
+			reply.Epochs = append(reply.Epochs, e)
+		}
+	}
+	if req.From >= s.Journal.End() && req.WaitMs > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(req.WaitMs)*time.Millisecond)
+		s.Journal.Log().WaitFor(ctx, req.From)
+		cancel()
+	}
+	if req.From >= s.Journal.End() {
+		return reply
+	}
+	budget := min(req.MaxBytes, s.MaxPayload-replyOverhead)
+	entries, err := Collect(s.Store, s.Journal, req.From, 1000, budget)
+	if err != nil && len(entries) == 0 {
+		reply.Code, reply.Error = CodeReadFailed, err.Error()
+		return reply
+	}
+	for _, e := range entries {
+		w := WireRecord{Journal: e.Journal, Subject: e.Subject, Offset: e.Offset, Timestamp: e.Timestamp, Headers: e.Headers, Data: e.Data}
+		if size := logstore.PayloadSize(e.Headers, e.Data) + len(e.Subject); size > budget {
+			// Alone and too large: the piece asked for.
+			chunk := max(budget-len(e.Subject)-logstore.PayloadSize(e.Headers, nil), 1)
+			w.Chunks = (len(e.Data) + chunk - 1) / chunk
+			w.Chunk = min(req.Chunk, w.Chunks-1)
+			w.Data = e.Data[w.Chunk*chunk : min(len(e.Data), (w.Chunk+1)*chunk)]
+		}
+		reply.Records = append(reply.Records, w)
+	}
+	return reply
+}
+
+// Errors of a pull.
+var (
+	// ErrStaleLeader: the reply came from a leader of an older epoch than
+	// the follower holds; nothing of it was applied.
+	ErrStaleLeader = errors.New("group: reply from a leader of an older epoch")
+	// ErrNotLeader: the member asked does not lead now.
+	ErrNotLeader = errors.New("group: not the leader")
+	// ErrVersion: the other member speaks another protocol version.
+	ErrVersion = errors.New("group: replication protocol version not spoken here")
+)
+
+// DivergedError says that a follower must truncate its journal, and the
+// records it points at, to Offset before it copies again (OK false: to
+// nothing; it starts afresh).
+type DivergedError struct {
+	Offset uint64
+	OK     bool
+}
+
+func (e *DivergedError) Error() string {
+	if !e.OK {
+		return "group: nothing in common with the leader: start the copy afresh"
+	}
+	return fmt.Sprintf("group: diverged from the leader: truncate the journal to %d", e.Offset)
+}
+
+// Is makes errors.Is(err, ErrDiverged) true.
+func (e *DivergedError) Is(target error) bool { return target == ErrDiverged }
+
+// Sink is a follower's side of the copy.
+type Sink struct {
+	Store   *logstore.Store
+	Journal *Journal
+	Epochs  *logstore.Epochs
+	Member  string
+	// chunks is a large record being received, piece by piece; chunk is
+	// the piece to ask for next.
+	chunks []byte
+	chunk  int
+}
+
+// Pull asks the leader once for what comes after the follower's journal
+// end, applies it, and returns how many records it applied and the
+// committed offset the leader told. It holds an epoch that the leader
+// has moved to durably (Epochs) before it applies anything of it, and
+// refuses a reply from an older epoch than it holds.
+func (k *Sink) Pull(ctx context.Context, nc *nats.Conn, group string, maxBytes int, wait time.Duration) (int, uint64, error) {
+	held, _ := k.Epochs.Latest()
+	req := PullRequest{Version: ProtocolVersion, Member: k.Member, Epoch: held.Epoch, From: k.Journal.End(),
+		Durable: k.Journal.Log().DurableOffset(), Chunk: k.chunk, MaxBytes: maxBytes, WaitMs: int(wait / time.Millisecond)}
+	body, err := msgpack.Marshal(req)
+	if err != nil {
+		return 0, 0, err
+	}
+	msg, err := nc.RequestWithContext(ctx, PullSubject(group), body)
+	if err != nil {
+		return 0, 0, err
+	}
+	var reply PullReply
+	if err := msgpack.Unmarshal(msg.Data, &reply); err != nil {
+		return 0, 0, fmt.Errorf("group: pull reply: %w", err)
+	}
+	switch {
+	case reply.Version != ProtocolVersion || reply.Code == CodeVersion:
+		return 0, 0, fmt.Errorf("%w: the leader speaks version %d (%s), this member %d", ErrVersion, reply.Version, reply.Error, ProtocolVersion)
+	case reply.Code == CodeNotLeader:
+		return 0, 0, fmt.Errorf("%w: %s", ErrNotLeader, reply.Error)
+	case reply.Code != CodeOK:
+		return 0, 0, fmt.Errorf("group: pull: %d %s", reply.Code, reply.Error)
+	case reply.Epoch < held.Epoch:
+		return 0, 0, fmt.Errorf("%w: epoch %d, this member holds %d", ErrStaleLeader, reply.Epoch, held.Epoch)
+	}
+	if d := reply.Diverging; d != nil {
+		point, ok := TruncationPoint(k.Epochs, k.Journal.End(), d.Held, d.End, d.Found)
+		return 0, 0, &DivergedError{Offset: point, OK: ok}
+	}
+	// The leader's newer epochs, durable before a record of theirs is
+	// applied (a follower acts on an epoch only once it is on disk).
+	for _, e := range reply.Epochs {
+		if latest, _ := k.Epochs.Latest(); e.Epoch > latest.Epoch {
+			if err := k.Epochs.Assign(e.Epoch, e.Start); err != nil {
+				return 0, 0, err
+			}
+		}
+	}
+	entries, err := k.entries(reply.Records)
+	if err != nil || len(entries) == 0 {
+		return 0, reply.Committed, err
+	}
+	n, err := Apply(k.Store, k.Journal, entries)
+	return n, reply.Committed, err
+}
+
+// entries turns a reply's records into entries to apply, putting a
+// record that came in chunks back together.
+func (k *Sink) entries(records []WireRecord) ([]Entry, error) {
+	entries := make([]Entry, 0, len(records))
+	for _, w := range records {
+		e := Entry{Journal: w.Journal, Subject: w.Subject, Offset: w.Offset, Timestamp: w.Timestamp, Headers: w.Headers, Data: w.Data}
+		if w.Chunks > 0 {
+			if len(records) != 1 {
+				return nil, errors.New("group: a chunked record with others in one reply")
+			}
+			if w.Chunk != k.chunk {
+				// Not the piece asked for (a new leader, say): start over.
+				k.chunks, k.chunk = nil, 0
+				return nil, nil
+			}
+			k.chunks = append(k.chunks, w.Data...)
+			k.chunk = w.Chunk + 1
+			if w.Chunk+1 < w.Chunks {
+				return nil, nil // more to come
+			}
+			e.Data, k.chunks, k.chunk = k.chunks, nil, 0
+		}
+		entries = append(entries, e)
+	}
+	return entries, nil
+}
