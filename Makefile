@@ -48,6 +48,7 @@ fuzz: ## run each fuzz target for FUZZTIME
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) ./logstore
 	$(GO) test -run '^$$' -fuzz '^FuzzRecoverSegment$$' -fuzztime $(FUZZTIME) ./logstore
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEpochs$$' -fuzztime $(FUZZTIME) ./logstore
+	$(GO) test -run '^$$' -fuzz '^FuzzTruncateIntent$$' -fuzztime $(FUZZTIME) ./logstore
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRequests$$' -fuzztime $(FUZZTIME) ./messages
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFetchReply$$' -fuzztime $(FUZZTIME) ./client
 

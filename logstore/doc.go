@@ -79,6 +79,16 @@
 // A bad record inside a sealed segment that the cheap checks do not touch
 // is found when it is read: Scan returns a *CorruptionError for it.
 //
+// # Truncation
+//
+// Log.TruncateTo drops the records at and above an offset (a replica whose
+// tail its group never committed): the segment holding the offset is
+// copied up to it, a durable intent file decides the truncation, the
+// newer segments are deleted and the copy renamed in; opening a log
+// finishes a truncation that a crash cut short (recovery step 0).
+// truncate.go writes the steps out. Readers that hold a segment keep
+// reading it from its mapping.
+//
 // # Retention
 //
 // Options.Retention bounds each log by age, bytes and record count. Whole

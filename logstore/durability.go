@@ -117,7 +117,15 @@ func (l *Log) syncOnce() {
 	if l.syncSegment(seg) != nil {
 		return // failSync has recorded it
 	}
-	l.markDurable(target)
+	// A truncation (truncate.go) may have dropped seg meanwhile and
+	// lowered the end offset below target: records appended since at
+	// those offsets are not the ones this sync wrote. It decides under
+	// writeMu, as the truncation does.
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
+	if !seg.dropped.Load() {
+		l.markDurable(target)
+	}
 }
 
 func (l *Log) markDurable(target uint64) {

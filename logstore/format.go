@@ -449,6 +449,10 @@ func readIndexEntry(src []byte) indexEntry {
 //	                        without a header it is unused; with one it was
 //	                        swapped in and is being given its <base> name
 //	<base>.idx.tmp          an index being rebuilt by recovery
+//	.truncate               a truncation's durable intent: its target
+//	                        offset (truncate.go); .truncate.tmp while it
+//	                        is written, .truncate.log/.idx the copy of
+//	                        the segment that holds the target
 const (
 	preparedLogName   = ".prepared.log"
 	preparedIndexName = ".prepared.idx"

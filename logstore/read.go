@@ -16,16 +16,26 @@ import (
 func (l *Log) Scan(offset uint64, fn func(RecordView) bool) (next uint64, err error) {
 	end := l.endOffset.Load()
 	next = offset
+	var prev *segment
 	for next < end {
 		seg, err := l.acquireSegment(next, end)
 		if err != nil {
 			return next, err
+		}
+		if prev != nil && prev.dropped.Load() {
+			// A truncation dropped what follows prev (truncate.go): the
+			// records there now are not the ones end counted. Stop where
+			// the records read end, so that one Scan never mixes the log
+			// before a truncation with the log after it.
+			seg.release()
+			return next, nil
 		}
 		more, err := scanSegment(seg, &next, end, fn)
 		seg.release()
 		if err != nil || !more {
 			return next, err
 		}
+		prev = seg
 	}
 	if offset > end {
 		return next, &RangeError{Offset: offset, First: l.firstOffset.Load(), End: end}
@@ -86,7 +96,9 @@ func scanSegment(seg *segment, next *uint64, end uint64, fn func(RecordView) boo
 	count := seg.count.Load()
 	last := min(end, seg.baseOffset+count)
 	if *next >= last {
-		return *next < end, nil
+		// Below end, only a truncation (truncate.go) leaves no record
+		// here: the records end counted were dropped. Stop.
+		return false, nil
 	}
 	bytes := seg.logBytes()
 	position := seg.locate(bytes, *next)

@@ -24,6 +24,16 @@ import (
 // opened at all.
 //
 // The steps, in order (docs/storage.md repeats them):
+//  0. Finish a truncation cut short (truncate.go), before anything else:
+//     the states a truncation passes through would look like a gap or
+//     corruption to the steps below. With a truncation intent (.truncate)
+//     naming offset T: the segment holding T is checked (header, records
+//     before T); every segment above it is deleted, newest first; it is
+//     cut after record T-1 (zeroed to its last byte that is not zero,
+//     synced; step 4 rewrites its index); the directory is synced and the
+//     intent deleted. An intent that fails its checks, or does not fit
+//     the log, is an error and nothing is changed. Without an intent, the
+//     files of a truncation that never wrote one are deleted.
 //  1. List the .log files; delete an .idx without its .log (a rotation
 //     or a retention that crashed half way). A segment prepared ahead of
 //     a rotation (.prepared.log, see rotation.go) that has a valid header
@@ -65,6 +75,9 @@ import (
 //
 // Every step can be interrupted and run again with the same result.
 func recoverSegments(dir string, opts *Options, report *Recovery) ([]*segment, error) {
+	if err := finishTruncation(dir, opts); err != nil {
+		return nil, err
+	}
 	if err := settlePreparedSegment(dir, opts); err != nil {
 		return nil, err
 	}

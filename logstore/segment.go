@@ -51,6 +51,11 @@ type segment struct {
 	syncGen atomic.Uint64 // counts syncs of the .log: each write-protects its pages again
 	refs    atomic.Int32
 	deleted atomic.Bool // unlinked by retention; still readable until the last release
+	// dropped: a truncation took the segment out of its log, or put a
+	// copy of its first records in its place (truncate.go). Readers that
+	// hold it finish reading it from its mapping; a sync of it confirms
+	// nothing about the records now at its offsets.
+	dropped atomic.Bool
 
 	// committed: the files have their <base> names and the .log header is
 	// durable. A segment made by createSegment or found by recovery is;

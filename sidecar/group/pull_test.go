@@ -210,3 +210,42 @@ func TestADivergedFollowerIsToldWhereToTruncate(t *testing.T) {
 		t.Fatalf("pull by a diverged follower: %v, want truncate to 3", err)
 	}
 }
+
+// KIP-101 end to end: the diverged follower truncates where it is told
+// (its records that the leader never had go, with their journal
+// pointers and epochs), copies on, and holds exactly the leader's log.
+func TestADivergedFollowerTruncatesAndConverges(t *testing.T) {
+	p := newCopyPair(t, 1<<20)
+	rng := rand.New(rand.NewPCG(17, 18))
+	p.leader.lead(t, rng, 40)
+	p.catchUp(t, 1<<20)
+	p.follower.lead(t, rng, 25) // never copied by anyone
+	p.mu.Lock()
+	p.epoch = 2
+	p.mu.Unlock()
+	if err := p.source.Epochs.Assign(2, p.leader.journal.End()); err != nil {
+		t.Fatal(err)
+	}
+	p.leader.lead(t, rng, 30)
+	_, _, err := p.sink.Pull(context.Background(), p.nc, "g", 1<<20, 0)
+	var diverged *DivergedError
+	if !errors.As(err, &diverged) || diverged.Offset != 40 {
+		t.Fatalf("pull: %v, want truncate to 40", err)
+	}
+	dropped, err := p.sink.Truncate(diverged.Offset)
+	if err != nil || dropped != 25 {
+		t.Fatalf("truncate: dropped %d, %v; want the 25 records the leader never had", dropped, err)
+	}
+	if _, err := p.sink.Truncate(diverged.Offset); err != nil { // again, as after a stop
+		t.Fatal(err)
+	}
+	p.catchUp(t, 1<<20)
+	wantLogs, wantJournal := p.leader.contents(t)
+	gotLogs, gotJournal := p.follower.contents(t)
+	if !reflect.DeepEqual(gotJournal, wantJournal) || !reflect.DeepEqual(gotLogs, wantLogs) {
+		t.Fatal("the follower's copy differs from its leader after truncating")
+	}
+	if got, want := p.sink.Epochs.List(), p.source.Epochs.List(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("epochs %v, the leader's %v", got, want)
+	}
+}

@@ -1,6 +1,10 @@
 package group
 
-import "github.com/voik/voik/logstore"
+import (
+	"errors"
+
+	"github.com/voik/voik/logstore"
+)
 
 // TruncationPoint is where a member that rejoins its group cuts its
 // journal before it copies again: Kafka's KIP-101, by leader epoch, with
@@ -35,4 +39,36 @@ func TruncationPoint(local *logstore.Epochs, localEnd uint64, leaderHeld logstor
 		return 0, false
 	}
 	return min(point, ownEnd), true
+}
+
+// Truncate cuts a follower back to journal offset point (a
+// DivergedError's): the records its journal points at from point on,
+// subject by subject, then the journal, then the epochs that begin
+// there. It returns how many records of subjects it dropped. Each step
+// is one that can be done twice: a follower that stops in the middle
+// pulls, is told the same point, and finishes.
+func (k *Sink) Truncate(point uint64) (dropped uint64, err error) {
+	if end := k.Journal.End(); point < end {
+		pointers, err := k.Journal.Read(point, int(end-point))
+		if err != nil {
+			return 0, err
+		}
+		lowest := map[string]uint64{} // per subject, the lowest offset pointed at
+		for _, p := range pointers {
+			if o, ok := lowest[p.Subject]; !ok || p.Offset < o {
+				lowest[p.Subject] = p.Offset
+			}
+		}
+		for subject, offset := range lowest {
+			n, err := k.Store.TruncateTo(subject, offset)
+			dropped += n
+			if err != nil && !errors.Is(err, logstore.ErrNotFound) {
+				return dropped, err
+			}
+		}
+		if _, err := k.Journal.Log().TruncateTo(point); err != nil {
+			return dropped, err
+		}
+	}
+	return dropped, k.Epochs.TruncateFrom(point)
 }
