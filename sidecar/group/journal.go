@@ -116,34 +116,62 @@ type Entry struct {
 
 // Collect is the leader's side of a copy: the records of the journal
 // from offset on, up to max of them and about maxBytes of data and
-// headers (always one, so that a copy moves on), read from store.
+// headers (always one, so that a copy moves on), read from store. The
+// records of one subject are read with one look at its log.
 func Collect(store *logstore.Store, journal *Journal, from uint64, max, maxBytes int) ([]Entry, error) {
 	pointers, err := journal.Read(from, max)
 	if err != nil {
 		return nil, err
 	}
-	entries := make([]Entry, 0, len(pointers))
-	size := 0
+	// A subject's records in a batch of the journal are at consecutive
+	// offsets: its pointers, in journal order, follow its log.
+	bySubject := map[string][]int{}
+	var order []string
 	for i, p := range pointers {
-		var record logstore.Record
-		err := store.View(p.Subject, func(l *logstore.Log) error {
-			records, err := l.Read(p.Offset, 1)
-			if err == nil && len(records) == 1 {
-				record = records[0]
-			} else if err == nil {
-				err = fmt.Errorf("group: journal offset %d points past the end of %q", from+uint64(i), p.Subject)
+		if _, ok := bySubject[p.Subject]; !ok {
+			order = append(order, p.Subject)
+		}
+		bySubject[p.Subject] = append(bySubject[p.Subject], i)
+	}
+	records := make([]logstore.Record, len(pointers))
+	readable := len(pointers) // pointers below it were read
+	var readErr error
+	for _, subject := range order {
+		indexes := bySubject[subject]
+		first := pointers[indexes[0]]
+		err := store.View(subject, func(l *logstore.Log) error {
+			got, err := l.Read(first.Offset, len(indexes))
+			for k, r := range got {
+				if r.Offset != pointers[indexes[k]].Offset {
+					return fmt.Errorf("group: journal offset %d points at %q offset %d, the log has %d there",
+						from+uint64(indexes[k]), subject, pointers[indexes[k]].Offset, r.Offset)
+				}
+				records[indexes[k]] = r
+			}
+			if err == nil && len(got) < len(indexes) {
+				err = fmt.Errorf("group: journal offset %d points past the end of %q", from+uint64(indexes[len(got)]), subject)
+			}
+			if err != nil && len(got) < len(indexes) {
+				readable = min(readable, indexes[len(got)])
 			}
 			return err
 		})
-		if err != nil {
-			return entries, err
+		if err != nil && readErr == nil {
+			readErr = err
 		}
-		size += logstore.PayloadSize(record.Headers, record.Data)
+	}
+	entries := make([]Entry, 0, readable)
+	size := 0
+	for i, r := range records[:readable] {
+		size += logstore.PayloadSize(r.Headers, r.Data)
 		if i > 0 && size > maxBytes {
-			break
+			return entries, nil
 		}
-		entries = append(entries, Entry{Journal: from + uint64(i), Subject: p.Subject, Offset: p.Offset,
-			Timestamp: record.Timestamp, Headers: record.Headers, Data: record.Data})
+		entries = append(entries, Entry{Journal: from + uint64(i), Subject: pointers[i].Subject, Offset: r.Offset,
+			Timestamp: r.Timestamp, Headers: r.Headers, Data: r.Data})
+	}
+	if readable < len(pointers) {
+		return entries, readErr
 	}
 	return entries, nil
 }
@@ -165,16 +193,33 @@ func Apply(store *logstore.Store, journal *Journal, entries []Entry) (int, error
 	if end := journal.End(); entries[0].Journal != end {
 		return 0, &logstore.EndError{Offset: entries[0].Journal, End: end}
 	}
-	applied := len(entries)
-	var applyErr error
 	for i, e := range entries {
 		if e.Journal != entries[0].Journal+uint64(i) {
-			applied, applyErr = i, fmt.Errorf("group: entry %d has journal offset %d, want %d", i, e.Journal, entries[0].Journal+uint64(i))
-			break
+			return 0, fmt.Errorf("group: entry %d has journal offset %d, want %d", i, e.Journal, entries[0].Journal+uint64(i))
 		}
-		if err := applyRecord(store, e); err != nil {
-			applied, applyErr = i, err
-			break
+	}
+	// One append per subject; the pointers then go up to the first entry
+	// whose record could not be stored.
+	bySubject := map[string][]Entry{}
+	var order []string
+	for i, e := range entries {
+		run, ok := bySubject[e.Subject]
+		if !ok {
+			order = append(order, e.Subject)
+		} else if last := run[len(run)-1]; e.Offset != last.Offset+1 {
+			return 0, fmt.Errorf("group: entry %d is %q offset %d after offset %d: a subject's records in a batch are consecutive", i, e.Subject, e.Offset, last.Offset)
+		}
+		bySubject[e.Subject] = append(run, e)
+	}
+	applied := len(entries)
+	var applyErr error
+	for _, subject := range order {
+		run := bySubject[subject]
+		n, err := applyRun(store, run)
+		if err != nil && n < len(run) {
+			if cut := int(run[n].Journal - entries[0].Journal); cut < applied {
+				applied, applyErr = cut, err
+			}
 		}
 	}
 	// The records first, then their pointers in one append: a follower
@@ -191,25 +236,45 @@ func Apply(store *logstore.Store, journal *Journal, entries []Entry) (int, error
 	return n, applyErr
 }
 
-// applyRecord appends e to its subject's log, unless the log holds it.
-func applyRecord(store *logstore.Store, e Entry) error {
-	_, err := store.AppendAt(e.Subject, e.Offset, []logstore.Entry{{Timestamp: e.Timestamp, Headers: e.Headers, Data: e.Data}})
-	var endErr *logstore.EndError
-	if !errors.As(err, &endErr) || endErr.End <= e.Offset {
-		return err
+// applyRun appends run (one subject, consecutive offsets) to its log as
+// exact copies, leaving out those the log holds already (checked to be
+// the same), and returns how many of run the log now holds.
+func applyRun(store *logstore.Store, run []Entry) (int, error) {
+	if len(run) == 0 {
+		return 0, nil
 	}
-	// The log is past e's offset: it holds e already, or diverged.
-	return store.View(e.Subject, func(l *logstore.Log) error {
-		records, err := l.Read(e.Offset, 1)
+	subject, first := run[0].Subject, run[0].Offset
+	entries := make([]logstore.Entry, len(run))
+	for i, e := range run {
+		entries[i] = logstore.Entry{Timestamp: e.Timestamp, Headers: e.Headers, Data: e.Data}
+	}
+	n, err := store.AppendAt(subject, first, entries)
+	var endErr *logstore.EndError
+	if !errors.As(err, &endErr) || endErr.End <= first {
+		return n, err
+	}
+	// The log is past first: it holds some of run already, or diverged.
+	held := int(min(endErr.End-first, uint64(len(run))))
+	same := 0
+	err = store.View(subject, func(l *logstore.Log) error {
+		records, err := l.Read(first, held)
 		if err != nil {
 			return err
 		}
-		r := records[0]
-		if r.Timestamp != e.Timestamp || !bytes.Equal(r.Data, e.Data) || !sameHeaders(r.Headers, e.Headers) {
-			return fmt.Errorf("%w: %q offset %d differs", ErrDiverged, e.Subject, e.Offset)
+		for i, r := range records {
+			e := run[i]
+			if r.Timestamp != e.Timestamp || !bytes.Equal(r.Data, e.Data) || !sameHeaders(r.Headers, e.Headers) {
+				return fmt.Errorf("%w: %q offset %d differs", ErrDiverged, subject, e.Offset)
+			}
+			same++
 		}
 		return nil
 	})
+	if err != nil || held == len(run) {
+		return same, err
+	}
+	n, err = store.AppendAt(subject, run[held].Offset, entries[held:])
+	return held + n, err
 }
 
 func sameHeaders(a, b logstore.Headers) bool {

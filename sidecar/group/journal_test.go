@@ -124,7 +124,7 @@ func TestApplyIsIdempotentAndFindsDivergence(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, e := range entries[:30] { // the records of the first 30, no pointers: the stop
-		if err := applyRecord(follower.store, e); err != nil {
+		if _, err := applyRun(follower.store, []Entry{e}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -158,5 +158,22 @@ func TestCollectMovesOnAndApplyStartsAtTheEnd(t *testing.T) {
 	}
 	if n, err := Apply(follower.store, follower.journal, entries); n != 0 || !errors.Is(err, logstore.ErrNotAtEnd) {
 		t.Fatalf("apply at journal offset 2 to an empty journal: %d, %v", n, err)
+	}
+}
+
+// A batch whose records of one subject skip an offset is not a copy of a
+// journal; nothing of it is applied.
+func TestApplyRefusesABatchWithAGapInASubject(t *testing.T) {
+	follower := newMember(t)
+	entries := []Entry{
+		{Journal: 0, Subject: "a", Offset: 0, Timestamp: 1, Data: []byte("x")},
+		{Journal: 1, Subject: "b", Offset: 0, Timestamp: 1, Data: []byte("y")},
+		{Journal: 2, Subject: "a", Offset: 2, Timestamp: 1, Data: []byte("z")},
+	}
+	if n, err := Apply(follower.store, follower.journal, entries); n != 0 || err == nil {
+		t.Fatalf("apply with a gap: %d, %v", n, err)
+	}
+	if follower.journal.End() != 0 || len(follower.store.Subjects()) != 0 {
+		t.Fatal("something of a refused batch was applied")
 	}
 }

@@ -1,0 +1,77 @@
+package group
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/voik/voik/logstore"
+)
+
+// BenchmarkCopy measures a follower's side of the copy (Collect on the
+// leader, Apply on the follower) against the reference in the same run:
+// the leader's own appends of the same records. ns/op is per record.
+func BenchmarkCopy(b *testing.B) {
+	for _, subjects := range []int{1, 16} {
+		b.Run(fmt.Sprintf("subjects=%d/leader-appends", subjects), func(b *testing.B) {
+			leader := newBenchMember(b)
+			data := make([]byte, 1024)
+			b.SetBytes(1024)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				subject := fmt.Sprintf("s.%d", i%subjects)
+				entries := []logstore.Entry{{Data: data}}
+				first, _, err := leader.store.Append(subject, entries)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := leader.journal.AppendAt(leader.journal.End(), []Pointer{{Subject: subject, Offset: first, Timestamp: entries[0].Timestamp}}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("subjects=%d/follower-copies", subjects), func(b *testing.B) {
+			leader, follower := newBenchMember(b), newBenchMember(b)
+			data := make([]byte, 1024)
+			for i := 0; i < b.N; i++ {
+				subject := fmt.Sprintf("s.%d", i%subjects)
+				entries := []logstore.Entry{{Data: data}}
+				first, _, err := leader.store.Append(subject, entries)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := leader.journal.AppendAt(leader.journal.End(), []Pointer{{Subject: subject, Offset: first, Timestamp: entries[0].Timestamp}}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.SetBytes(1024)
+			b.ResetTimer()
+			for follower.journal.End() < leader.journal.End() {
+				entries, err := Collect(leader.store, leader.journal, follower.journal.End(), 1000, 1<<20)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := Apply(follower.store, follower.journal, entries); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func newBenchMember(b *testing.B) *member {
+	b.Helper()
+	opts := testOptions()
+	opts.SegmentBytes = 64 << 20
+	opts.Sync = logstore.SyncNone
+	dir := b.TempDir()
+	store, err := logstore.OpenStore(dir+"/data", opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	journal, err := OpenJournal(dir+"/journal", opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { journal.Close(); store.Close() })
+	return &member{store: store, journal: journal}
+}
