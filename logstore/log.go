@@ -152,6 +152,14 @@ func openLog(dir, subject string, opts *Options, closedClean, placed bool, base 
 	if err != nil {
 		return nil, err
 	}
+	// Every segment now has its <base> names (recovery named any that a
+	// rotation had swapped in) and its header durable: committed, so the
+	// first sync has nothing to rename and the pipeline may prepare the
+	// next segment at once (without this, a log reopened under SyncNone
+	// never prepared ahead, and rotated inline).
+	for _, seg := range segments {
+		seg.committed.Store(true)
+	}
 	newest := segments[len(segments)-1]
 	l.segments.Store(&segments)
 	l.firstOffset.Store(segments[0].baseOffset)

@@ -120,6 +120,42 @@ func TestPipelineSwapsPreparedSegmentsAcrossRotations(t *testing.T) {
 	}
 }
 
+// A log that recovery opened has its segments named and their headers
+// durable: the pipeline prepares the next segment as soon as the active
+// one is half full, under every policy, even SyncNone, which never syncs
+// on its own (the first rotation after a reopen was made inline there).
+func TestAReopenedLogPreparesItsNextSegmentAhead(t *testing.T) {
+	for _, policy := range []SyncPolicy{SyncNone, SyncBatch} {
+		t.Run(policy.String(), func(t *testing.T) {
+			opts := testOptions()
+			opts.Sync = policy
+			dir := t.TempDir()
+			l := openTestLog(t, dir, opts)
+			appendN(t, l, 0, 3)
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+			l = openTestLog(t, dir, opts)
+			next := 3
+			waitUntil(t, "the pipeline prepares a segment after a reopen", func() bool {
+				if pipelineReady(l) {
+					return true
+				}
+				appendN(t, l, next, 1)
+				next++
+				return false
+			})
+			for segments := l.Info().Segments; l.Info().Segments == segments; next++ {
+				appendN(t, l, next, 1)
+			}
+			if swapped, inline := pipelineCounts(l); swapped != 1 || inline != 0 {
+				t.Fatalf("the first rotation after a reopen: %d swapped in, %d made inline", swapped, inline)
+			}
+			checkRecords(t, l, 0, next)
+		})
+	}
+}
+
 // TestPipelineManyRotationsWithReaders: appends at full speed through
 // hundreds of rotations (swapped in or made inline, whichever the race
 // between the writer and the pipeline gives), with readers following the
