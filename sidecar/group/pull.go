@@ -225,6 +225,9 @@ type Sink struct {
 	// the piece to ask for next.
 	chunks []byte
 	chunk  int
+	// durable is the journal offset below which this member holds every
+	// pointer and every record they point at durably: what it reports.
+	durable uint64
 }
 
 // Pull asks the leader once for what comes after the follower's journal
@@ -235,7 +238,7 @@ type Sink struct {
 func (k *Sink) Pull(ctx context.Context, nc *nats.Conn, group string, maxBytes int, wait time.Duration) (int, uint64, error) {
 	held, _ := k.Epochs.Latest()
 	req := PullRequest{Version: ProtocolVersion, Member: k.Member, Epoch: held.Epoch, From: k.Journal.End(),
-		Durable: k.Journal.Log().DurableOffset(), Chunk: k.chunk, MaxBytes: maxBytes, WaitMs: int(wait / time.Millisecond)}
+		Durable: min(k.durable, k.Journal.End()), Chunk: k.chunk, MaxBytes: maxBytes, WaitMs: int(wait / time.Millisecond)}
 	body, err := msgpack.Marshal(req)
 	if err != nil {
 		return 0, 0, err
@@ -276,7 +279,34 @@ func (k *Sink) Pull(ctx context.Context, nc *nats.Conn, group string, maxBytes i
 		return 0, reply.Committed, err
 	}
 	n, err := Apply(k.Store, k.Journal, entries)
+	if n > 0 {
+		if derr := k.makeDurable(ctx, entries[:n]); derr != nil && err == nil {
+			err = derr
+		}
+	}
 	return n, reply.Committed, err
+}
+
+// makeDurable waits until the records of entries, applied, and their
+// pointers are durable, then counts them in what this member reports:
+// the leader commits by that report, so it must never run ahead of the
+// subjects' logs, which sync apart from the journal.
+func (k *Sink) makeDurable(ctx context.Context, entries []Entry) error {
+	last := map[string]uint64{}
+	for _, e := range entries {
+		last[e.Subject] = e.Offset
+	}
+	for subject, offset := range last {
+		if err := k.Store.WaitDurable(ctx, subject, offset); err != nil {
+			return err
+		}
+	}
+	end := entries[len(entries)-1].Journal
+	if err := k.Journal.Log().WaitDurable(ctx, end); err != nil {
+		return err
+	}
+	k.durable = max(k.durable, end+1)
+	return nil
 }
 
 // entries turns a reply's records into entries to apply, putting a

@@ -101,6 +101,20 @@ func TestAFollowerCopiesOverNATSAndMovesTheCommit(t *testing.T) {
 	if committed != p.leader.journal.End() {
 		t.Fatalf("committed %d, want the journal's end %d", committed, p.leader.journal.End())
 	}
+	// The leader committed by the follower's report: by then every record
+	// the follower's journal points at was durable in its subject's log,
+	// which syncs apart from the journal.
+	for subject := range gotLogs {
+		err := p.follower.store.View(subject, func(l *logstore.Log) error {
+			if l.DurableOffset() < l.EndOffset() {
+				t.Errorf("%s: durable to %d of %d, yet counted in the commit", subject, l.DurableOffset(), l.EndOffset())
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // A follower that has caught up waits in a long poll, and is answered

@@ -70,5 +70,6 @@ func (k *Sink) Truncate(point uint64) (dropped uint64, err error) {
 			return dropped, err
 		}
 	}
+	k.durable = min(k.durable, point)
 	return dropped, k.Epochs.TruncateFrom(point)
 }
