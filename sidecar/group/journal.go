@@ -176,16 +176,23 @@ func Collect(store *logstore.Store, journal *Journal, from uint64, max, maxBytes
 	return entries, nil
 }
 
-// ErrDiverged: a follower holds a different record where its leader's
-// journal points. It must truncate (TruncationPoint) before it copies on.
+// ErrDiverged: a follower's journal runs past where its epoch ended on
+// the leader (DivergedError says where to truncate).
 var ErrDiverged = errors.New("group: follower diverged from its leader")
 
 // Apply is a follower's side of a copy: it appends entries, which start
 // at its journal's end, to their subjects' logs as exact copies, then
-// their pointers to its journal. A record already in its subject's log
-// (a follower that stopped between the two appends) is checked to be the
-// same and not written again, so applying a batch twice is harmless. It
-// returns how many entries it applied.
+// their pointers to its journal, and returns how many it applied.
+//
+// A subject's log may hold records past what the journal points at: the
+// follower stopped between the two appends. They were never pointed at,
+// so never reported durable, never committed and never read. The same
+// record is not written again (applying a batch twice is harmless); a
+// different one (the batch of a leader that never committed, replaced
+// by a new leader's) is dropped, with the records after it, and the new
+// one written. That the journal agrees with the leader's up to its end
+// (the pull's divergence check) is what makes this safe: a subject's
+// records at the offsets of these entries cannot be pointed at by it.
 func Apply(store *logstore.Store, journal *Journal, entries []Entry) (int, error) {
 	if len(entries) == 0 {
 		return 0, nil
@@ -253,28 +260,34 @@ func applyRun(store *logstore.Store, run []Entry) (int, error) {
 	if !errors.As(err, &endErr) || endErr.End <= first {
 		return n, err
 	}
-	// The log is past first: it holds some of run already, or diverged.
+	// The log is past first: records no pointer names (see Apply).
 	held := int(min(endErr.End-first, uint64(len(run))))
 	same := 0
 	err = store.View(subject, func(l *logstore.Log) error {
 		records, err := l.Read(first, held)
-		if err != nil {
-			return err
-		}
-		for i, r := range records {
-			e := run[i]
+		for same < len(records) {
+			r, e := records[same], run[same]
 			if r.Timestamp != e.Timestamp || !bytes.Equal(r.Data, e.Data) || !sameHeaders(r.Headers, e.Headers) {
-				return fmt.Errorf("%w: %q offset %d differs", ErrDiverged, subject, e.Offset)
+				break
 			}
 			same++
 		}
-		return nil
+		return err
 	})
-	if err != nil || held == len(run) {
+	if err != nil {
 		return same, err
 	}
-	n, err = store.AppendAt(subject, run[held].Offset, entries[held:])
-	return held + n, err
+	if same < held || uint64(held) < endErr.End-first {
+		// Different from here, or more past the run: drop them.
+		if _, err := store.TruncateTo(subject, first+uint64(same)); err != nil {
+			return same, err
+		}
+	}
+	if same == len(run) {
+		return same, nil
+	}
+	n, err = store.AppendAt(subject, first+uint64(same), entries[same:])
+	return same + n, err
 }
 
 func sameHeaders(a, b logstore.Headers) bool {

@@ -113,9 +113,9 @@ func TestAFollowerCopiesItsLeaderRecordForRecord(t *testing.T) {
 
 // A follower that stopped after appending a batch's records, before
 // their pointers, applies the batch again without storing anything
-// twice; one that holds a different record where the journal points has
-// diverged and is told so.
-func TestApplyIsIdempotentAndFindsDivergence(t *testing.T) {
+// twice; records that no pointer names and that differ from the
+// leader's are replaced.
+func TestApplyIsIdempotentAndReplacesRecordsNoPointerNames(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	leader, follower := newMember(t), newMember(t)
 	leader.lead(t, rng, 50)
@@ -136,13 +136,22 @@ func TestApplyIsIdempotentAndFindsDivergence(t *testing.T) {
 		t.Fatal("the logs differ after applying a batch twice")
 	}
 
+	// A follower that stopped after appending records of a leader that
+	// then died uncommitted: a new leader sends other records at those
+	// offsets. No pointer names the old ones: they are replaced.
 	other := newMember(t)
-	e := entries[0]
-	if _, err := other.store.AppendAt(e.Subject, e.Offset, []logstore.Entry{{Timestamp: e.Timestamp, Data: []byte("something else")}}); err != nil {
-		t.Fatal(err)
+	for _, e := range entries[:10] {
+		stale := e
+		stale.Data = []byte("from a leader that never committed")
+		if _, err := applyRun(other.store, []Entry{stale}); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if n, err := Apply(other.store, other.journal, entries[:1]); n != 0 || !errors.Is(err, ErrDiverged) {
-		t.Fatalf("apply over a different record: %d, %v", n, err)
+	if n, err := Apply(other.store, other.journal, entries); err != nil || n != 50 {
+		t.Fatalf("apply over records no pointer names: %d, %v", n, err)
+	}
+	if gotLogs, _ := other.contents(t); !reflect.DeepEqual(gotLogs, wantLogs) {
+		t.Fatal("the records no pointer named were not replaced by the leader's")
 	}
 }
 
