@@ -24,7 +24,7 @@ func BenchmarkCopy(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if _, err := leader.journal.AppendAt(leader.journal.End(), []Pointer{{Subject: subject, Offset: first, Timestamp: entries[0].Timestamp}}); err != nil {
+				if _, err := leader.journal.Append([]Pointer{{Subject: subject, Offset: first}}); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -39,7 +39,7 @@ func BenchmarkCopy(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if _, err := leader.journal.AppendAt(leader.journal.End(), []Pointer{{Subject: subject, Offset: first, Timestamp: entries[0].Timestamp}}); err != nil {
+				if _, err := leader.journal.Append([]Pointer{{Subject: subject, Offset: first}}); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -15,18 +15,21 @@ import (
 // order the leader stored them across all subjects. It gives the group
 // one position to replicate from, one committed offset and one place to
 // truncate, however many subjects there are. It is a logstore log of its
-// own; a pointer record's timestamp is the record's, so the journal is
-// searchable by time like any log.
+// own. A pointer's timestamp is when the leader journaled it, not its
+// record's: records of different subjects are stamped by different
+// capture handlers, so theirs do not ascend across subjects, and a log's
+// timestamps must.
 //
 // # Pointer record (the journal record's data)
 //
 //	uvarint len(subject), subject, uint64 offset (little-endian)
 
-// Pointer is one journal record: where a record of the group's log is.
+// Pointer is one journal record: where a record of the group's log is,
+// and when the leader journaled it.
 type Pointer struct {
 	Subject   string
 	Offset    uint64
-	Timestamp int64
+	Timestamp int64 // the journal record's, not the record's
 }
 
 func encodePointer(dst []byte, subject string, offset uint64) []byte {
@@ -59,6 +62,24 @@ func OpenJournal(dir string, opts logstore.Options) (*Journal, error) {
 	return &Journal{log: log}, nil
 }
 
+// Append journals pointers on the leader, at the journal's end, stamped
+// now (Pointer.Timestamp is ignored), and returns the journal offset of
+// the first. Concurrent callers are serialised by the journal's log.
+func (j *Journal) Append(pointers []Pointer) (uint64, error) {
+	entries := make([]logstore.Entry, len(pointers))
+	var buf []byte
+	for i, p := range pointers {
+		start := len(buf)
+		buf = encodePointer(buf, p.Subject, p.Offset)
+		entries[i] = logstore.Entry{Data: buf[start:len(buf):len(buf)]}
+	}
+	first, n, err := j.log.AppendBatch(entries)
+	if err == nil && n < len(entries) {
+		err = fmt.Errorf("group: journaled %d of %d pointers", n, len(entries))
+	}
+	return first, err
+}
+
 // Close closes the journal.
 func (j *Journal) Close() error { return j.log.Close() }
 
@@ -69,9 +90,8 @@ func (j *Journal) End() uint64 { return j.log.EndOffset() }
 // WaitDurable) and truncation.
 func (j *Journal) Log() *logstore.Log { return j.log }
 
-// AppendAt appends pointers as exact copies, the first at offset (a
-// follower's journal copies its leader's). The leader appends the same
-// way, at its own end.
+// AppendAt appends pointers as exact copies, timestamps included, the
+// first at offset: a follower's journal copies its leader's.
 func (j *Journal) AppendAt(offset uint64, pointers []Pointer) (int, error) {
 	entries := make([]logstore.Entry, len(pointers))
 	for i, p := range pointers {
@@ -103,10 +123,11 @@ func (j *Journal) Read(offset uint64, max int) ([]Pointer, error) {
 	return pointers, err
 }
 
-// Entry is one record as it is replicated: its place in the journal and
-// in its subject's log, and the record.
+// Entry is one record as it is replicated: its place in the journal (and
+// when it was journaled) and in its subject's log, and the record.
 type Entry struct {
 	Journal   uint64
+	Journaled int64
 	Subject   string
 	Offset    uint64
 	Timestamp int64
@@ -167,7 +188,7 @@ func Collect(store *logstore.Store, journal *Journal, from uint64, max, maxBytes
 		if i > 0 && size > maxBytes {
 			return entries, nil
 		}
-		entries = append(entries, Entry{Journal: from + uint64(i), Subject: pointers[i].Subject, Offset: r.Offset,
+		entries = append(entries, Entry{Journal: from + uint64(i), Journaled: pointers[i].Timestamp, Subject: pointers[i].Subject, Offset: r.Offset,
 			Timestamp: r.Timestamp, Headers: r.Headers, Data: r.Data})
 	}
 	if readable < len(pointers) {
@@ -234,7 +255,7 @@ func Apply(store *logstore.Store, journal *Journal, entries []Entry) (int, error
 	// yet, and applies them again, harmlessly, when it copies on.
 	pointers := make([]Pointer, applied)
 	for i, e := range entries[:applied] {
-		pointers[i] = Pointer{Subject: e.Subject, Offset: e.Offset, Timestamp: e.Timestamp}
+		pointers[i] = Pointer{Subject: e.Subject, Offset: e.Offset, Timestamp: e.Journaled}
 	}
 	n, err := journal.AppendAt(entries[0].Journal, pointers)
 	if err != nil {

@@ -56,7 +56,7 @@ func (m *member) lead(t *testing.T, rng *rand.Rand, n int) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := m.journal.AppendAt(m.journal.End(), []Pointer{{Subject: subject, Offset: first, Timestamp: entries[0].Timestamp}}); err != nil {
+		if _, err := m.journal.Append([]Pointer{{Subject: subject, Offset: first}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -184,5 +184,33 @@ func TestApplyRefusesABatchWithAGapInASubject(t *testing.T) {
 	}
 	if follower.journal.End() != 0 || len(follower.store.Subjects()) != 0 {
 		t.Fatal("something of a refused batch was applied")
+	}
+}
+
+// Capture handlers stamp the records of different subjects, so a record
+// journaled later may be older than one journaled before it: the journal
+// stamps its pointers itself, and a follower copies those stamps.
+func TestTheJournalTakesRecordsWhoseTimestampsDoNotAscend(t *testing.T) {
+	leader, follower := newMember(t), newMember(t)
+	for i, ts := range []int64{500, 300, 400, 100} {
+		subject := fmt.Sprintf("s.%d", i)
+		if _, err := leader.store.AppendAt(subject, 0, []logstore.Entry{{Timestamp: ts, Data: []byte("x")}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := leader.journal.Append([]Pointer{{Subject: subject, Offset: 0}}); err != nil {
+			t.Fatalf("journaling a record stamped %d after one stamped 500: %v", ts, err)
+		}
+	}
+	entries, err := Collect(leader.store, leader.journal, 0, 10, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := Apply(follower.store, follower.journal, entries); err != nil || n != 4 {
+		t.Fatalf("apply: %d, %v", n, err)
+	}
+	wantLogs, wantJournal := leader.contents(t)
+	gotLogs, gotJournal := follower.contents(t)
+	if !reflect.DeepEqual(gotJournal, wantJournal) || !reflect.DeepEqual(gotLogs, wantLogs) {
+		t.Fatal("the copy differs")
 	}
 }

@@ -83,6 +83,7 @@ type Divergence struct {
 // comes alone, in Chunks pieces of Data, one a pull: Chunk is this one.
 type WireRecord struct {
 	Journal   uint64              `msgpack:"j"`
+	Journaled int64               `msgpack:"jt"`
 	Subject   string              `msgpack:"s"`
 	Offset    uint64              `msgpack:"o"`
 	Timestamp int64               `msgpack:"t"`
@@ -173,7 +174,7 @@ func (s *Source) answer(body []byte) PullReply {
 		return reply
 	}
 	for _, e := range entries {
-		w := WireRecord{Journal: e.Journal, Subject: e.Subject, Offset: e.Offset, Timestamp: e.Timestamp, Headers: e.Headers, Data: e.Data}
+		w := WireRecord{Journal: e.Journal, Journaled: e.Journaled, Subject: e.Subject, Offset: e.Offset, Timestamp: e.Timestamp, Headers: e.Headers, Data: e.Data}
 		if size := logstore.PayloadSize(e.Headers, e.Data) + len(e.Subject); size > budget {
 			// Alone and too large: the piece asked for.
 			chunk := max(budget-len(e.Subject)-logstore.PayloadSize(e.Headers, nil), 1)
@@ -314,7 +315,7 @@ func (k *Sink) makeDurable(ctx context.Context, entries []Entry) error {
 func (k *Sink) entries(records []WireRecord) ([]Entry, error) {
 	entries := make([]Entry, 0, len(records))
 	for _, w := range records {
-		e := Entry{Journal: w.Journal, Subject: w.Subject, Offset: w.Offset, Timestamp: w.Timestamp, Headers: w.Headers, Data: w.Data}
+		e := Entry{Journal: w.Journal, Journaled: w.Journaled, Subject: w.Subject, Offset: w.Offset, Timestamp: w.Timestamp, Headers: w.Headers, Data: w.Data}
 		if w.Chunks > 0 {
 			if len(records) != 1 {
 				return nil, errors.New("group: a chunked record with others in one reply")

@@ -149,7 +149,7 @@ func TestARecordLargerThanAReplyIsCopiedInChunks(t *testing.T) {
 	if _, _, err := p.leader.store.Append("big", []logstore.Entry{{Data: big}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.leader.journal.AppendAt(0, []Pointer{{Subject: "big", Offset: 0, Timestamp: 1}}); err != nil {
+	if _, err := p.leader.journal.Append([]Pointer{{Subject: "big", Offset: 0}}); err != nil {
 		t.Fatal(err)
 	}
 	pulls, _ := p.catchUp(t, 1<<20)
