@@ -253,18 +253,9 @@ func (l *Log) syncLocked() error {
 	}
 	target := l.endOffset.Load()
 	for _, seg := range *l.segments.Load() {
-		if !seg.unsynced {
-			continue
-		}
-		err := seg.syncData()
-		if err == nil {
-			err = seg.syncIndex()
-		}
-		if err != nil {
-			l.failSync(err)
+		if err := l.syncUnsyncedLocked(seg); err != nil {
 			return err
 		}
-		seg.unsynced = false
 	}
 	if err := l.syncSegment(l.active); err != nil {
 		return err
@@ -287,5 +278,24 @@ func (l *Log) syncSegment(seg *segment) error {
 		l.failSync(err)
 		return err
 	}
+	return nil
+}
+
+// syncUnsyncedLocked syncs seg if it was sealed without a sync (under
+// SyncNone) and is not yet: its records and its index. A failure is
+// sticky (failSync). The caller holds writeMu.
+func (l *Log) syncUnsyncedLocked(seg *segment) error {
+	if !seg.unsynced {
+		return nil
+	}
+	err := seg.syncData()
+	if err == nil {
+		err = seg.syncIndex()
+	}
+	if err != nil {
+		l.failSync(err)
+		return err
+	}
+	seg.unsynced = false
 	return nil
 }

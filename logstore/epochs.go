@@ -27,6 +27,7 @@ package logstore
 // Little-endian, like every file of the package.
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -179,7 +180,7 @@ func (e *Epochs) EndOffsetFor(epoch, end uint64) (held EpochStart, endOffset uin
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	i, _ := slices.BinarySearchFunc(e.entries, epoch+1, func(en EpochStart, target uint64) int {
-		return cmpUint64(en.Epoch, target)
+		return cmp.Compare(en.Epoch, target)
 	})
 	// entries[:i] have Epoch <= epoch.
 	if i == 0 {
@@ -189,16 +190,6 @@ func (e *Epochs) EndOffsetFor(epoch, end uint64) (held EpochStart, endOffset uin
 		return e.entries[i-1], end, true
 	}
 	return e.entries[i-1], e.entries[i].Start, true
-}
-
-func cmpUint64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // TruncateFrom forgets the epochs that begin at or after offset, durably:

@@ -224,15 +224,9 @@ func (l *Log) syncKeptLocked(kept []*segment) error {
 				return err
 			}
 		case seg.unsynced:
-			err := seg.syncData()
-			if err == nil {
-				err = seg.syncIndex()
-			}
-			if err != nil {
-				l.failSync(err)
+			if err := l.syncUnsyncedLocked(seg); err != nil {
 				return err
 			}
-			seg.unsynced = false
 		}
 	}
 	return nil

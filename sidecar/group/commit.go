@@ -5,6 +5,7 @@
 package group
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -121,7 +122,7 @@ func (c *Commit) Lagging(maxLag uint64) []string {
 		}
 	}
 	slices.SortStableFunc(behind, func(a, b string) int {
-		return cmpUint(c.durable[a], c.durable[b]) // furthest behind first
+		return cmp.Compare(c.durable[a], c.durable[b]) // furthest behind first
 	})
 	room := len(c.inSync) - Majority(c.replicas)
 	return behind[:max(0, min(len(behind), room))]
@@ -139,14 +140,4 @@ func (c *Commit) CaughtUp() []string {
 	}
 	slices.Sort(ready)
 	return ready
-}
-
-func cmpUint(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
