@@ -14,35 +14,13 @@ func BenchmarkCopy(b *testing.B) {
 	for _, subjects := range []int{1, 16} {
 		b.Run(fmt.Sprintf("subjects=%d/leader-appends", subjects), func(b *testing.B) {
 			leader := newBenchMember(b)
-			data := make([]byte, 1024)
 			b.SetBytes(1024)
 			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				subject := fmt.Sprintf("s.%d", i%subjects)
-				entries := []logstore.Entry{{Data: data}}
-				first, _, err := leader.store.Append(subject, entries)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if _, err := leader.journal.Append([]Pointer{{Subject: subject, Offset: first}}); err != nil {
-					b.Fatal(err)
-				}
-			}
+			leadBench(b, leader, b.N, subjects)
 		})
 		b.Run(fmt.Sprintf("subjects=%d/follower-copies", subjects), func(b *testing.B) {
 			leader, follower := newBenchMember(b), newBenchMember(b)
-			data := make([]byte, 1024)
-			for i := 0; i < b.N; i++ {
-				subject := fmt.Sprintf("s.%d", i%subjects)
-				entries := []logstore.Entry{{Data: data}}
-				first, _, err := leader.store.Append(subject, entries)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if _, err := leader.journal.Append([]Pointer{{Subject: subject, Offset: first}}); err != nil {
-					b.Fatal(err)
-				}
-			}
+			leadBench(b, leader, b.N, subjects)
 			b.SetBytes(1024)
 			b.ResetTimer()
 			for follower.journal.End() < leader.journal.End() {
@@ -55,6 +33,22 @@ func BenchmarkCopy(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// leadBench appends n records of 1 KiB round-robin over subjects, each
+// with its pointer, as a leader does one at a time.
+func leadBench(b *testing.B, leader *member, n, subjects int) {
+	data := make([]byte, 1024)
+	for i := 0; i < n; i++ {
+		subject := fmt.Sprintf("s.%d", i%subjects)
+		first, _, err := leader.store.Append(subject, []logstore.Entry{{Data: data}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := leader.journal.Append([]Pointer{{Subject: subject, Offset: first}}); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
 
