@@ -20,6 +20,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -118,15 +119,7 @@ func TestCrashChild(t *testing.T) {
 	if dir == "" {
 		t.Skip("the writer of the crash tests; runs only as their child process")
 	}
-	report := func(format string, args ...any) {
-		// os.Stdout is unbuffered: one write per line, in the pipe as soon
-		// as it returns, so a kill right after it loses nothing.
-		fmt.Fprintf(os.Stdout, crashLinePrefix+format+"\n", args...)
-	}
-	fail := func(format string, args ...any) {
-		report("error "+format, args...)
-		t.Fatalf(format, args...)
-	}
+	report, fail := childReport(t)
 	policy, err := ParseSyncPolicy(os.Getenv(crashSyncEnv))
 	if err != nil {
 		fail("%v", err)
@@ -180,13 +173,6 @@ type crashRound struct {
 	stderr     string
 }
 
-// crashEvent is one line of the child's protocol.
-type crashEvent struct {
-	kind  string
-	value uint64
-	text  string
-}
-
 // runCrashRound starts a writer with the given policy on dir, lets it run
 // until it has reported minAcks durable records plus delay, kills it with
 // SIGKILL and returns what it reported.
@@ -199,114 +185,155 @@ func runCrashRound(t *testing.T, dir string, policy SyncPolicy, minAcks int, del
 // directory as dirEnv ("NAME=dir").
 func runCrashChild(t *testing.T, child, dirEnv string, policy SyncPolicy, minAcks int, delay time.Duration) crashRound {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^"+child+"$", "-test.count=1")
-	cmd.Env = append(os.Environ(), dirEnv, crashSyncEnv+"="+policy.String())
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
+	var round crashRound
+	round.stderr = runKilledChild(t, child, []string{dirEnv, crashSyncEnv + "=" + policy.String()}, delay,
+		func(line string) (armed bool, err error) {
+			kind, rest, _ := strings.Cut(line, " ")
+			var value uint64
+			if kind == "start" || kind == "first" || kind == "durable" {
+				if value, err = strconv.ParseUint(rest, 10, 64); err != nil {
+					return false, fmt.Errorf("bad line %q", line)
+				}
+			}
+			switch kind {
+			case "start":
+				round.started, round.start = true, value
+			case "first":
+				round.appended, round.first = true, value
+			case "durable":
+				round.acks++
+				round.maxDurable = max(round.maxDurable, value)
+			case "error":
+				round.childErr = rest
+				return false, errors.New(rest)
+			}
+			return round.acks >= minAcks, nil
+		})
+	return round
+}
+
+// crashChild is this test binary run again as one of its child tests,
+// which report on stdout in lines that start with crashLinePrefix.
+type crashChild struct {
+	cmd     *exec.Cmd
+	stderr  bytes.Buffer
+	lines   chan string // the report lines, prefix cut; closed at EOF
+	wg      sync.WaitGroup
+	readErr error
+}
+
+// startCrashChild starts the child test named child with env added to
+// this process's environment.
+func startCrashChild(t *testing.T, child string, env ...string) *crashChild {
+	t.Helper()
+	c := &crashChild{lines: make(chan string, 256)}
+	c.cmd = exec.Command(os.Args[0], "-test.run=^"+child+"$", "-test.count=1")
+	c.cmd.Env = append(os.Environ(), env...)
+	c.cmd.Stderr = &c.stderr
+	stdout, err := c.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
+	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	events := make(chan crashEvent, 256)
-	var readErr error
-	var wg sync.WaitGroup
-	wg.Add(1)
+	c.wg.Add(1)
 	go func() {
-		defer wg.Done()
-		defer close(events)
+		defer c.wg.Done()
+		defer close(c.lines)
 		scanner := bufio.NewScanner(stdout)
 		for scanner.Scan() {
-			line, ok := strings.CutPrefix(scanner.Text(), crashLinePrefix)
-			if !ok {
-				continue // go test's own output
+			if line, ok := strings.CutPrefix(scanner.Text(), crashLinePrefix); ok {
+				c.lines <- line // anything else is go test's own output
 			}
-			kind, rest, _ := strings.Cut(line, " ")
-			ev := crashEvent{kind: kind, text: rest}
-			if kind == "start" || kind == "first" || kind == "durable" {
-				var parseErr error
-				if ev.value, parseErr = strconv.ParseUint(rest, 10, 64); parseErr != nil {
-					readErr = fmt.Errorf("bad line %q", line)
-					return
-				}
-			}
-			events <- ev
 		}
-		readErr = scanner.Err()
+		c.readErr = scanner.Err()
 	}()
+	return c
+}
 
-	var round crashRound
-	apply := func(ev crashEvent) {
-		switch ev.kind {
-		case "start":
-			round.started = true
-			round.start = ev.value
-		case "first":
-			round.appended = true
-			round.first = ev.value
-		case "durable":
-			round.acks++
-			round.maxDurable = max(round.maxDurable, ev.value)
-		case "error":
-			round.childErr = ev.text
+// wait reads what is left of the child's report (every line it wrote
+// before it died is in the pipe: read to EOF before Wait closes it), with
+// apply, then waits for it.
+func (c *crashChild) wait(apply func(string)) error {
+	for line := range c.lines {
+		if apply != nil {
+			apply(line)
 		}
 	}
+	c.wg.Wait()
+	return c.cmd.Wait()
+}
+
+// runKilledChild runs child until it is killed: apply takes each report
+// line, and once it says armed, the child gets SIGKILL delay later. A
+// child that reports an error (apply's), or ends by itself, fails the
+// test; so does one that did not die of the SIGKILL, or whose stderr
+// shows a race, a panic or a fatal error. It returns the child's stderr.
+func runKilledChild(t *testing.T, child string, env []string, delay time.Duration, apply func(line string) (armed bool, err error)) string {
+	t.Helper()
+	c := startCrashChild(t, child, env...)
 	var timer <-chan time.Time
-	killed := false
-	for !killed {
+	for killed := false; !killed; {
 		select {
-		case ev, ok := <-events:
+		case line, ok := <-c.lines:
 			if !ok {
-				// The child ended by itself: only a failure does that.
-				wg.Wait()
-				cmd.Wait()
-				t.Fatalf("writer exited before it was killed (%v, read: %v); error line %q; stderr:\n%s",
-					cmd.ProcessState, readErr, round.childErr, stderr.String())
+				c.wait(nil)
+				t.Fatalf("%s exited before it was killed (%v, read: %v); stderr:\n%s", child, c.cmd.ProcessState, c.readErr, c.stderr.String())
 			}
-			apply(ev)
-			if round.childErr != "" {
-				cmd.Process.Kill()
-				for range events {
-				}
-				wg.Wait()
-				cmd.Wait()
-				t.Fatalf("writer failed: %s; stderr:\n%s", round.childErr, stderr.String())
+			armed, err := apply(line)
+			if err != nil {
+				c.cmd.Process.Kill()
+				c.wait(nil)
+				t.Fatalf("%s failed: %v; stderr:\n%s", child, err, c.stderr.String())
 			}
-			if timer == nil && round.acks >= minAcks {
+			if armed && timer == nil {
 				timer = time.After(delay)
 			}
 		case <-timer:
-			if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			if err := c.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 				t.Fatalf("kill: %v", err)
 			}
 			killed = true
 		}
 	}
-	// Every line the child wrote before it died is in the pipe: read to EOF
-	// before Wait closes it.
-	for ev := range events {
-		apply(ev)
+	var lateErr error
+	err := c.wait(func(line string) {
+		if _, err := apply(line); err != nil && lateErr == nil {
+			lateErr = err
+		}
+	})
+	stderr := c.stderr.String()
+	if c.readErr != nil {
+		t.Fatalf("reading %s's output: %v", child, c.readErr)
 	}
-	wg.Wait()
-	err = cmd.Wait()
-	if readErr != nil {
-		t.Fatalf("reading the writer's output: %v", readErr)
+	if status, ok := c.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !status.Signaled() || status.Signal() != syscall.SIGKILL {
+		t.Fatalf("%s did not die of SIGKILL: %v; stderr:\n%s", child, err, stderr)
 	}
-	if status, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !status.Signaled() || status.Signal() != syscall.SIGKILL {
-		t.Fatalf("writer did not die of SIGKILL: %v; stderr:\n%s", err, stderr.String())
-	}
-	round.stderr = stderr.String()
 	for _, bad := range []string{"DATA RACE", "panic:", "fatal error:"} {
-		if strings.Contains(round.stderr, bad) {
-			t.Fatalf("writer stderr reports %q:\n%s", bad, round.stderr)
+		if strings.Contains(stderr, bad) {
+			t.Fatalf("%s's stderr reports %q:\n%s", child, bad, stderr)
 		}
 	}
-	if round.childErr != "" {
-		t.Fatalf("writer failed: %s", round.childErr)
+	if lateErr != nil {
+		t.Fatalf("%s failed: %v", child, lateErr)
 	}
-	return round
+	return stderr
+}
+
+// childReport returns the report and fail functions of a child test: a
+// line on stdout each (os.Stdout is unbuffered: one write per line, in
+// the pipe as soon as it returns, so a kill right after it loses
+// nothing); fail also reports an error line and fails the child.
+func childReport(t *testing.T) (report, fail func(format string, args ...any)) {
+	report = func(format string, args ...any) {
+		fmt.Fprintf(os.Stdout, crashLinePrefix+format+"\n", args...)
+	}
+	fail = func(format string, args ...any) {
+		report("error "+format, args...)
+		t.Fatalf(format, args...)
+	}
+	return report, fail
 }
 
 // crashCheckLog opens the log the writer left behind and checks every
@@ -564,25 +591,10 @@ func TestCrashWhilePipelineHoldsASegment(t *testing.T) {
 // reported.
 func crashRunUntilReport(t *testing.T, dir, mode string) uint64 {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashPipelineChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), crashPipelineDirEnv+"="+dir, crashPipelineModeEnv+"="+mode)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Wait()
-	defer cmd.Process.Kill()
-	scanner := bufio.NewScanner(stdout)
-	for scanner.Scan() {
-		line, ok := strings.CutPrefix(scanner.Text(), crashLinePrefix)
-		if !ok {
-			continue
-		}
+	c := startCrashChild(t, "TestCrashPipelineChild", crashPipelineDirEnv+"="+dir, crashPipelineModeEnv+"="+mode)
+	defer c.wait(nil)
+	defer c.cmd.Process.Kill()
+	for line := range c.lines {
 		kind, value, _ := strings.Cut(line, " ")
 		if kind != mode {
 			t.Fatalf("writer: %s", line)
@@ -591,14 +603,10 @@ func crashRunUntilReport(t *testing.T, dir, mode string) uint64 {
 		if err != nil {
 			t.Fatalf("bad line %q", line)
 		}
-		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
-		cmd.Wait()
 		return end
 	}
-	cmd.Wait()
-	t.Fatalf("the writer ended without reporting (%v); stderr:\n%s", cmd.ProcessState, stderr.String())
+	c.wait(nil)
+	t.Fatalf("the writer ended without reporting (%v); stderr:\n%s", c.cmd.ProcessState, c.stderr.String())
 	return 0
 }
 

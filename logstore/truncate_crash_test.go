@@ -16,19 +16,15 @@ package logstore
 //	voik-crash error <text>                 the child found something wrong and stops
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -49,13 +45,7 @@ func TestCrashTruncateChild(t *testing.T) {
 	if dir == "" {
 		t.Skip("the writer of TestCrashDuringTruncateToEndsBeforeOrAfter; runs only as its child process")
 	}
-	report := func(format string, args ...any) {
-		fmt.Fprintf(os.Stdout, crashLinePrefix+format+"\n", args...)
-	}
-	fail := func(format string, args ...any) {
-		report("error "+format, args...)
-		t.Fatalf(format, args...)
-	}
+	report, fail := childReport(t)
 	round, err := strconv.ParseUint(os.Getenv(crashTruncateRoundEnv), 10, 64)
 	if err != nil {
 		fail("%s: %v", crashTruncateRoundEnv, err)
@@ -121,34 +111,11 @@ type crashTruncateRound struct {
 // and kills it delay after it reports its killAt-th call of TruncateTo.
 func runCrashTruncateRound(t *testing.T, dir string, round uint64, policy SyncPolicy, killAt int, delay time.Duration) crashTruncateRound {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashTruncateChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), crashTruncateDirEnv+"="+dir, crashSyncEnv+"="+policy.String(),
-		crashTruncateRoundEnv+"="+strconv.FormatUint(round, 10))
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	lines := make(chan string, 256)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		defer close(lines)
-		scanner := bufio.NewScanner(stdout)
-		for scanner.Scan() {
-			if line, ok := strings.CutPrefix(scanner.Text(), crashLinePrefix); ok {
-				lines <- line
-			}
-		}
-	}()
+	env := []string{crashTruncateDirEnv + "=" + dir, crashSyncEnv + "=" + policy.String(),
+		crashTruncateRoundEnv + "=" + strconv.FormatUint(round, 10)}
 	var r crashTruncateRound
 	started, calls := false, 0
-	apply := func(line string) {
+	runKilledChild(t, "TestCrashTruncateChild", env, delay, func(line string) (bool, error) {
 		kind, rest, _ := strings.Cut(line, " ")
 		var a, b uint64
 		fmt.Sscan(rest, &a, &b)
@@ -165,47 +132,10 @@ func runCrashTruncateRound(t *testing.T, dir string, round uint64, policy SyncPo
 			r.truncations++
 			r.longest = max(r.longest, time.Duration(b)*time.Microsecond)
 		case "error":
-			cmd.Process.Kill()
-			for range lines {
-			}
-			wg.Wait()
-			cmd.Wait()
-			t.Fatalf("round %d: the writer failed: %s; stderr:\n%s", round, rest, stderr.String())
+			return false, fmt.Errorf("round %d: %s", round, rest)
 		}
-	}
-	var timer <-chan time.Time
-	for killed := false; !killed; {
-		select {
-		case line, ok := <-lines:
-			if !ok {
-				wg.Wait()
-				cmd.Wait()
-				t.Fatalf("round %d: the writer exited before it was killed (%v); stderr:\n%s", round, cmd.ProcessState, stderr.String())
-			}
-			apply(line)
-			if timer == nil && calls == killAt {
-				timer = time.After(delay)
-			}
-		case <-timer:
-			if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-				t.Fatalf("kill: %v", err)
-			}
-			killed = true
-		}
-	}
-	for line := range lines { // what it wrote before it died
-		apply(line)
-	}
-	wg.Wait()
-	err = cmd.Wait()
-	if status, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !status.Signaled() || status.Signal() != syscall.SIGKILL {
-		t.Fatalf("round %d: the writer did not die of SIGKILL: %v; stderr:\n%s", round, err, stderr.String())
-	}
-	for _, bad := range []string{"DATA RACE", "panic:", "fatal error:"} {
-		if strings.Contains(stderr.String(), bad) {
-			t.Fatalf("round %d: the writer's stderr reports %q:\n%s", round, bad, stderr.String())
-		}
-	}
+		return calls >= killAt, nil
+	})
 	if !started {
 		t.Fatalf("round %d: the writer never reported its start", round)
 	}
