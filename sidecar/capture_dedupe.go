@@ -183,6 +183,16 @@ func (d *dedupe) stored(subject, id string, offset uint64, ts int64) {
 // one in the same batch (of), not yet stored when the repeat is met.
 type batchRepeat struct{ held, of int }
 
+// batchIDs is what a pass over a batch's ids found.
+type batchIDs struct {
+	order   func(k int) int // the held index of the batch's k-th message
+	count   int             // messages in the batch
+	kept    []int           // the held indexes to append, once one was left out
+	dropped bool            // some were left out: append kept, not the batch
+	repeats []batchRepeat
+	firstIn map[string]int // id -> the held index of its first message in the batch
+}
+
 // appendDeduplicated appends the held messages at indexes (nil: all) of
 // subject, as appendGroup does, leaving out the repeats of an id stored
 // within the window or earlier in the batch, each answered with its first
@@ -193,54 +203,82 @@ func (c *capture) appendDeduplicated(subject string, indexes []int, counters *fi
 		c.appendGroup(subject, indexes, counters)
 		return
 	}
-	count := len(indexes)
+	found := batchIDs{count: len(indexes), order: func(k int) int { return indexes[k] }}
 	if indexes == nil {
-		count = len(b.held)
+		found.count, found.order = len(b.held), func(k int) int { return k }
 	}
-	var kept []int
-	var repeats []batchRepeat
-	var firstIn map[string]int // id -> the held index of its first message in this batch
-	dropped := false
-	for k := range count {
-		i := k
-		if indexes != nil {
-			i = indexes[k]
-		}
-		h := &b.held[i]
-		if id, ok := d.msgID(h.msg); ok {
-			if first, dup := c.duplicateOf(d, h.msg, id, h.arrived.UnixNano()); dup {
-				c.answerDuplicate(h.msg, h.wantsAck, first)
-				dropped = true
-				continue
-			}
-			if j, seen := firstIn[id]; seen {
-				repeats = append(repeats, batchRepeat{held: i, of: j})
-				dropped = true
-				continue
-			}
-			if firstIn == nil {
-				firstIn = map[string]int{}
-			}
-			firstIn[id] = i
-		}
-		kept = append(kept, i)
-	}
+	c.leaveOutRepeats(d, b, &found)
 	switch {
-	case !dropped:
+	case !found.dropped:
 		c.appendGroup(subject, indexes, counters)
-	case len(kept) > 0:
-		c.appendGroup(subject, kept, counters)
+	case len(found.kept) > 0:
+		c.appendGroup(subject, found.kept, counters)
 	}
-	if firstIn == nil {
-		return
+	if found.firstIn != nil {
+		c.noteStoredIDs(d, b, subject, &found)
 	}
-	for _, i := range kept { // in the order stored, so the window's timestamps ascend
-		h := &b.held[i]
+	d.sweep(time.Now())
+}
+
+// leaveOutRepeats finds the messages of a batch that repeat an id: those
+// stored within the window are answered now; those first met in the
+// batch, once their first is stored. kept is made only once a message is
+// left out: most batches carry no ids, and allocate nothing here.
+func (c *capture) leaveOutRepeats(d *dedupe, b *captureBatch, found *batchIDs) {
+	for k := range found.count {
+		i := found.order(k)
+		repeat := c.isRepeat(d, &b.held[i], i, found)
+		switch {
+		case repeat && !found.dropped:
+			found.dropped = true
+			found.kept = make([]int, 0, found.count)
+			for before := range k {
+				found.kept = append(found.kept, found.order(before))
+			}
+		case !repeat && found.dropped:
+			found.kept = append(found.kept, i)
+		}
+	}
+}
+
+// isRepeat says whether the held message h (held index i) repeats an id:
+// one stored within the window (answered now) or one first met earlier
+// in the batch (answered once that one is stored). A first is noted.
+func (c *capture) isRepeat(d *dedupe, h *heldMsg, i int, found *batchIDs) bool {
+	id, ok := d.msgID(h.msg)
+	if !ok {
+		return false
+	}
+	if first, dup := c.duplicateOf(d, h.msg, id, h.arrived.UnixNano()); dup {
+		c.answerDuplicate(h.msg, h.wantsAck, first)
+		return true
+	}
+	if j, seen := found.firstIn[id]; seen {
+		found.repeats = append(found.repeats, batchRepeat{held: i, of: j})
+		return true
+	}
+	if found.firstIn == nil {
+		found.firstIn = map[string]int{}
+	}
+	found.firstIn[id] = i
+	return false
+}
+
+// noteStoredIDs notes the ids of the batch's messages that were stored,
+// in the order stored (so the window's timestamps ascend), then answers
+// the repeats of ids first met in the batch.
+func (c *capture) noteStoredIDs(d *dedupe, b *captureBatch, subject string, found *batchIDs) {
+	stored, at := found.count, found.order
+	if found.dropped {
+		stored, at = len(found.kept), func(k int) int { return found.kept[k] }
+	}
+	for k := range stored {
+		h := &b.held[at(k)]
 		if id, ok := d.msgID(h.msg); ok && h.stored {
 			d.stored(subject, id, h.offset, h.ts)
 		}
 	}
-	for _, r := range repeats {
+	for _, r := range found.repeats {
 		first, h := &b.held[r.of], &b.held[r.held]
 		switch {
 		case first.stored:
@@ -250,5 +288,4 @@ func (c *capture) appendDeduplicated(subject string, indexes []int, counters *fi
 				"%s: the first message with this Nats-Msg-Id could not be stored", messages.Quote(subject))), false)
 		}
 	}
-	d.sweep(time.Now())
 }

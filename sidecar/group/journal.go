@@ -50,7 +50,6 @@ func decodePointer(data []byte) (string, uint64, error) {
 // Journal is a group member's journal.
 type Journal struct {
 	log *logstore.Log
-	buf []byte
 }
 
 // OpenJournal opens (or makes) the journal in dir.
@@ -66,13 +65,7 @@ func OpenJournal(dir string, opts logstore.Options) (*Journal, error) {
 // now (Pointer.Timestamp is ignored), and returns the journal offset of
 // the first. Concurrent callers are serialised by the journal's log.
 func (j *Journal) Append(pointers []Pointer) (uint64, error) {
-	entries := make([]logstore.Entry, len(pointers))
-	var buf []byte
-	for i, p := range pointers {
-		start := len(buf)
-		buf = encodePointer(buf, p.Subject, p.Offset)
-		entries[i] = logstore.Entry{Data: buf[start:len(buf):len(buf)]}
-	}
+	entries := pointerEntries(pointers)
 	first, n, err := j.log.AppendBatch(entries)
 	if err == nil && n < len(entries) {
 		err = fmt.Errorf("group: journaled %d of %d pointers", n, len(entries))
@@ -93,15 +86,23 @@ func (j *Journal) Log() *logstore.Log { return j.log }
 // AppendAt appends pointers as exact copies, timestamps included, the
 // first at offset: a follower's journal copies its leader's.
 func (j *Journal) AppendAt(offset uint64, pointers []Pointer) (int, error) {
-	entries := make([]logstore.Entry, len(pointers))
+	entries := pointerEntries(pointers)
 	for i, p := range pointers {
-		start := len(j.buf)
-		j.buf = encodePointer(j.buf, p.Subject, p.Offset)
-		entries[i] = logstore.Entry{Timestamp: p.Timestamp, Data: j.buf[start:len(j.buf):len(j.buf)]}
+		entries[i].Timestamp = p.Timestamp
 	}
-	n, err := j.log.AppendAt(offset, entries)
-	j.buf = j.buf[:0]
-	return n, err
+	return j.log.AppendAt(offset, entries)
+}
+
+// pointerEntries encodes pointers as journal records, untimed.
+func pointerEntries(pointers []Pointer) []logstore.Entry {
+	entries := make([]logstore.Entry, len(pointers))
+	var buf []byte
+	for i, p := range pointers {
+		start := len(buf)
+		buf = encodePointer(buf, p.Subject, p.Offset)
+		entries[i] = logstore.Entry{Data: buf[start:len(buf):len(buf)]}
+	}
+	return entries
 }
 
 // Read returns up to max pointers from offset.
