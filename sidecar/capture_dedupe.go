@@ -185,12 +185,20 @@ type batchRepeat struct{ held, of int }
 
 // batchIDs is what a pass over a batch's ids found.
 type batchIDs struct {
-	order   func(k int) int // the held index of the batch's k-th message
-	count   int             // messages in the batch
-	kept    []int           // the held indexes to append, once one was left out
-	dropped bool            // some were left out: append kept, not the batch
+	indexes []int // the batch's held indexes; nil: all that are held
+	count   int   // messages in the batch
+	kept    []int // the held indexes to append, once one was left out
+	dropped bool  // some were left out: append kept, not the batch
 	repeats []batchRepeat
 	firstIn map[string]int // id -> the held index of its first message in the batch
+}
+
+// at is the held index of the batch's k-th message.
+func (f *batchIDs) at(k int) int {
+	if f.indexes == nil {
+		return k
+	}
+	return f.indexes[k]
 }
 
 // appendDeduplicated appends the held messages at indexes (nil: all) of
@@ -203,9 +211,9 @@ func (c *capture) appendDeduplicated(subject string, indexes []int, counters *fi
 		c.appendGroup(subject, indexes, counters)
 		return
 	}
-	found := batchIDs{count: len(indexes), order: func(k int) int { return indexes[k] }}
+	found := batchIDs{indexes: indexes, count: len(indexes)}
 	if indexes == nil {
-		found.count, found.order = len(b.held), func(k int) int { return k }
+		found.count = len(b.held)
 	}
 	c.leaveOutRepeats(d, b, &found)
 	switch {
@@ -226,14 +234,14 @@ func (c *capture) appendDeduplicated(subject string, indexes []int, counters *fi
 // left out: most batches carry no ids, and allocate nothing here.
 func (c *capture) leaveOutRepeats(d *dedupe, b *captureBatch, found *batchIDs) {
 	for k := range found.count {
-		i := found.order(k)
+		i := found.at(k)
 		repeat := c.isRepeat(d, &b.held[i], i, found)
 		switch {
 		case repeat && !found.dropped:
 			found.dropped = true
 			found.kept = make([]int, 0, found.count)
 			for before := range k {
-				found.kept = append(found.kept, found.order(before))
+				found.kept = append(found.kept, found.at(before))
 			}
 		case !repeat && found.dropped:
 			found.kept = append(found.kept, i)
@@ -268,12 +276,16 @@ func (c *capture) isRepeat(d *dedupe, h *heldMsg, i int, found *batchIDs) bool {
 // in the order stored (so the window's timestamps ascend), then answers
 // the repeats of ids first met in the batch.
 func (c *capture) noteStoredIDs(d *dedupe, b *captureBatch, subject string, found *batchIDs) {
-	stored, at := found.count, found.order
+	stored := found.count
 	if found.dropped {
-		stored, at = len(found.kept), func(k int) int { return found.kept[k] }
+		stored = len(found.kept)
 	}
 	for k := range stored {
-		h := &b.held[at(k)]
+		i := found.at(k)
+		if found.dropped {
+			i = found.kept[k]
+		}
+		h := &b.held[i]
 		if id, ok := d.msgID(h.msg); ok && h.stored {
 			d.stored(subject, id, h.offset, h.ts)
 		}
