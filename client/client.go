@@ -70,6 +70,17 @@ func (c *Client) Info(ctx context.Context, subject string) (*messages.InfoReply,
 	return &reply, nil
 }
 
+// Group asks the leader of group for its members and their lag
+// (<prefix>.GROUP.<group>). With no leader nobody answers: the request
+// times out with ctx.
+func (c *Client) Group(ctx context.Context, group string) (*messages.GroupReply, error) {
+	var reply messages.GroupReply
+	if err := c.request(ctx, c.prefix+".GROUP."+group, nil, 0, &reply); err != nil {
+		return nil, err
+	}
+	return &reply, nil
+}
+
 // Subjects lists stored subjects; see messages.SubjectsRequest.
 func (c *Client) Subjects(ctx context.Context, req messages.SubjectsRequest) (*messages.SubjectsReply, error) {
 	var reply messages.SubjectsReply

@@ -52,6 +52,11 @@ type Config struct {
 	RetentionMaxBytes    ByteSize      `yaml:"retention_max_bytes" env:"VOIK_RETENTION_MAX_BYTES" env-default:"0" env-description:"per-subject bytes (data+headers) kept at least, unless another limit deletes sooner; older segments beyond it are deleted; 0: no limit"`
 	RetentionMaxMessages uint64        `yaml:"retention_max_messages" env:"VOIK_RETENTION_MAX_MESSAGES" env-default:"0" env-description:"per-subject records kept at least, unless another limit deletes sooner; older segments beyond it are deleted; 0: no limit"`
 
+	Group    string        `yaml:"group" env:"VOIK_GROUP" env-default:"" type:"name" env-description:"replication group name (letters, digits, - and _); members of one group keep one log in identical copies; empty runs standalone"`
+	Replicas int           `yaml:"replicas" env:"VOIK_REPLICAS" env-default:"3" env-description:"how many members the group has (1-7); a majority is REPLICAS/2+1; the same on every member"`
+	Instance string        `yaml:"instance" env:"VOIK_INSTANCE" env-default:"" default-text:"the host name" type:"name" env-description:"this member's name in its group: unique, and stable across restarts (the pod name)"`
+	Lease    time.Duration `yaml:"lease" env:"VOIK_LEASE" env-default:"5s" env-description:"how long a silent group leader keeps the lead before another member may take it"`
+
 	DedupeWindow time.Duration `yaml:"dedupe_window" env:"VOIK_DEDUPE_WINDOW" env-default:"2m" env-description:"a message with a Nats-Msg-Id header whose id was stored on its subject this recently is not stored again (an ack names the first); 0 turns it off"`
 
 	MaxOpenLogs  int      `yaml:"max_open_logs" env:"VOIK_MAX_OPEN_LOGS" env-default:"1000" env-description:"subject logs held open at once (files and mappings); others are reopened on demand"`
@@ -115,6 +120,9 @@ func load(path string, server bool, checks []Check) (*Config, error) {
 			"instead of failing at once with no responders)", c.Name("VOIK_SUBJECTS"), c.Name("VOIK_NATS_URL")))
 		c.Subjects = Defaults().Subjects // judged once, here
 	}
+	if c.Group != "" && c.Instance == "" {
+		c.Instance, _ = os.Hostname() // a pod's name in Kubernetes
+	}
 	if server && c.DataDir == "" { // the client commands never touch it
 		problems = append(problems, fmt.Errorf("%s is empty: want a directory", c.Name("VOIK_DATA_DIR")))
 	}
@@ -139,7 +147,7 @@ func (c *Config) problems(checks ...Check) []error {
 	for _, check := range checks {
 		problems = append(problems, check(c)...)
 	}
-	for _, part := range []func() []string{c.natsProblems, c.limitProblems, c.fileProblems, c.logProblems} {
+	for _, part := range []func() []string{c.natsProblems, c.groupProblems, c.limitProblems, c.fileProblems, c.logProblems} {
 		for _, p := range part() {
 			problems = append(problems, errors.New(p))
 		}
@@ -210,6 +218,44 @@ func (c *Config) natsProblems() []string {
 		bad = append(bad, fmt.Sprintf("%s %d: want 1 or more", c.Name("VOIK_NATS_MAX_PINGS_OUT"), c.NatsMaxPingsOut))
 	}
 	return bad
+}
+
+// groupProblems checks the replication group's settings (PROTOCOL.md
+// section 8); standalone, they are not used.
+func (c *Config) groupProblems() []string {
+	if c.Group == "" {
+		return nil
+	}
+	var bad []string
+	if !validName(c.Group, false) {
+		bad = append(bad, fmt.Sprintf("%s %s: want letters, digits, - and _ only", c.Name("VOIK_GROUP"), quoted(c.Group)))
+	}
+	if c.Replicas < 1 || c.Replicas > 7 {
+		bad = append(bad, fmt.Sprintf("%s %d: want 1 to 7", c.Name("VOIK_REPLICAS"), c.Replicas))
+	}
+	if !validName(c.Instance, true) {
+		bad = append(bad, fmt.Sprintf("%s %s: want letters, digits, -, _ and inner dots (a pod name)", c.Name("VOIK_INSTANCE"), quoted(c.Instance)))
+	}
+	if c.Lease < 100*time.Millisecond {
+		bad = append(bad, fmt.Sprintf("%s %v: want 100ms or more", c.Name("VOIK_LEASE"), c.Lease))
+	}
+	return bad
+}
+
+// validName says whether s is a group or instance name: letters, digits,
+// - and _, and (dots true) dots between them. Names become NATS subject
+// tokens and key-value keys.
+func validName(s string, dots bool) bool {
+	if s == "" || len(s) > 128 || s[0] == '.' || s[len(s)-1] == '.' || strings.Contains(s, "..") {
+		return false
+	}
+	for _, r := range s {
+		ok := r == '-' || r == '_' || (r == '.' && dots) || ('a' <= r && r <= 'z') || ('A' <= r && r <= 'Z') || ('0' <= r && r <= '9')
+		if !ok {
+			return false
+		}
+	}
+	return true
 }
 
 func (c *Config) limitProblems() []string {

@@ -292,6 +292,14 @@ func (p *VoikProcess) Kill() {
 	<-p.exited
 }
 
+// Pause stops the child (SIGSTOP): it holds its connections and files
+// and does nothing, as a process the scheduler starves or a VM that
+// freezes.
+func (p *VoikProcess) Pause() { p.signal(syscall.SIGSTOP) }
+
+// Resume continues a paused child (SIGCONT).
+func (p *VoikProcess) Resume() { p.signal(syscall.SIGCONT) }
+
 // Stop sends SIGTERM and fails the test unless voik exits with status 0
 // within 60s (it is killed then).
 func (p *VoikProcess) Stop(tb TB) {

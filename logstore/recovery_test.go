@@ -980,9 +980,11 @@ func TestStoreRemovesUnfinishedLogDirs(t *testing.T) {
 }
 
 // TestStoreSkipsForeignDirs: a directory that is not a log (no subject
-// file) is skipped with a warning, whatever its name.
+// file) is skipped with a warning, whatever its name; one whose name
+// starts with a dot (a group's state, .group) is another part's, and
+// skipped without a word.
 func TestStoreSkipsForeignDirs(t *testing.T) {
-	for _, name := range []string{"lost+found", ".cache", "foreign"} {
+	for _, name := range []string{"lost+found", ".cache", "foreign", ".group"} {
 		t.Run(name, func(t *testing.T) {
 			opts, logs := rcvOptions()
 			root := t.TempDir()
@@ -1000,8 +1002,9 @@ func TestStoreSkipsForeignDirs(t *testing.T) {
 				}
 				t.Fatalf("foreign directory %q taken for subjects %q", name, subjects)
 			}
-			if out := logs.String(); !strings.Contains(out, `msg="logstore: skipping directory that is not a log"`) || !strings.Contains(out, name) {
-				t.Fatalf("no warning for %q:\n%s", name, out)
+			warned := strings.Contains(logs.String(), `msg="logstore: skipping directory that is not a log"`) && strings.Contains(logs.String(), name)
+			if dot := strings.HasPrefix(name, "."); warned == dot {
+				t.Fatalf("dot dir %v, warned %v for %q:\n%s", dot, warned, name, logs.String())
 			}
 		})
 	}

@@ -119,6 +119,9 @@ func (s *Store) loadSubjects() error {
 			}
 			continue
 		}
+		if strings.HasPrefix(name, ".") {
+			continue // another part's (a group's state): no log is ever named so
+		}
 		// A log directory always holds its subject file (placeLogDir
 		// renames it into place complete). The name spells the subject
 		// unless it was shortened; then the file is read.

@@ -54,6 +54,27 @@ type ReplayReply struct {
 	Deliver     string `msgpack:"deliver" json:"deliver"`
 }
 
+// GroupReply answers <prefix>.GROUP.<group>, from the group's leader
+// (PROTOCOL.md section 8).
+type GroupReply struct {
+	Group    string        `msgpack:"group" json:"group"`
+	Leader   string        `msgpack:"leader" json:"leader"`
+	Epoch    uint64        `msgpack:"epoch" json:"epoch"`
+	Replicas uint64        `msgpack:"replicas" json:"replicas"`
+	Members  []GroupMember `msgpack:"members" json:"members"`
+}
+
+// GroupMember is one member in a GroupReply: every member the leader has
+// heard from or names in sync.
+type GroupMember struct {
+	Instance string `msgpack:"instance" json:"instance"`
+	Role     string `msgpack:"role" json:"role"` // leader or follower
+	InSync   bool   `msgpack:"in_sync" json:"in_sync"`
+	// Lag is how many journal records the member does not hold
+	// durably yet of those the leader holds.
+	Lag uint64 `msgpack:"lag" json:"lag"`
+}
+
 // AckReply answers an acknowledged append.
 type AckReply struct {
 	Subject   string `msgpack:"subject" json:"subject"`

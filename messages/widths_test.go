@@ -133,6 +133,8 @@ func TestEveryIntegerOfEveryReplyHasTheContractsFixedWidth(t *testing.T) {
 		"INFO, empty":    Encode(InfoReply{Subject: "a"}),
 		"SUBJECTS":       Encode(SubjectsReply{Subjects: []string{"a"}, Total: 1}),
 		"REPLAY":         Encode(ReplayReply{Subject: "a", FirstOffset: 0, EndOffset: 2, Deliver: "_INBOX.x"}),
+		"GROUP": Encode(GroupReply{Group: "g", Leader: "a", Epoch: 7, Replicas: 3,
+			Members: []GroupMember{{Instance: "a", Role: "leader", InSync: true}, {Instance: "b", Role: "follower", Lag: 2}}}),
 		"error":          EncodeError(Errorf(CodeNotFound, "no log")),
 		"error, wrapped": Encode(ErrorReply{Error: Errorf(CodeOutOfRange, "x")}),
 	}

@@ -22,6 +22,7 @@ const (
 	verbInfo     = "INFO"
 	verbReplay   = "REPLAY"
 	verbSubjects = "SUBJECTS"
+	verbGroup    = "GROUP"
 )
 
 // maxWorking bounds requests being worked on at once (replays included,
@@ -39,7 +40,9 @@ type api struct {
 	nc       *nats.Conn // receives the requests and sends the replies
 	replayNC *nats.Conn // publishes REPLAY's records
 	store    *logstore.Store
+	vis      visibility // what of each log may be served
 	prefix   string
+	queue    string // a group member's queue group; "" standalone
 	metrics  *metrics
 	logger   *slog.Logger
 	warn     *throttledLogger // for what load can repeat per request
@@ -167,7 +170,7 @@ const replyMarkerBytes = 32
 // consumer) instead of taking memory without bound.
 func (a *api) subscribe() error {
 	for _, subject := range []string{a.prefix, a.prefix + ".>"} {
-		sub, err := a.nc.Subscribe(subject, a.route)
+		sub, err := a.nc.QueueSubscribe(subject, a.queue, a.route) // no queue: a plain subscription
 		if err == nil {
 			err = sub.SetPendingLimits(apiPendingMsgs, apiPendingBytes)
 		}
@@ -202,6 +205,11 @@ func (a *api) route(msg *nats.Msg) {
 			return
 		}
 		err = messages.Errorf(messages.CodeBadRequest, "%s needs a subject: %s.%s.<subject>", verb, a.prefix, verb)
+	case verbGroup:
+		if a.queue != "" {
+			return // a group's leader answers on a subscription of its own
+		}
+		err = messages.Errorf(messages.CodeNotFound, "this voik is standalone: it is in no group")
 	case verbSubjects:
 		if !hasSubject {
 			a.dispatch(msg, verb)
@@ -350,6 +358,9 @@ func (a *api) answer(r *request, builder *messages.FetchReplyBuilder) (body []by
 // first record), 503 when voik is shutting down, and a 500 when the log
 // cannot be served at all.
 func (a *api) withLog(subject string, fn func(*logstore.Log) *messages.Error) *messages.Error {
+	if a.vis.hidden(subject) {
+		return messages.Errorf(messages.CodeNotFound, "no committed record for subject %s", messages.Quote(subject))
+	}
 	var reply *messages.Error
 	err := a.store.View(subject, func(log *logstore.Log) error {
 		if logErr := log.Err(); logErr != nil && log.EndOffset() == log.FirstOffset() {
@@ -386,21 +397,6 @@ func deadEnd(log *logstore.Log, subject string, orElse *messages.Error) *message
 	return orElse
 }
 
-// waitForSubject returns once subject has a log or ctx ends.
-func (a *api) waitForSubject(ctx context.Context, subject string) {
-	for {
-		created := a.store.Created()
-		if a.store.Has(subject) {
-			return
-		}
-		select {
-		case <-created:
-		case <-ctx.Done():
-			return
-		}
-	}
-}
-
 // storeError maps a read error to its reply.
 func storeError(err error) *messages.Error {
 	var rangeErr *logstore.RangeError
@@ -419,15 +415,15 @@ func rangeError(offset, first, end uint64) *messages.Error {
 
 // startOffset resolves where a FETCH or REPLAY starts: start_time when
 // given, else offset when given, else the first offset.
-func startOffset(log *logstore.Log, offset *uint64, startTime int64) (uint64, *messages.Error) {
-	first, end := log.FirstOffset(), log.EndOffset()
+func startOffset(log *logstore.Log, end uint64, offset *uint64, startTime int64) (uint64, *messages.Error) {
+	first := log.FirstOffset()
 	switch {
 	case startTime > 0:
 		at, err := log.OffsetAt(startTime)
 		if err != nil {
 			return 0, storeError(err)
 		}
-		return at, nil
+		return min(at, end), nil
 	case offset == nil:
 		return first, nil
 	case *offset < first || *offset > end:
@@ -440,6 +436,13 @@ func (a *api) info(subject string) (any, *messages.Error) {
 	var info logstore.Info
 	if err := a.withLog(subject, func(log *logstore.Log) *messages.Error {
 		info = log.Info()
+		if end := a.vis.end(log); end < info.EndOffset {
+			// Records past the committed end are not counted.
+			info.EndOffset, info.LastTimestamp = end, info.FirstTimestamp
+			if end > info.FirstOffset {
+				log.Scan(end-1, func(v logstore.RecordView) bool { info.LastTimestamp = v.Timestamp; return false })
+			}
+		}
 		return nil
 	}); err != nil {
 		return nil, err
@@ -465,7 +468,7 @@ func (a *api) subjects(r *request, maxPayload int) (any, *messages.Error) {
 	size := messages.SubjectsReplySize()
 	var matched uint64
 	for _, subject := range a.store.Subjects() {
-		if !messages.Matches(req.Filter, subject) {
+		if !messages.Matches(req.Filter, subject) || a.vis.hidden(subject) {
 			continue
 		}
 		index := matched

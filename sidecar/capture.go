@@ -31,6 +31,9 @@ type capture struct {
 	dedupeWindow time.Duration
 	metrics      *metrics
 	logger       *throttledLogger
+	// group is the leadership capture works for in a group; nil
+	// standalone.
+	group groupLog
 
 	subs        []*nats.Subscription
 	dropMu      sync.Mutex

@@ -8,16 +8,24 @@ import (
 
 // queueAcks hands acked appends of one subject, in offset order, to
 // their worker.
-func (c *capture) queueAcks(subject string, items []ackItem) {
+func (c *capture) queueAcks(subject string, a pendingAck) {
 	c.acks.Add(1)
-	c.ackQueues[ackShard(subject)] <- pendingAck{subject: subject, items: items}
+	c.ackQueues[ackShard(subject)] <- a
 }
 
 // pendingAck is acked appends to one subject waiting for their records
-// to be durable: one message, or those of one batch.
+// to be durable: one message, or those of one batch. In a group it is
+// also every run of records stored (acked or not), which the leader must
+// know durable before it counts itself as holding them.
 type pendingAck struct {
 	subject string
 	items   []ackItem // offsets ascending, but for duplicates (earlier records)
+	// In a group: the last record's offset (there may be no items), its
+	// run's place in the journal, and for a duplicate the journal offset
+	// its ack waits to be committed (the first one is below it).
+	last     uint64
+	span     journalSpan
+	commitAt uint64
 }
 
 type ackItem struct {
@@ -76,14 +84,19 @@ func (c *capture) stopAckWorkers() {
 // be promised.
 func (c *capture) answerAck(a pendingAck, buf []byte) []byte {
 	defer c.acks.Done()
-	last := uint64(0)
+	last := a.last
 	for _, item := range a.items {
 		last = max(last, item.offset)
 	}
 	if err := c.store.WaitDurable(context.Background(), a.subject, last); err != nil {
-		for _, item := range a.items {
-			c.sendAck(item.reply, messages.EncodeError(messages.Errorf(messages.CodeUnavailable, "record %d of %s could not be made durable: %v", item.offset, messages.Quote(a.subject), err)), false)
+		if c.group != nil {
+			c.group.broken(err)
 		}
+		c.failAcks(a, err)
+		return buf
+	}
+	if c.group != nil {
+		c.commitThenAck(a)
 		return buf
 	}
 	for _, item := range a.items {
@@ -91,6 +104,13 @@ func (c *capture) answerAck(a pendingAck, buf []byte) []byte {
 		c.sendAck(item.reply, buf, true) // Publish copies it
 	}
 	return buf
+}
+
+// failAcks answers every ack of a 503: its records cannot be promised.
+func (c *capture) failAcks(a pendingAck, err error) {
+	for _, item := range a.items {
+		c.sendAck(item.reply, messages.EncodeError(messages.Errorf(messages.CodeUnavailable, "record %d of %s could not be made durable: %v", item.offset, messages.Quote(a.subject), err)), false)
+	}
 }
 
 func (c *capture) sendAck(reply string, body []byte, ok bool) {

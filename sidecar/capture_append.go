@@ -33,15 +33,26 @@ func (c *capture) appendOne(msg *nats.Msg, counters *filterCounters, start time.
 	}
 	c.stored(counters, 1, logstore.PayloadSize(headers, msg.Data))
 	c.metrics.batchRecords.Observe(1)
+	var items []ackItem
+	if wantsAck {
+		items = []ackItem{{reply: msg.Reply, offset: offset, ts: ts}}
+	}
+	var span journalSpan
+	if c.group != nil {
+		if span, err = c.group.journal(msg.Subject, offset, 1); err != nil {
+			c.journalFailed(msg.Subject, counters, err, items)
+			return
+		}
+	}
 	if hasID {
 		counters.dedupe.stored(msg.Subject, id, offset, ts)
 		counters.dedupe.sweep(start)
 	}
-	if !wantsAck {
+	if !wantsAck && c.group == nil {
 		return
 	}
 	c.store.RequestSync(msg.Subject) // group commit starts now, with every ack waiting
-	c.queueAcks(msg.Subject, []ackItem{{reply: msg.Reply, offset: offset, ts: ts}})
+	c.queueAcks(msg.Subject, pendingAck{subject: msg.Subject, items: items, last: offset, span: span})
 }
 
 // appendGroup appends the held messages at indexes (nil: all of them),
@@ -81,6 +92,11 @@ func (c *capture) appendGroup(subject string, indexes []int, counters *filterCou
 			}
 		}
 		c.stored(counters, n, payload)
+		if c.group != nil && n > 0 {
+			// In a group, each stored run is journaled at once and
+			// waits for its commit on its own.
+			acks = c.journalRun(subject, counters, first, n, acks)
+		}
 		done += n
 		switch {
 		case err == nil:
@@ -109,7 +125,33 @@ func (c *capture) appendGroup(subject string, indexes []int, counters *filterCou
 		return
 	}
 	c.store.RequestSync(subject)
-	c.queueAcks(subject, acks)
+	c.queueAcks(subject, pendingAck{subject: subject, items: acks})
+}
+
+// journalRun journals the n records of subject stored from first on, and
+// queues them, with acks (theirs), to wait for durability and commit. It
+// returns acks emptied for the next run.
+func (c *capture) journalRun(subject string, counters *filterCounters, first uint64, n int, acks []ackItem) []ackItem {
+	span, err := c.group.journal(subject, first, n)
+	if err != nil {
+		c.journalFailed(subject, counters, err, acks)
+		return acks[:0]
+	}
+	c.store.RequestSync(subject)
+	c.queueAcks(subject, pendingAck{subject: subject, items: acks, last: first + uint64(n) - 1, span: span})
+	return nil
+}
+
+// journalFailed answers acks 503 for records stored but not journaled:
+// they are not the group's (no copy will hold them, and the next leader
+// drops them), and this member cannot go on leading.
+func (c *capture) journalFailed(subject string, counters *filterCounters, err error, acks []ackItem) {
+	counters.errors.Inc()
+	c.logger.Error("cannot journal stored records: giving up the lead", "subject", subject, "err", err)
+	c.group.broken(err)
+	for _, item := range acks {
+		c.sendAck(item.reply, messages.EncodeError(messages.Errorf(messages.CodeUnavailable, "%s: not replicated: %v; retry", messages.Quote(subject), err)), false)
+	}
 }
 
 // refusedAlone says whether an append error is about the record refused

@@ -168,7 +168,11 @@ func (c *capture) duplicateOf(d *dedupe, msg *nats.Msg, id string, ts int64) (id
 func (c *capture) answerDuplicate(msg *nats.Msg, wantsAck bool, first idSeen) {
 	c.metrics.duplicates.Inc()
 	if wantsAck {
-		c.queueAcks(msg.Subject, []ackItem{{reply: msg.Reply, offset: first.offset, ts: first.ts, duplicate: true}})
+		a := pendingAck{subject: msg.Subject, items: []ackItem{{reply: msg.Reply, offset: first.offset, ts: first.ts, duplicate: true}}}
+		if c.group != nil {
+			a.commitAt = c.group.journalEnd() // the first one is journaled below it
+		}
+		c.queueAcks(msg.Subject, a)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -51,7 +52,7 @@ const (
 func startEmbeddedServer(cfg *config.Config, logger *slog.Logger) (*server.Server, []nats.Option, error) {
 	addr := net.JoinHostPort(cfg.EmbeddedHost, strconv.Itoa(cfg.EmbeddedPort))
 	password := rand.Text() // this process's alone: nobody else logs in as voik
-	ns, err := server.NewServer(&server.Options{
+	opts := &server.Options{
 		Host:   cfg.EmbeddedHost,
 		Port:   cfg.EmbeddedPort,
 		NoSigs: true,
@@ -61,7 +62,14 @@ func startEmbeddedServer(cfg *config.Config, logger *slog.Logger) (*server.Serve
 			{Username: embeddedClientUser},
 		},
 		NoAuthUser: embeddedClientUser,
-	})
+	}
+	if cfg.Group != "" {
+		// A group keeps its state in JetStream's key-value store; the
+		// server's files live inside the data dir, as everything does.
+		opts.JetStream = true
+		opts.StoreDir = filepath.Join(cfg.DataDir, groupDir, "nats")
+	}
+	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, nil, &ConfigError{fmt.Errorf("embedded NATS server: %v", err)}
 	}

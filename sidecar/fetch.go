@@ -25,8 +25,8 @@ func (a *api) fetch(r *request, subject string, builder *messages.FetchReplyBuil
 		// A long poll waits, within wait_ms, for the subject's first
 		// record as for any other: a consumer may start before its
 		// publisher. The subject has a log from its first record on.
-		if !a.store.Has(subject) {
-			if err := a.waitAsLongPoll(r, func() { a.waitForSubject(wait, subject) }); err != nil {
+		if !a.store.Has(subject) || a.vis.hidden(subject) {
+			if err := a.waitAsLongPoll(r, func() { a.vis.waitSubject(wait, subject) }); err != nil {
 				return nil, err
 			}
 		}
@@ -43,20 +43,32 @@ func (a *api) fetch(r *request, subject string, builder *messages.FetchReplyBuil
 // fetchFrom answers a FETCH from log: it finds where the page starts,
 // waits there for a long poll, and reads the page.
 func (a *api) fetchFrom(r *request, log *logstore.Log, subject string, req messages.FetchRequest, wait context.Context, builder *messages.FetchReplyBuilder) ([]byte, *messages.Error) {
-	start, err := startOffset(log, req.Offset, req.StartTime)
+	end := a.vis.end(log)
+	start, err := startOffset(log, end, req.Offset, req.StartTime)
 	if err != nil {
-		if err.Code == messages.CodeOutOfRange && req.Offset != nil && *req.Offset > log.EndOffset() {
+		if err.Code == messages.CodeOutOfRange && req.Offset != nil && *req.Offset > end {
 			err = deadEnd(log, subject, err)
 		}
 		return nil, err
 	}
-	if start >= log.EndOffset() {
+	if start >= end {
 		if err := deadEnd(log, subject, nil); err != nil {
 			return nil, err
 		}
 	}
-	if req.WaitMs > 0 && start >= log.EndOffset() {
-		if err := a.waitAsLongPoll(r, func() { log.WaitFor(wait, start) }); err != nil {
+	switch {
+	case req.WaitMs > 0 && start >= end:
+		if err := a.waitAsLongPoll(r, func() { a.vis.waitFor(wait, log, start) }); err != nil {
+			return nil, err
+		}
+	case start >= end && start < log.EndOffset():
+		// In a group: this member holds the record asked for and has
+		// not heard of its commit yet, which is a pull's round trip away
+		// when it was acked. Wait that long, so that a reader who has
+		// its ack finds its record on any member.
+		settle, cancel := context.WithTimeout(wait, commitSettle)
+		defer cancel()
+		if err := a.waitAsLongPoll(r, func() { a.vis.waitFor(settle, log, start) }); err != nil {
 			return nil, err
 		}
 	}
@@ -79,7 +91,7 @@ func (a *api) readPage(r *request, log *logstore.Log, subject string, req messag
 	}
 	// The reply reports the log as it is now; records appended while it is
 	// built wait for the next fetch.
-	first, end := log.FirstOffset(), log.EndOffset()
+	first, end := log.FirstOffset(), a.vis.end(log)
 	builder.Reset()
 	payloadBytes := 0
 	var tooLarge, decodeFailed error
@@ -135,6 +147,10 @@ func (a *api) readPage(r *request, log *logstore.Log, subject string, req messag
 	a.trim(r, int64(cap(page))) // what the page holds while it is sent
 	return page, nil
 }
+
+// commitSettle bounds how long a FETCH waits for the commit of a record
+// this member already holds (in a group).
+const commitSettle = time.Second
 
 // firstPageReserve is what a FETCH reserves of the reply budget before it
 // reads a record: a page of a few small records, what a woken long poll

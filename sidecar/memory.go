@@ -48,7 +48,11 @@ func (s *Sidecar) governMemoryUntil(done <-chan struct{}) {
 	defer tick.Stop()
 	last := int64(-1)
 	for {
-		if limit := s.memoryLimit(s.capture.queuedBytes()); limit != last {
+		var queued int64
+		if c := s.capture.Load(); c != nil {
+			queued = c.queuedBytes()
+		}
+		if limit := s.memoryLimit(queued); limit != last {
 			debug.SetMemoryLimit(limit)
 			last = limit
 		}

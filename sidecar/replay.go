@@ -103,11 +103,11 @@ func (a *api) replay(msg *nats.Msg, subject string) ([]byte, int) {
 // replayFrom answers REPLAY from log: it sends the reply, then delivers
 // the records. An error is a reply for the caller to send instead.
 func (a *api) replayFrom(msg *nats.Msg, log *logstore.Log, subject string, req messages.ReplayRequest) *messages.Error {
-	start, errReply := startOffset(log, req.Offset, req.StartTime)
+	end := a.vis.end(log)
+	start, errReply := startOffset(log, end, req.Offset, req.StartTime)
 	if errReply != nil {
 		return errReply
 	}
-	end := log.EndOffset()
 	if req.MaxMessages > 0 && req.MaxMessages < end-start {
 		end = start + req.MaxMessages
 	}

@@ -43,11 +43,14 @@ type Sidecar struct {
 	filters  []string
 	store    *logstore.Store
 	embedded *server.Server
-	capture  *capture
+	capture  atomic.Pointer[capture] // nil while a group member does not lead
 	api      *api
+	member   *member // nil standalone
 	captureNC,
 	apiNC,
 	replayNC *nats.Conn // REPLAY's records only: a slow subscriber stalls it, not the API
+	leaseNC,
+	replNC *nats.Conn // a group member's: its lease, and the copy between members
 	httpListener net.Listener
 	httpServer   *http.Server
 
@@ -134,6 +137,15 @@ func (s *Sidecar) Run(ctx context.Context) (err error) {
 		}
 	}()
 	s.logger.Info("store open", "data_dir", s.cfg.DataPath(), "subjects", len(s.store.Subjects()), "sync", storeOpts.Sync.String())
+	if s.cfg.Group != "" {
+		if s.member, err = openMember(s, storeOpts); err != nil {
+			return &ConfigError{fmt.Errorf("VOIK_DATA_DIR %s: %v", s.cfg.DataDir, err)}
+		}
+		defer s.member.close()
+		if s.member.gm, err = newGroupMetrics(s.registry); err != nil {
+			return err
+		}
+	}
 
 	url := s.cfg.NatsURL
 	var login []nats.Option
@@ -155,12 +167,32 @@ func (s *Sidecar) Run(ctx context.Context) (err error) {
 	defer s.replayNC.Close()
 	defer s.apiNC.Close()
 	defer s.captureNC.Close()
+	var memberCtx context.Context
+	var stopMember context.CancelFunc = func() {}
+	if s.member != nil {
+		defer s.leaseNC.Close()
+		defer s.replNC.Close()
+		s.member.leaseNC, s.member.replNC = s.leaseNC, s.replNC
+		if err := s.member.join(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		memberCtx, stopMember = context.WithCancel(context.Background())
+		defer stopMember()
+	}
 
 	shutdownCtx, shutdown := context.WithCancel(context.Background())
 	s.shutdown = shutdown
 	defer shutdown()
 	if err := s.start(shutdownCtx); err != nil {
 		return err
+	}
+	if s.member != nil {
+		if err := s.member.start(memberCtx); err != nil {
+			return err
+		}
 	}
 	if s.governMemory {
 		governed := make(chan struct{})
@@ -174,6 +206,10 @@ func (s *Sidecar) Run(ctx context.Context) (err error) {
 	<-ctx.Done()
 	s.logger.Info("shutting down")
 	s.ready.Store(false)
+	if s.member != nil {
+		s.member.stop()
+		stopMember()
+	}
 	s.stop(shutdown)
 	s.logger.Info("shut down cleanly")
 	return nil
@@ -237,7 +273,11 @@ func (s *Sidecar) measureDisk(ctx context.Context) (stop func()) {
 //     connection's reads), and on its own connection that slows only
 //     replays.
 func (s *Sidecar) connect(ctx context.Context, url string, extra []nats.Option) error {
-	for _, role := range []string{"capture", "api", "replay"} {
+	roles := []string{"capture", "api", "replay"}
+	if s.cfg.Group != "" {
+		roles = append(roles, "lease", "repl")
+	}
+	for _, role := range roles {
 		connected := make(chan struct{}, 1)
 		var onSlowConsumer func(*nats.Subscription)
 		if role == "capture" {
@@ -260,6 +300,10 @@ func (s *Sidecar) connect(ctx context.Context, url string, extra []nats.Option) 
 			s.captureNC = nc
 		case "api":
 			s.apiNC = nc
+		case "lease":
+			s.leaseNC = nc
+		case "repl":
+			s.replNC = nc
 		default:
 			s.replayNC = nc
 		}
@@ -284,37 +328,32 @@ func (r replyConns) conn() *nats.Conn {
 // captureSlowConsumer hears of a capture subscription that nats.go cut
 // short: capture fell behind and messages were dropped.
 func (s *Sidecar) captureSlowConsumer(sub *nats.Subscription) {
-	if s.capture != nil {
-		s.capture.noteSlowConsumer(sub)
+	if c := s.capture.Load(); c != nil {
+		c.noteSlowConsumer(sub)
 	}
 }
 
 // start subscribes capture, makes sure the server has those subscriptions,
 // then subscribes the API.
 func (s *Sidecar) start(shutdownCtx context.Context) error {
-	s.warnIfPrefixAnswered()
-	replies := replyConns{capture: s.captureNC, api: s.apiNC}
-	s.capture = &capture{
-		store:        s.store,
-		replies:      replies,
-		prefix:       s.cfg.APIPrefix,
-		dedupeWindow: s.cfg.DedupeWindow,
-		metrics:      s.metrics,
-		logger:       newThrottledLogger(s.logger),
-		droppedSeen:  map[*nats.Subscription]int{},
-	}
-	s.capture.startAckWorkers()
-	if err := s.capture.subscribe(s.captureNC, s.filters, s.cfg.PendingMsgs, int(s.cfg.PendingBytes)); err != nil {
-		s.capture.stopAckWorkers()
-		return fmt.Errorf("capture: %w", err)
-	}
-	if err := s.captureNC.Flush(); err != nil {
-		return fmt.Errorf("capture: %w", err)
+	if s.member == nil {
+		s.warnIfPrefixAnswered()
+		c := s.newCapture()
+		c.startAckWorkers()
+		if err := c.subscribe(s.captureNC, s.filters, s.cfg.PendingMsgs, int(s.cfg.PendingBytes)); err != nil {
+			c.stopAckWorkers()
+			return fmt.Errorf("capture: %w", err)
+		}
+		s.capture.Store(c)
+		if err := s.captureNC.Flush(); err != nil {
+			return fmt.Errorf("capture: %w", err)
+		}
 	}
 	s.api = &api{
 		nc:       s.apiNC,
 		replayNC: s.replayNC,
 		store:    s.store,
+		vis:      wholeLogs{s.store},
 		prefix:   s.cfg.APIPrefix,
 		metrics:  s.metrics,
 		logger:   s.logger,
@@ -327,6 +366,12 @@ func (s *Sidecar) start(shutdownCtx context.Context) error {
 	}
 	go s.api.pages.releaseAfterLoad(shutdownCtx.Done(), s.logger)
 	s.apiRef.Store(s.api)
+	if s.member != nil {
+		// A member answers in its group's queue group, once in sync
+		// (member.serveAPI), and only what is committed.
+		s.api.vis, s.api.queue = s.member.view, "voik-group-"+s.cfg.Group
+		return nil
+	}
 	if err := s.api.subscribe(); err != nil {
 		return fmt.Errorf("api: %w", err)
 	}
@@ -335,6 +380,23 @@ func (s *Sidecar) start(shutdownCtx context.Context) error {
 	}
 	return nil
 }
+
+// newCapture is capture as configured, not subscribed.
+func (s *Sidecar) newCapture() *capture {
+	return &capture{
+		store:        s.store,
+		replies:      replyConns{capture: s.captureNC, api: s.apiNC},
+		prefix:       s.cfg.APIPrefix,
+		dedupeWindow: s.cfg.DedupeWindow,
+		metrics:      s.metrics,
+		logger:       newThrottledLogger(s.logger),
+		droppedSeen:  map[*nats.Subscription]int{},
+	}
+}
+
+// setCapture makes c the capture that slow consumers and the memory
+// governor look at (nil: none).
+func (s *Sidecar) setCapture(c *capture) { s.capture.Store(c) }
 
 // prefixProbeTimeout bounds the start-up check for another voik on the
 // API prefix. With nobody subscribed NATS says so at once; a subscriber
@@ -367,7 +429,10 @@ func (s *Sidecar) stop(shutdown context.CancelFunc) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// 1. No new messages; everything NATS delivered is appended.
-	s.capture.drain(ctx, s.captureNC)
+	c := s.capture.Load()
+	if c != nil {
+		c.drain(ctx, s.captureNC)
+	}
 	// 2. Waiting fetches answer now, replays end with 503; no new
 	// requests, and those NATS already delivered are answered 503, not
 	// dropped.
@@ -377,12 +442,19 @@ func (s *Sidecar) stop(shutdown context.CancelFunc) {
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { s.api.inFlight.Wait(); wg.Done() }()
-	go func() { s.capture.acks.Wait(); wg.Done() }()
+	go func() {
+		if c != nil {
+			c.acks.Wait()
+		}
+		wg.Done()
+	}()
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	select {
 	case <-done:
-		s.capture.stopAckWorkers()
+		if c != nil {
+			c.stopAckWorkers()
+		}
 	case <-ctx.Done():
 		s.logger.Error("shutdown: requests still in flight after 30s; closing anyway")
 	}
@@ -397,7 +469,7 @@ func (s *Sidecar) stop(shutdown context.CancelFunc) {
 			s.logger.Warn("shutdown: last replies may not have been sent", "connection", nc.Opts.Name, "err", err)
 		}
 	}
-	for _, role := range []string{"capture", "api", "replay"} {
+	for _, role := range []string{"capture", "api", "replay", "lease", "repl"} {
 		s.metrics.natsConnected.WithLabelValues(role).Set(0)
 	}
 }
@@ -418,6 +490,7 @@ func (s *Sidecar) startHTTP() {
 		}
 		fmt.Fprintln(w, "ready")
 	})
+	mux.HandleFunc("/group", s.groupStatus)
 	mux.Handle("/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}))
 	s.httpServer = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
@@ -444,6 +517,8 @@ func (s *Sidecar) notReady() string {
 		return "not capturing (starting or shutting down)"
 	case !s.captureNC.IsConnected() || !s.apiNC.IsConnected() || !s.replayNC.IsConnected():
 		return "NATS disconnected"
+	case s.member != nil && !s.member.ready():
+		return "not the group's leader nor an in-sync follower"
 	}
 	return ""
 }

@@ -39,10 +39,15 @@ func Majority(replicas int) int { return replicas/2 + 1 }
 
 // NewCommit starts the account of a leader that holds its journal
 // durably up to durableEnd, with the in-sync set stored in the lease and
-// the committed offset it knows (never moved back).
+// the committed offset it knows (never moved back). With an in-sync set
+// below a majority it returns the account and ErrNoMajority: nothing
+// commits until the set grows.
 func NewCommit(replicas int, leader string, inSync []string, durableEnd, committed uint64) (*Commit, error) {
 	c := &Commit{replicas: replicas, leader: leader, durable: map[string]uint64{leader: durableEnd}, committed: committed}
 	if err := c.SetInSync(inSync); err != nil {
+		if errors.Is(err, ErrNoMajority) {
+			return c, err
+		}
 		return nil, err
 	}
 	return c, nil
@@ -65,8 +70,8 @@ func (c *Commit) Durable(member string) (uint64, bool) {
 // returns the committed offset, which it may have moved. A member's
 // report never moves back (a late, reordered one is ignored).
 func (c *Commit) Report(member string, end uint64) uint64 {
-	if end > c.durable[member] {
-		c.durable[member] = end
+	if held, ok := c.durable[member]; !ok || end > held {
+		c.durable[member] = end // a member with nothing yet is known, and may catch up
 	}
 	c.advance()
 	return c.committed

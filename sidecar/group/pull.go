@@ -30,8 +30,10 @@ const (
 	CodeReadFailed = 500
 )
 
-// PullSubject is where a group's leader answers pulls.
-func PullSubject(group string) string { return "$VOIK.REPL." + group + ".PULL" }
+// PullSubject is where member instance of group answers pulls while it
+// leads: a follower pulls from the leader the group's state names, and a
+// member that no longer leads says so (or is fenced by its epoch).
+func PullSubject(group, instance string) string { return "$VOIK.REPL." + group + ".PULL." + instance }
 
 // PullRequest asks for the leader's journal from From on.
 type PullRequest struct {
@@ -41,6 +43,10 @@ type PullRequest struct {
 	// leader whose own is older has been replaced, and says so.
 	Epoch uint64 `msgpack:"epoch"`
 	From  uint64 `msgpack:"from"`
+	// Committed is the committed offset the follower knows: a long poll
+	// also ends when the leader's moves past it, so that followers learn
+	// of a commit at once and serve reads up to it.
+	Committed uint64 `msgpack:"committed,omitempty"`
 	// Durable: below it the follower holds the journal durably; the
 	// leader commits by it.
 	Durable uint64 `msgpack:"durable"`
@@ -109,13 +115,17 @@ type Source struct {
 	// Report takes a follower's durable journal end and returns the
 	// committed offset.
 	Report func(member string, durable uint64) (committed uint64)
+	// Committed, if set, returns the committed offset and a channel
+	// closed when it next moves: a long poll ends on either a new record
+	// or a commit past the follower's.
+	Committed func() (uint64, <-chan struct{})
 }
 
-// Serve answers pulls on nc until the subscription is drained. Each pull
-// is answered on a goroutine of its own, so that a long poll holds up no
-// other follower.
-func (s *Source) Serve(nc *nats.Conn, group string) (*nats.Subscription, error) {
-	return nc.Subscribe(PullSubject(group), func(msg *nats.Msg) {
+// Serve answers pulls on subject (PullSubject) on nc until the
+// subscription is drained. Each pull is answered on a goroutine of its
+// own, so that a long poll holds up no other follower.
+func (s *Source) Serve(nc *nats.Conn, subject string) (*nats.Subscription, error) {
+	return nc.Subscribe(subject, func(msg *nats.Msg) {
 		go func() {
 			reply := s.answer(msg.Data)
 			body, err := msgpack.Marshal(reply)
@@ -159,10 +169,12 @@ func (s *Source) answer(body []byte) PullReply {
 			reply.Epochs = append(reply.Epochs, e)
 		}
 	}
-	if req.From >= s.Journal.End() && req.WaitMs > 0 {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(req.WaitMs)*time.Millisecond)
-		s.Journal.Log().WaitFor(ctx, req.From)
-		cancel()
+	if req.From >= s.Journal.End() && req.WaitMs > 0 && reply.Committed <= req.Committed {
+		s.longPoll(req)
+		if s.Committed != nil {
+			committed, _ := s.Committed()
+			reply.Committed = max(reply.Committed, committed)
+		}
 	}
 	if req.From >= s.Journal.End() {
 		return reply
@@ -185,6 +197,27 @@ func (s *Source) answer(body []byte) PullReply {
 		reply.Records = append(reply.Records, w)
 	}
 	return reply
+}
+
+// longPoll waits, up to req's wait, for a record past req.From or a
+// commit past req.Committed.
+func (s *Source) longPoll(req PullRequest) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(req.WaitMs)*time.Millisecond)
+	defer cancel()
+	if s.Committed != nil {
+		committed, moved := s.Committed()
+		if committed > req.Committed {
+			return
+		}
+		go func() {
+			select {
+			case <-moved:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+	}
+	s.Journal.Log().WaitFor(ctx, req.From)
 }
 
 // Errors of a pull.
@@ -222,6 +255,13 @@ type Sink struct {
 	Journal *Journal
 	Epochs  *logstore.Epochs
 	Member  string
+	// Fence is the newest epoch this member has seen named in the
+	// group's state: a reply from an older epoch is refused even before
+	// that epoch is in Epochs (which holds only epochs with records).
+	Fence uint64
+	// Committed is the committed offset this member knows, sent so that
+	// the leader's long poll ends when it moves.
+	Committed uint64
 	// chunks is a large record being received, piece by piece; chunk is
 	// the piece to ask for next.
 	chunks []byte
@@ -236,15 +276,15 @@ type Sink struct {
 // committed offset the leader told. It holds an epoch that the leader
 // has moved to durably (Epochs) before it applies anything of it, and
 // refuses a reply from an older epoch than it holds.
-func (k *Sink) Pull(ctx context.Context, nc *nats.Conn, group string, maxBytes int, wait time.Duration) (int, uint64, error) {
+func (k *Sink) Pull(ctx context.Context, nc *nats.Conn, subject string, maxBytes int, wait time.Duration) (int, uint64, error) {
 	held, _ := k.Epochs.Latest()
-	req := PullRequest{Version: ProtocolVersion, Member: k.Member, Epoch: held.Epoch, From: k.Journal.End(),
+	req := PullRequest{Version: ProtocolVersion, Member: k.Member, Epoch: held.Epoch, From: k.Journal.End(), Committed: k.Committed,
 		Durable: min(k.durable, k.Journal.End()), Chunk: k.chunk, MaxBytes: maxBytes, WaitMs: int(wait / time.Millisecond)}
 	body, err := msgpack.Marshal(req)
 	if err != nil {
 		return 0, 0, err
 	}
-	msg, err := nc.RequestWithContext(ctx, PullSubject(group), body)
+	msg, err := nc.RequestWithContext(ctx, subject, body)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -259,8 +299,8 @@ func (k *Sink) Pull(ctx context.Context, nc *nats.Conn, group string, maxBytes i
 		return 0, 0, fmt.Errorf("%w: %s", ErrNotLeader, reply.Error)
 	case reply.Code != CodeOK:
 		return 0, 0, fmt.Errorf("group: pull: %d %s", reply.Code, reply.Error)
-	case reply.Epoch < held.Epoch:
-		return 0, 0, fmt.Errorf("%w: epoch %d, this member holds %d", ErrStaleLeader, reply.Epoch, held.Epoch)
+	case reply.Epoch < max(held.Epoch, k.Fence):
+		return 0, 0, fmt.Errorf("%w: epoch %d, this member holds %d and has seen %d", ErrStaleLeader, reply.Epoch, held.Epoch, k.Fence)
 	}
 	if d := reply.Diverging; d != nil {
 		point, ok := TruncationPoint(k.Epochs, k.Journal.End(), d.Held, d.End, d.Found)
@@ -287,6 +327,16 @@ func (k *Sink) Pull(ctx context.Context, nc *nats.Conn, group string, maxBytes i
 	}
 	return n, reply.Committed, err
 }
+
+// NewSink is the copy side of a member whose journal and subject logs
+// are durable as recovered: what they hold counts as durable.
+func NewSink(store *logstore.Store, journal *Journal, epochs *logstore.Epochs, member string) *Sink {
+	return &Sink{Store: store, Journal: journal, Epochs: epochs, Member: member, durable: journal.End()}
+}
+
+// Durable is the journal offset below which this member holds every
+// pointer and record durably.
+func (k *Sink) Durable() uint64 { return min(k.durable, k.Journal.End()) }
 
 // makeDurable waits until the records of entries, applied, and their
 // pointers are durable, then counts them in what this member reports:

@@ -11,12 +11,34 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/vmihailenco/msgpack/v5"
 
-	"github.com/voik/voik/harness"
 	"github.com/voik/voik/logstore"
 )
+
+// startNATS is a NATS server on a free 127.0.0.1 port and a connection to
+// it, both gone when the test ends. (The harness's helpers would import
+// package sidecar, which imports this one.)
+func startNATS(t *testing.T, maxPayload int32) *nats.Conn {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true, MaxPayload: maxPayload})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("NATS server did not start")
+	}
+	t.Cleanup(ns.Shutdown)
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
 
 // copyPair is a leader serving pulls and a follower, on one NATS server.
 type copyPair struct {
@@ -31,8 +53,7 @@ type copyPair struct {
 
 func newCopyPair(t *testing.T, maxPayload int32) *copyPair {
 	t.Helper()
-	ns := harness.StartNATS(t, harness.WithMaxPayload(maxPayload))
-	p := &copyPair{leader: newMember(t), follower: newMember(t), nc: harness.Connect(t, ns.ClientURL()), epoch: 1}
+	p := &copyPair{leader: newMember(t), follower: newMember(t), nc: startNATS(t, maxPayload), epoch: 1}
 	leaderEpochs := openEpochs(t)
 	if err := leaderEpochs.Assign(1, 0); err != nil {
 		t.Fatal(err)
@@ -49,7 +70,7 @@ func newCopyPair(t *testing.T, maxPayload int32) *copyPair {
 			p.commit.Report("leader", p.leader.journal.Log().DurableOffset())
 			return p.commit.Report(member, durable)
 		}}
-	sub, err := p.source.Serve(p.nc, "g")
+	sub, err := p.source.Serve(p.nc, PullSubject("g", "leader"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +92,7 @@ func openEpochs(t *testing.T) *logstore.Epochs {
 func (p *copyPair) catchUp(t *testing.T, maxBytes int) (pulls int, committed uint64) {
 	t.Helper()
 	for p.follower.journal.End() < p.leader.journal.End() || committed < p.leader.journal.End() {
-		_, c, err := p.sink.Pull(context.Background(), p.nc, "g", maxBytes, 0)
+		_, c, err := p.sink.Pull(context.Background(), p.nc, PullSubject("g", "leader"), maxBytes, 0)
 		if err != nil {
 			t.Fatalf("pull at %d: %v", p.follower.journal.End(), err)
 		}
@@ -126,7 +147,7 @@ func TestACaughtUpFollowerIsWokenByTheNextRecord(t *testing.T) {
 	done := make(chan int, 1)
 	began := time.Now()
 	go func() {
-		n, _, err := p.sink.Pull(context.Background(), p.nc, "g", 1<<20, 20*time.Second)
+		n, _, err := p.sink.Pull(context.Background(), p.nc, PullSubject("g", "leader"), 1<<20, 20*time.Second)
 		if err != nil {
 			t.Error(err)
 		}
@@ -172,11 +193,11 @@ func TestStaleLeadersAndOtherVersionsAreRefused(t *testing.T) {
 	if err := p.sink.Epochs.Assign(4, 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := p.sink.Pull(context.Background(), p.nc, "g", 1<<20, 0); !errors.Is(err, ErrNotLeader) {
+	if _, _, err := p.sink.Pull(context.Background(), p.nc, PullSubject("g", "leader"), 1<<20, 0); !errors.Is(err, ErrNotLeader) {
 		t.Fatalf("a pull from a follower at epoch 4 to a leader of epoch 1: %v", err)
 	}
 	// A responder of an old version of the protocol that does not check.
-	stale, err := p.nc.Subscribe(PullSubject("stale"), func(m *nats.Msg) {
+	stale, err := p.nc.Subscribe(PullSubject("stale", "leader"), func(m *nats.Msg) {
 		body, _ := msgpack.Marshal(PullReply{Version: ProtocolVersion, Epoch: 3,
 			Records: []WireRecord{{Journal: 0, Subject: "x", Offset: 0, Timestamp: 1, Data: []byte("stale")}}})
 		m.Respond(body)
@@ -185,14 +206,14 @@ func TestStaleLeadersAndOtherVersionsAreRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stale.Unsubscribe()
-	if _, _, err := p.sink.Pull(context.Background(), p.nc, "stale", 1<<20, 0); !errors.Is(err, ErrStaleLeader) {
+	if _, _, err := p.sink.Pull(context.Background(), p.nc, PullSubject("stale", "leader"), 1<<20, 0); !errors.Is(err, ErrStaleLeader) {
 		t.Fatalf("a reply of epoch 3 to a follower at 4: %v", err)
 	}
 	if p.follower.journal.End() != 0 {
 		t.Fatal("a stale reply was applied")
 	}
 	body, _ := msgpack.Marshal(PullRequest{Version: ProtocolVersion + 1, Member: "future"})
-	msg, err := p.nc.Request(PullSubject("g"), body, 5*time.Second)
+	msg, err := p.nc.Request(PullSubject("g", "leader"), body, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +239,7 @@ func TestADivergedFollowerIsToldWhereToTruncate(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.leader.lead(t, rng, 2)
-	_, _, err := p.sink.Pull(context.Background(), p.nc, "g", 1<<20, 0)
+	_, _, err := p.sink.Pull(context.Background(), p.nc, PullSubject("g", "leader"), 1<<20, 0)
 	var diverged *DivergedError
 	if !errors.As(err, &diverged) || !diverged.OK || diverged.Offset != 3 {
 		t.Fatalf("pull by a diverged follower: %v, want truncate to 3", err)
@@ -241,7 +262,7 @@ func TestADivergedFollowerTruncatesAndConverges(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.leader.lead(t, rng, 30)
-	_, _, err := p.sink.Pull(context.Background(), p.nc, "g", 1<<20, 0)
+	_, _, err := p.sink.Pull(context.Background(), p.nc, PullSubject("g", "leader"), 1<<20, 0)
 	var diverged *DivergedError
 	if !errors.As(err, &diverged) || diverged.Offset != 40 {
 		t.Fatalf("pull: %v, want truncate to 40", err)

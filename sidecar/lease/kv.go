@@ -38,10 +38,33 @@ func NewKV(ctx context.Context, nc *nats.Conn, group string, replicas int) (*KV,
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		kv, err = createBucket(ctx, js, replicas)
 	}
+	if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) ||
+		errors.Is(err, nats.ErrNoResponders) {
+		return nil, fmt.Errorf("%w (bucket %s: %v)", ErrNoJetStream, Bucket, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("lease: bucket %s: %w", Bucket, err)
 	}
 	return &KV{nc: nc, kv: kv, key: group}, nil
+}
+
+// ErrNoJetStream: the NATS system has no JetStream for this account, so
+// a group has nowhere to keep its state.
+var ErrNoJetStream = errors.New("lease: JetStream is not enabled on this NATS system (a group keeps its leader and members in a JetStream key-value bucket)")
+
+// Settings stores value as the group's settings under the group's key
+// with ".settings" appended, if none are stored, and returns what is
+// stored: the first member's. Members compare theirs with it.
+func (k *KV) Settings(ctx context.Context, value []byte) ([]byte, error) {
+	key := k.key + ".settings"
+	if _, err := k.kv.Create(ctx, key, value); err == nil || !errors.Is(err, jetstream.ErrKeyExists) {
+		return value, k.mapErr(err)
+	}
+	e, err := k.kv.Get(ctx, key)
+	if err != nil {
+		return nil, k.mapErr(err)
+	}
+	return e.Value(), nil
 }
 
 func createBucket(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {

@@ -1,0 +1,310 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/voik/voik/client"
+	"github.com/voik/voik/harness"
+	"github.com/voik/voik/messages"
+)
+
+// ackedLoad is publishers that append with Nats-Msg-Id and retry the
+// same id until acked, as the contract tells publishers that must not
+// lose a message.
+type ackedLoad struct {
+	api     *client.Client
+	subject string
+
+	mu      sync.Mutex
+	acked   map[string]messages.AckReply // id -> its ack
+	ackedAt []time.Time                  // when each ack came
+	failed  []error
+}
+
+func (l *ackedLoad) run(ctx context.Context, publisher, count int) {
+	for k := range count {
+		id := fmt.Sprintf("p%d-%d", publisher, k)
+		h := nats.Header{}
+		h.Set(messages.HeaderMsgID, id)
+		for try := 0; ; try++ {
+			if ctx.Err() != nil {
+				return
+			}
+			actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			ack, err := l.api.Append(actx, l.subject, h, []byte(id))
+			cancel()
+			if err == nil {
+				l.mu.Lock()
+				l.acked[id] = *ack
+				l.ackedAt = append(l.ackedAt, time.Now())
+				l.mu.Unlock()
+				break
+			}
+			if try == 60 {
+				l.mu.Lock()
+				l.failed = append(l.failed, fmt.Errorf("%s: not acked after %d tries: %w", id, try+1, err))
+				l.mu.Unlock()
+				break
+			}
+			var e *messages.Error
+			if !errors.As(err, &e) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, nats.ErrTimeout) {
+				l.mu.Lock()
+				l.failed = append(l.failed, fmt.Errorf("%s: %w", id, err))
+				l.mu.Unlock()
+				break
+			}
+		}
+	}
+}
+
+func (l *ackedLoad) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.acked)
+}
+
+// firstAckAfter is when the first ack after t came.
+func (l *ackedLoad) firstAckAfter(t time.Time) (time.Time, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, at := range l.ackedAt {
+		if at.After(t) {
+			return at, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// seenRecords remembers every record a reader was given, to check that
+// none ever changes.
+type seenRecords struct {
+	mu   sync.Mutex
+	seen map[uint64]messages.Record
+	bad  []string
+}
+
+func (s *seenRecords) note(records []messages.Record) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range records {
+		if old, ok := s.seen[r.Offset]; ok && (old.Timestamp != r.Timestamp || !bytes.Equal(old.Data, r.Data)) {
+			s.bad = append(s.bad, fmt.Sprintf("offset %d was %q ts %d, now %q ts %d", r.Offset, old.Data, old.Timestamp, r.Data, r.Timestamp))
+		}
+		s.seen[r.Offset] = messages.Record{Offset: r.Offset, Timestamp: r.Timestamp, Data: append([]byte(nil), r.Data...)}
+	}
+}
+
+// read pages through subject from 0 until ctx ends, noting every record.
+func (s *seenRecords) read(ctx context.Context, api *client.Client, subject string) {
+	next := uint64(0)
+	for ctx.Err() == nil {
+		fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		reply, err := api.Fetch(fctx, subject, messages.FetchRequest{Offset: &next, MaxMessages: 100, WaitMs: 200})
+		cancel()
+		if err != nil {
+			continue // a member going away: the next request reaches another
+		}
+		s.note(reply.Records)
+		next = reply.NextOffset
+	}
+}
+
+// checkLog reads subject whole and checks it against what was acked and
+// read: every acked id is at its acked offset, no id is stored twice,
+// and every record read earlier is unchanged.
+func checkLog(t *testing.T, api *client.Client, subject string, load *ackedLoad, seen *seenRecords) {
+	t.Helper()
+	final := &seenRecords{seen: map[uint64]messages.Record{}}
+	ids := map[string]uint64{}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	info, err := api.Info(ctx, subject)
+	if err != nil {
+		t.Fatalf("INFO %s: %v", subject, err)
+	}
+	err = api.ReadRange(ctx, subject, info.FirstOffset, info.EndOffset, client.ReadOptions{}, func(records []messages.Record) error {
+		for _, r := range records {
+			id := string(r.Data)
+			if at, dup := ids[id]; dup {
+				t.Errorf("%s stored twice: offsets %d and %d", id, at, r.Offset)
+			}
+			ids[id] = r.Offset
+		}
+		final.note(records)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("read %s: %v", subject, err)
+	}
+	load.mu.Lock()
+	for id, ack := range load.acked {
+		if at, ok := ids[id]; !ok || at != ack.Offset {
+			t.Errorf("acked %s at offset %d (duplicate %v); the log holds it at %d (held: %v)", id, ack.Offset, ack.Duplicate, at, ok)
+		}
+	}
+	for _, err := range load.failed {
+		t.Errorf("publisher: %v", err)
+	}
+	load.mu.Unlock()
+	seen.mu.Lock()
+	defer seen.mu.Unlock()
+	for _, bad := range seen.bad {
+		t.Errorf("a record a reader was given changed: %s", bad)
+	}
+	for offset, r := range seen.seen {
+		if now, ok := final.seen[offset]; !ok || now.Timestamp != r.Timestamp || !bytes.Equal(now.Data, r.Data) {
+			t.Errorf("offset %d was read as %q ts %d; the log now holds %q ts %d (held: %v)", offset, r.Data, r.Timestamp, now.Data, now.Timestamp, ok)
+		}
+	}
+}
+
+// TestGroupLosesNoAckedRecordWhenTheLeaderIsKilled: kill -9 of the leader
+// under acked load, with publishers that retry with Nats-Msg-Id: no
+// acked record is lost, none is stored twice, and no record a reader was
+// given changes. It reports the time from the kill to the next ack.
+func TestGroupLosesNoAckedRecordWhenTheLeaderIsKilled(t *testing.T) {
+	cluster := harness.StartNATSCluster(t, 3)
+	bin := harness.BuildVoik(t)
+	members := startGroup(t, bin, cluster, 3)
+	nc := harness.Connect(t, cluster.URL())
+	api := client.New(nc, "VOIK.API")
+	load := &ackedLoad{api: api, subject: "orders.failover", acked: map[string]messages.AckReply{}}
+	seen := &seenRecords{seen: map[uint64]messages.Record{}}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var publishers sync.WaitGroup
+	for p := range 4 {
+		publishers.Add(1)
+		go func() { defer publishers.Done(); load.run(ctx, p, 150) }()
+	}
+	readCtx, stopReading := context.WithCancel(ctx)
+	var reading sync.WaitGroup
+	reading.Add(1)
+	go func() { defer reading.Done(); seen.read(readCtx, api, load.subject) }()
+
+	harness.Eventually(t, 30*time.Second, "100 acks before the kill", func() bool { return load.count() >= 100 })
+	leader := leaderOf(members)
+	if leader < 0 {
+		t.Fatal("no member says it leads")
+	}
+	killed := time.Now()
+	members[leader].Kill()
+	harness.Eventually(t, 4*groupLease+10*time.Second, "an ack after the kill", func() bool {
+		_, ok := load.firstAckAfter(killed)
+		return ok
+	})
+	next, _ := load.firstAckAfter(killed)
+	t.Logf("kill -9 of the leader to the next ack: %v (VOIK_LEASE %v)", next.Sub(killed).Round(time.Millisecond), groupLease)
+	publishers.Wait()
+	stopReading()
+	reading.Wait()
+
+	members[leader].Restart(t)
+	harness.Eventually(t, 30*time.Second, "the restarted member to catch up", func() bool {
+		st, err := getGroup(members[leader])
+		return err == nil && st.CommittedLag == 0 && st.Role == "follower"
+	})
+	checkLog(t, api, load.subject, load, seen)
+	if n := load.count(); n != 600 {
+		t.Errorf("%d of 600 appends acked", n)
+	}
+}
+
+// TestGroupFencesALeaderPausedPastItsLease: SIGSTOP of the leader in the
+// middle of acked load, past its lease, then SIGCONT. Another member
+// leads in a higher epoch; the old leader acks nothing it did not commit
+// (every ack names the record the log holds), comes back as a follower,
+// drops what it appended and never committed, and the copies converge
+// byte for byte.
+func TestGroupFencesALeaderPausedPastItsLease(t *testing.T) {
+	cluster := harness.StartNATSCluster(t, 3)
+	bin := harness.BuildVoik(t)
+	members := startGroup(t, bin, cluster, 3)
+	nc := harness.Connect(t, cluster.URL())
+	api := client.New(nc, "VOIK.API")
+	load := &ackedLoad{api: api, subject: "orders.paused", acked: map[string]messages.AckReply{}}
+	seen := &seenRecords{seen: map[uint64]messages.Record{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var publishers sync.WaitGroup
+	for p := range 4 {
+		publishers.Add(1)
+		go func() { defer publishers.Done(); load.run(ctx, p, 150) }()
+	}
+	readCtx, stopReading := context.WithCancel(ctx)
+	var reading sync.WaitGroup
+	reading.Add(1)
+	go func() { defer reading.Done(); seen.read(readCtx, api, load.subject) }()
+
+	harness.Eventually(t, 30*time.Second, "100 acks before the pause", func() bool { return load.count() >= 100 })
+	old := leaderOf(members)
+	if old < 0 {
+		t.Fatal("no member says it leads")
+	}
+	before, err := getGroup(members[old])
+	if err != nil {
+		t.Fatal(err)
+	}
+	members[old].Pause()
+	paused := true
+	defer func() {
+		if paused {
+			members[old].Resume()
+		}
+	}()
+	var newEpoch uint64
+	harness.Eventually(t, 4*groupLease+10*time.Second, "another member to lead in a higher epoch", func() bool {
+		for i, p := range members {
+			if i == old {
+				continue
+			}
+			if st, err := getGroup(p); err == nil && st.Role == "leader" && st.Epoch > before.Epoch {
+				newEpoch = st.Epoch
+				return true
+			}
+		}
+		return false
+	})
+	acks := load.count()
+	harness.Eventually(t, 10*time.Second, "acks under the new leader", func() bool { return load.count() > acks+20 })
+	members[old].Resume()
+	paused = false
+	harness.Eventually(t, 30*time.Second, "the old leader to follow and catch up", func() bool {
+		st, err := getGroup(members[old])
+		return err == nil && st.Role == "follower" && st.Epoch >= newEpoch && st.CommittedLag == 0
+	})
+	publishers.Wait()
+	stopReading()
+	reading.Wait()
+	checkLog(t, api, load.subject, load, seen)
+	harness.Eventually(t, 10*time.Second, "every member holds every committed record", func() bool {
+		for _, p := range members {
+			if st, err := getGroup(p); err != nil || st.CommittedLag != 0 {
+				return false
+			}
+		}
+		return true
+	})
+	leader := leaderOf(members)
+	for i, p := range members {
+		if i != leader {
+			p.Stop(t)
+		}
+	}
+	members[leader].Stop(t)
+	first := readDataDir(t, members[0].Config.DataDir)
+	for i := 1; i < 3; i++ {
+		if other := readDataDir(t, members[i].Config.DataDir); !sameRecords(first, other) {
+			t.Errorf("member %d's records differ from member 0's: %d and %d records of %s", i, len(other[load.subject]), len(first[load.subject]), load.subject)
+		}
+	}
+}

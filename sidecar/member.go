@@ -1,0 +1,443 @@
+package sidecar
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/voik/voik/logstore"
+	"github.com/voik/voik/sidecar/group"
+	"github.com/voik/voik/sidecar/lease"
+)
+
+// A group member (PROTOCOL.md section 8). Every member runs an elector
+// on the group's key in JetStream's key-value store and answers pulls on
+// its own replication subject. Its role follows the lease:
+//
+//   - leader (leadership, member_leader.go): captures, journals every run
+//     of records, counts what the in-sync set holds durably, acks what is
+//     committed, and grows or shrinks the in-sync set;
+//   - follower (member_follower.go): pulls the leader's journal and
+//     records and holds them exactly as sent, truncating first by leader
+//     epoch when it diverged.
+//
+// Every member in sync (and the leader) answers the API in one queue
+// group, up to the committed end it knows (committedView).
+
+// groupDir holds a member's group state inside its data dir: journal,
+// epochs, the dir's identity, the committed checkpoint, and an embedded
+// NATS server's JetStream files. logstore skips names that start with a
+// dot.
+const groupDir = ".group"
+
+type member struct {
+	s      *Sidecar
+	logger *slog.Logger
+	name   string // VOIK_GROUP
+	self   lease.Member
+	key    string // self as the commit and pulls name it
+	dir    string
+
+	journal *group.Journal
+	epochs  *logstore.Epochs
+	sink    *group.Sink
+	view    *committedView
+	kv      *lease.KV
+	elector *lease.Elector
+	gm      *groupMetrics
+
+	leaseNC, replNC *nats.Conn
+	pullSub         *nats.Subscription
+	groupSub        *nats.Subscription // <prefix>.GROUP.<group>, while leading
+
+	wake      chan struct{} // the role loop has something to look at
+	lead      atomic.Pointer[leadership]
+	roleMu    sync.Mutex // the role loop's state below, and stop
+	follow    *following
+	following atomic.Bool // follow is running, for readiness
+	serving   bool        // the API is subscribed
+	stopped   bool
+
+	leaderCommitted atomic.Uint64          // the committed offset the leader last told this follower
+	otherLeader     atomic.Pointer[string] // the last other member seen leading
+	checkpointMu    sync.Mutex
+	checkpointed    time.Time
+}
+
+// openMember opens the group state in the data dir: the journal, the
+// epochs and the dir's identity, and names the records of a data dir
+// that joins a group for the first time.
+func openMember(s *Sidecar, opts logstore.Options) (*member, error) {
+	cfg := s.cfg
+	dir := filepath.Join(cfg.DataDir, groupDir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	id, err := dataDirID(dir)
+	if err != nil {
+		return nil, err
+	}
+	m := &member{s: s, logger: s.logger.With("group", cfg.Group), name: cfg.Group, dir: dir,
+		self: lease.Member{Instance: cfg.Instance, DataDirID: id}, wake: make(chan struct{}, 1)}
+	m.key = m.self.String()
+	opts.Retention = logstore.Retention{} // the journal is kept whole (for now)
+	opts.Observer = nil
+	if m.journal, err = group.OpenJournal(filepath.Join(dir, "journal"), opts); err != nil {
+		return nil, fmt.Errorf("group journal: %w", err)
+	}
+	if m.epochs, err = logstore.OpenEpochs(filepath.Join(dir, "epochs")); err != nil {
+		m.close()
+		return nil, fmt.Errorf("group epochs: %w", err)
+	}
+	if m.journal.End() == m.journal.Log().FirstOffset() && len(s.store.Subjects()) > 0 {
+		// A data dir that held records before it was a group's: they
+		// become the group's (copied if this member leads; replaced by
+		// the leader's if it follows).
+		named, err := new(group.Named).NameAll(s.store, m.journal)
+		if err != nil {
+			m.close()
+			return nil, fmt.Errorf("naming the data dir's records in the journal: %w", err)
+		}
+		m.logger.Info("the data dir's records are the group's now", "records", named)
+	}
+	m.sink = group.NewSink(s.store, m.journal, m.epochs, m.key)
+	if m.view, err = newCommittedView(m.journal, m.readCheckpoint()); err != nil {
+		m.close()
+		return nil, fmt.Errorf("group journal: %w", err)
+	}
+	return m, nil
+}
+
+// dataDirID is the identity of the data dir, made once: a member whose
+// disk was wiped comes back with another, so it rejoins out of sync.
+func dataDirID(dir string) (string, error) {
+	path := filepath.Join(dir, "id")
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), nil
+	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	raw := make([]byte, 8)
+	rand.Read(raw)
+	id := hex.EncodeToString(raw)
+	if err := writeFileSynced(path, []byte(id+"\n")); err != nil {
+		return "", err
+	}
+	return id, nil
+}
+
+// writeFileSynced writes path whole, through a temporary file, synced.
+func writeFileSynced(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// The committed checkpoint: the committed journal offset this member
+// knew, written now and then, so that a member that restarts serves
+// what was committed before it hears from a leader. An old or missing
+// one is safe: it only hides records until a leader tells more.
+func (m *member) readCheckpoint() uint64 {
+	b, err := os.ReadFile(filepath.Join(m.dir, "committed"))
+	if err != nil {
+		return 0
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// checkpoint writes the committed offset, at most once a second unless
+// now is set.
+func (m *member) checkpoint(now bool) {
+	m.checkpointMu.Lock()
+	defer m.checkpointMu.Unlock()
+	if !now && time.Since(m.checkpointed) < time.Second {
+		return
+	}
+	m.checkpointed = time.Now()
+	committed, _ := m.view.committed()
+	if err := writeFileSynced(filepath.Join(m.dir, "committed"), []byte(strconv.FormatUint(committed, 10)+"\n")); err != nil {
+		m.logger.Warn("cannot write the committed checkpoint", "err", err)
+	}
+}
+
+func (m *member) close() { m.journal.Close() }
+
+// groupSettings are what every member of a group must agree on.
+type groupSettings struct {
+	Subjects []string `json:"subjects"`
+	Prefix   string   `json:"api_prefix"`
+	Replicas int      `json:"replicas"`
+}
+
+// join connects the member to its group's state in JetStream: exit 2
+// (a ConfigError) without JetStream, with settings that differ from the
+// group's, or when another live member has this instance's name.
+func (m *member) join(ctx context.Context) error {
+	cfg := m.s.cfg
+	for {
+		kv, err := lease.NewKV(ctx, m.leaseNC, m.name, 0)
+		if err == nil {
+			m.kv = kv
+			break
+		}
+		if errors.Is(err, lease.ErrNoJetStream) {
+			return &ConfigError{fmt.Errorf("VOIK_GROUP %s: %v", m.name, err)}
+		}
+		m.logger.Warn("cannot reach the group's state in JetStream yet; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+	mine := groupSettings{Subjects: slices.Sorted(slices.Values(m.s.filters)), Prefix: cfg.APIPrefix, Replicas: cfg.Replicas}
+	b, _ := json.Marshal(mine)
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	stored, err := m.kv.Settings(sctx, b)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("group %s settings: %w", m.name, err)
+	}
+	var theirs groupSettings
+	if err := json.Unmarshal(stored, &theirs); err != nil {
+		return fmt.Errorf("group %s settings %q: %w", m.name, stored, err)
+	}
+	if diff := settingsDiffer(mine, theirs); diff != "" {
+		return &ConfigError{fmt.Errorf("VOIK_GROUP %s: this member's %s; every member of a group needs the same", m.name, diff)}
+	}
+	if _, err := m.replNC.Request(group.PullSubject(m.name, m.self.Instance), []byte("who"), 500*time.Millisecond); err == nil {
+		return &ConfigError{fmt.Errorf("VOIK_INSTANCE %s: another live member of group %s has this name; give each member its own (the pod name)", m.self.Instance, m.name)}
+	}
+	return nil
+}
+
+func settingsDiffer(mine, theirs groupSettings) string {
+	switch {
+	case !slices.Equal(mine.Subjects, theirs.Subjects):
+		return fmt.Sprintf("VOIK_SUBJECTS %s differ from the group's %s", strings.Join(mine.Subjects, ","), strings.Join(theirs.Subjects, ","))
+	case mine.Prefix != theirs.Prefix:
+		return fmt.Sprintf("VOIK_API_PREFIX %s differs from the group's %s", mine.Prefix, theirs.Prefix)
+	case mine.Replicas != theirs.Replicas:
+		return fmt.Sprintf("VOIK_REPLICAS %d differs from the group's %d", mine.Replicas, theirs.Replicas)
+	}
+	return ""
+}
+
+// start answers pulls, starts the elector and the role loop. They run
+// until stop.
+func (m *member) start(ctx context.Context) error {
+	cfg := m.s.cfg
+	source := &group.Source{
+		Store: m.s.store, Journal: m.journal, Epochs: m.epochs, MaxPayload: int(m.replNC.MaxPayload()),
+		Leading: m.leading,
+		Report: func(member string, durable uint64) uint64 {
+			if l := m.lead.Load(); l != nil {
+				return l.report(member, durable)
+			}
+			c, _ := m.view.committed()
+			return c
+		},
+		Committed: m.view.committed,
+	}
+	var err error
+	if m.pullSub, err = source.Serve(m.replNC, group.PullSubject(m.name, m.self.Instance)); err != nil {
+		return err
+	}
+	m.elector, err = lease.New(m.kv, lease.Config{
+		Self:      m.self,
+		Lease:     cfg.Lease,
+		Bootstrap: true,
+		OnChange:  m.changed,
+	})
+	if err != nil {
+		return err
+	}
+	go m.elector.Run(ctx)
+	go m.run(ctx)
+	return nil
+}
+
+// leading is the epoch this member leads in, once its leadership is set
+// up, while its lease holds.
+func (m *member) leading() (uint64, bool) {
+	l := m.lead.Load()
+	if l == nil {
+		return 0, false
+	}
+	epoch, ok := m.elector.Valid()
+	if !ok || epoch != l.epoch {
+		return 0, false
+	}
+	return epoch, true
+}
+
+// changed hears the elector: every change of role, leader or epoch is
+// logged with its reason, and the role loop looks.
+func (m *member) changed(c lease.Change) {
+	m.logger.Info("group role", "role", c.Role.String(), "leader", c.Leader, "epoch", c.Epoch, "reason", c.Reason)
+	if c.Role == lease.Leader {
+		m.gm.elections.Inc()
+	} else if c.Leader != "" && c.Leader != m.self.Instance {
+		m.otherLeader.Store(&c.Leader)
+	}
+	m.poke()
+}
+
+func (m *member) poke() {
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run is the role loop: it makes this member's role what the lease says,
+// on every change and every quarter of a lease.
+func (m *member) run(ctx context.Context) {
+	tick := time.NewTicker(max(m.s.cfg.Lease/4, 10*time.Millisecond))
+	defer tick.Stop()
+	for {
+		m.settle(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.wake:
+		case <-tick.C:
+		}
+	}
+}
+
+func (m *member) settle(ctx context.Context) {
+	m.roleMu.Lock()
+	defer m.roleMu.Unlock()
+	if m.stopped {
+		return
+	}
+	epoch, leading := m.elector.Valid()
+	if leading && (!m.leaseNC.IsConnected() || !m.s.captureNC.IsConnected()) {
+		m.elector.StepDown("lost NATS")
+		epoch, leading = 0, false
+	}
+	if l := m.lead.Load(); l != nil && (!leading || l.epoch != epoch) {
+		m.endLeadership(l, "the lease is no longer held")
+	}
+	if leading && m.lead.Load() == nil {
+		m.stopFollowing()
+		if err := m.startLeadership(ctx, epoch); err != nil {
+			m.logger.Error("cannot lead: stepping down", "epoch", epoch, "err", err)
+			m.elector.StepDown(err.Error())
+		}
+	}
+	if m.lead.Load() == nil && m.follow == nil {
+		m.startFollowing(ctx)
+	}
+	obs := m.elector.Observed()
+	m.serveAPI(m.lead.Load() != nil || obs.State.InSyncHas(m.self))
+	m.gm.observe(m)
+}
+
+// serveAPI joins or leaves the API's queue group.
+func (m *member) serveAPI(on bool) {
+	if on == m.serving {
+		return
+	}
+	a := m.s.api
+	if on {
+		if err := a.subscribe(); err != nil {
+			m.logger.Error("cannot subscribe the API", "err", err)
+			return
+		}
+		m.logger.Info("answering the API: in sync")
+	} else {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		drainAll(ctx, a.nc, a.subs)
+		cancel()
+		a.subs = nil
+		m.logger.Info("not answering the API: out of sync")
+	}
+	m.serving = on
+}
+
+// role is this member's role as GET /group names it.
+func (m *member) role() lease.Role {
+	if _, ok := m.leading(); ok {
+		return lease.Leader
+	}
+	if leader := m.elector.Observed().State.Leader; leader != "" && leader != m.self.Instance {
+		return lease.Follower
+	}
+	return lease.Candidate
+}
+
+// ready says whether the member is the leader or an in-sync follower.
+func (m *member) ready() bool {
+	if _, ok := m.leading(); ok {
+		return true
+	}
+	return m.following.Load() && m.elector.Observed().State.InSyncHas(m.self)
+}
+
+// stop ends the member's part: a leader commits what is in flight and
+// hands the lead to the in-sync follower furthest ahead, so that a
+// rolling restart costs a round trip instead of a lease.
+func (m *member) stop() {
+	m.roleMu.Lock()
+	defer m.roleMu.Unlock()
+	m.stopped = true
+	if l := m.lead.Load(); l != nil {
+		l.finish(5 * time.Second)
+		if to := l.successor(); to != "" {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if err := m.elector.HandOver(ctx, to); err != nil {
+				m.logger.Warn("cannot hand over the lead; the others take it after the lease", "to", to, "err", err)
+			} else {
+				m.logger.Info("handed over the lead", "to", to)
+			}
+			cancel()
+		}
+		m.endLeadership(l, "shutting down")
+	}
+	m.stopFollowing()
+	if m.pullSub != nil {
+		m.pullSub.Unsubscribe()
+	}
+	m.checkpoint(true)
+}

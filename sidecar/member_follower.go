@@ -1,0 +1,119 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/voik/voik/sidecar/group"
+)
+
+// following is a follower's copy loop, running until cancelled.
+type following struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (m *member) startFollowing(ctx context.Context) {
+	fctx, cancel := context.WithCancel(ctx)
+	f := &following{cancel: cancel, done: make(chan struct{})}
+	m.follow = f
+	m.following.Store(true)
+	go func() {
+		defer close(f.done)
+		m.copyLoop(fctx)
+	}()
+}
+
+func (m *member) stopFollowing() {
+	if f := m.follow; f != nil {
+		f.cancel()
+		<-f.done
+		m.follow = nil
+		m.following.Store(false)
+	}
+}
+
+// pollWait is how long a follower that has caught up waits in the
+// leader for more: well inside the lease, so that a live follower is
+// never taken for a silent one.
+func (m *member) pollWait() time.Duration {
+	return min(time.Second, m.s.cfg.Lease/3)
+}
+
+// copyLoop pulls from the leader the group's state names, applies what
+// comes, and learns the committed offset; it truncates by leader epoch
+// when told it diverged.
+func (m *member) copyLoop(ctx context.Context) {
+	warn := newThrottledLogger(m.logger)
+	retry := max(m.s.cfg.Lease/8, 5*time.Millisecond)
+	caughtUp := time.Now()
+	for ctx.Err() == nil {
+		obs := m.elector.Observed()
+		leader := obs.State.Leader
+		if leader == "" || leader == m.self.Instance {
+			waitOrDone(ctx, retry) // nobody else leads yet: the elector looks again
+			continue
+		}
+		m.sink.Fence = obs.Epoch
+		m.sink.Committed, _ = m.view.committed()
+		pctx, cancel := context.WithTimeout(ctx, m.pollWait()+2*time.Second)
+		n, committed, err := m.sink.Pull(pctx, m.replNC, group.PullSubject(m.name, leader), int(m.replNC.MaxPayload()), m.pollWait())
+		cancel()
+		if committed > 0 {
+			m.leaderCommitted.Store(committed)
+			if verr := m.view.advance(min(committed, m.sink.Durable())); verr != nil {
+				warn.Error("cannot read the journal to serve committed records", "err", verr)
+			}
+			m.checkpoint(false)
+		}
+		var diverged *group.DivergedError
+		switch {
+		case err == nil:
+			if n == 0 {
+				caughtUp = time.Now()
+			}
+			m.gm.lagSeconds.Set(time.Since(caughtUp).Seconds())
+		case errors.As(err, &diverged):
+			m.truncate(diverged)
+		case ctx.Err() != nil:
+			return
+		default:
+			warn.Warn("cannot copy from the leader", "leader", leader, "err", err)
+			waitOrDone(ctx, retry)
+		}
+	}
+}
+
+// truncate cuts this member back to where it agrees with the leader: the
+// records past it were never committed.
+func (m *member) truncate(d *group.DivergedError) {
+	point := d.Offset
+	if !d.OK {
+		point = m.journal.Log().FirstOffset()
+	}
+	if committed, _ := m.view.committed(); point < committed {
+		m.logger.Error("refusing to truncate below the committed offset: the leader's answer contradicts what was committed here",
+			"point", point, "committed", committed)
+		return
+	}
+	end := m.journal.End()
+	dropped, err := m.sink.Truncate(point)
+	m.gm.truncated.Add(float64(dropped))
+	if err != nil {
+		m.logger.Error("truncating to the leader's log failed", "journal_offset", point, "err", err)
+		return
+	}
+	m.logger.Warn("dropped records never committed: this member's log ran past the leader's",
+		"records", dropped, "journal_from", point, "journal_end", end)
+}
+
+// waitOrDone waits d or until ctx ends: a retry's pause.
+func waitOrDone(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

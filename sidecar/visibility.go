@@ -1,0 +1,164 @@
+package sidecar
+
+import (
+	"context"
+	"sync"
+
+	"github.com/voik/voik/logstore"
+	"github.com/voik/voik/sidecar/group"
+)
+
+// visibility is what the API may serve of each log: all of it standalone;
+// in a group only what is committed (PROTOCOL.md section 8), so that no
+// reader is ever given a record that a failover could take back.
+type visibility interface {
+	// hidden says whether subject has nothing to serve yet (404) though
+	// it may have a log.
+	hidden(subject string) bool
+	// end is the end offset of log that readers see.
+	end(log *logstore.Log) uint64
+	// waitFor returns once log's visible end is past offset, or ctx ends.
+	waitFor(ctx context.Context, log *logstore.Log, offset uint64)
+	// waitSubject returns once subject is not hidden and has a log, or
+	// ctx ends.
+	waitSubject(ctx context.Context, subject string)
+}
+
+// wholeLogs is a standalone voik's visibility: every record stored.
+type wholeLogs struct{ store *logstore.Store }
+
+func (wholeLogs) hidden(string) bool           { return false }
+func (wholeLogs) end(log *logstore.Log) uint64 { return log.EndOffset() }
+func (w wholeLogs) waitSubject(ctx context.Context, subject string) {
+	for {
+		created := w.store.Created()
+		if w.store.Has(subject) {
+			return
+		}
+		select {
+		case <-created:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (wholeLogs) waitFor(ctx context.Context, log *logstore.Log, offset uint64) {
+	log.WaitFor(ctx, offset)
+}
+
+// committedView is a group member's visibility: per subject, the end of
+// its committed records, from the journal up to the committed offset
+// this member knows. It only moves forward.
+type committedView struct {
+	journal *group.Journal
+
+	advancing sync.Mutex // one advance at a time
+
+	mu    sync.Mutex
+	upTo  uint64            // journal offset below which every pointer is counted
+	ends  map[string]uint64 // subject -> one past its highest committed offset
+	moved chan struct{}     // closed and replaced on every advance
+}
+
+// newCommittedView counts the journal up to upTo (what a checkpoint
+// says was committed, at most the journal's end).
+func newCommittedView(journal *group.Journal, upTo uint64) (*committedView, error) {
+	start := journal.Log().FirstOffset()
+	v := &committedView{journal: journal, upTo: start, ends: map[string]uint64{}, moved: make(chan struct{})}
+	return v, v.advance(min(upTo, journal.End()))
+}
+
+// advance counts the journal's pointers up to to.
+func (v *committedView) advance(to uint64) error {
+	v.advancing.Lock()
+	defer v.advancing.Unlock()
+	v.mu.Lock()
+	from := v.upTo
+	v.mu.Unlock()
+	if to <= from {
+		return nil
+	}
+	ends := map[string]uint64{}
+	for at := from; at < to; {
+		pointers, err := v.journal.Read(at, int(min(to-at, 4096)))
+		if err != nil {
+			return err
+		}
+		if len(pointers) == 0 {
+			to = at // the journal ends sooner (truncated meanwhile): count what is there
+			break
+		}
+		for _, p := range pointers {
+			ends[p.Subject] = max(ends[p.Subject], p.Offset+1)
+		}
+		at += uint64(len(pointers))
+	}
+	v.mu.Lock()
+	for subject, end := range ends {
+		v.ends[subject] = max(v.ends[subject], end)
+	}
+	v.upTo = max(v.upTo, to)
+	close(v.moved)
+	v.moved = make(chan struct{})
+	v.mu.Unlock()
+	return nil
+}
+
+// committed is the committed journal offset counted, and a channel closed
+// when it next moves.
+func (v *committedView) committed() (uint64, <-chan struct{}) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.upTo, v.moved
+}
+
+func (v *committedView) subjectEnd(subject string) (uint64, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	end, ok := v.ends[subject]
+	return end, ok
+}
+
+func (v *committedView) hidden(subject string) bool {
+	_, ok := v.subjectEnd(subject)
+	return !ok
+}
+
+func (v *committedView) end(log *logstore.Log) uint64 {
+	end, ok := v.subjectEnd(log.Subject())
+	if !ok {
+		return log.FirstOffset()
+	}
+	return max(min(end, log.EndOffset()), log.FirstOffset())
+}
+
+func (v *committedView) waitFor(ctx context.Context, log *logstore.Log, offset uint64) {
+	for {
+		_, moved := v.committed()
+		if v.end(log) > offset {
+			return
+		}
+		select {
+		case <-moved:
+		case <-ctx.Done():
+			return
+		case <-log.Closed():
+			return
+		}
+	}
+}
+
+func (v *committedView) waitSubject(ctx context.Context, subject string) {
+	for {
+		_, moved := v.committed()
+		if !v.hidden(subject) {
+			return
+		}
+		select {
+		case <-moved:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
