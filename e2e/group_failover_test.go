@@ -26,6 +26,7 @@ type ackedLoad struct {
 	mu      sync.Mutex
 	acked   map[string]messages.AckReply // id -> its ack
 	ackedAt []time.Time                  // when each ack came
+	sentAt  []time.Time                  // when the try it answered was sent
 	failed  []error
 }
 
@@ -34,23 +35,34 @@ func (l *ackedLoad) run(ctx context.Context, publisher, count int) {
 		id := fmt.Sprintf("p%d-%d", publisher, k)
 		h := nats.Header{}
 		h.Set(messages.HeaderMsgID, id)
+		giveUp := time.Now().Add(30 * time.Second)
 		for try := 0; ; try++ {
 			if ctx.Err() != nil {
 				return
 			}
+			if try > 0 {
+				// A publisher's pause between tries: no responders
+				// (nobody leads yet) comes back at once.
+				waitOrDone(ctx, 50*time.Millisecond)
+			}
 			actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			sent := time.Now()
 			ack, err := l.api.Append(actx, l.subject, h, []byte(id))
 			cancel()
 			if err == nil {
 				l.mu.Lock()
 				l.acked[id] = *ack
 				l.ackedAt = append(l.ackedAt, time.Now())
+				l.sentAt = append(l.sentAt, sent)
 				l.mu.Unlock()
 				break
 			}
-			if try == 60 {
+			if ctx.Err() != nil {
+				return // the load was stopped: this one is neither acked nor lost
+			}
+			if time.Now().After(giveUp) {
 				l.mu.Lock()
-				l.failed = append(l.failed, fmt.Errorf("%s: not acked after %d tries: %w", id, try+1, err))
+				l.failed = append(l.failed, fmt.Errorf("%s: not acked after %d tries in 30s: %w", id, try+1, err))
 				l.mu.Unlock()
 				break
 			}
@@ -65,18 +77,28 @@ func (l *ackedLoad) run(ctx context.Context, publisher, count int) {
 	}
 }
 
+func waitOrDone(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
 func (l *ackedLoad) count() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return len(l.acked)
 }
 
-// firstAckAfter is when the first ack after t came.
+// firstAckAfter is when the first ack came to a try sent after t: what
+// was in flight at t does not count.
 func (l *ackedLoad) firstAckAfter(t time.Time) (time.Time, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, at := range l.ackedAt {
-		if at.After(t) {
+	for i, at := range l.ackedAt {
+		if l.sentAt[i].After(t) {
 			return at, true
 		}
 	}
@@ -307,4 +329,64 @@ func TestGroupFencesALeaderPausedPastItsLease(t *testing.T) {
 			t.Errorf("member %d's records differ from member 0's: %d and %d records of %s", i, len(other[load.subject]), len(first[load.subject]), load.subject)
 		}
 	}
+}
+
+// TestGroupSurvivesTheLossOfNATSServers: under acked load, stop the NATS
+// server the leader is connected to (it steps down and another member
+// takes over), then the server that leads the key-value bucket's stream
+// (JetStream's Raft moves it; the lease survives or moves). Nothing acked
+// is lost, and the members catch up once the servers are back.
+func TestGroupSurvivesTheLossOfNATSServers(t *testing.T) {
+	cluster := harness.StartNATSCluster(t, 3)
+	bin := harness.BuildVoik(t)
+	members := startGroup(t, bin, cluster, 3)
+	nc := harness.Connect(t, cluster.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+	api := client.New(nc, "VOIK.API")
+	load := &ackedLoad{api: api, subject: "orders.servers", acked: map[string]messages.AckReply{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var publishers sync.WaitGroup
+	for p := range 4 {
+		publishers.Add(1)
+		// Until the servers are back (cancel), at most 5,000 each.
+		go func() { defer publishers.Done(); load.run(ctx, p, 5000) }()
+	}
+	harness.Eventually(t, 30*time.Second, "acks before the first stop", func() bool { return load.count() >= 100 })
+
+	leader := leaderOf(members)
+	if leader < 0 {
+		t.Fatal("no member says it leads")
+	}
+	cluster.Stop(leader)  // member i is beside, and connected to, server i
+	stopped := time.Now() // once it is down: until then it serves
+	harness.Eventually(t, 4*groupLease+15*time.Second, "another member to lead and ack", func() bool {
+		_, ok := load.firstAckAfter(stopped)
+		return ok && leaderOf(members) != leader && leaderOf(members) >= 0
+	})
+	next, _ := load.firstAckAfter(stopped)
+	t.Logf("the leader's NATS server stopped to the next ack: %v", next.Sub(stopped).Round(time.Millisecond))
+	cluster.Restart(leader)
+
+	acks := load.count()
+	kvLeader := cluster.WaitStreamLeader(harness.GlobalAccount, "KV_VOIK_GROUPS")
+	cluster.Stop(kvLeader)
+	stopped = time.Now()
+	harness.Eventually(t, 4*groupLease+15*time.Second, "acks after the bucket's stream leader stopped", func() bool {
+		_, ok := load.firstAckAfter(stopped)
+		return ok && load.count() > acks+20
+	})
+	next, _ = load.firstAckAfter(stopped)
+	t.Logf("the key-value stream leader stopped to the next ack: %v", next.Sub(stopped).Round(time.Millisecond))
+	cluster.Restart(kvLeader)
+	cancel()
+	publishers.Wait()
+	harness.Eventually(t, 60*time.Second, "every member back and caught up", func() bool {
+		for _, p := range members {
+			if st, err := getGroup(p); err != nil || st.CommittedLag != 0 || st.Role == "candidate" {
+				return false
+			}
+		}
+		return true
+	})
+	checkLog(t, api, load.subject, load, &seenRecords{seen: map[uint64]messages.Record{}})
 }

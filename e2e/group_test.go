@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"os/exec"
 	"reflect"
 	"strconv"
 	"sync"
@@ -150,6 +152,30 @@ func readDataDir(t *testing.T, dir string) map[string][]logstore.Record {
 	return out
 }
 
+// checkGroupReply asks the leader for the group with voik group (the CLI)
+// and checks that it names three members, all in sync.
+func checkGroupReply(t *testing.T, bin, url string) {
+	t.Helper()
+	cmd := exec.Command(bin, "group", "g")
+	cmd.Env = append(os.Environ(), "VOIK_NATS_URL="+url)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("voik group g: %v", err)
+	}
+	var reply messages.GroupReply
+	if err := json.Unmarshal(out, &reply); err != nil {
+		t.Fatalf("voik group g printed %q: %v", out, err)
+	}
+	if reply.Group != "g" || reply.Leader == "" || reply.Epoch == 0 || reply.Replicas != 3 || len(reply.Members) != 3 {
+		t.Fatalf("voik group g: %+v; want group g, a leader, an epoch and three members", reply)
+	}
+	for _, m := range reply.Members {
+		if !m.InSync || m.Lag != 0 {
+			t.Errorf("member %+v: want in sync with no lag once everything is committed", m)
+		}
+	}
+}
+
 // sameRecords says whether two data dirs' records are identical.
 func sameRecords(a, b map[string][]logstore.Record) bool { return reflect.DeepEqual(a, b) }
 
@@ -223,6 +249,7 @@ func TestGroupOfThreeKeepsIdenticalCopiesAndAnswersEveryRequestOnce(t *testing.T
 	counter.send(t, "VOIK.API.SUBJECTS", nil)
 	counter.send(t, "VOIK.API.GROUP.g", nil)
 	counter.expectOnceEach(t)
+	checkGroupReply(t, bin, cluster.ClientURL(1))
 
 	harness.Eventually(t, 10*time.Second, "every member holds every committed record", func() bool {
 		for _, p := range members {

@@ -110,7 +110,8 @@ const inboxPrefix = "$VOIK.INBOX"
 //
 // Every connection counts its slow-consumer events under its role;
 // onSlowConsumer (nil: none) also hears of the subscription.
-func natsOptions(cfg *config.Config, role string, logger *slog.Logger, m *metrics, connected chan<- struct{}, onSlowConsumer func(*nats.Subscription)) ([]nats.Option, error) {
+func natsOptions(cfg *config.Config, role string, logger *slog.Logger, m *metrics, connected chan<- struct{}, hooks natsHooks) ([]nats.Option, error) {
+	onSlowConsumer := hooks.slowConsumer
 	notify := func() {
 		select {
 		case connected <- struct{}{}:
@@ -166,6 +167,9 @@ func natsOptions(cfg *config.Config, role string, logger *slog.Logger, m *metric
 			}
 			m.natsConnected.WithLabelValues(role).Set(0)
 			notify()
+			if hooks.disconnected != nil {
+				hooks.disconnected()
+			}
 		}),
 		nats.ClosedHandler(func(*nats.Conn) {
 			m.natsConnected.WithLabelValues(role).Set(0)
@@ -179,6 +183,12 @@ func natsOptions(cfg *config.Config, role string, logger *slog.Logger, m *metric
 		return nil, &ConfigError{err}
 	}
 	return append(opts, auth...), nil
+}
+
+// natsHooks are what a role's connection tells beyond logs and metrics.
+type natsHooks struct {
+	slowConsumer func(*nats.Subscription) // a subscription nats.go cut short
+	disconnected func()                   // the connection to the server was lost
 }
 
 // connect opens a NATS connection and waits until it is really connected,

@@ -64,13 +64,15 @@ type member struct {
 	pullSub         *nats.Subscription
 	groupSub        *nats.Subscription // <prefix>.GROUP.<group>, while leading
 
-	wake      chan struct{} // the role loop has something to look at
-	lead      atomic.Pointer[leadership]
-	roleMu    sync.Mutex // the role loop's state below, and stop
-	follow    *following
-	following atomic.Bool // follow is running, for readiness
-	serving   bool        // the API is subscribed
-	stopped   bool
+	running     atomic.Bool   // start has set the elector up
+	wake        chan struct{} // the role loop has something to look at
+	lead        atomic.Pointer[leadership]
+	roleMu      sync.Mutex // the role loop's state below, and stop
+	follow      *following
+	following   atomic.Bool // follow is running, for readiness
+	serving     bool        // the API is subscribed
+	unreachable bool        // the last look at the group's state failed
+	stopped     bool
 
 	leaderCommitted atomic.Uint64          // the committed offset the leader last told this follower
 	otherLeader     atomic.Pointer[string] // the last other member seen leading
@@ -291,6 +293,7 @@ func (m *member) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	m.running.Store(true)
 	go m.elector.Run(ctx)
 	go m.run(ctx)
 	return nil
@@ -318,6 +321,19 @@ func (m *member) changed(c lease.Change) {
 		m.gm.elections.Inc()
 	} else if c.Leader != "" && c.Leader != m.self.Instance {
 		m.otherLeader.Store(&c.Leader)
+	}
+	m.poke()
+}
+
+// lostNATS steps down a leader whose capture or lease connection lost
+// its server (it may reconnect to another at once, but what was
+// published meanwhile never reached it).
+func (m *member) lostNATS(role string) {
+	if !m.running.Load() {
+		return
+	}
+	if _, ok := m.elector.Valid(); ok {
+		m.elector.Yield("lost its NATS server (" + role + " connection)")
 	}
 	m.poke()
 }
@@ -353,7 +369,7 @@ func (m *member) settle(ctx context.Context) {
 	}
 	epoch, leading := m.elector.Valid()
 	if leading && (!m.leaseNC.IsConnected() || !m.s.captureNC.IsConnected()) {
-		m.elector.StepDown("lost NATS")
+		m.elector.Yield("lost its NATS server")
 		epoch, leading = 0, false
 	}
 	if l := m.lead.Load(); l != nil && (!leading || l.epoch != epoch) {
@@ -371,7 +387,22 @@ func (m *member) settle(ctx context.Context) {
 	}
 	obs := m.elector.Observed()
 	m.serveAPI(m.lead.Load() != nil || obs.State.InSyncHas(m.self))
+	m.noteReachable(obs.Err)
 	m.gm.observe(m)
+}
+
+// noteReachable logs when the group's state stops or starts answering:
+// without it no member can lead, so capture stops (the price of never
+// having two leaders) until JetStream has its quorum again.
+func (m *member) noteReachable(err error) {
+	was := m.unreachable
+	m.unreachable = err != nil && !errors.Is(err, lease.ErrConflict)
+	switch {
+	case m.unreachable && !was:
+		m.logger.Error("the group's state in JetStream does not answer (no quorum?): no member can lead, nothing is captured until it does", "err", err)
+	case !m.unreachable && was:
+		m.logger.Info("the group's state in JetStream answers again")
+	}
 }
 
 // serveAPI joins or leaves the API's queue group.

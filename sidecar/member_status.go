@@ -18,6 +18,7 @@ type groupMetrics struct {
 	lagSeconds    prometheus.Gauge
 	commitSeconds prometheus.Histogram
 	truncated     prometheus.Counter
+	reachable     prometheus.Gauge
 }
 
 func newGroupMetrics(reg prometheus.Registerer) (*groupMetrics, error) {
@@ -44,8 +45,11 @@ func newGroupMetrics(reg prometheus.Registerer) (*groupMetrics, error) {
 		truncated: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "voik_group_truncated_records_total", Help: "Records dropped on rejoining because they were never committed.",
 		}),
+		reachable: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "voik_group_state_reachable", Help: "1 while the group's state in JetStream answers; 0 while it does not (no quorum): no member can lead, and nothing is captured.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{g.role, g.epoch, g.elections, g.lagRecords, g.lagSeconds, g.commitSeconds, g.truncated} {
+	for _, c := range []prometheus.Collector{g.role, g.epoch, g.elections, g.lagRecords, g.lagSeconds, g.commitSeconds, g.truncated, g.reachable} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -63,7 +67,13 @@ func (g *groupMetrics) observe(m *member) {
 		}
 		g.role.WithLabelValues(r.String()).Set(v)
 	}
-	g.epoch.Set(float64(m.elector.Observed().Epoch))
+	obs := m.elector.Observed()
+	g.epoch.Set(float64(obs.Epoch))
+	if obs.Err != nil {
+		g.reachable.Set(0)
+	} else {
+		g.reachable.Set(1)
+	}
 	g.lagRecords.Set(float64(m.committedLag()))
 }
 

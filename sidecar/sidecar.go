@@ -279,11 +279,20 @@ func (s *Sidecar) connect(ctx context.Context, url string, extra []nats.Option) 
 	}
 	for _, role := range roles {
 		connected := make(chan struct{}, 1)
-		var onSlowConsumer func(*nats.Subscription)
+		var hooks natsHooks
 		if role == "capture" {
-			onSlowConsumer = s.captureSlowConsumer
+			hooks.slowConsumer = s.captureSlowConsumer
 		}
-		opts, err := natsOptions(s.cfg, role, s.logger, s.metrics, connected, onSlowConsumer)
+		if role == "capture" || role == "lease" {
+			// A leader that loses its server steps down at once: what
+			// was published meanwhile never reached it.
+			hooks.disconnected = func() {
+				if s.member != nil {
+					s.member.lostNATS(role)
+				}
+			}
+		}
+		opts, err := natsOptions(s.cfg, role, s.logger, s.metrics, connected, hooks)
 		if err != nil {
 			return err
 		}

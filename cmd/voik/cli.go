@@ -60,6 +60,8 @@ func runClient(command string, o *options, positional []string, stdout, stderr i
 		}
 	case "subjects":
 		err = cliSubjects(ctx, api, out, positional)
+	case "group":
+		err = cliGroup(ctx, api, out, cfg.Group, positional)
 	case "replay":
 		if o.waitEnd {
 			err = cliReplayWait(ctx, api, out, positional[0], o)
@@ -75,6 +77,27 @@ func runClient(command string, o *options, positional []string, stdout, stderr i
 		return exitFailed
 	}
 	return exitOK
+}
+
+// cliGroup prints the GROUP reply of the group named, or of VOIK_GROUP.
+func cliGroup(ctx context.Context, api *client.Client, out *printer, configured string, positional []string) error {
+	name := configured
+	if len(positional) > 0 {
+		name = positional[0]
+	}
+	if name == "" {
+		return errors.New("name a GROUP, or set VOIK_GROUP")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	reply, err := api.Group(ctx, name)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrNoResponders) {
+			return fmt.Errorf("no leader of group %s answered (none elected yet, or no quorum): %w", name, err)
+		}
+		return err
+	}
+	return out.json.Encode(reply)
 }
 
 // describe is err for a line that already starts "voik COMMAND: ": the

@@ -95,6 +95,15 @@ func subjectArg(s string) error {
 	return nil
 }
 
+func groupArg(s string) error {
+	for _, r := range s {
+		if !(r == '-' || r == '_' || ('a' <= r && r <= 'z') || ('A' <= r && r <= 'Z') || ('0' <= r && r <= '9')) {
+			return fmt.Errorf("%s is not a group name: letters, digits, - and _", strconv.Quote(s))
+		}
+	}
+	return nil
+}
+
 func filterArg(s string) error {
 	if !messages.ValidFilter(s) {
 		return fmt.Errorf("%s is not a valid filter: it needs dot-separated tokens without spaces, * for any one token and > for the rest, such as orders.>", strconv.Quote(s))
@@ -206,6 +215,19 @@ standard error saying at which offset.`,
 		},
 	},
 	{
+		name:     "group",
+		synopsis: "[GROUP]",
+		about: `Asks the leader of GROUP (default VOIK_GROUP) for its members and prints one
+JSON line:
+  {"group","leader","epoch","replicas","members":[{"instance","role","in_sync","lag"}]}
+lag is how many journal records a member does not hold durably yet. With no
+leader (an election under way, or no quorum) nobody answers: exit status 1
+after 5 seconds.`,
+		args:    "  GROUP     the group's name (VOIK_GROUP of its members)",
+		argName: "GROUP", minArgs: 0, maxArgs: 1, validArg: groupArg,
+		examples: []string{"voik group orders", "VOIK_GROUP=orders voik group"},
+	},
+	{
 		name:     "version",
 		about:    "Prints voik's version.",
 		examples: []string{"voik version"},
@@ -214,7 +236,7 @@ standard error saying at which offset.`,
 		name:     "help",
 		synopsis: "[COMMAND]",
 		about:    "Prints voik's usage and every setting, or with COMMAND that command's help (as voik COMMAND -h does).",
-		args:     "  COMMAND   serve, fetch, info, subjects, replay, version or help",
+		args:     "  COMMAND   serve, fetch, info, subjects, replay, group, version or help",
 		argName:  "COMMAND", minArgs: 0, maxArgs: 1, // validArg: set by init, as it looks commands up
 		examples: []string{"voik help", "voik help fetch"},
 	},

@@ -317,6 +317,7 @@ func TestServeWithBadConfigurationExits2WithOneClearLine(t *testing.T) {
 	if err := os.WriteFile(file, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	noJetStream := harness.StartNATS(t)
 	cases := []struct {
 		name string
 		env  map[string]string
@@ -328,6 +329,9 @@ func TestServeWithBadConfigurationExits2WithOneClearLine(t *testing.T) {
 		{"data dir that cannot be created", map[string]string{"VOIK_DATA_DIR": file + "/data"}, "VOIK_DATA_DIR"},
 		{"HTTP port taken", map[string]string{"VOIK_HTTP_ADDR": "127.0.0.1:" + takenPort}, "VOIK_HTTP_ADDR"},
 		{"embedded NATS port taken", map[string]string{"VOIK_NATS_URL": "", "VOIK_EMBEDDED_PORT": takenPort}, takenPort},
+		{"group name with a dot", map[string]string{"VOIK_GROUP": "a.b"}, "VOIK_GROUP"},
+		{"group of nine", map[string]string{"VOIK_GROUP": "g", "VOIK_REPLICAS": "9"}, "VOIK_REPLICAS"},
+		{"group without JetStream", map[string]string{"VOIK_GROUP": "g", "VOIK_NATS_URL": noJetStream.ClientURL(), "VOIK_LOG_LEVEL": "warn"}, "JetStream is not enabled"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -102,6 +102,8 @@ type Elector struct {
 
 	lead atomic.Pointer[held] // nil: not leading
 
+	yielded atomic.Bool // stepped down for others: no taking back its own lead at once
+
 	mu          sync.Mutex // one register conversation at a time; guards below
 	lastWritten uint64     // revision of this elector's last successful write
 	resigned    bool       // handed over: campaigns no more
@@ -187,6 +189,16 @@ func (e *Elector) StepDown(reason string) {
 		e.drop(l, "stepped down: "+reason)
 	}
 	e.deliver()
+}
+
+// Yield steps down as StepDown does, and leaves the lead to the others:
+// this member takes it again only by the lease rule, and after two
+// leases instead of one, so that another member goes first. For a leader
+// that lost its NATS server: it may reconnect elsewhere at once, but what
+// was published meanwhile never reached it.
+func (e *Elector) Yield(reason string) {
+	e.yielded.Store(true)
+	e.StepDown(reason)
 }
 
 // HandOver gives the lead to the in-sync member instance to, which takes
@@ -361,6 +373,9 @@ func (e *Elector) campaign(ctx context.Context) time.Duration {
 	}
 	e.observe(st, rev, now)
 	e.note(fmt.Sprintf("saw leader %q epoch %d at revision %d", st.Leader, st.EpochAt(rev), rev))
+	if st.Leader != self.Instance {
+		e.yielded.Store(false) // another took the lead: yielding is over
+	}
 	if e.resigned || !st.InSyncHas(self) { // unclean election is off
 		return e.cfg.RetryPeriod
 	}
@@ -379,14 +394,14 @@ func (e *Elector) campaign(ctx context.Context) time.Duration {
 		}
 		e.take(next, rev, nrev, sent, "handed over by "+st.HandedBy)
 		return e.cfg.RetryPeriod
-	case st.Leader == self.Instance && rev == e.lastWritten:
+	case st.Leader == self.Instance && rev == e.lastWritten && !e.yielded.Load():
 		reason = "taking back our own lead"
 	case st.Leader == "":
 		reason = "nobody leads"
-	case now.Sub(seen) >= e.cfg.Lease:
+	case now.Sub(seen) >= e.patience():
 		reason = fmt.Sprintf("lease of %q expired: revision %d unchanged for %v", st.Leader, rev, now.Sub(seen))
 	default:
-		return min(e.cfg.RetryPeriod, seen.Add(e.cfg.Lease).Sub(now))
+		return min(e.cfg.RetryPeriod, seen.Add(e.patience()).Sub(now))
 	}
 	next := State{Leader: self.Instance, InSync: slices.Clone(st.InSync)}
 	sent := e.clock.Now()
@@ -399,9 +414,20 @@ func (e *Elector) campaign(ctx context.Context) time.Duration {
 	return e.cfg.RetryPeriod
 }
 
+// patience is how long a revision must stay unchanged before this member
+// takes over: a lease, or two after it yielded, so that the others go
+// first and it takes the lead back only when none of them does.
+func (e *Elector) patience() time.Duration {
+	if e.yielded.Load() {
+		return 2 * e.cfg.Lease
+	}
+	return e.cfg.Lease
+}
+
 // take records a leadership of epoch won by the write of st (as stored) at
 // rev, sent at sent.
 func (e *Elector) take(st State, epoch, rev uint64, sent time.Time, reason string) {
+	e.yielded.Store(false)
 	e.lastWritten = rev
 	next := st.clone()
 	next.Epoch, next.HandedBy = epoch, ""

@@ -384,6 +384,48 @@ func TestLeaseStepDownAtOnce(t *testing.T) {
 	}
 }
 
+// A holder that yields (it lost its NATS server) does not take its own
+// lead back at once: another member takes it after the lease, and the
+// one that yielded follows.
+func TestLeaseYieldLeavesTheLeadToAnother(t *testing.T) {
+	s, a, others := group(t, "b")
+	b := others[0]
+	a.e.Yield("lost its NATS server")
+	s.round(a)
+	if a.held(s.clk.Now()) {
+		t.Fatal("a took its lead back at once after yielding")
+	}
+	s.round(b)
+	s.clk.Advance(testLease / 2)
+	s.round(a) // a looks again: still not its own to take back
+	if a.held(s.clk.Now()) {
+		t.Fatal("a took its lead back within the lease after yielding")
+	}
+	s.clk.Advance(testLease / 2)
+	s.round(b)
+	if !b.held(s.clk.Now()) {
+		t.Fatalf("b did not take the lead a lease after a yielded: %+v", b.e.Observed())
+	}
+	s.round(a)
+	if a.held(s.clk.Now()) {
+		t.Fatal("a leads beside b")
+	}
+	// b yields in turn: a, which no longer yields, takes over after one
+	// lease; b, which does, would only after two.
+	b.e.Yield("test")
+	s.round(b)
+	s.round(a)
+	s.clk.Advance(testLease + time.Millisecond)
+	s.round(b)
+	if b.held(s.clk.Now()) {
+		t.Fatal("b took the lead back after one lease, though it had yielded")
+	}
+	s.round(a)
+	if !a.held(s.clk.Now()) {
+		t.Fatal("a did not take the lead a lease after b yielded")
+	}
+}
+
 // A renewal whose reply is lost leaves the lead to its deadline; the next
 // renewal finds its own write, adopts the revision, and keeps the lead and
 // epoch; the lost write does not extend the deadline.

@@ -50,7 +50,7 @@ func NewKV(ctx context.Context, nc *nats.Conn, group string, replicas int) (*KV,
 
 // ErrNoJetStream: the NATS system has no JetStream for this account, so
 // a group has nowhere to keep its state.
-var ErrNoJetStream = errors.New("lease: JetStream is not enabled on this NATS system (a group keeps its leader and members in a JetStream key-value bucket)")
+var ErrNoJetStream = errors.New("JetStream is not enabled on this NATS system (a group keeps its leader and members in a JetStream key-value bucket)")
 
 // Settings stores value as the group's settings under the group's key
 // with ".settings" appended, if none are stored, and returns what is

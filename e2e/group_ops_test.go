@@ -1,0 +1,220 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/voik/voik/client"
+	"github.com/voik/voik/config"
+	"github.com/voik/voik/harness"
+	"github.com/voik/voik/messages"
+)
+
+// memberMetric reads one series of a member's /metrics ("name" or
+// `name{label="v"}`), or -1 when it is not there.
+func memberMetric(p *harness.VoikProcess, series string) float64 {
+	resp, err := httpClient.Get("http://" + p.HTTPAddr + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if value, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
+			v, err := strconv.ParseFloat(value, 64)
+			if err == nil {
+				return v
+			}
+		}
+	}
+	return -1
+}
+
+// serveExits2 runs voik serve with cfg as its environment and returns
+// its exit status and standard error, failing after 30 s.
+func serveExits(t *testing.T, bin string, cfg *config.Config) (int, string) {
+	t.Helper()
+	cmd := exec.Command(bin, "serve")
+	cmd.Env = append(os.Environ(), "VOIK_NATS_URL="+cfg.NatsURL, "VOIK_GROUP="+cfg.Group, "VOIK_INSTANCE="+cfg.Instance,
+		"VOIK_SUBJECTS="+cfg.Subjects, "VOIK_REPLICAS="+strconv.Itoa(cfg.Replicas), "VOIK_DATA_DIR="+t.TempDir(),
+		"VOIK_HTTP_ADDR=", "VOIK_LOG_LEVEL=error", "VOIK_API_PREFIX="+cfg.APIPrefix)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("voik serve did not exit: %s", stderr.String())
+	}
+	return cmd.ProcessState.ExitCode(), stderr.String()
+}
+
+// TestGroupOperations runs one group through what operators do to it:
+// a member that would clash is refused, the leader hands over on
+// SIGTERM, a member whose disk was wiped rejoins out of sync and catches
+// up, a member's data dir serves standalone, and the group stops
+// capturing while JetStream has no quorum and goes on once it has.
+func TestGroupOperations(t *testing.T) {
+	cluster := harness.StartNATSCluster(t, 3)
+	bin := harness.BuildVoik(t)
+	members := startGroup(t, bin, cluster, 3)
+	nc := harness.Connect(t, cluster.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+	api := client.New(nc, "VOIK.API")
+
+	t.Run("a member that clashes exits 2 naming the difference", func(t *testing.T) {
+		for _, c := range []struct {
+			name   string
+			change func(*config.Config)
+			says   string
+		}{
+			{"same instance as a live member", func(c *config.Config) { c.Instance = "m1" }, "VOIK_INSTANCE m1"},
+			{"other subjects", func(c *config.Config) { c.Instance = "m9"; c.Subjects = "orders.>,more.>" }, "VOIK_SUBJECTS"},
+			{"other replicas", func(c *config.Config) { c.Instance = "m9"; c.Replicas = 5 }, "VOIK_REPLICAS"},
+		} {
+			cfg := groupConfig(t, cluster.ClientURL(0), 0)
+			c.change(cfg)
+			code, stderr := serveExits(t, bin, cfg)
+			if line := strings.TrimSpace(stderr); code != 2 || strings.Contains(line, "\n") || !strings.Contains(line, c.says) {
+				t.Errorf("%s: exit %d, stderr %q; want 2 and one line naming %s", c.name, code, stderr, c.says)
+			}
+		}
+	})
+
+	load := &ackedLoad{api: api, subject: "orders.ops", acked: map[string]messages.AckReply{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var publishers sync.WaitGroup
+	for p := range 2 {
+		publishers.Add(1)
+		go func() { defer publishers.Done(); load.run(ctx, p, 5000) }()
+	}
+	harness.Eventually(t, 30*time.Second, "acks", func() bool { return load.count() >= 50 })
+
+	t.Run("SIGTERM of the leader hands over within a lease", func(t *testing.T) {
+		leader := leaderOf(members)
+		before, _ := getGroup(members[leader])
+		members[leader].Stop(t)
+		stopped := time.Now()
+		harness.Eventually(t, 10*time.Second, "an ack after the leader stopped", func() bool {
+			_, ok := load.firstAckAfter(stopped)
+			return ok
+		})
+		next, _ := load.firstAckAfter(stopped)
+		t.Logf("SIGTERM of the leader (exited) to the next ack: %v", next.Sub(stopped).Round(time.Millisecond))
+		if next.Sub(stopped) >= groupLease {
+			t.Errorf("the next ack came %v after the leader stopped: a handover should take less than the lease (%v)", next.Sub(stopped), groupLease)
+		}
+		now := leaderOf(members)
+		if st, err := getGroup(members[now]); err != nil || st.Epoch <= before.Epoch {
+			t.Errorf("the new leader's epoch %d (err %v), want above %d", st.Epoch, err, before.Epoch)
+		}
+		members[leader].Restart(t)
+	})
+
+	t.Run("a member whose disk was wiped rejoins out of sync and catches up", func(t *testing.T) {
+		victim := (leaderOf(members) + 1) % 3
+		p := members[victim]
+		idPath := filepath.Join(p.Config.DataDir, ".group", "id")
+		oldID, err := os.ReadFile(idPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Kill()
+		if err := os.RemoveAll(p.Config.DataDir); err != nil {
+			t.Fatal(err)
+		}
+		p.Restart(t) // ready: in sync again, so holding everything committed
+		newID, err := os.ReadFile(idPath)
+		if err != nil || string(newID) == string(oldID) {
+			t.Fatalf("data dir identity %q after the wipe (err %v), was %q: want a new one", newID, err, oldID)
+		}
+		gctx, gcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		reply, err := api.Group(gctx, "g")
+		gcancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range reply.Members {
+			if m.Instance == p.Config.Instance && !m.InSync {
+				t.Errorf("%s not in sync after it was ready: %+v", m.Instance, reply)
+			}
+		}
+		harness.Eventually(t, 30*time.Second, "the wiped member to hold what was committed", func() bool {
+			st, err := getGroup(p)
+			return err == nil && st.CommittedLag == 0 && st.Role == "follower"
+		})
+	})
+
+	t.Run("no JetStream quorum: nobody leads; capture resumes with it", func(t *testing.T) {
+		leader := leaderOf(members)
+		down := []int{(leader + 1) % 3, (leader + 2) % 3}
+		for _, i := range down {
+			cluster.Stop(i)
+		}
+		harness.Eventually(t, 6*groupLease+20*time.Second, "no member leads, and the state is seen unreachable", func() bool {
+			if leaderOf(members) >= 0 {
+				return false
+			}
+			for _, p := range members {
+				if memberMetric(p, "voik_group_state_reachable") == 0 {
+					return true
+				}
+			}
+			return false
+		})
+		stopped := time.Now()
+		for _, i := range down {
+			cluster.Restart(i)
+		}
+		harness.Eventually(t, 6*groupLease+30*time.Second, "acks again once JetStream has its quorum", func() bool {
+			_, ok := load.firstAckAfter(stopped)
+			return ok && leaderOf(members) >= 0
+		})
+	})
+
+	cancel()
+	publishers.Wait()
+	checkLog(t, api, load.subject, load, &seenRecords{seen: map[uint64]messages.Record{}})
+
+	t.Run("a member's data dir serves standalone", func(t *testing.T) {
+		harness.Eventually(t, 30*time.Second, "every member caught up", func() bool {
+			for _, p := range members {
+				if st, err := getGroup(p); err != nil || st.CommittedLag != 0 {
+					return false
+				}
+			}
+			return true
+		})
+		info, err := api.Info(context.Background(), load.subject)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := members[0]
+		p.Stop(t)
+		cfg := harness.TestConfig(t, "")
+		cfg.DataDir = p.Config.DataDir
+		solo := harness.StartVoik(t, cfg)
+		got, err := solo.Client.Info(context.Background(), load.subject)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.EndOffset < info.EndOffset {
+			t.Errorf("standalone on member 0's data dir: end_offset %d, the group's was %d", got.EndOffset, info.EndOffset)
+		}
+	})
+}
