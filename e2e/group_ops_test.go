@@ -189,17 +189,10 @@ func TestGroupOperations(t *testing.T) {
 
 	cancel()
 	publishers.Wait()
-	checkLog(t, api, load.subject, load, &seenRecords{seen: map[uint64]messages.Record{}})
+	checkLog(t, api, load.subject, load, &seenRecords{seen: map[uint64]messages.Record{}}, false)
 
 	t.Run("a member's data dir serves standalone", func(t *testing.T) {
-		harness.Eventually(t, 30*time.Second, "every member caught up", func() bool {
-			for _, p := range members {
-				if st, err := getGroup(p); err != nil || st.CommittedLag != 0 {
-					return false
-				}
-			}
-			return true
-		})
+		harness.Eventually(t, 30*time.Second, "every member caught up", func() bool { return allCaught(api, members) })
 		info, err := api.Info(context.Background(), load.subject)
 		if err != nil {
 			t.Fatal(err)
@@ -217,4 +210,62 @@ func TestGroupOperations(t *testing.T) {
 			t.Errorf("standalone on member 0's data dir: end_offset %d, the group's was %d", got.EndOffset, info.EndOffset)
 		}
 	})
+}
+
+// TestGroupForceLeadAfterLosingAMajority: two of three members lost for
+// good; nothing commits. voik force-lead on the survivor makes it lead
+// alone; with a new member caught up beside it, a majority holds the log
+// again and acks resume. What was committed before is still there.
+func TestGroupForceLeadAfterLosingAMajority(t *testing.T) {
+	cluster := harness.StartNATSCluster(t, 3)
+	bin := harness.BuildVoik(t)
+	members := startGroup(t, bin, cluster, 3)
+	nc := harness.Connect(t, cluster.URL())
+	api := client.New(nc, "VOIK.API")
+	for k := range 20 {
+		if _, err := api.Append(context.Background(), "orders.kept", nil, []byte(strconv.Itoa(k))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	survivor := members[0]
+	members[1].Kill()
+	members[2].Kill()
+	actx, acancel := context.WithTimeout(context.Background(), 3*groupLease)
+	_, err := api.Append(actx, "orders.kept", nil, []byte("while a majority is gone"))
+	acancel()
+	if err == nil {
+		t.Fatal("an append was acked with two of three members gone")
+	}
+
+	cmd := exec.Command(bin, "force-lead")
+	cmd.Env = append(os.Environ(), "VOIK_NATS_URL="+cluster.ClientURL(0), "VOIK_GROUP=g", "VOIK_INSTANCE=m0", "VOIK_DATA_DIR="+survivor.Config.DataDir)
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "--yes") {
+		t.Fatalf("force-lead without --yes: %v, %s; want a refusal that asks for --yes", err, out)
+	}
+	cmd = exec.Command(bin, "force-lead", "--yes")
+	cmd.Env = append(os.Environ(), "VOIK_NATS_URL="+cluster.ClientURL(0), "VOIK_GROUP=g", "VOIK_INSTANCE=m0", "VOIK_DATA_DIR="+survivor.Config.DataDir)
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "WARNING") {
+		t.Fatalf("force-lead --yes: %v, %s", err, out)
+	}
+	harness.Eventually(t, 10*groupLease, "the survivor to lead", func() bool {
+		st, err := getGroup(survivor)
+		return err == nil && st.Role == "leader"
+	})
+	harness.StartVoikProcess(t, bin, groupConfig(t, cluster.ClientURL(1), 3)) // a new member, m3
+	ack, err := api.Append(context.Background(), "orders.kept", nil, []byte("after"))
+	if err != nil {
+		t.Fatalf("append with the survivor and a caught-up replacement: %v", err)
+	}
+	if ack.Offset < 20 {
+		t.Errorf("acked at offset %d: the 20 records committed before are not all there", ack.Offset)
+	}
+	reply, err := api.Fetch(context.Background(), "orders.kept", messages.FetchRequest{MaxMessages: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range 20 {
+		if k >= len(reply.Records) || string(reply.Records[k].Data) != strconv.Itoa(k) {
+			t.Fatalf("record %d after force-lead: %+v", k, reply.Records)
+		}
+	}
 }

@@ -42,7 +42,8 @@ type api struct {
 	store    *logstore.Store
 	vis      visibility // what of each log may be served
 	prefix   string
-	queue    string // a group member's queue group; "" standalone
+	queue    string      // a group member's queue group; "" standalone
+	answers  func() bool // a group member's: whether it may answer now
 	metrics  *metrics
 	logger   *slog.Logger
 	warn     *throttledLogger // for what load can repeat per request
@@ -236,6 +237,13 @@ func (a *api) dispatch(msg *nats.Msg, verb string) {
 		a.respondError(r, time.Now(), messages.Errorf(messages.CodeUnavailable, "voik is shutting down"))
 		return
 	}
+	if a.answers != nil && !a.answers() {
+		// A group member back from a pause, or cut off: requests NATS
+		// queued for it meanwhile get a 503 rather than what it knew
+		// before; the next one reaches a member that is in sync.
+		a.respondError(r, time.Now(), messages.Errorf(messages.CodeUnavailable, "this member is catching up with its group; retry"))
+		return
+	}
 	// A FETCH that may wait (wait_ms) takes a long-poll slot from the
 	// start, not a working one: a burst of long polls arriving together
 	// must not fill the working slots before they reach their wait. It
@@ -358,6 +366,13 @@ func (a *api) answer(r *request, builder *messages.FetchReplyBuilder) (body []by
 // first record), 503 when voik is shutting down, and a 500 when the log
 // cannot be served at all.
 func (a *api) withLog(subject string, fn func(*logstore.Log) *messages.Error) *messages.Error {
+	if a.vis.hidden(subject) && a.queue != "" && a.store.Has(subject) {
+		// A group member that holds records of subject but has not
+		// heard of their commit yet waits for that news (as catchUp).
+		settle, cancel := context.WithTimeout(a.shutdown, commitSettle)
+		a.vis.waitSubject(settle, subject)
+		cancel()
+	}
 	if a.vis.hidden(subject) {
 		return messages.Errorf(messages.CodeNotFound, "no committed record for subject %s", messages.Quote(subject))
 	}
@@ -435,6 +450,12 @@ func startOffset(log *logstore.Log, end uint64, offset *uint64, startTime int64)
 func (a *api) info(subject string) (any, *messages.Error) {
 	var info logstore.Info
 	if err := a.withLog(subject, func(log *logstore.Log) *messages.Error {
+		if end := log.EndOffset(); a.queue != "" && a.vis.end(log) < end {
+			// Records held here whose commit this member has not heard
+			// of yet: wait for that news (as catchUp), so that a client
+			// with an ack finds its record counted.
+			a.catchUp(a.shutdown, log, end)
+		}
 		info = log.Info()
 		if end := a.vis.end(log); end < info.EndOffset {
 			// Records past the committed end are not counted.

@@ -44,6 +44,14 @@ func (a *api) fetch(r *request, subject string, builder *messages.FetchReplyBuil
 // waits there for a long poll, and reads the page.
 func (a *api) fetchFrom(r *request, log *logstore.Log, subject string, req messages.FetchRequest, wait context.Context, builder *messages.FetchReplyBuilder) ([]byte, *messages.Error) {
 	end := a.vis.end(log)
+	if req.Offset != nil && *req.Offset > end && a.queue != "" {
+		// A group member that has not heard of the latest commits yet
+		// (it was paused, or is catching up) waits for them before it
+		// says 416 about an offset another member has served.
+		if err := a.waitAsLongPoll(r, func() { end = a.catchUp(wait, log, *req.Offset) }); err != nil {
+			return nil, err
+		}
+	}
 	start, err := startOffset(log, end, req.Offset, req.StartTime)
 	if err != nil {
 		if err.Code == messages.CodeOutOfRange && req.Offset != nil && *req.Offset > end {
@@ -146,6 +154,15 @@ func (a *api) readPage(r *request, log *logstore.Log, subject string, req messag
 	page := builder.Finish(subject, next, first, end)
 	a.trim(r, int64(cap(page))) // what the page holds while it is sent
 	return page, nil
+}
+
+// catchUp waits, at most commitSettle, until log's visible end reaches
+// offset, and returns the end then.
+func (a *api) catchUp(ctx context.Context, log *logstore.Log, offset uint64) uint64 {
+	settle, cancel := context.WithTimeout(ctx, commitSettle)
+	defer cancel()
+	a.vis.waitFor(settle, log, offset-1)
+	return a.vis.end(log)
 }
 
 // commitSettle bounds how long a FETCH waits for the commit of a record

@@ -75,6 +75,9 @@ type member struct {
 	stopped     bool
 
 	leaderCommitted atomic.Uint64          // the committed offset the leader last told this follower
+	pulledInSync    atomic.Bool            // the leader's last answer counted this member in sync
+	pulledOK        atomic.Int64           // Unix ns of the last pull the leader answered
+	pullFailed      atomic.Int64           // Unix ns of the last pull that failed
 	otherLeader     atomic.Pointer[string] // the last other member seen leading
 	checkpointMu    sync.Mutex
 	checkpointed    time.Time
@@ -271,12 +274,12 @@ func (m *member) start(ctx context.Context) error {
 	source := &group.Source{
 		Store: m.s.store, Journal: m.journal, Epochs: m.epochs, MaxPayload: int(m.replNC.MaxPayload()),
 		Leading: m.leading,
-		Report: func(member string, durable uint64) uint64 {
+		Report: func(member string, durable uint64) (uint64, bool) {
 			if l := m.lead.Load(); l != nil {
 				return l.report(member, durable)
 			}
 			c, _ := m.view.committed()
-			return c
+			return c, false
 		},
 		Committed: m.view.committed,
 	}
@@ -386,7 +389,7 @@ func (m *member) settle(ctx context.Context) {
 		m.startFollowing(ctx)
 	}
 	obs := m.elector.Observed()
-	m.serveAPI(m.lead.Load() != nil || obs.State.InSyncHas(m.self))
+	m.serveAPI(m.answers())
 	m.noteReachable(obs.Err)
 	m.gm.observe(m)
 }
@@ -439,11 +442,24 @@ func (m *member) role() lease.Role {
 }
 
 // ready says whether the member is the leader or an in-sync follower.
-func (m *member) ready() bool {
+func (m *member) ready() bool { return m.answers() }
+
+// answers says whether this member may answer the API now: it leads, or
+// the leader counted it in sync in its last answer, within a lease. When
+// its pulls fail since (no member leads), it goes on answering, up to
+// the last commit it knows, for as long as it keeps trying: but a member
+// that was paused or cut off has tried nothing for a while, and answers
+// nothing (503) until its next pull tells it where it stands.
+func (m *member) answers() bool {
 	if _, ok := m.leading(); ok {
 		return true
 	}
-	return m.following.Load() && m.elector.Observed().State.InSyncHas(m.self)
+	if !m.following.Load() || !m.pulledInSync.Load() {
+		return false
+	}
+	lease := m.s.cfg.Lease
+	ok, failed := m.pulledOK.Load(), m.pullFailed.Load()
+	return time.Since(time.Unix(0, ok)) < lease || (failed > ok && time.Since(time.Unix(0, failed)) < lease)
 }
 
 // stop ends the member's part: a leader commits what is in flight and

@@ -52,12 +52,15 @@ func (m *member) copyLoop(ctx context.Context) {
 		obs := m.elector.Observed()
 		leader := obs.State.Leader
 		if leader == "" || leader == m.self.Instance {
-			waitOrDone(ctx, retry) // nobody else leads yet: the elector looks again
+			m.pullFailed.Store(time.Now().UnixNano()) // nobody to pull from: still trying
+			waitOrDone(ctx, retry)                    // nobody else leads yet: the elector looks again
 			continue
 		}
 		m.sink.Fence = obs.Epoch
-		m.sink.Committed, _ = m.view.committed()
-		pctx, cancel := context.WithTimeout(ctx, m.pollWait()+2*time.Second)
+		// A leader that dies in the middle of a pull never answers: give
+		// up on it well inside a lease.
+		sent := time.Now()
+		pctx, cancel := context.WithTimeout(ctx, m.pollWait()+m.s.cfg.Lease/2)
 		n, committed, err := m.sink.Pull(pctx, m.replNC, group.PullSubject(m.name, leader), int(m.replNC.MaxPayload()), m.pollWait())
 		cancel()
 		if committed > 0 {
@@ -66,6 +69,14 @@ func (m *member) copyLoop(ctx context.Context) {
 				warn.Error("cannot read the journal to serve committed records", "err", verr)
 			}
 			m.checkpoint(false)
+		}
+		if err == nil {
+			m.pulledInSync.Store(m.sink.InSync)
+			m.pulledOK.Store(time.Now().UnixNano())
+		} else {
+			// When it was sent, not when it failed: a pull sent before
+			// a pause that fails after it says nothing of now.
+			m.pullFailed.Store(sent.UnixNano())
 		}
 		var diverged *group.DivergedError
 		switch {

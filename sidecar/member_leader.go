@@ -183,6 +183,7 @@ func (m *member) endLeadership(l *leadership, reason string) {
 		return
 	}
 	m.logger.Warn("no longer leading", "epoch", l.epoch, "reason", reason)
+	m.view.wake() // followers waiting in a long poll here: go and find the new leader
 	if m.groupSub != nil {
 		m.groupSub.Unsubscribe()
 		m.groupSub = nil
@@ -294,7 +295,7 @@ func (l *leadership) durable(span journalSpan) error {
 
 // report takes a member's durable journal end (a follower's pull) and
 // returns the committed offset.
-func (l *leadership) report(key string, end uint64) uint64 {
+func (l *leadership) report(key string, end uint64) (uint64, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if _, ok := l.known[key]; !ok {
@@ -303,7 +304,7 @@ func (l *leadership) report(key string, end uint64) uint64 {
 		}
 	}
 	l.lastPull[key] = time.Now()
-	return l.reportLocked(key, end)
+	return l.reportLocked(key, end), slices.Contains(l.commit.InSync(), key)
 }
 
 func (l *leadership) reportLocked(key string, end uint64) uint64 {
@@ -383,26 +384,62 @@ func (l *leadership) reviewInSync(ctx context.Context) {
 // or does not hold what the leader held a lease ago; it catches up when
 // it holds everything committed and pulled within the lease. The stored
 // set changes first (a compare-and-set), then the account: the committed
-// offset never moves with a member the stored set does not name, nor
-// without one it names. The lock is held throughout, so nothing commits
-// in between.
+// offset never moves with a member the stored set does not name (a
+// shrunk set is applied after it is stored; until then the larger one
+// counts), nor without one it names (while a grown set is being stored
+// the offset is frozen). The lock is not held over the write: pulls go
+// on meanwhile.
 func (l *leadership) review(ctx context.Context, window time.Duration) {
 	l.mu.Lock()
+	drop, add, next, members := l.proposeInSync(window)
+	if len(drop) == 0 && len(add) == 0 {
+		l.mu.Unlock()
+		return
+	}
+	if len(add) > 0 {
+		l.commit.Freeze()
+	}
+	l.mu.Unlock()
+	wctx, cancel := context.WithTimeout(ctx, window/2)
+	err := l.m.elector.SetInSync(wctx, members)
+	cancel()
+	l.mu.Lock()
 	defer l.mu.Unlock()
+	before := l.commit.Committed()
+	if err != nil {
+		l.m.logger.Warn("cannot change the in-sync set", "drop", strings.Join(drop, ","), "add", strings.Join(add, ","), "err", err)
+		if len(add) > 0 {
+			// The grown set may be stored all the same (a lost reply):
+			// committing without its new members could then lose records
+			// a later leader is elected without. Leave the lead instead.
+			l.m.elector.StepDown("the in-sync set may have changed under it: " + err.Error())
+			l.m.poke()
+			return
+		}
+	} else {
+		l.commit.SetInSync(next)
+		l.m.logger.Info("in-sync set changed", "in_sync", strings.Join(l.commit.InSync(), ","), "dropped", strings.Join(drop, ","), "added", strings.Join(add, ","))
+	}
+	l.commit.Thaw()
+	if c := l.commit.Committed(); c > before {
+		l.onCommit(c)
+	}
+}
+
+// proposeInSync is the in-sync set review would store: who to drop, who
+// to add, the set after, and its members as the lease names them.
+func (l *leadership) proposeInSync(window time.Duration) (drop, add, next []string, members []lease.Member) {
 	now := time.Now()
 	head, _ := l.commit.Durable(l.m.key)
 	l.heads = append(l.heads, headSample{at: now, end: head})
-	ago := head
 	for len(l.heads) > 1 && !l.heads[1].at.After(now.Add(-window)) {
 		l.heads = l.heads[1:]
 	}
-	if l.heads[0].at.After(now.Add(-window)) {
-		ago = 0 // not a lease of history yet: nobody lags by it
-	} else {
+	ago := uint64(0) // not a lease of history yet: nobody lags by it
+	if !l.heads[0].at.After(now.Add(-window)) {
 		ago = l.heads[0].end
 	}
 	inSync := l.commit.InSync()
-	var drop []string
 	for _, key := range inSync {
 		end, _ := l.commit.Durable(key)
 		silent := now.Sub(l.pullOrStart(key)) > window
@@ -412,34 +449,17 @@ func (l *leadership) review(ctx context.Context, window time.Duration) {
 	}
 	room := len(inSync) - group.Majority(l.m.s.cfg.Replicas)
 	drop = drop[:max(0, min(len(drop), room))]
-	var add []string
 	for _, key := range l.commit.CaughtUp() {
 		if _, ok := l.known[key]; ok && now.Sub(l.pullOrStart(key)) <= window {
 			add = append(add, key)
 		}
 	}
-	if len(drop) == 0 && len(add) == 0 {
-		return
-	}
-	next := slices.DeleteFunc(slices.Clone(inSync), func(k string) bool { return slices.Contains(drop, k) })
+	next = slices.DeleteFunc(slices.Clone(inSync), func(k string) bool { return slices.Contains(drop, k) })
 	next = append(next, add...)
-	members := make([]lease.Member, 0, len(next))
 	for _, key := range next {
 		members = append(members, l.known[key])
 	}
-	wctx, cancel := context.WithTimeout(ctx, window/2)
-	err := l.m.elector.SetInSync(wctx, members)
-	cancel()
-	if err != nil {
-		l.m.logger.Warn("cannot change the in-sync set", "drop", strings.Join(drop, ","), "add", strings.Join(add, ","), "err", err)
-		return
-	}
-	before := l.commit.Committed()
-	l.commit.SetInSync(next)
-	l.m.logger.Info("in-sync set changed", "in_sync", strings.Join(l.commit.InSync(), ","), "dropped", strings.Join(drop, ","), "added", strings.Join(add, ","))
-	if c := l.commit.Committed(); c > before {
-		l.onCommit(c)
-	}
+	return drop, add, next, members
 }
 
 // pullOrStart is when key last pulled, or when this leadership began.

@@ -378,7 +378,7 @@ func (s *Sidecar) start(shutdownCtx context.Context) error {
 	if s.member != nil {
 		// A member answers in its group's queue group, once in sync
 		// (member.serveAPI), and only what is committed.
-		s.api.vis, s.api.queue = s.member.view, "voik-group-"+s.cfg.Group
+		s.api.vis, s.api.queue, s.api.answers = s.member.view, "voik-group-"+s.cfg.Group, s.member.answers
 		return nil
 	}
 	if err := s.api.subscribe(); err != nil {

@@ -105,6 +105,16 @@ func (v *committedView) advance(to uint64) error {
 	return nil
 }
 
+// wake wakes whoever waits on the committed offset without moving it:
+// the followers' long polls in this member, when it stops leading, so
+// that they go and find the new leader now instead of at their timeout.
+func (v *committedView) wake() {
+	v.mu.Lock()
+	close(v.moved)
+	v.moved = make(chan struct{})
+	v.mu.Unlock()
+}
+
 // committed is the committed journal offset counted, and a channel closed
 // when it next moves.
 func (v *committedView) committed() (uint64, <-chan struct{}) {

@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -20,6 +22,7 @@ import (
 	"github.com/voik/voik/config"
 	"github.com/voik/voik/messages"
 	"github.com/voik/voik/natsauth"
+	"github.com/voik/voik/sidecar/lease"
 )
 
 func runClient(command string, o *options, positional []string, stdout, stderr io.Writer) int {
@@ -62,6 +65,8 @@ func runClient(command string, o *options, positional []string, stdout, stderr i
 		err = cliSubjects(ctx, api, out, positional)
 	case "group":
 		err = cliGroup(ctx, api, out, cfg.Group, positional)
+	case "force-lead":
+		err = cliForceLead(ctx, nc, cfg, o.yes, stderr, out)
 	case "replay":
 		if o.waitEnd {
 			err = cliReplayWait(ctx, api, out, positional[0], o)
@@ -98,6 +103,37 @@ func cliGroup(ctx context.Context, api *client.Client, out *printer, configured 
 		return err
 	}
 	return out.json.Encode(reply)
+}
+
+// cliForceLead makes the member of this data dir the only one in sync
+// (lease.ForceLead), after saying what that costs.
+func cliForceLead(ctx context.Context, nc *nats.Conn, cfg *config.Config, yes bool, stderr io.Writer, out *printer) error {
+	if cfg.Group == "" {
+		return errors.New("VOIK_GROUP is not set: run it with the member's settings, where its data dir is")
+	}
+	instance := cfg.Instance
+	if instance == "" {
+		instance, _ = os.Hostname()
+	}
+	id, err := os.ReadFile(filepath.Join(cfg.DataDir, ".group", "id"))
+	if err != nil {
+		return fmt.Errorf("no group member's data dir at VOIK_DATA_DIR %s: %w", cfg.DataDir, err)
+	}
+	fmt.Fprintf(stderr, "voik force-lead: WARNING: %s becomes the only member in sync of group %s; records committed only on the other members are lost\n", instance, cfg.Group)
+	if !yes {
+		return errors.New("not done: add --yes to confirm")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	kv, err := lease.NewKV(ctx, nc, cfg.Group, 0)
+	if err != nil {
+		return err
+	}
+	old, err := lease.ForceLead(ctx, kv, lease.Member{Instance: instance, DataDirID: strings.TrimSpace(string(id))})
+	if err != nil {
+		return err
+	}
+	return out.json.Encode(map[string]any{"group": cfg.Group, "forced": instance, "replaced": old})
 }
 
 // describe is err for a line that already starts "voik COMMAND: ": the

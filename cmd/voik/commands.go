@@ -49,6 +49,8 @@ type options struct {
 	print     bool
 	timeout   time.Duration
 	timeoutOn bool // --timeout was given
+	// force-lead
+	yes bool
 
 	startOffset *uint64 // --offset; nil: the first held
 	startTime   int64   // --since as Unix ns; 0: not given
@@ -228,6 +230,22 @@ after 5 seconds.`,
 		examples: []string{"voik group orders", "VOIK_GROUP=orders voik group"},
 	},
 	{
+		name: "force-lead",
+		about: `The escape hatch after a group has lost a majority of its members for good
+(their disks gone, say): makes THIS member, the one whose VOIK_DATA_DIR,
+VOIK_INSTANCE and VOIK_GROUP it is run with (kubectl exec into its pod), the
+only member in sync, so that it takes the lead at its next look, in a new
+epoch. Records that were committed only on the members left out, and not on
+this one, are LOST; members that come back follow this one and drop what it
+does not hold. Nothing is committed again (acks wait, then 503) until enough
+members have caught up to make a majority of VOIK_REPLICAS with it.
+Refuses to run without --yes.`,
+		flags: func(f *flag.FlagSet, o *options) {
+			f.BoolVar(&o.yes, "yes", false, "confirm: records that only the lost members held are lost for good")
+		},
+		examples: []string{"voik force-lead --yes"},
+	},
+	{
 		name:     "version",
 		about:    "Prints voik's version.",
 		examples: []string{"voik version"},
@@ -236,7 +254,7 @@ after 5 seconds.`,
 		name:     "help",
 		synopsis: "[COMMAND]",
 		about:    "Prints voik's usage and every setting, or with COMMAND that command's help (as voik COMMAND -h does).",
-		args:     "  COMMAND   serve, fetch, info, subjects, replay, group, version or help",
+		args:     "  COMMAND   serve, fetch, info, subjects, replay, group, force-lead, version or help",
 		argName:  "COMMAND", minArgs: 0, maxArgs: 1, // validArg: set by init, as it looks commands up
 		examples: []string{"voik help", "voik help fetch"},
 	},

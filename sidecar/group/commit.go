@@ -29,6 +29,18 @@ type Commit struct {
 	inSync    []string          // sorted
 	durable   map[string]uint64 // every member that has reported, in sync or not
 	committed uint64
+	frozen    bool // Freeze: reports are taken, the committed offset stays
+}
+
+// Freeze keeps the committed offset where it is, while reports are still
+// taken: for the time it takes to store a grown in-sync set, so that the
+// offset does not move without a member the stored set already names.
+func (c *Commit) Freeze() { c.frozen = true }
+
+// Thaw lets the committed offset move again, and moves it.
+func (c *Commit) Thaw() {
+	c.frozen = false
+	c.advance()
 }
 
 // ErrNoMajority: an in-sync set smaller than a majority of the group.
@@ -81,7 +93,7 @@ func (c *Commit) Report(member string, end uint64) uint64 {
 // in-sync set, if that is further; with the set below a majority it does
 // not move.
 func (c *Commit) advance() {
-	if len(c.inSync) < Majority(c.replicas) {
+	if c.frozen || len(c.inSync) < Majority(c.replicas) {
 		return
 	}
 	least := uint64(0)

@@ -156,3 +156,21 @@ func TestTruncationPointByLeaderEpoch(t *testing.T) {
 		})
 	}
 }
+
+// TestCommitFrozenTakesReportsAndMovesOnThaw: while frozen (a grown
+// in-sync set being stored) reports are kept and the committed offset
+// stays; Thaw moves it by what was reported meanwhile.
+func TestCommitFrozenTakesReportsAndMovesOnThaw(t *testing.T) {
+	c, err := NewCommit(3, "a", []string{"a", "b"}, 10, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Freeze()
+	if got := c.Report("b", 8); got != 0 {
+		t.Fatalf("committed %d while frozen, want 0", got)
+	}
+	c.Thaw()
+	if got := c.Committed(); got != 8 {
+		t.Fatalf("committed %d after thaw, want 8", got)
+	}
+}

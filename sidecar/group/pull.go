@@ -64,6 +64,9 @@ type PullReply struct {
 	Error     string `msgpack:"error,omitempty"`
 	Epoch     uint64 `msgpack:"epoch"`
 	Committed uint64 `msgpack:"committed"`
+	// InSync says whether the leader counts the follower in its in-sync
+	// set: a follower answers reads only while its last pull said so.
+	InSync bool `msgpack:"in_sync,omitempty"`
 	// Records from From on, in journal order.
 	Records []WireRecord `msgpack:"records"`
 	// Epochs are the leader's epochs newer than the follower's, each
@@ -113,8 +116,9 @@ type Source struct {
 	// not: then pulls get CodeNotLeader.
 	Leading func() (epoch uint64, ok bool)
 	// Report takes a follower's durable journal end and returns the
-	// committed offset.
-	Report func(member string, durable uint64) (committed uint64)
+	// committed offset, and whether the leader counts the follower in
+	// sync.
+	Report func(member string, durable uint64) (committed uint64, inSync bool)
 	// Committed, if set, returns the committed offset and a channel
 	// closed when it next moves: a long poll ends on either a new record
 	// or a commit past the follower's.
@@ -163,7 +167,7 @@ func (s *Source) answer(body []byte) PullReply {
 	}
 	// Only a follower that does not diverge counts towards the commit:
 	// what it holds is the leader's.
-	reply.Committed = s.Report(req.Member, req.Durable)
+	reply.Committed, reply.InSync = s.Report(req.Member, req.Durable)
 	for _, e := range s.Epochs.List() {
 		if e.Epoch > req.Epoch {
 			reply.Epochs = append(reply.Epochs, e)
@@ -171,6 +175,9 @@ func (s *Source) answer(body []byte) PullReply {
 	}
 	if req.From >= s.Journal.End() && req.WaitMs > 0 && reply.Committed <= req.Committed {
 		s.longPoll(req)
+		if _, still := s.Leading(); !still {
+			return PullReply{Version: ProtocolVersion, Code: CodeNotLeader, Epoch: epoch, Error: "stopped leading during the long poll"}
+		}
 		if s.Committed != nil {
 			committed, _ := s.Committed()
 			reply.Committed = max(reply.Committed, committed)
@@ -262,6 +269,9 @@ type Sink struct {
 	// Committed is the committed offset this member knows, sent so that
 	// the leader's long poll ends when it moves.
 	Committed uint64
+	// InSync is what the leader said of this member in its last answer
+	// that was not a divergence.
+	InSync bool
 	// chunks is a large record being received, piece by piece; chunk is
 	// the piece to ask for next.
 	chunks []byte
@@ -302,10 +312,13 @@ func (k *Sink) Pull(ctx context.Context, nc *nats.Conn, subject string, maxBytes
 	case reply.Epoch < max(held.Epoch, k.Fence):
 		return 0, 0, fmt.Errorf("%w: epoch %d, this member holds %d and has seen %d", ErrStaleLeader, reply.Epoch, held.Epoch, k.Fence)
 	}
+	k.Committed = max(k.Committed, reply.Committed)
 	if d := reply.Diverging; d != nil {
+		k.InSync = false
 		point, ok := TruncationPoint(k.Epochs, k.Journal.End(), d.Held, d.End, d.Found)
 		return 0, 0, &DivergedError{Offset: point, OK: ok}
 	}
+	k.InSync = reply.InSync
 	// The leader's newer epochs, durable before a record of theirs is
 	// applied (a follower acts on an epoch only once it is on disk).
 	for _, e := range reply.Epochs {

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -64,11 +65,11 @@ func newCopyPair(t *testing.T, maxPayload int32) *copyPair {
 	}
 	p.source = &Source{Store: p.leader.store, Journal: p.leader.journal, Epochs: leaderEpochs, MaxPayload: int(p.nc.MaxPayload()),
 		Leading: func() (uint64, bool) { p.mu.Lock(); defer p.mu.Unlock(); return p.epoch, p.epoch > 0 },
-		Report: func(member string, durable uint64) uint64 {
+		Report: func(member string, durable uint64) (uint64, bool) {
 			p.mu.Lock()
 			defer p.mu.Unlock()
 			p.commit.Report("leader", p.leader.journal.Log().DurableOffset())
-			return p.commit.Report(member, durable)
+			return p.commit.Report(member, durable), slices.Contains(p.commit.InSync(), member)
 		}}
 	sub, err := p.source.Serve(p.nc, PullSubject("g", "leader"))
 	if err != nil {
