@@ -20,6 +20,17 @@ type NATSProcess struct {
 	cmd *exec.Cmd
 }
 
+// BuildNATSServer builds nats-server from the module voik depends on
+// into a temporary directory and returns its path.
+func BuildNATSServer(tb TB) string {
+	tb.Helper()
+	bin := filepath.Join(tb.TempDir(), "nats-server")
+	if out, err := exec.Command(goTool(), "build", "-o", bin, "github.com/nats-io/nats-server/v2").CombinedOutput(); err != nil {
+		tb.Fatalf("go build nats-server: %v\n%s", err, out)
+	}
+	return bin
+}
+
 // StartNATSProcess builds nats-server from the module voik depends on
 // (the same version the in-process server is), runs it on 127.0.0.1 with
 // a max_payload of 1 MiB and, with voikUser, the user of WithVoikUser,
@@ -27,10 +38,7 @@ type NATSProcess struct {
 func StartNATSProcess(tb TB, voikUser bool) *NATSProcess {
 	tb.Helper()
 	dir := tb.TempDir()
-	bin := filepath.Join(dir, "nats-server")
-	if out, err := exec.Command(goTool(), "build", "-o", bin, "github.com/nats-io/nats-server/v2").CombinedOutput(); err != nil {
-		tb.Fatalf("go build nats-server: %v\n%s", err, out)
-	}
+	bin := BuildNATSServer(tb)
 	port := freePort(tb, "127.0.0.1")
 	conf := fmt.Sprintf("listen: \"127.0.0.1:%d\"\nmax_payload: 1048576\n", port)
 	if voikUser {

@@ -82,6 +82,7 @@ type VoikProcess struct {
 	HTTPAddr string
 
 	bin     string
+	wrap    []string // a command the child runs under, or none
 	env     []string
 	logPath string // the child's stdout and stderr, every run appended
 	starts  int
@@ -99,6 +100,14 @@ type VoikProcess struct {
 // output is written to the test log if the test failed.
 func StartVoikProcess(tb TB, bin string, cfg *config.Config) *VoikProcess {
 	tb.Helper()
+	return StartVoikProcessWrapped(tb, bin, cfg, nil)
+}
+
+// StartVoikProcessWrapped is StartVoikProcess with the child run through
+// wrap, a command that runs the rest of its arguments (ip netns exec NS:
+// Netns.Exec), which must exec it in place so that signals reach voik.
+func StartVoikProcessWrapped(tb TB, bin string, cfg *config.Config, wrap []string) *VoikProcess {
+	tb.Helper()
 	c := *cfg
 	if c.NatsURL == "" && c.EmbeddedPort <= 0 {
 		c.EmbeddedPort = freePort(tb, c.EmbeddedHost)
@@ -110,6 +119,7 @@ func StartVoikProcess(tb TB, bin string, cfg *config.Config) *VoikProcess {
 		tb.Fatalf("config: %v", err)
 	}
 	p := &VoikProcess{
+		wrap:     wrap,
 		Config:   &c,
 		NatsURL:  c.NatsURL,
 		HTTPAddr: c.HTTPAddr,
@@ -121,6 +131,16 @@ func StartVoikProcess(tb TB, bin string, cfg *config.Config) *VoikProcess {
 		p.NatsURL = "nats://" + net.JoinHostPort(c.EmbeddedHost, strconv.Itoa(c.EmbeddedPort))
 	}
 	tb.Cleanup(func() {
+		if p.running() && tb.Failed() {
+			// The goroutines of a child still running when the test
+			// failed go to its output (Go's SIGQUIT), for the log below.
+			p.signal(syscall.SIGCONT)
+			p.signal(syscall.SIGQUIT)
+			select {
+			case <-p.exited:
+			case <-time.After(5 * time.Second):
+			}
+		}
 		if p.running() {
 			p.signal(syscall.SIGKILL)
 			<-p.exited
@@ -204,7 +224,8 @@ func (p *VoikProcess) start(tb TB) {
 	defer out.Close() // the child holds its own descriptor
 	p.starts++
 	fmt.Fprintf(out, "--- start %d at %s ---\n", p.starts, time.Now().Format(time.RFC3339Nano))
-	cmd := exec.Command(p.bin, "serve")
+	args := append(append([]string(nil), p.wrap...), p.bin, "serve")
+	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env = p.env
 	cmd.Stdout, cmd.Stderr = out, out
 	// The child must not outlive a test binary that dies.

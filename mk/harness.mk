@@ -23,5 +23,5 @@ crash: ## SIGKILL voik ROUNDS times under acked appends; every ack must survive
 soak: ## SOAK of capture, fetch, long poll and replay with retention; fails if RSS, files or mappings grow
 	$(GO) test -count=1 -v -run '^TestSoak$$' -timeout 0 ./e2e/soak -soak.duration=$(SOAK)
 
-chaos: ## a group of three beside three NATS servers: CHAOS_ROUNDS of random kill -9, SIGSTOP and server stops under load, every check after each
-	VOIK_CHAOS_ROUNDS=$(CHAOS_ROUNDS) VOIK_CHAOS_SEED=$(CHAOS_SEED) $(GO) test -count=1 -v -run '^TestGroupChaos$$' -timeout 60m ./e2e
+chaos: ## a group of three beside three NATS servers: CHAOS_ROUNDS of random kill -9, SIGSTOP and server stops under load, every check after each; then a real partition (network namespaces, root)
+	VOIK_CHAOS_ROUNDS=$(CHAOS_ROUNDS) VOIK_CHAOS_SEED=$(CHAOS_SEED) $(GO) test -count=1 -v -run '^(TestGroupChaos|TestGroupPartitionCutsOffTheLeader)$$' -timeout 60m ./e2e

@@ -64,15 +64,16 @@ type member struct {
 	pullSub         *nats.Subscription
 	groupSub        *nats.Subscription // <prefix>.GROUP.<group>, while leading
 
-	running     atomic.Bool   // start has set the elector up
-	wake        chan struct{} // the role loop has something to look at
-	lead        atomic.Pointer[leadership]
-	roleMu      sync.Mutex // the role loop's state below, and stop
-	follow      *following
-	following   atomic.Bool // follow is running, for readiness
-	serving     bool        // the API is subscribed
-	unreachable bool        // the last look at the group's state failed
-	stopped     bool
+	running      atomic.Bool   // start has set the elector up
+	wake         chan struct{} // the role loop has something to look at
+	lead         atomic.Pointer[leadership]
+	roleMu       sync.Mutex // the role loop's state below, and stop
+	follow       *following
+	following    atomic.Bool // follow is running, for readiness
+	serving      bool        // the API is subscribed
+	unreachable  bool        // the group's state failed to answer within the last lease
+	lastStateErr time.Time   // when it last failed
+	stopped      bool
 
 	leaderCommitted atomic.Uint64          // the committed offset the leader last told this follower
 	pulledInSync    atomic.Bool            // the leader's last answer counted this member in sync
@@ -399,7 +400,12 @@ func (m *member) settle(ctx context.Context) {
 // having two leaders) until JetStream has its quorum again.
 func (m *member) noteReachable(err error) {
 	was := m.unreachable
-	m.unreachable = err != nil && !errors.Is(err, lease.ErrConflict)
+	if err != nil && !errors.Is(err, lease.ErrConflict) {
+		m.lastStateErr = time.Now()
+	}
+	// Back only after a lease without an error: a lagging replica can
+	// answer a read while writes still fail.
+	m.unreachable = !m.lastStateErr.IsZero() && time.Since(m.lastStateErr) < m.s.cfg.Lease
 	switch {
 	case m.unreachable && !was:
 		m.logger.Error("the group's state in JetStream does not answer (no quorum?): no member can lead, nothing is captured until it does", "err", err)

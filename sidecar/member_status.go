@@ -69,7 +69,7 @@ func (g *groupMetrics) observe(m *member) {
 	}
 	obs := m.elector.Observed()
 	g.epoch.Set(float64(obs.Epoch))
-	if obs.Err != nil {
+	if m.unreachable {
 		g.reachable.Set(0)
 	} else {
 		g.reachable.Set(1)

@@ -318,6 +318,11 @@ func (e *Elector) write(ctx context.Context, l *held, st State) (again bool, err
 		e.drop(l, fmt.Sprintf("lost the lead: revision %d is no longer current (%v)", l.rev, gerr))
 		return false, ErrNotLeader
 	}
+	if rev < l.rev {
+		// A stale read: it cannot tell who holds the entry now. Keep
+		// the lead to its deadline and try again.
+		return false, fmt.Errorf("%w; and a stale read (revision %d, ours %d)", err, rev, l.rev)
+	}
 	cur, derr := Unmarshal(v)
 	if derr != nil {
 		e.setErr(derr)
@@ -370,6 +375,11 @@ func (e *Elector) campaign(ctx context.Context) time.Duration {
 	if err != nil {
 		e.setErr(err) // nobody can lead on a value nobody can read
 		return e.cfg.RetryPeriod
+	}
+	if rev < e.Observed().Revision || rev < e.lastWritten {
+		// A direct get answered by a replica that lags: nothing to act
+		// on (acting would regress to a leader already replaced).
+		return soon
 	}
 	e.observe(st, rev, now)
 	e.note(fmt.Sprintf("saw leader %q epoch %d at revision %d", st.Leader, st.EpochAt(rev), rev))
@@ -445,6 +455,10 @@ func (e *Elector) drop(l *held, reason string) {
 
 func (e *Elector) observe(st State, rev uint64, now time.Time) {
 	e.obsMu.Lock()
+	if rev != 0 && rev < e.obs.Revision {
+		e.obsMu.Unlock()
+		return // a stale read (a lagging replica): what was seen stands
+	}
 	if rev != e.obs.Revision || e.obs.Seen.IsZero() {
 		e.obs = Observation{State: st.clone(), Revision: rev, Seen: now}
 		if rev != 0 {

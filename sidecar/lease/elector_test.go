@@ -426,6 +426,42 @@ func TestLeaseYieldLeavesTheLeadToAnother(t *testing.T) {
 	}
 }
 
+// A stale read (a lagging replica answers a direct get with an older
+// revision) makes no leader step down and no follower go back to an
+// older leader.
+func TestLeaseStaleReadsChangeNothing(t *testing.T) {
+	s, a, others := group(t, "b")
+	b := others[0]
+	s.round(b)
+	oldState, oldRev := s.fake.Load()
+	s.clk.Advance(time.Second)
+	s.round(a) // a renews: a newer revision
+	_, newRev := s.fake.Load()
+	s.round(b)
+	if b.e.Observed().Revision != newRev {
+		t.Fatalf("b saw revision %d, want %d", b.e.Observed().Revision, newRev)
+	}
+	// A renewal whose reply is lost: the next one conflicts with a's own
+	// write, and its look finds the stale entry.
+	s.clk.Advance(time.Second)
+	s.fake.LoseReplies(true)
+	s.round(a)
+	s.fake.LoseReplies(false)
+	stale := oldState
+	stale.Leader = "x"
+	s.fake.ServeStale(stale, oldRev)
+	s.clk.Advance(250 * time.Millisecond)
+	s.round(a)
+	if !a.held(s.clk.Now()) {
+		t.Fatal("a stale read made the leader step down")
+	}
+	s.round(b)
+	if obs := b.e.Observed(); obs.Revision != newRev || obs.State.Leader != "a" {
+		t.Fatalf("b went back to %+v after a stale read", obs)
+	}
+	s.fake.ServeStale(State{}, 0)
+}
+
 // A renewal whose reply is lost leaves the lead to its deadline; the next
 // renewal finds its own write, adopts the revision, and keeps the lead and
 // epoch; the lost write does not extend the deadline.

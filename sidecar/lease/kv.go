@@ -45,7 +45,32 @@ func NewKV(ctx context.Context, nc *nats.Conn, group string, replicas int) (*KV,
 	if err != nil {
 		return nil, fmt.Errorf("lease: bucket %s: %w", Bucket, err)
 	}
+	if kv, err = leaderReads(ctx, js, kv); err != nil {
+		return nil, fmt.Errorf("lease: bucket %s: %w", Bucket, err)
+	}
 	return &KV{nc: nc, kv: kv, key: group}, nil
+}
+
+// leaderReads turns off direct gets on the bucket's stream, so that every
+// Get is answered by the stream's leader. With them on, any replica
+// answers, and one that lags (just back from a partition, say) returns
+// an old entry: a candidate then waits on a revision already replaced,
+// and a leader whose renewal reply was lost cannot find its own write
+// and steps down.
+func leaderReads(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue) (jetstream.KeyValue, error) {
+	stream, err := js.Stream(ctx, "KV_"+Bucket)
+	if err != nil {
+		return nil, err
+	}
+	cfg := stream.CachedInfo().Config
+	if !cfg.AllowDirect {
+		return kv, nil
+	}
+	cfg.AllowDirect = false
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		return nil, err
+	}
+	return js.KeyValue(ctx, Bucket) // bound again: it reads the setting when bound
 }
 
 // ErrNoJetStream: the NATS system has no JetStream for this account, so

@@ -44,6 +44,9 @@ type Fake struct {
 	lose   bool
 	before func(op string)
 	after  func(op string)
+	// staleValue at staleRev is what Get answers while staleRev is set.
+	staleValue []byte
+	staleRev   uint64
 }
 
 // NewFake returns an empty register.
@@ -132,10 +135,25 @@ func (f *Fake) op(name string, apply func() (uint64, error)) (uint64, error) {
 	return rev, err
 }
 
+// ServeStale makes Get answer st at revision rev, as a lagging replica
+// answers a direct get, until ServeStale(State{}, 0).
+func (f *Fake) ServeStale(st State, rev uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.staleValue, f.staleRev = nil, rev
+	if rev != 0 {
+		f.staleValue = st.Marshal()
+	}
+}
+
 // Get implements Register.
 func (f *Fake) Get(ctx context.Context) ([]byte, uint64, error) {
 	var value []byte
 	rev, err := f.op("get", func() (uint64, error) {
+		if f.staleRev != 0 {
+			value = append([]byte(nil), f.staleValue...)
+			return f.staleRev, nil
+		}
 		if f.rev == 0 {
 			return 0, ErrNotFound
 		}
