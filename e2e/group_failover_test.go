@@ -236,11 +236,13 @@ func TestGroupLosesNoAckedRecordWhenTheLeaderIsKilled(t *testing.T) {
 	stopReading()
 	reading.Wait()
 
+	oneReplyEach(t, nc, load.subject) // with the killed member still down
 	members[leader].Restart(t)
 	harness.Eventually(t, 30*time.Second, "the restarted member to catch up", func() bool {
 		st, err := getGroup(members[leader])
 		return err == nil && st.CommittedLag == 0 && st.Role == "follower"
 	})
+	oneReplyEach(t, nc, load.subject)
 	checkLog(t, api, load.subject, load, seen, false)
 	if n := load.count(); n != 600 {
 		t.Errorf("%d of 600 appends acked", n)
@@ -313,6 +315,7 @@ func TestGroupFencesALeaderPausedPastItsLease(t *testing.T) {
 	publishers.Wait()
 	stopReading()
 	reading.Wait()
+	oneReplyEach(t, nc, load.subject)
 	checkLog(t, api, load.subject, load, seen, false)
 	harness.Eventually(t, 10*time.Second, "every member holds every committed record", func() bool { return allCaught(api, members) })
 	leader := leaderOf(members)

@@ -159,6 +159,7 @@ func TestGroupPartitionCutsOffTheLeader(t *testing.T) {
 	if besideBefore > 0 {
 		t.Errorf("%d acks reached the publisher beside the cut-off leader while it was cut off", besideBefore)
 	}
+	oneReplyEach(t, nc, load.subject)
 	checkLog(t, api, load.subject, load, &seenRecords{seen: map[uint64]messages.Record{}}, false)
 	leader := leaderOf(members)
 	for i, p := range members {

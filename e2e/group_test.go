@@ -77,6 +77,20 @@ func getGroup(p *harness.VoikProcess) (groupState, error) {
 	return st, json.NewDecoder(resp.Body).Decode(&st)
 }
 
+// oneReplyEach sends a mix of requests about subject and fails for any
+// that gets other than exactly one reply within a second.
+func oneReplyEach(t *testing.T, nc *nats.Conn, subject string) {
+	t.Helper()
+	counter := &replyCounter{nc: nc}
+	for i := range 10 {
+		counter.send(t, "VOIK.API.INFO."+subject, nil)
+		counter.send(t, "VOIK.API.FETCH."+subject, messages.Encode(map[string]any{"offset": uint64(i), "max_messages": uint64(3)}))
+	}
+	counter.send(t, "VOIK.API.SUBJECTS", nil)
+	counter.send(t, "VOIK.API.GROUP.g", nil)
+	counter.expectOnceEach(t)
+}
+
 // allCaught says whether the leader counts every member of members in
 // sync and holding everything it holds (its GROUP reply): a member's own
 // committed_lag cannot tell when it cannot reach the leader.

@@ -118,34 +118,11 @@ func (s *Sidecar) Run(ctx context.Context) (err error) {
 	}
 	s.startHTTP()
 	defer s.stopHTTP()
-
-	storeOpts, err := storeOptions(s.cfg, s.logger)
+	closeStore, err := s.openStore(ctx)
 	if err != nil {
 		return err
 	}
-	storeOpts.Observer = storeObserver{m: s.metrics}
-	s.store, err = logstore.OpenStore(s.cfg.DataDir, storeOpts)
-	if err != nil {
-		return &ConfigError{fmt.Errorf("VOIK_DATA_DIR %s: %v", s.cfg.DataDir, err)}
-	}
-	s.storeRef.Store(s.store)
-	defer s.measureDisk(ctx)()
-	defer func() {
-		if closeErr := s.store.Close(); closeErr != nil {
-			s.logger.Error("closing the store", "err", closeErr)
-			err = errors.Join(err, closeErr)
-		}
-	}()
-	s.logger.Info("store open", "data_dir", s.cfg.DataPath(), "subjects", len(s.store.Subjects()), "sync", storeOpts.Sync.String())
-	if s.cfg.Group != "" {
-		if s.member, err = openMember(s, storeOpts); err != nil {
-			return &ConfigError{fmt.Errorf("VOIK_DATA_DIR %s: %v", s.cfg.DataDir, err)}
-		}
-		defer s.member.close()
-		if s.member.gm, err = newGroupMetrics(s.registry); err != nil {
-			return err
-		}
-	}
+	defer func() { err = errors.Join(err, closeStore()) }()
 
 	url := s.cfg.NatsURL
 	var login []nats.Option
@@ -157,7 +134,6 @@ func (s *Sidecar) Run(ctx context.Context) (err error) {
 		url = s.embedded.ClientURL()
 	}
 	s.natsURL.Store(url)
-
 	if err := s.connect(ctx, url, login); err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped before NATS was ever reached
@@ -167,11 +143,63 @@ func (s *Sidecar) Run(ctx context.Context) (err error) {
 	defer s.replayNC.Close()
 	defer s.apiNC.Close()
 	defer s.captureNC.Close()
-	var memberCtx context.Context
-	var stopMember context.CancelFunc = func() {}
 	if s.member != nil {
 		defer s.leaseNC.Close()
 		defer s.replNC.Close()
+	}
+	return s.serve(ctx, url)
+}
+
+// openStore opens the store, and a group member's state beside it, and
+// returns what closes them.
+func (s *Sidecar) openStore(ctx context.Context) (closeStore func() error, err error) {
+	storeOpts, err := storeOptions(s.cfg, s.logger)
+	if err != nil {
+		return nil, err
+	}
+	storeOpts.Observer = storeObserver{m: s.metrics}
+	s.store, err = logstore.OpenStore(s.cfg.DataDir, storeOpts)
+	if err != nil {
+		return nil, &ConfigError{fmt.Errorf("VOIK_DATA_DIR %s: %v", s.cfg.DataDir, err)}
+	}
+	s.storeRef.Store(s.store)
+	stopMeasuring := s.measureDisk(ctx)
+	closeStore = func() error {
+		if s.member != nil {
+			s.member.close()
+		}
+		stopMeasuring()
+		if err := s.store.Close(); err != nil {
+			s.logger.Error("closing the store", "err", err)
+			return err
+		}
+		return nil
+	}
+	s.logger.Info("store open", "data_dir", s.cfg.DataPath(), "subjects", len(s.store.Subjects()), "sync", storeOpts.Sync.String())
+	if s.cfg.Group == "" {
+		return closeStore, nil
+	}
+	if s.member, err = openMember(s, storeOpts); err == nil {
+		s.member.gm, err = newGroupMetrics(s.registry)
+		if err != nil {
+			s.member.close()
+		}
+	}
+	if err != nil {
+		s.member = nil
+		closeStore()
+		return nil, &ConfigError{fmt.Errorf("VOIK_DATA_DIR %s: %v", s.cfg.DataDir, err)}
+	}
+	return closeStore, nil
+}
+
+// serve runs voik, connected, until ctx ends: a member joins its group
+// first; capture and the API start (in a group, as the member's role
+// says); then the orderly shutdown.
+func (s *Sidecar) serve(ctx context.Context, url string) error {
+	memberCtx, stopMember := context.WithCancel(context.Background())
+	defer stopMember()
+	if s.member != nil {
 		s.member.leaseNC, s.member.replNC = s.leaseNC, s.replNC
 		if err := s.member.join(ctx); err != nil {
 			if ctx.Err() != nil {
@@ -179,10 +207,7 @@ func (s *Sidecar) Run(ctx context.Context) (err error) {
 			}
 			return err
 		}
-		memberCtx, stopMember = context.WithCancel(context.Background())
-		defer stopMember()
 	}
-
 	shutdownCtx, shutdown := context.WithCancel(context.Background())
 	s.shutdown = shutdown
 	defer shutdown()
