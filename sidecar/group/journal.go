@@ -124,6 +124,24 @@ func (j *Journal) Read(offset uint64, max int) ([]Pointer, error) {
 	return pointers, err
 }
 
+// recordWireOverhead bounds what a WireRecord's encoding adds to its
+// subject, headers and data: its field names, integers and length
+// prefixes (about 60 bytes).
+const recordWireOverhead = 80
+
+// WireSize is about what a record takes in a pull reply: its data, its
+// subject and headers, and their encoding. Batches are cut by it, so that
+// a reply of many small records stays under max_payload (data alone
+// left about 80 bytes a record uncounted: 1,000 records of 1 KiB came
+// to more than 1 MiB).
+func WireSize(subject string, headers logstore.Headers, data []byte) int {
+	n := logstore.PayloadSize(headers, data) + len(subject) + recordWireOverhead
+	for _, values := range headers {
+		n += 8 + 8*len(values) // a header's map entry and each value's string prefix
+	}
+	return n
+}
+
 // Entry is one record as it is replicated: its place in the journal (and
 // when it was journaled) and in its subject's log, and the record.
 type Entry struct {
@@ -185,7 +203,7 @@ func Collect(store *logstore.Store, journal *Journal, from uint64, max, maxBytes
 	entries := make([]Entry, 0, readable)
 	size := 0
 	for i, r := range records[:readable] {
-		size += logstore.PayloadSize(r.Headers, r.Data)
+		size += WireSize(pointers[i].Subject, r.Headers, r.Data)
 		if i > 0 && size > maxBytes {
 			return entries, nil
 		}

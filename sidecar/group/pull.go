@@ -132,12 +132,30 @@ func (s *Source) Serve(nc *nats.Conn, subject string) (*nats.Subscription, error
 	return nc.Subscribe(subject, func(msg *nats.Msg) {
 		go func() {
 			reply := s.answer(msg.Data)
-			body, err := msgpack.Marshal(reply)
+			body, err := s.encode(&reply)
 			if err == nil {
-				msg.Respond(body)
+				err = msg.Respond(body)
+			}
+			if err != nil {
+				// Never leave a follower waiting for its timeout: tell it.
+				failed, _ := msgpack.Marshal(PullReply{Version: ProtocolVersion, Code: CodeReadFailed, Epoch: reply.Epoch,
+					Error: "the reply could not be sent: " + err.Error()})
+				msg.Respond(failed)
 			}
 		}()
 	})
+}
+
+// encode marshals reply, halving its records while it would not fit
+// under max_payload (WireSize is an estimate; this is the guarantee).
+func (s *Source) encode(reply *PullReply) ([]byte, error) {
+	for {
+		body, err := msgpack.Marshal(reply)
+		if err != nil || len(body) <= s.MaxPayload || len(reply.Records) <= 1 {
+			return body, err
+		}
+		reply.Records = reply.Records[:len(reply.Records)/2]
+	}
 }
 
 // answer is the reply to one pull.
@@ -194,9 +212,9 @@ func (s *Source) answer(body []byte) PullReply {
 	}
 	for _, e := range entries {
 		w := WireRecord{Journal: e.Journal, Journaled: e.Journaled, Subject: e.Subject, Offset: e.Offset, Timestamp: e.Timestamp, Headers: e.Headers, Data: e.Data}
-		if size := logstore.PayloadSize(e.Headers, e.Data) + len(e.Subject); size > budget {
+		if size := WireSize(e.Subject, e.Headers, e.Data); size > budget {
 			// Alone and too large: the piece asked for.
-			chunk := max(budget-len(e.Subject)-logstore.PayloadSize(e.Headers, nil), 1)
+			chunk := max(budget-WireSize(e.Subject, e.Headers, nil), 1)
 			w.Chunks = (len(e.Data) + chunk - 1) / chunk
 			w.Chunk = min(req.Chunk, w.Chunks-1)
 			w.Data = e.Data[w.Chunk*chunk : min(len(e.Data), (w.Chunk+1)*chunk)]

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"path/filepath"
 	"reflect"
@@ -135,6 +136,31 @@ func TestAFollowerCopiesOverNATSAndMovesTheCommit(t *testing.T) {
 		})
 		if err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// Many records of about 1 KiB: a reply holds as many as fit under
+// max_payload with their subjects and encoding, never more (a reply that
+// NATS refuses would leave the follower waiting, and the group stuck).
+func TestRepliesOfManySmallRecordsFitUnderMaxPayload(t *testing.T) {
+	p := newCopyPair(t, 1<<20)
+	for i := range 3000 {
+		subject := fmt.Sprintf("bench.group.subject-%d", i%7)
+		first, _, err := p.leader.store.Append(subject, []logstore.Entry{{Headers: logstore.Headers{"Nats-Msg-Id": {fmt.Sprint(i)}}, Data: make([]byte, 1000)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.leader.journal.Append([]Pointer{{Subject: subject, Offset: first}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for pulls := 0; p.follower.journal.End() < p.leader.journal.End(); pulls++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		n, _, err := p.sink.Pull(ctx, p.nc, PullSubject("g", "leader"), 1<<20, 0)
+		cancel()
+		if err != nil || n == 0 || pulls > 20 {
+			t.Fatalf("pull %d at journal offset %d: %d records, %v", pulls, p.follower.journal.End(), n, err)
 		}
 	}
 }
