@@ -100,16 +100,6 @@ func TestGroupChaos(t *testing.T) {
 	wg.Wait()
 	checkLog(t, api, load.subject, load, seen, false)
 	harness.Eventually(t, 30*time.Second, "every member caught up", func() bool { return allCaught(api, members) })
-	leader := leaderOf(members)
-	for i, p := range members {
-		if i != leader {
-			p.Stop(t)
-		}
-	}
-	members[leader].Stop(t)
-	first := readDataDir(t, members[0].Config.DataDir)
-	for i := 1; i < 3; i++ {
-		diffCopies(t, first, readDataDir(t, members[i].Config.DataDir), i)
-	}
+	stopAndCompare(t, members)
 	t.Logf("%d acked appends, %d records read, over %d rounds", load.count(), len(seen.seen), rounds)
 }

@@ -194,57 +194,77 @@ func checkLog(t *testing.T, api *client.Client, subject string, load *ackedLoad,
 	}
 }
 
+// groupUnderLoad is a group of three beside a NATS cluster, with four
+// publishers retrying acked appends to subject (count each) and a reader
+// paging through it, until stop.
+type groupUnderLoad struct {
+	members    []*harness.VoikProcess
+	nc         *nats.Conn
+	api        *client.Client
+	load       *ackedLoad
+	seen       *seenRecords
+	publishers sync.WaitGroup
+	reading    sync.WaitGroup
+	stopRead   context.CancelFunc
+}
+
+func startGroupUnderLoad(t *testing.T, subject string, count int) *groupUnderLoad {
+	t.Helper()
+	cluster := harness.StartNATSCluster(t, 3)
+	g := &groupUnderLoad{members: startGroup(t, harness.BuildVoik(t), cluster, 3), nc: harness.Connect(t, cluster.URL())}
+	g.api = client.New(g.nc, "VOIK.API")
+	g.load = &ackedLoad{api: g.api, subject: subject, acked: map[string]messages.AckReply{}}
+	g.seen = &seenRecords{seen: map[uint64]messages.Record{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	for p := range 4 {
+		g.publishers.Add(1)
+		go func() { defer g.publishers.Done(); g.load.run(ctx, p, count) }()
+	}
+	readCtx, stopRead := context.WithCancel(ctx)
+	g.stopRead = stopRead
+	g.reading.Add(1)
+	go func() { defer g.reading.Done(); g.seen.read(readCtx, g.api, subject) }()
+	harness.Eventually(t, 30*time.Second, "100 acks before the fault", func() bool { return g.load.count() >= 100 })
+	return g
+}
+
+// finish waits for the publishers, stops the reader, and checks the log.
+func (g *groupUnderLoad) finish(t *testing.T) {
+	t.Helper()
+	g.publishers.Wait()
+	g.stopRead()
+	g.reading.Wait()
+	oneReplyEach(t, g.nc, g.load.subject)
+	checkLog(t, g.api, g.load.subject, g.load, g.seen, false)
+}
+
 // TestGroupLosesNoAckedRecordWhenTheLeaderIsKilled: kill -9 of the leader
 // under acked load, with publishers that retry with Nats-Msg-Id: no
 // acked record is lost, none is stored twice, and no record a reader was
 // given changes. It reports the time from the kill to the next ack.
 func TestGroupLosesNoAckedRecordWhenTheLeaderIsKilled(t *testing.T) {
-	cluster := harness.StartNATSCluster(t, 3)
-	bin := harness.BuildVoik(t)
-	members := startGroup(t, bin, cluster, 3)
-	nc := harness.Connect(t, cluster.URL())
-	api := client.New(nc, "VOIK.API")
-	load := &ackedLoad{api: api, subject: "orders.failover", acked: map[string]messages.AckReply{}}
-	seen := &seenRecords{seen: map[uint64]messages.Record{}}
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var publishers sync.WaitGroup
-	for p := range 4 {
-		publishers.Add(1)
-		go func() { defer publishers.Done(); load.run(ctx, p, 150) }()
-	}
-	readCtx, stopReading := context.WithCancel(ctx)
-	var reading sync.WaitGroup
-	reading.Add(1)
-	go func() { defer reading.Done(); seen.read(readCtx, api, load.subject) }()
-
-	harness.Eventually(t, 30*time.Second, "100 acks before the kill", func() bool { return load.count() >= 100 })
-	leader := leaderOf(members)
+	g := startGroupUnderLoad(t, "orders.failover", 150)
+	leader := leaderOf(g.members)
 	if leader < 0 {
 		t.Fatal("no member says it leads")
 	}
 	killed := time.Now()
-	members[leader].Kill()
+	g.members[leader].Kill()
 	harness.Eventually(t, 4*groupLease+10*time.Second, "an ack after the kill", func() bool {
-		_, ok := load.firstAckAfter(killed)
+		_, ok := g.load.firstAckAfter(killed)
 		return ok
 	})
-	next, _ := load.firstAckAfter(killed)
+	next, _ := g.load.firstAckAfter(killed)
 	t.Logf("kill -9 of the leader to the next ack: %v (VOIK_LEASE %v)", next.Sub(killed).Round(time.Millisecond), groupLease)
-	publishers.Wait()
-	stopReading()
-	reading.Wait()
-
-	oneReplyEach(t, nc, load.subject) // with the killed member still down
-	members[leader].Restart(t)
+	g.finish(t) // with the killed member still down
+	g.members[leader].Restart(t)
 	harness.Eventually(t, 30*time.Second, "the restarted member to catch up", func() bool {
-		st, err := getGroup(members[leader])
-		return err == nil && st.CommittedLag == 0 && st.Role == "follower"
+		st, err := getGroup(g.members[leader])
+		return err == nil && st.Role == "follower" && allCaught(g.api, g.members)
 	})
-	oneReplyEach(t, nc, load.subject)
-	checkLog(t, api, load.subject, load, seen, false)
-	if n := load.count(); n != 600 {
+	g.finish(t)
+	if n := g.load.count(); n != 600 {
 		t.Errorf("%d of 600 appends acked", n)
 	}
 }
@@ -256,26 +276,8 @@ func TestGroupLosesNoAckedRecordWhenTheLeaderIsKilled(t *testing.T) {
 // drops what it appended and never committed, and the copies converge
 // byte for byte.
 func TestGroupFencesALeaderPausedPastItsLease(t *testing.T) {
-	cluster := harness.StartNATSCluster(t, 3)
-	bin := harness.BuildVoik(t)
-	members := startGroup(t, bin, cluster, 3)
-	nc := harness.Connect(t, cluster.URL())
-	api := client.New(nc, "VOIK.API")
-	load := &ackedLoad{api: api, subject: "orders.paused", acked: map[string]messages.AckReply{}}
-	seen := &seenRecords{seen: map[uint64]messages.Record{}}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var publishers sync.WaitGroup
-	for p := range 4 {
-		publishers.Add(1)
-		go func() { defer publishers.Done(); load.run(ctx, p, 150) }()
-	}
-	readCtx, stopReading := context.WithCancel(ctx)
-	var reading sync.WaitGroup
-	reading.Add(1)
-	go func() { defer reading.Done(); seen.read(readCtx, api, load.subject) }()
-
-	harness.Eventually(t, 30*time.Second, "100 acks before the pause", func() bool { return load.count() >= 100 })
+	g := startGroupUnderLoad(t, "orders.paused", 150)
+	members := g.members
 	old := leaderOf(members)
 	if old < 0 {
 		t.Fatal("no member says it leads")
@@ -304,31 +306,16 @@ func TestGroupFencesALeaderPausedPastItsLease(t *testing.T) {
 		}
 		return false
 	})
-	acks := load.count()
-	harness.Eventually(t, 10*time.Second, "acks under the new leader", func() bool { return load.count() > acks+20 })
+	acks := g.load.count()
+	harness.Eventually(t, 10*time.Second, "acks under the new leader", func() bool { return g.load.count() > acks+20 })
 	members[old].Resume()
 	paused = false
 	harness.Eventually(t, 30*time.Second, "the old leader to follow and catch up", func() bool {
 		st, err := getGroup(members[old])
-		return err == nil && st.Role == "follower" && st.Epoch >= newEpoch && st.CommittedLag == 0
+		return err == nil && st.Role == "follower" && st.Epoch >= newEpoch && allCaught(g.api, members)
 	})
-	publishers.Wait()
-	stopReading()
-	reading.Wait()
-	oneReplyEach(t, nc, load.subject)
-	checkLog(t, api, load.subject, load, seen, false)
-	harness.Eventually(t, 10*time.Second, "every member holds every committed record", func() bool { return allCaught(api, members) })
-	leader := leaderOf(members)
-	for i, p := range members {
-		if i != leader {
-			p.Stop(t)
-		}
-	}
-	members[leader].Stop(t)
-	first := readDataDir(t, members[0].Config.DataDir)
-	for i := 1; i < 3; i++ {
-		diffCopies(t, first, readDataDir(t, members[i].Config.DataDir), i)
-	}
+	g.finish(t)
+	stopAndCompare(t, members)
 }
 
 // TestGroupSurvivesTheLossOfNATSServers: under acked load, stop the NATS

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"os"
 	"os/exec"
@@ -20,24 +19,13 @@ import (
 	"github.com/voik/voik/messages"
 )
 
-// memberMetric reads one series of a member's /metrics ("name" or
-// `name{label="v"}`), or -1 when it is not there.
-func memberMetric(p *harness.VoikProcess, series string) float64 {
-	resp, err := httpClient.Get("http://" + p.HTTPAddr + "/metrics")
-	if err != nil {
+// memberMetric reads one series of a member's /metrics, or -1.
+func memberMetric(p *harness.VoikProcess, name string) float64 {
+	v, ok, err := p.Metric(name)
+	if !ok || err != nil {
 		return -1
 	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if value, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
-			v, err := strconv.ParseFloat(value, 64)
-			if err == nil {
-				return v
-			}
-		}
-	}
-	return -1
+	return v
 }
 
 // serveExits2 runs voik serve with cfg as its environment and returns

@@ -161,15 +161,5 @@ func TestGroupPartitionCutsOffTheLeader(t *testing.T) {
 	}
 	oneReplyEach(t, nc, load.subject)
 	checkLog(t, api, load.subject, load, &seenRecords{seen: map[uint64]messages.Record{}}, false)
-	leader := leaderOf(members)
-	for i, p := range members {
-		if i != leader {
-			p.Stop(t)
-		}
-	}
-	members[leader].Stop(t)
-	first := readDataDir(t, members[0].Config.DataDir)
-	for i := 1; i < 3; i++ {
-		diffCopies(t, first, readDataDir(t, members[i].Config.DataDir), i)
-	}
+	stopAndCompare(t, members)
 }

@@ -51,31 +51,10 @@ func startGroup(t *testing.T, bin string, cluster *harness.Cluster, n int) []*ha
 	return members
 }
 
-// groupState is GET /group.
-type groupState struct {
-	Group        string `json:"group"`
-	Instance     string `json:"instance"`
-	Role         string `json:"role"`
-	Leader       string `json:"leader"`
-	Epoch        uint64 `json:"epoch"`
-	CommittedLag uint64 `json:"committed_lag"`
-}
-
 // httpClient gives up on a member that does not answer (a paused one).
 var httpClient = &http.Client{Timeout: 2 * time.Second}
 
-func getGroup(p *harness.VoikProcess) (groupState, error) {
-	var st groupState
-	resp, err := httpClient.Get("http://" + p.HTTPAddr + "/group")
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return st, fmt.Errorf("GET /group: %s", resp.Status)
-	}
-	return st, json.NewDecoder(resp.Body).Decode(&st)
-}
+func getGroup(p *harness.VoikProcess) (harness.GroupStatus, error) { return p.GroupStatus() }
 
 // oneReplyEach sends a mix of requests about subject and fails for any
 // that gets other than exactly one reply within a second.
@@ -311,6 +290,26 @@ func TestGroupOfThreeKeepsIdenticalCopiesAndAnswersEveryRequestOnce(t *testing.T
 	}
 	for i := 1; i < 3; i++ {
 		diffCopies(t, copies[0], copies[i], i)
+	}
+}
+
+// stopAndCompare stops every member, followers first (the leader's stop
+// hands over, which they would have to follow), then fails unless every
+// data dir holds member 0's records.
+func stopAndCompare(t *testing.T, members []*harness.VoikProcess) {
+	t.Helper()
+	leader := leaderOf(members)
+	for i, p := range members {
+		if i != leader {
+			p.Stop(t)
+		}
+	}
+	if leader >= 0 {
+		members[leader].Stop(t)
+	}
+	first := readDataDir(t, members[0].Config.DataDir)
+	for i := 1; i < len(members); i++ {
+		diffCopies(t, first, readDataDir(t, members[i].Config.DataDir), i)
 	}
 }
 

@@ -1,7 +1,9 @@
 package harness
 
 import (
+	"bufio"
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -367,4 +369,59 @@ func (p *VoikProcess) Output() string {
 		out = append([]byte("...\n"), out[len(out)-keep+cut+1:]...)
 	}
 	return string(out)
+}
+
+// GroupStatus is a group member's GET /group (PROTOCOL.md section 8).
+type GroupStatus struct {
+	Group        string `json:"group"`
+	Instance     string `json:"instance"`
+	Role         string `json:"role"` // leader, follower or candidate
+	Leader       string `json:"leader"`
+	Epoch        uint64 `json:"epoch"`
+	CommittedLag uint64 `json:"committed_lag"`
+}
+
+// statusClient gives up on a member that does not answer (a paused, cut
+// off or killed one).
+var statusClient = &http.Client{Timeout: 2 * time.Second}
+
+// GroupStatus reads the child's GET /group.
+func (p *VoikProcess) GroupStatus() (GroupStatus, error) {
+	var st GroupStatus
+	resp, err := statusClient.Get("http://" + p.HTTPAddr + "/group")
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return st, fmt.Errorf("GET /group: %s", resp.Status)
+	}
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+// Metric reads the first series of the child's /metrics whose name is
+// name and whose labels include every one of labels (`code="200"`), and
+// says whether it found one (a counter appears with its first count).
+func (p *VoikProcess) Metric(name string, labels ...string) (float64, bool, error) {
+	resp, err := statusClient.Get("http://" + p.HTTPAddr + "/metrics")
+	if err != nil {
+		return 0, false, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		series, value, ok := strings.Cut(sc.Text(), " ")
+		if !ok || (series != name && !strings.HasPrefix(series, name+"{")) {
+			continue
+		}
+		matches := true
+		for _, l := range labels {
+			matches = matches && strings.Contains(series, l)
+		}
+		if matches {
+			v, err := strconv.ParseFloat(value, 64)
+			return v, err == nil, err
+		}
+	}
+	return 0, false, sc.Err()
 }

@@ -11,7 +11,7 @@ CHAOS_SEED   ?=
 
 .PHONY: bench bench-quick crash soak chaos
 
-bench: build ## voik vs a counting NATS subscriber and JetStream, 128B/1KiB/16KiB (~3 min); table, and BENCH_JSON
+bench: build ## voik vs a counting NATS subscriber and JetStream, 128B/1KiB/16KiB, and a group of three vs JetStream R3 at 1KiB (~6 min); table, and BENCH_JSON
 	$(GO) run ./harness/cmd/voikbench -voik bin/voik -json $(BENCH_JSON) $(BENCH_FLAGS)
 
 bench-quick: build ## the benchmark in about a minute

@@ -45,7 +45,9 @@ type Options struct {
 	PhaseProfile func(size int, phase string) (stop func())
 	// Parts limits the run to some of "ceiling", "voik", "jetstream",
 	// "always" (JetStream sync always), "flood" (voik's capture of the
-	// Messages burst without and under a read flood); empty runs all.
+	// Messages burst without and under a read flood), "group" (a group
+	// of three voiks on a three-server cluster against JetStream R3, at
+	// one size: see group.go); empty runs all.
 	Parts    []string
 	Progress io.Writer // where progress goes (stderr)
 	Mode     string    // "full", "quick" or "custom", for the report
@@ -104,8 +106,8 @@ func (o *Options) check() error {
 		o.Stall = 10 * time.Second
 	}
 	for _, part := range o.Parts {
-		if !slices.Contains([]string{"ceiling", "voik", "jetstream", "always", "flood"}, part) {
-			return fmt.Errorf("bench: unknown part %q (want ceiling, voik, jetstream, always, flood)", part)
+		if !slices.Contains([]string{"ceiling", "voik", "jetstream", "always", "flood", "group"}, part) {
+			return fmt.Errorf("bench: unknown part %q (want ceiling, voik, jetstream, always, flood, group)", part)
 		}
 	}
 	if o.VoikSync == "" {
@@ -131,6 +133,8 @@ type Report struct {
 	Figures    []Figure    `json:"figures"` // per scenario, the best of the repeats
 	Resources  []Resources `json:"resources,omitempty"`
 	Floods     []FloodRun  `json:"floods,omitempty"` // the read-flood part, every repeat
+	// Failovers is the group part's failover scenario (first repeat).
+	Failovers []FailoverRun `json:"failovers,omitempty"`
 	// Runs is every figure measured, repeats included.
 	Runs    []Figure `json:"runs"`
 	Ratios  []Ratio  `json:"ratios"`
@@ -189,6 +193,11 @@ func (r *Report) runSizes(ctx context.Context, opts *Options, repeat int) error 
 			{"jetstream", s.jetstream},
 			{"always", s.jetstreamAlways},
 			{"flood", s.flood},
+			// The group part's scenarios, each on a cluster of its own,
+			// so that one that fails leaves the others their figures.
+			{"group", s.groupBatch},
+			{"group", s.groupAlways},
+			{"group", s.groupFailover},
 		} {
 			if ctx.Err() != nil {
 				return ctx.Err()

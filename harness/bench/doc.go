@@ -33,7 +33,14 @@
 //     connection sends 3,000 FETCH requests a second, open loop, each for
 //     a full page of a history subject (harness.ReadFlood); capture rate
 //     and loss in each phase, what the flood got (replies, 503s), and
-//     voik's peak anonymous RSS in each beside its reply budget.
+//     voik's peak anonymous RSS in each beside its reply budget;
+//  11. replication groups (part "group", at 1 KiB or the nearest size;
+//     group.go): a group of three voiks beside a three-server cluster
+//     against a JetStream R3 stream on the same cluster: acked appends at
+//     windows 256 and 4000 (voik batch vs JetStream's default, voik always
+//     vs JetStream sync always), group capture vs a standalone voik,
+//     replication lag at half the group's capture rate, and 20 kill -9 of
+//     the leader under retrying acked load (time to the next ack).
 //
 // NATS servers and JetStream run inside the benchmark process; voik runs
 // as a child (harness.StartVoikProcess), so its memory, CPU time and page

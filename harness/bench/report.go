@@ -194,6 +194,7 @@ func (r *Report) compare() {
 				r.Ratios = append(r.Ratios, Ratio{Size: size, Name: c.name, Value: v, Measure: "msg/s"})
 			}
 		}
+		r.groupRatios(size)
 		one := r.figure(size, ScenarioVoikFetchOne)
 		for _, c := range []struct{ name, ref string }{
 			{"1-record read FETCH from memory/voik FETCH", ScenarioCeilingFetchOne},
@@ -206,6 +207,7 @@ func (r *Report) compare() {
 	}
 	r.checkTargets(1024)
 	r.checkFloodTargets(1024)
+	r.checkGroupTargets(1024)
 }
 
 func (r *Report) checkTargets(size int) {
@@ -366,12 +368,13 @@ func (r *Report) writeHeader(w io.Writer) {
 	fmt.Fprintf(w, "voik: child process (unless -inprocess), VOIK_SYNC as in each note; JetStream: file storage in this process; window %d (wide: %d); MB = 10^6 data bytes\n", r.Window, r.WideWindow)
 }
 
-// writeFigures prints the table of one size's figures, in scenarioOrder.
+// writeFigures prints the table of one size's figures, in scenarioOrder
+// and then the group part's order.
 func (r *Report) writeFigures(w io.Writer, size int) {
 	fmt.Fprintf(w, "\n%s messages\n", sizeName(size))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "scenario\tmessages\tdone\tlost\tmsg/s\tMB/s\tp50\tp99\tCPU µs/msg\t\tnote\t")
-	for _, scenario := range scenarioOrder {
+	for _, scenario := range slices.Concat(scenarioOrder, groupScenarioOrder) {
 		if f := r.figure(size, scenario); f != nil {
 			writeFigureRow(tw, f)
 		}
