@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -333,27 +332,6 @@ func voikAckCheckOn(subject string) func(int, []byte) (uint64, error) {
 		}
 		return ack.Offset, nil
 	}
-}
-
-// jsPubAckCheck reads JetStream's answer to a publish, as jsAcked does.
-func jsPubAckCheck(i int, body []byte) (uint64, error) {
-	var ack struct {
-		Seq   uint64 `json:"seq"`
-		Error *struct {
-			Code        int    `json:"code"`
-			Description string `json:"description"`
-		} `json:"error"`
-	}
-	if err := json.Unmarshal(body, &ack); err != nil {
-		return 0, fmt.Errorf("ack %d: %v", i, err)
-	}
-	if ack.Error != nil {
-		return 0, fmt.Errorf("ack %d: %d %s", i, ack.Error.Code, ack.Error.Description)
-	}
-	if ack.Seq == 0 {
-		return 0, fmt.Errorf("ack %d: no sequence", i)
-	}
-	return ack.Seq - 1, nil
 }
 
 // groupLag measures how long after its publish a record can be read from

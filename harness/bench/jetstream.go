@@ -93,26 +93,7 @@ func (s *sizeRun) jsAcked(e *Env, js jetstream.JetStream, pub *nats.Conn, scenar
 	}
 	load := ackedLoad{
 		nc: pub, subject: ackSubject, payload: s.payload, n: n, window: s.opts.Window, stall: s.opts.Stall,
-		check: func(i int, body []byte) (uint64, error) {
-			var ack struct {
-				Stream string `json:"stream"`
-				Seq    uint64 `json:"seq"`
-				Error  *struct {
-					Code        int    `json:"code"`
-					Description string `json:"description"`
-				} `json:"error"`
-			}
-			if err := json.Unmarshal(body, &ack); err != nil {
-				return 0, fmt.Errorf("ack %d: %v", i, err)
-			}
-			if ack.Error != nil {
-				return 0, fmt.Errorf("ack %d: %d %s", i, ack.Error.Code, ack.Error.Description)
-			}
-			if ack.Seq == 0 {
-				return 0, fmt.Errorf("ack %d: no sequence", i)
-			}
-			return ack.Seq - 1, nil
-		},
+		check: jsPubAckCheck,
 	}
 	r := load.run(e, s.opts.Progress, scenarios[0])
 	s.add(r.figure(s.size, scenarios[0], n, fmt.Sprintf("%s, window %d", note, load.window)))
@@ -120,6 +101,28 @@ func (s *sizeRun) jsAcked(e *Env, js jetstream.JetStream, pub *nats.Conn, scenar
 		r = wide.run(e, s.opts.Progress, scenarios[1])
 		s.add(r.figure(s.size, scenarios[1], nWide, fmt.Sprintf("%s, window %d", note, wide.window)))
 	}
+}
+
+// jsPubAckCheck reads JetStream's answer to a publish: the record's
+// offset (sequence - 1), or what went wrong.
+func jsPubAckCheck(i int, body []byte) (uint64, error) {
+	var ack struct {
+		Seq   uint64 `json:"seq"`
+		Error *struct {
+			Code        int    `json:"code"`
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(body, &ack); err != nil {
+		return 0, fmt.Errorf("ack %d: %v", i, err)
+	}
+	if ack.Error != nil {
+		return 0, fmt.Errorf("ack %d: %d %s", i, ack.Error.Code, ack.Error.Description)
+	}
+	if ack.Seq == 0 {
+		return 0, fmt.Errorf("ack %d: no sequence", i)
+	}
+	return ack.Seq - 1, nil
 }
 
 // jsPull reads the history with a pull consumer, in fetches of about 1 MiB
