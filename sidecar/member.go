@@ -205,7 +205,12 @@ func (m *member) checkpoint(now bool) {
 	}
 }
 
-func (m *member) close() { m.journal.Close() }
+func (m *member) close() {
+	if m.sink != nil {
+		m.sink.Close()
+	}
+	m.journal.Close()
+}
 
 // groupSettings are what every member of a group must agree on.
 type groupSettings struct {

@@ -139,6 +139,7 @@ func (l *leadership) dropPredecessor(state lease.State) {
 // settleTail waits until the records this member copied as a follower
 // are durable: the new leader counts its whole journal as its own.
 func (m *member) settleTail(ctx context.Context) error {
+	m.sink.Settle() // what the follower's sync worker still had in hand
 	from, end := m.sink.Durable(), m.journal.End()
 	if from >= end {
 		return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -67,6 +68,9 @@ type PullReply struct {
 	// InSync says whether the leader counts the follower in its in-sync
 	// set: a follower answers reads only while its last pull said so.
 	InSync bool `msgpack:"in_sync,omitempty"`
+	// End is the leader's journal end as it answered: a follower whose
+	// journal reaches it has caught up.
+	End uint64 `msgpack:"end,omitempty"`
 	// Records from From on, in journal order.
 	Records []WireRecord `msgpack:"records"`
 	// Epochs are the leader's epochs newer than the follower's, each
@@ -177,7 +181,7 @@ func (s *Source) answer(body []byte) PullReply {
 		return PullReply{Version: ProtocolVersion, Code: CodeNotLeader, Epoch: epoch,
 			Error: fmt.Sprintf("epoch %d is older than the follower's %d", epoch, req.Epoch)}
 	}
-	reply := PullReply{Version: ProtocolVersion, Epoch: epoch}
+	reply := PullReply{Version: ProtocolVersion, Epoch: epoch, End: s.Journal.End()}
 	held, end, found := s.Epochs.EndOffsetFor(req.Epoch, s.Journal.End())
 	if req.From > 0 && (!found || req.From > end) {
 		reply.Diverging = &Divergence{Held: held, End: end, Found: found}
@@ -201,7 +205,8 @@ func (s *Source) answer(body []byte) PullReply {
 			reply.Committed = max(reply.Committed, committed)
 		}
 	}
-	if req.From >= s.Journal.End() {
+	reply.End = s.Journal.End()
+	if req.From >= reply.End {
 		return reply
 	}
 	budget := min(req.MaxBytes, s.MaxPayload-replyOverhead)
@@ -294,9 +299,26 @@ type Sink struct {
 	// the piece to ask for next.
 	chunks []byte
 	chunk  int
+	// leaderEnd is the leader's journal end in its last answer.
+	leaderEnd uint64
+	// mu guards durable and syncErr, which the sync worker moves.
+	mu sync.Mutex
 	// durable is the journal offset below which this member holds every
 	// pointer and every record they point at durably: what it reports.
 	durable uint64
+	syncErr error // a batch could not be made durable: durable moves no more
+	// syncing takes applied batches, in order, to the worker that waits
+	// for their durability, so that the next pull need not wait for it.
+	syncing  chan syncBatch
+	inflight sync.WaitGroup
+	start    sync.Once
+}
+
+// syncBatch is an applied batch waiting to be durable: the last offset of
+// each subject in it, and its last journal offset.
+type syncBatch struct {
+	last map[string]uint64
+	end  uint64
 }
 
 // Pull asks the leader once for what comes after the follower's journal
@@ -305,9 +327,21 @@ type Sink struct {
 // has moved to durably (Epochs) before it applies anything of it, and
 // refuses a reply from an older epoch than it holds.
 func (k *Sink) Pull(ctx context.Context, nc *nats.Conn, subject string, maxBytes int, wait time.Duration) (int, uint64, error) {
+	k.mu.Lock()
+	syncErr := k.syncErr
+	k.mu.Unlock()
+	if syncErr != nil {
+		return 0, 0, fmt.Errorf("group: copied records could not be made durable: %w", syncErr)
+	}
+	if k.Journal.End() >= k.leaderEnd {
+		// Caught up: the next pull may wait in the leader, and the
+		// leader commits by what it reports, so report what the last
+		// batch made durable (behind, pulls go out while it syncs).
+		k.Settle()
+	}
 	held, _ := k.Epochs.Latest()
 	req := PullRequest{Version: ProtocolVersion, Member: k.Member, Epoch: held.Epoch, From: k.Journal.End(), Committed: k.Committed,
-		Durable: min(k.durable, k.Journal.End()), Chunk: k.chunk, MaxBytes: maxBytes, WaitMs: int(wait / time.Millisecond)}
+		Durable: k.Durable(), Chunk: k.chunk, MaxBytes: maxBytes, WaitMs: int(wait / time.Millisecond)}
 	body, err := msgpack.Marshal(req)
 	if err != nil {
 		return 0, 0, err
@@ -337,6 +371,7 @@ func (k *Sink) Pull(ctx context.Context, nc *nats.Conn, subject string, maxBytes
 		return 0, 0, &DivergedError{Offset: point, OK: ok}
 	}
 	k.InSync = reply.InSync
+	k.leaderEnd = reply.End
 	// The leader's newer epochs, durable before a record of theirs is
 	// applied (a follower acts on an epoch only once it is on disk).
 	for _, e := range reply.Epochs {
@@ -352,9 +387,7 @@ func (k *Sink) Pull(ctx context.Context, nc *nats.Conn, subject string, maxBytes
 	}
 	n, err := Apply(k.Store, k.Journal, entries)
 	if n > 0 {
-		if derr := k.makeDurable(ctx, entries[:n]); derr != nil && err == nil {
-			err = derr
-		}
+		k.makeDurable(entries[:n])
 	}
 	return n, reply.Committed, err
 }
@@ -367,28 +400,68 @@ func NewSink(store *logstore.Store, journal *Journal, epochs *logstore.Epochs, m
 
 // Durable is the journal offset below which this member holds every
 // pointer and record durably.
-func (k *Sink) Durable() uint64 { return min(k.durable, k.Journal.End()) }
+func (k *Sink) Durable() uint64 {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return min(k.durable, k.Journal.End())
+}
 
-// makeDurable waits until the records of entries, applied, and their
-// pointers are durable, then counts them in what this member reports:
-// the leader commits by that report, so it must never run ahead of the
-// subjects' logs, which sync apart from the journal.
-func (k *Sink) makeDurable(ctx context.Context, entries []Entry) error {
-	last := map[string]uint64{}
+// makeDurable hands an applied batch to the sync worker, which counts it
+// in what this member reports once its records and their pointers are
+// durable: the leader commits by that report, so it must never run ahead
+// of the subjects' logs, which sync apart from the journal. The next pull
+// goes out meanwhile (one batch syncs while the next is carried); at most
+// two batches wait.
+func (k *Sink) makeDurable(entries []Entry) {
+	k.start.Do(func() {
+		k.syncing = make(chan syncBatch, 1)
+		go k.syncWorker()
+	})
+	b := syncBatch{last: map[string]uint64{}, end: entries[len(entries)-1].Journal}
 	for _, e := range entries {
-		last[e.Subject] = e.Offset
+		b.last[e.Subject] = e.Offset
 	}
-	for subject, offset := range last {
+	k.inflight.Add(1)
+	k.syncing <- b
+}
+
+func (k *Sink) syncWorker() {
+	for b := range k.syncing {
+		err := k.waitDurable(b)
+		k.mu.Lock()
+		if err != nil && k.syncErr == nil {
+			k.syncErr = err
+		}
+		if k.syncErr == nil {
+			k.durable = max(k.durable, b.end+1)
+		}
+		k.mu.Unlock()
+		k.inflight.Done()
+	}
+}
+
+func (k *Sink) waitDurable(b syncBatch) error {
+	ctx := context.Background() // the logs end the wait when they close
+	for subject, offset := range b.last {
 		if err := k.Store.WaitDurable(ctx, subject, offset); err != nil {
 			return err
 		}
 	}
-	end := entries[len(entries)-1].Journal
-	if err := k.Journal.Log().WaitDurable(ctx, end); err != nil {
-		return err
+	return k.Journal.Log().WaitDurable(ctx, b.end)
+}
+
+// Settle waits until every batch applied so far has been made durable (or
+// could not be).
+func (k *Sink) Settle() { k.inflight.Wait() }
+
+// Close stops the sync worker once it has finished; the Sink pulls no
+// more.
+func (k *Sink) Close() {
+	k.inflight.Wait()
+	k.start.Do(func() {}) // no worker to start after this
+	if k.syncing != nil {
+		close(k.syncing)
 	}
-	k.durable = max(k.durable, end+1)
-	return nil
 }
 
 // entries turns a reply's records into entries to apply, putting a

@@ -48,6 +48,9 @@ func TruncationPoint(local *logstore.Epochs, localEnd uint64, leaderHeld logstor
 // is one that can be done twice: a follower that stops in the middle
 // pulls, is told the same point, and finishes.
 func (k *Sink) Truncate(point uint64) (dropped uint64, err error) {
+	// Batches still syncing count only once durable: let them finish
+	// before what they hold is cut, so that none marks past the cut.
+	k.Settle()
 	if end := k.Journal.End(); point < end {
 		pointers, err := k.Journal.Read(point, int(end-point))
 		if err != nil {
@@ -70,6 +73,8 @@ func (k *Sink) Truncate(point uint64) (dropped uint64, err error) {
 			return dropped, err
 		}
 	}
+	k.mu.Lock()
 	k.durable = min(k.durable, point)
+	k.mu.Unlock()
 	return dropped, k.Epochs.TruncateFrom(point)
 }
