@@ -441,15 +441,7 @@ func (l *leadership) proposeInSync(window time.Duration) (drop, add, next []stri
 		ago = l.heads[0].end
 	}
 	inSync := l.commit.InSync()
-	for _, key := range inSync {
-		end, _ := l.commit.Durable(key)
-		silent := now.Sub(l.pullOrStart(key)) > window
-		if key != l.m.key && ((silent && end < head) || end < ago) {
-			drop = append(drop, key)
-		}
-	}
-	room := len(inSync) - group.Majority(l.m.s.cfg.Replicas)
-	drop = drop[:max(0, min(len(drop), room))]
+	drop = l.commit.Lagging(ago, func(key string) bool { return now.Sub(l.pullOrStart(key)) > window })
 	for _, key := range l.commit.CaughtUp() {
 		if _, ok := l.known[key]; ok && now.Sub(l.pullOrStart(key)) <= window {
 			add = append(add, key)

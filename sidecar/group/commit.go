@@ -124,17 +124,19 @@ func (c *Commit) SetInSync(members []string) error {
 	return nil
 }
 
-// Lagging proposes the in-sync members to drop: those (the leader aside)
-// whose durable end is more than maxLag journal records behind the
-// leader's. The caller decides for how long a member must lag first, and
-// writes the smaller set to the lease before SetInSync; the set never
-// shrinks below a majority, so the proposal is cut to what would keep one
-// (the furthest behind dropped first).
-func (c *Commit) Lagging(maxLag uint64) []string {
+// Lagging proposes the in-sync members to drop (the leader aside): those
+// that do not hold what the leader held durably a lease ago (ago), and
+// those that have gone silent (not pulled for a lease) while holding less
+// than the leader does now. The caller writes the smaller set to the
+// lease before SetInSync; the set never shrinks below a majority, so the
+// proposal is cut to what would keep one (the furthest behind dropped
+// first).
+func (c *Commit) Lagging(ago uint64, silent func(member string) bool) []string {
 	head := c.durable[c.leader]
 	var behind []string
 	for _, member := range c.inSync {
-		if member != c.leader && head-min(head, c.durable[member]) > maxLag {
+		end := c.durable[member]
+		if member != c.leader && (end < ago || (end < head && silent(member))) {
 			behind = append(behind, member)
 		}
 	}

@@ -59,8 +59,12 @@ func TestInSyncProposalsKeepAMajority(t *testing.T) {
 	for member, end := range map[string]uint64{"b": 99, "c": 10, "d": 50, "e": 20} {
 		c.Report(member, end)
 	}
-	if got := c.Lagging(30); !reflect.DeepEqual(got, []string{"c", "e"}) {
+	never := func(string) bool { return false }
+	if got := c.Lagging(70, never); !reflect.DeepEqual(got, []string{"c", "e"}) {
 		t.Fatalf("lagging %v, want the two furthest behind that a majority allows: [c e]", got)
+	}
+	if got := c.Lagging(0, func(m string) bool { return m == "b" }); !reflect.DeepEqual(got, []string{"b"}) {
+		t.Fatalf("lagging %v, want [b]: silent, and holding less than the leader", got)
 	}
 	if err := c.SetInSync([]string{"a", "b", "d"}); err != nil {
 		t.Fatal(err)
@@ -68,7 +72,7 @@ func TestInSyncProposalsKeepAMajority(t *testing.T) {
 	if got := c.Committed(); got != 50 {
 		t.Fatalf("committed %d with {a b d}, want 50", got)
 	}
-	if got := c.Lagging(30); len(got) != 0 {
+	if got := c.Lagging(70, never); len(got) != 0 {
 		t.Fatalf("lagging %v: dropping any would leave fewer than 3 of 5", got)
 	}
 	c.Report("e", 60)
