@@ -240,7 +240,7 @@ func TestGroupSurvivesKill9OfNATSServers(t *testing.T) {
 	}
 	cancel()
 	publishers.Wait()
-	// No reply count here: in about one run in eight, one or two of 22
+	// No reply count here: in one run of about sixteen, two of 22
 	// requests right after the servers came back got no reply within a
 	// second (NATS forwarding a queue request to a server whose member
 	// had just moved, it seems; not yet understood).
