@@ -48,16 +48,13 @@ func TestGroupChaos(t *testing.T) {
 	members := startGroup(t, bin, cluster, 3)
 	nc := harness.Connect(t, cluster.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
 	api := client.New(nc, "VOIK.API")
-	load := &ackedLoad{api: api, subject: "orders.chaos", acked: map[string]messages.AckReply{}}
+	load := newAckedLoad(api, "orders.chaos", "")
 	seen := &seenRecords{seen: map[uint64]messages.Record{}}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var wg sync.WaitGroup
-	for p := range 2 {
-		wg.Add(1)
-		go func() { defer wg.Done(); load.run(ctx, p, 100_000) }()
-	}
+	publishers := load.start(t, 2, 100_000)
 	wg.Add(2)
 	go func() { // plain publishes: some are lost in a failover, none may be stored twice
 		defer wg.Done()
@@ -97,6 +94,7 @@ func TestGroupChaos(t *testing.T) {
 		}
 	}
 	cancel()
+	publishers.stop()
 	wg.Wait()
 	checkLog(t, api, load.subject, load, seen, false)
 	harness.Eventually(t, 30*time.Second, "every member caught up", func() bool { return allCaught(api, members) })

@@ -22,6 +22,7 @@ import (
 type ackedLoad struct {
 	api     *client.Client
 	subject string
+	ids     string // prefix of its Nats-Msg-Ids: loads on one subject need their own
 
 	mu      sync.Mutex
 	acked   map[string]messages.AckReply // id -> its ack
@@ -30,9 +31,42 @@ type ackedLoad struct {
 	failed  []error
 }
 
+func newAckedLoad(api *client.Client, subject, ids string) *ackedLoad {
+	return &ackedLoad{api: api, subject: subject, ids: ids, acked: map[string]messages.AckReply{}}
+}
+
+// loadRun is an ackedLoad's publishers at work.
+type loadRun struct {
+	cancel context.CancelFunc
+	done   sync.WaitGroup
+}
+
+// start runs publishers, each sending count appends (retried until
+// acked) until they are sent or stop is called.
+func (l *ackedLoad) start(t *testing.T, publishers, count int) *loadRun {
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &loadRun{cancel: cancel}
+	t.Cleanup(r.stop)
+	for p := range publishers {
+		r.done.Add(1)
+		go func() { defer r.done.Done(); l.run(ctx, p, count) }()
+	}
+	return r
+}
+
+// wait waits for the publishers to send all they were to.
+func (r *loadRun) wait() { r.done.Wait() }
+
+// stop stops the publishers (an append in flight is neither acked nor
+// lost) and waits for them.
+func (r *loadRun) stop() {
+	r.cancel()
+	r.done.Wait()
+}
+
 func (l *ackedLoad) run(ctx context.Context, publisher, count int) {
 	for k := range count {
-		id := fmt.Sprintf("p%d-%d", publisher, k)
+		id := fmt.Sprintf("%sp%d-%d", l.ids, publisher, k)
 		h := nats.Header{}
 		h.Set(messages.HeaderMsgID, id)
 		giveUp := time.Now().Add(30 * time.Second)
@@ -198,14 +232,14 @@ func checkLog(t *testing.T, api *client.Client, subject string, load *ackedLoad,
 // publishers retrying acked appends to subject (count each) and a reader
 // paging through it, until stop.
 type groupUnderLoad struct {
-	members    []*harness.VoikProcess
-	nc         *nats.Conn
-	api        *client.Client
-	load       *ackedLoad
-	seen       *seenRecords
-	publishers sync.WaitGroup
-	reading    sync.WaitGroup
-	stopRead   context.CancelFunc
+	members  []*harness.VoikProcess
+	nc       *nats.Conn
+	api      *client.Client
+	load     *ackedLoad
+	seen     *seenRecords
+	run      *loadRun
+	reading  sync.WaitGroup
+	stopRead context.CancelFunc
 }
 
 func startGroupUnderLoad(t *testing.T, subject string, count int) *groupUnderLoad {
@@ -213,15 +247,11 @@ func startGroupUnderLoad(t *testing.T, subject string, count int) *groupUnderLoa
 	cluster := harness.StartNATSCluster(t, 3)
 	g := &groupUnderLoad{members: startGroup(t, harness.BuildVoik(t), cluster, 3), nc: harness.Connect(t, cluster.URL())}
 	g.api = client.New(g.nc, "VOIK.API")
-	g.load = &ackedLoad{api: g.api, subject: subject, acked: map[string]messages.AckReply{}}
+	g.load = newAckedLoad(g.api, subject, "")
 	g.seen = &seenRecords{seen: map[uint64]messages.Record{}}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	for p := range 4 {
-		g.publishers.Add(1)
-		go func() { defer g.publishers.Done(); g.load.run(ctx, p, count) }()
-	}
-	readCtx, stopRead := context.WithCancel(ctx)
+	g.run = g.load.start(t, 4, count)
+	readCtx, stopRead := context.WithCancel(context.Background())
+	t.Cleanup(stopRead)
 	g.stopRead = stopRead
 	g.reading.Add(1)
 	go func() { defer g.reading.Done(); g.seen.read(readCtx, g.api, subject) }()
@@ -232,7 +262,7 @@ func startGroupUnderLoad(t *testing.T, subject string, count int) *groupUnderLoa
 // finish waits for the publishers, stops the reader, and checks the log.
 func (g *groupUnderLoad) finish(t *testing.T) {
 	t.Helper()
-	g.publishers.Wait()
+	g.run.wait()
 	g.stopRead()
 	g.reading.Wait()
 	oneReplyEach(t, g.nc, g.load.subject)
@@ -260,7 +290,7 @@ func TestGroupLosesNoAckedRecordWhenTheLeaderIsKilled(t *testing.T) {
 	g.finish(t) // with the killed member still down
 	g.members[leader].Restart(t)
 	harness.Eventually(t, 30*time.Second, "the restarted member to catch up", func() bool {
-		st, err := getGroup(g.members[leader])
+		st, err := g.members[leader].GroupStatus()
 		return err == nil && st.Role == "follower" && allCaught(g.api, g.members)
 	})
 	g.finish(t)
@@ -282,7 +312,7 @@ func TestGroupFencesALeaderPausedPastItsLease(t *testing.T) {
 	if old < 0 {
 		t.Fatal("no member says it leads")
 	}
-	before, err := getGroup(members[old])
+	before, err := members[old].GroupStatus()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,7 +329,7 @@ func TestGroupFencesALeaderPausedPastItsLease(t *testing.T) {
 			if i == old {
 				continue
 			}
-			if st, err := getGroup(p); err == nil && st.Role == "leader" && st.Epoch > before.Epoch {
+			if st, err := p.GroupStatus(); err == nil && st.Role == "leader" && st.Epoch > before.Epoch {
 				newEpoch = st.Epoch
 				return true
 			}
@@ -311,7 +341,7 @@ func TestGroupFencesALeaderPausedPastItsLease(t *testing.T) {
 	members[old].Resume()
 	paused = false
 	harness.Eventually(t, 30*time.Second, "the old leader to follow and catch up", func() bool {
-		st, err := getGroup(members[old])
+		st, err := members[old].GroupStatus()
 		return err == nil && st.Role == "follower" && st.Epoch >= newEpoch && allCaught(g.api, members)
 	})
 	g.finish(t)
@@ -329,15 +359,8 @@ func TestGroupSurvivesTheLossOfNATSServers(t *testing.T) {
 	members := startGroup(t, bin, cluster, 3)
 	nc := harness.Connect(t, cluster.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
 	api := client.New(nc, "VOIK.API")
-	load := &ackedLoad{api: api, subject: "orders.servers", acked: map[string]messages.AckReply{}}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var publishers sync.WaitGroup
-	for p := range 4 {
-		publishers.Add(1)
-		// Until the servers are back (cancel), at most 5,000 each.
-		go func() { defer publishers.Done(); load.run(ctx, p, 5000) }()
-	}
+	load := newAckedLoad(api, "orders.servers", "")
+	publishers := load.start(t, 4, 5000) // until the servers are back (stop)
 	harness.Eventually(t, 30*time.Second, "acks before the first stop", func() bool { return load.count() >= 100 })
 
 	leader := leaderOf(members)
@@ -365,8 +388,7 @@ func TestGroupSurvivesTheLossOfNATSServers(t *testing.T) {
 	next, _ = load.firstAckAfter(stopped)
 	t.Logf("the key-value stream leader stopped to the next ack: %v", next.Sub(stopped).Round(time.Millisecond))
 	cluster.Restart(kvLeader)
-	cancel()
-	publishers.Wait()
+	publishers.stop()
 	harness.Eventually(t, 60*time.Second, "every member back and caught up", func() bool { return allCaught(api, members) })
 	checkLog(t, api, load.subject, load, &seenRecords{seen: map[uint64]messages.Record{}}, false)
 }

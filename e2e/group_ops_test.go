@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -83,19 +82,13 @@ func TestGroupOperations(t *testing.T) {
 		}
 	})
 
-	load := &ackedLoad{api: api, subject: "orders.ops", acked: map[string]messages.AckReply{}}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var publishers sync.WaitGroup
-	for p := range 2 {
-		publishers.Add(1)
-		go func() { defer publishers.Done(); load.run(ctx, p, 5000) }()
-	}
+	load := newAckedLoad(api, "orders.ops", "")
+	publishers := load.start(t, 2, 5000)
 	harness.Eventually(t, 30*time.Second, "acks", func() bool { return load.count() >= 50 })
 
 	t.Run("SIGTERM of the leader hands over within a lease", func(t *testing.T) {
 		leader := leaderOf(members)
-		before, _ := getGroup(members[leader])
+		before, _ := members[leader].GroupStatus()
 		members[leader].Stop(t)
 		stopped := time.Now()
 		harness.Eventually(t, 10*time.Second, "an ack after the leader stopped", func() bool {
@@ -108,7 +101,7 @@ func TestGroupOperations(t *testing.T) {
 			t.Errorf("the next ack came %v after the leader stopped: a handover should take less than the lease (%v)", next.Sub(stopped), groupLease)
 		}
 		now := leaderOf(members)
-		if st, err := getGroup(members[now]); err != nil || st.Epoch <= before.Epoch {
+		if st, err := members[now].GroupStatus(); err != nil || st.Epoch <= before.Epoch {
 			t.Errorf("the new leader's epoch %d (err %v), want above %d", st.Epoch, err, before.Epoch)
 		}
 		members[leader].Restart(t)
@@ -143,7 +136,7 @@ func TestGroupOperations(t *testing.T) {
 			}
 		}
 		harness.Eventually(t, 30*time.Second, "the wiped member to hold what was committed", func() bool {
-			st, err := getGroup(p)
+			st, err := p.GroupStatus()
 			return err == nil && st.CommittedLag == 0 && st.Role == "follower"
 		})
 	})
@@ -175,8 +168,7 @@ func TestGroupOperations(t *testing.T) {
 		})
 	})
 
-	cancel()
-	publishers.Wait()
+	publishers.stop()
 	checkLog(t, api, load.subject, load, &seenRecords{seen: map[uint64]messages.Record{}}, false)
 
 	t.Run("a member's data dir serves standalone", func(t *testing.T) {
@@ -236,7 +228,7 @@ func TestGroupForceLeadAfterLosingAMajority(t *testing.T) {
 		t.Fatalf("force-lead --yes: %v, %s", err, out)
 	}
 	harness.Eventually(t, 10*groupLease, "the survivor to lead", func() bool {
-		st, err := getGroup(survivor)
+		st, err := survivor.GroupStatus()
 		return err == nil && st.Role == "leader"
 	})
 	harness.StartVoikProcess(t, bin, groupConfig(t, cluster.ClientURL(1), 3)) // a new member, m3

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -9,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -203,14 +201,8 @@ func TestGroupSurvivesKill9OfNATSServers(t *testing.T) {
 	members := startGroupInNetns(t, ns, c)
 	nc := publisherConn(t, c.urls)
 	api := client.New(nc, "VOIK.API")
-	load := &ackedLoad{api: api, subject: "orders.kill9", acked: map[string]messages.AckReply{}}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var publishers sync.WaitGroup
-	for p := range 2 {
-		publishers.Add(1)
-		go func() { defer publishers.Done(); load.run(ctx, p, 5000) }()
-	}
+	load := newAckedLoad(api, "orders.kill9", "")
+	publishers := load.start(t, 2, 5000)
 	harness.Eventually(t, 30*time.Second, "acks before the first kill", func() bool { return load.count() >= 50 })
 	for _, pick := range []struct {
 		what   string
@@ -238,8 +230,7 @@ func TestGroupSurvivesKill9OfNATSServers(t *testing.T) {
 		c.waitJetStream()
 		harness.Eventually(t, 60*time.Second, "every member back and caught up", func() bool { return allCaught(api, members) })
 	}
-	cancel()
-	publishers.Wait()
+	publishers.stop()
 	// No reply count here: in one run of about sixteen, two of 22
 	// requests right after the servers came back got no reply within a
 	// second (NATS forwarding a queue request to a server whose member
@@ -264,21 +255,15 @@ func TestGroupPartitionCutsOffTheLeader(t *testing.T) {
 	members := startGroupInNetns(t, ns, c)
 	nc := publisherConn(t, urls)
 	api := client.New(nc, "VOIK.API")
-	load := &ackedLoad{api: api, subject: "orders.partition", acked: map[string]messages.AckReply{}}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var publishers sync.WaitGroup
-	for p := range 2 {
-		publishers.Add(1)
-		go func() { defer publishers.Done(); load.run(ctx, p, 5000) }()
-	}
+	load := newAckedLoad(api, "orders.partition", "")
+	publishers := load.start(t, 2, 5000)
 	harness.Eventually(t, 30*time.Second, "acks before the cut", func() bool { return load.count() >= 50 })
 
 	old := leaderOf(members)
 	if old < 0 {
 		t.Fatal("no member says it leads")
 	}
-	before, _ := getGroup(members[old])
+	before, _ := members[old].GroupStatus()
 	// A publisher beside the leader, in its namespace: it keeps its
 	// connection to the leader's server through the cut.
 	beside, err := nats.Connect(urls[old], nats.SetCustomDialer(ns.Dialer(old)), nats.MaxReconnects(-1))
@@ -286,18 +271,17 @@ func TestGroupPartitionCutsOffTheLeader(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer beside.Close()
-	besideLoad := &ackedLoad{api: client.New(beside, "VOIK.API"), subject: "orders.partition", acked: map[string]messages.AckReply{}}
+	besideLoad := newAckedLoad(client.New(beside, "VOIK.API"), "orders.partition", "beside-")
 
 	ns.Cut(old)
 	cut := time.Now()
-	publishers.Add(1)
-	go func() { defer publishers.Done(); besideLoad.run(ctx, 9, 30) }()
+	besideRun := besideLoad.start(t, 1, 30)
 	harness.Eventually(t, 6*groupLease+20*time.Second, "the majority side to lead in a higher epoch and ack", func() bool {
 		for i, p := range members {
 			if i == old {
 				continue
 			}
-			if st, err := getGroup(p); err == nil && st.Role == "leader" && st.Epoch > before.Epoch {
+			if st, err := p.GroupStatus(); err == nil && st.Role == "leader" && st.Epoch > before.Epoch {
 				_, acked := load.firstAckAfter(cut)
 				return acked
 			}
@@ -310,11 +294,11 @@ func TestGroupPartitionCutsOffTheLeader(t *testing.T) {
 
 	ns.Heal(old)
 	harness.Eventually(t, 60*time.Second, "the old leader back in the group, and every member caught up", func() bool {
-		st, err := getGroup(members[old])
+		st, err := members[old].GroupStatus()
 		return err == nil && st.Epoch > before.Epoch && st.Role != "candidate" && allCaught(api, members)
 	})
-	cancel()
-	publishers.Wait()
+	publishers.stop()
+	besideRun.stop()
 	if besideBefore > 0 {
 		t.Errorf("%d acks reached the publisher beside the cut-off leader while it was cut off", besideBefore)
 	}

@@ -54,8 +54,6 @@ func startGroup(t *testing.T, bin string, cluster *harness.Cluster, n int) []*ha
 // httpClient gives up on a member that does not answer (a paused one).
 var httpClient = &http.Client{Timeout: 2 * time.Second}
 
-func getGroup(p *harness.VoikProcess) (harness.GroupStatus, error) { return p.GroupStatus() }
-
 // oneReplyEach sends a mix of requests about subject and fails for any
 // that gets other than exactly one reply within a second.
 func oneReplyEach(t *testing.T, nc *nats.Conn, subject string) {
@@ -97,7 +95,7 @@ func allCaught(api *client.Client, members []*harness.VoikProcess) bool {
 // leaderOf is the index of the member that says it leads, or -1.
 func leaderOf(members []*harness.VoikProcess) int {
 	for i, p := range members {
-		if st, err := getGroup(p); err == nil && st.Role == "leader" {
+		if st, err := p.GroupStatus(); err == nil && st.Role == "leader" {
 			return i
 		}
 	}
