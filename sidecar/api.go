@@ -366,12 +366,8 @@ func (a *api) answer(r *request, builder *messages.FetchReplyBuilder) (body []by
 // first record), 503 when voik is shutting down, and a 500 when the log
 // cannot be served at all.
 func (a *api) withLog(subject string, fn func(*logstore.Log) *messages.Error) *messages.Error {
-	if a.vis.hidden(subject) && a.queue != "" && a.store.Has(subject) {
-		// A group member that holds records of subject but has not
-		// heard of their commit yet waits for that news (as catchUp).
-		settle, cancel := context.WithTimeout(a.shutdown, commitSettle)
-		a.vis.waitSubject(settle, subject)
-		cancel()
+	if a.vis.hidden(subject) {
+		a.vis.catchUpSubject(a.shutdown, subject)
 	}
 	if a.vis.hidden(subject) {
 		return messages.Errorf(messages.CodeNotFound, "no committed record for subject %s", messages.Quote(subject))
@@ -450,12 +446,7 @@ func startOffset(log *logstore.Log, end uint64, offset *uint64, startTime int64)
 func (a *api) info(subject string) (any, *messages.Error) {
 	var info logstore.Info
 	if err := a.withLog(subject, func(log *logstore.Log) *messages.Error {
-		if end := log.EndOffset(); a.queue != "" && a.vis.end(log) < end {
-			// Records held here whose commit this member has not heard
-			// of yet: wait for that news (as catchUp), so that a client
-			// with an ack finds its record counted.
-			a.catchUp(a.shutdown, log, end)
-		}
+		a.vis.catchUp(a.shutdown, log, log.EndOffset()) // a client with an ack finds its record counted
 		info = log.Info()
 		if end := a.vis.end(log); end < info.EndOffset {
 			// Records past the committed end are not counted.

@@ -44,11 +44,11 @@ func (a *api) fetch(r *request, subject string, builder *messages.FetchReplyBuil
 // waits there for a long poll, and reads the page.
 func (a *api) fetchFrom(r *request, log *logstore.Log, subject string, req messages.FetchRequest, wait context.Context, builder *messages.FetchReplyBuilder) ([]byte, *messages.Error) {
 	end := a.vis.end(log)
-	if req.Offset != nil && *req.Offset > end && a.queue != "" {
+	if req.Offset != nil && *req.Offset > end && a.vis.lags() {
 		// A group member that has not heard of the latest commits yet
 		// (it was paused, or is catching up) waits for them before it
 		// says 416 about an offset another member has served.
-		if err := a.waitAsLongPoll(r, func() { end = a.catchUp(wait, log, *req.Offset) }); err != nil {
+		if err := a.waitAsLongPoll(r, func() { end = a.vis.catchUp(wait, log, *req.Offset) }); err != nil {
 			return nil, err
 		}
 	}
@@ -71,12 +71,8 @@ func (a *api) fetchFrom(r *request, log *logstore.Log, subject string, req messa
 		}
 	case start >= end && start < log.EndOffset():
 		// In a group: this member holds the record asked for and has
-		// not heard of its commit yet, which is a pull's round trip away
-		// when it was acked. Wait that long, so that a reader who has
-		// its ack finds its record on any member.
-		settle, cancel := context.WithTimeout(wait, commitSettle)
-		defer cancel()
-		if err := a.waitAsLongPoll(r, func() { a.vis.waitFor(settle, log, start) }); err != nil {
+		// not heard of its commit yet.
+		if err := a.waitAsLongPoll(r, func() { a.vis.catchUp(wait, log, start+1) }); err != nil {
 			return nil, err
 		}
 	}
@@ -155,19 +151,6 @@ func (a *api) readPage(r *request, log *logstore.Log, subject string, req messag
 	a.trim(r, int64(cap(page))) // what the page holds while it is sent
 	return page, nil
 }
-
-// catchUp waits, at most commitSettle, until log's visible end reaches
-// offset, and returns the end then.
-func (a *api) catchUp(ctx context.Context, log *logstore.Log, offset uint64) uint64 {
-	settle, cancel := context.WithTimeout(ctx, commitSettle)
-	defer cancel()
-	a.vis.waitFor(settle, log, offset-1)
-	return a.vis.end(log)
-}
-
-// commitSettle bounds how long a FETCH waits for the commit of a record
-// this member already holds (in a group).
-const commitSettle = time.Second
 
 // firstPageReserve is what a FETCH reserves of the reply budget before it
 // reads a record: a page of a few small records, what a woken long poll

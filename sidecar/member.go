@@ -121,7 +121,7 @@ func openMember(s *Sidecar, opts logstore.Options) (*member, error) {
 		m.logger.Info("the data dir's records are the group's now", "records", named)
 	}
 	m.sink = group.NewSink(s.store, m.journal, m.epochs, m.key)
-	if m.view, err = newCommittedView(m.journal, m.readCheckpoint()); err != nil {
+	if m.view, err = newCommittedView(m.journal, s.store.Has, m.readCheckpoint()); err != nil {
 		m.close()
 		return nil, fmt.Errorf("group journal: %w", err)
 	}

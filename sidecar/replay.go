@@ -104,8 +104,8 @@ func (a *api) replay(msg *nats.Msg, subject string) ([]byte, int) {
 // the records. An error is a reply for the caller to send instead.
 func (a *api) replayFrom(msg *nats.Msg, log *logstore.Log, subject string, req messages.ReplayRequest) *messages.Error {
 	end := a.vis.end(log)
-	if req.Offset != nil && *req.Offset > end && a.queue != "" {
-		end = a.catchUp(a.shutdown, log, *req.Offset) // as FETCH does
+	if req.Offset != nil && *req.Offset > end {
+		end = a.vis.catchUp(a.shutdown, log, *req.Offset) // as FETCH does
 	}
 	start, errReply := startOffset(log, end, req.Offset, req.StartTime)
 	if errReply != nil {

@@ -3,6 +3,7 @@ package sidecar
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/voik/voik/logstore"
 	"github.com/voik/voik/sidecar/group"
@@ -22,7 +23,22 @@ type visibility interface {
 	// waitSubject returns once subject is not hidden and has a log, or
 	// ctx ends.
 	waitSubject(ctx context.Context, subject string)
+	// lags says whether the visible ends may be behind what this member
+	// is about to learn (a group member hears of commits a moment after
+	// the leader acks them).
+	lags() bool
+	// catchUp waits, at most commitSettle, for log's visible end to
+	// reach offset when it lags, and returns the end then.
+	catchUp(ctx context.Context, log *logstore.Log, offset uint64) uint64
+	// catchUpSubject waits likewise for subject to be visible, when this
+	// member holds records of it.
+	catchUpSubject(ctx context.Context, subject string)
 }
+
+// commitSettle bounds how long a group member waits for news of the
+// commit of records it holds, a pull's round trip away when they were
+// acked: so that a reader who has an ack finds its record on any member.
+const commitSettle = time.Second
 
 // wholeLogs is a standalone voik's visibility: every record stored.
 type wholeLogs struct{ store *logstore.Store }
@@ -52,6 +68,7 @@ func (wholeLogs) waitFor(ctx context.Context, log *logstore.Log, offset uint64) 
 // this member knows. It only moves forward.
 type committedView struct {
 	journal *group.Journal
+	holds   func(subject string) bool // whether the store has a log of subject
 
 	advancing sync.Mutex // one advance at a time
 
@@ -63,9 +80,9 @@ type committedView struct {
 
 // newCommittedView counts the journal up to upTo (what a checkpoint
 // says was committed, at most the journal's end).
-func newCommittedView(journal *group.Journal, upTo uint64) (*committedView, error) {
+func newCommittedView(journal *group.Journal, holds func(string) bool, upTo uint64) (*committedView, error) {
 	start := journal.Log().FirstOffset()
-	v := &committedView{journal: journal, upTo: start, ends: map[string]uint64{}, moved: make(chan struct{})}
+	v := &committedView{journal: journal, holds: holds, upTo: start, ends: map[string]uint64{}, moved: make(chan struct{})}
 	return v, v.advance(min(upTo, journal.End()))
 }
 
@@ -159,6 +176,26 @@ func (v *committedView) waitFor(ctx context.Context, log *logstore.Log, offset u
 	}
 }
 
+func (v *committedView) lags() bool { return true }
+
+func (v *committedView) catchUp(ctx context.Context, log *logstore.Log, offset uint64) uint64 {
+	settle, cancel := context.WithTimeout(ctx, commitSettle)
+	defer cancel()
+	if offset > 0 {
+		v.waitFor(settle, log, offset-1)
+	}
+	return v.end(log)
+}
+
+func (v *committedView) catchUpSubject(ctx context.Context, subject string) {
+	if !v.hidden(subject) || !v.holds(subject) {
+		return // visible, or nothing held here to hear of
+	}
+	settle, cancel := context.WithTimeout(ctx, commitSettle)
+	defer cancel()
+	v.waitSubject(settle, subject)
+}
+
 func (v *committedView) waitSubject(ctx context.Context, subject string) {
 	for {
 		_, moved := v.committed()
@@ -171,4 +208,12 @@ func (v *committedView) waitSubject(ctx context.Context, subject string) {
 			return
 		}
 	}
+}
+
+func (wholeLogs) lags() bool { return false }
+
+func (wholeLogs) catchUpSubject(context.Context, string) {}
+
+func (wholeLogs) catchUp(_ context.Context, log *logstore.Log, _ uint64) uint64 {
+	return log.EndOffset()
 }
