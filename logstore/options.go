@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -129,6 +130,16 @@ type Options struct {
 	// RetentionCheckInterval is how often the store applies MaxAge to logs
 	// that are not being written. Default 1 minute.
 	RetentionCheckInterval time.Duration
+	// HoldRetention starts the store with retention held: nothing is
+	// deleted by the limits until Store.HoldRetention(false). A replica
+	// that follows a leader holds it, and deletes only what the leader
+	// did (Log.DropBefore), so that both logs start at the same offset.
+	HoldRetention bool
+	// OnRetention, if set, is told the new first offset of a log each
+	// time retention deleted segments from its front (a leader tells its
+	// replicas). It is called with the log's writer lock held: it must
+	// not call into that log, and should only hand the news on.
+	OnRetention func(subject string, first uint64)
 
 	// MaxOpenLogs bounds the logs held open (file descriptors and mappings);
 	// the least recently used idle log is closed past it, and reopened on
@@ -141,6 +152,7 @@ type Options struct {
 
 	faults *faultHooks     // tests only
 	kernel *kernelFeatures // what the kernel refused; one per store (withDefaults)
+	held   *atomic.Bool    // retention held (HoldRetention); one per store (withDefaults)
 }
 
 // Limits and defaults of Options that a caller's own settings check
@@ -205,6 +217,10 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.kernel == nil {
 		o.kernel = new(kernelFeatures)
+	}
+	if o.held == nil {
+		o.held = new(atomic.Bool)
+		o.held.Store(o.HoldRetention)
 	}
 	return o, nil
 }

@@ -24,7 +24,9 @@ import (
 // opened at all.
 //
 // The steps, in order (docs/storage.md repeats them):
-//  0. Finish a truncation cut short (truncate.go), before anything else:
+//  0. Finish a reset cut short (dropfront.go): with .reset naming offset
+//     F, every segment left is deleted and an empty one made at F. Then
+//     finish a truncation cut short (truncate.go), before anything else:
 //     the states a truncation passes through would look like a gap or
 //     corruption to the steps below. With a truncation intent (.truncate)
 //     naming offset T: the segment holding T is checked (header, records
@@ -75,6 +77,9 @@ import (
 //
 // Every step can be interrupted and run again with the same result.
 func recoverSegments(dir string, opts *Options, report *Recovery) ([]*segment, error) {
+	if err := finishReset(dir, opts); err != nil {
+		return nil, err
+	}
 	if err := finishTruncation(dir, opts); err != nil {
 		return nil, err
 	}

@@ -24,7 +24,7 @@ func (l *Log) ApplyRetention() int {
 // applyRetentionLocked is ApplyRetention; the caller holds writeMu.
 func (l *Log) applyRetentionLocked() int {
 	limits := l.opts.Retention
-	if limits == (Retention{}) {
+	if limits == (Retention{}) || (l.opts.held != nil && l.opts.held.Load()) {
 		return 0
 	}
 	segments := *l.segments.Load()
@@ -32,25 +32,35 @@ func (l *Log) applyRetentionLocked() int {
 	if drop == 0 {
 		return 0
 	}
+	l.dropFrontLocked(segments, drop)
+	l.opts.Observer.RetentionDeleted(drop)
+	if l.opts.OnRetention != nil {
+		l.opts.OnRetention(l.subject, l.firstOffset.Load())
+	}
+	return drop
+}
+
+// dropFrontLocked deletes the first drop segments of segments (the log's
+// list), oldest first, so that a crash part way leaves a contiguous
+// suffix behind. Readers in them finish from their mappings. The caller
+// holds writeMu, and drop is below len(segments).
+func (l *Log) dropFrontLocked(segments []*segment, drop int) {
 	kept := slices.Clone(segments[drop:])
 	l.segments.Store(&kept)
 	l.firstOffset.Store(kept[0].baseOffset)
-	// Oldest first: a crash part way leaves a contiguous suffix behind.
 	for _, s := range segments[:drop] {
 		s.deleted.Store(true)
 		if err := s.removeFiles(); err != nil {
-			l.opts.Logger.Error("logstore: retention", "subject", l.subject, "err", err)
+			l.opts.Logger.Error("logstore: deleting a segment", "subject", l.subject, "err", err)
 		} else {
 			l.opts.Observer.DiskBytes(-(s.logAllocated.Load() + s.indexAllocated.Load()))
 		}
 		s.release()
 	}
-	l.opts.Observer.RetentionDeleted(drop)
 	if err := syncDir(l.dir); err != nil {
-		l.opts.Logger.Error("logstore: retention", "subject", l.subject, "err", err)
+		l.opts.Logger.Error("logstore: deleting a segment", "subject", l.subject, "err", err)
 	}
-	l.opts.Logger.Debug("logstore: retention deleted segments", "subject", l.subject, "segments", drop, "first_offset", kept[0].baseOffset)
-	return drop
+	l.opts.Logger.Debug("logstore: deleted segments from the front", "subject", l.subject, "segments", drop, "first_offset", kept[0].baseOffset)
 }
 
 // expiredLocked is how many segments from the front of segments are past
@@ -103,10 +113,18 @@ func (s *Store) runRetention() {
 	}
 }
 
+// HoldRetention holds retention (nothing is deleted by the limits) or
+// lets it go on, for every log of the store: a replica holds it while it
+// follows, and lets it go when it leads (Options.HoldRetention).
+func (s *Store) HoldRetention(hold bool) { s.opts.held.Store(hold) }
+
 // ApplyRetention applies the retention limits to every log that has more
 // than one segment (only those can lose any) and returns how many
 // segments it deleted.
 func (s *Store) ApplyRetention() int {
+	if s.opts.held.Load() {
+		return 0
+	}
 	deleted := 0
 	for _, subject := range s.Subjects() {
 		s.mu.Lock()
