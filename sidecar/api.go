@@ -425,16 +425,16 @@ func rangeError(offset, first, end uint64) *messages.Error {
 }
 
 // startOffset resolves where a FETCH or REPLAY starts: start_time when
-// given, else offset when given, else the first offset.
-func startOffset(log *logstore.Log, end uint64, offset *uint64, startTime int64) (uint64, *messages.Error) {
-	first := log.FirstOffset()
+// given, else offset when given, else the first offset (first and end
+// are the visible ones).
+func startOffset(log *logstore.Log, first, end uint64, offset *uint64, startTime int64) (uint64, *messages.Error) {
 	switch {
 	case startTime > 0:
 		at, err := log.OffsetAt(startTime)
 		if err != nil {
 			return 0, storeError(err)
 		}
-		return min(at, end), nil
+		return min(max(at, first), end), nil
 	case offset == nil:
 		return first, nil
 	case *offset < first || *offset > end:
@@ -448,6 +448,13 @@ func (a *api) info(subject string) (any, *messages.Error) {
 	if err := a.withLog(subject, func(log *logstore.Log) *messages.Error {
 		a.vis.catchUp(a.shutdown, log, log.EndOffset()) // a client with an ack finds its record counted
 		info = log.Info()
+		if first := a.vis.first(log); first > info.FirstOffset {
+			// A group member whose segments were cut elsewhere than the
+			// leader's holds a few records below its first offset.
+			info.FirstOffset, info.FirstTimestamp = first, 0
+			log.Scan(first, func(v logstore.RecordView) bool { info.FirstTimestamp = v.Timestamp; return false })
+			info.EndOffset = max(info.EndOffset, first)
+		}
 		if end := a.vis.end(log); end < info.EndOffset {
 			// Records past the committed end are not counted.
 			info.EndOffset, info.LastTimestamp = end, info.FirstTimestamp

@@ -52,7 +52,7 @@ func (a *api) fetchFrom(r *request, log *logstore.Log, subject string, req messa
 			return nil, err
 		}
 	}
-	start, err := startOffset(log, end, req.Offset, req.StartTime)
+	start, err := startOffset(log, a.vis.first(log), end, req.Offset, req.StartTime)
 	if err != nil {
 		if err.Code == messages.CodeOutOfRange && req.Offset != nil && *req.Offset > end {
 			err = deadEnd(log, subject, err)
@@ -95,7 +95,7 @@ func (a *api) readPage(r *request, log *logstore.Log, subject string, req messag
 	}
 	// The reply reports the log as it is now; records appended while it is
 	// built wait for the next fetch.
-	first, end := log.FirstOffset(), a.vis.end(log)
+	first, end := a.vis.first(log), a.vis.end(log)
 	builder.Reset()
 	payloadBytes := 0
 	var tooLarge, decodeFailed error

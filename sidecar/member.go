@@ -101,6 +101,7 @@ func openMember(s *Sidecar, opts logstore.Options) (*member, error) {
 		self: lease.Member{Instance: cfg.Instance, DataDirID: id}, wake: make(chan struct{}, 1)}
 	m.key = m.self.String()
 	opts.Retention = logstore.Retention{} // the journal is kept whole (for now)
+	opts.HoldRetention, opts.OnRetention = false, nil
 	opts.Observer = nil
 	if m.journal, err = group.OpenJournal(filepath.Join(dir, "journal"), opts); err != nil {
 		return nil, fmt.Errorf("group journal: %w", err)

@@ -91,6 +91,7 @@ func (m *member) startLeadership(ctx context.Context, epoch uint64) error {
 		l.onCommit(c)
 	}
 	m.lead.Store(l)
+	m.s.store.HoldRetention(false) // retention is the leader's, journaled for the followers (markStart)
 	reviewCtx, cancel := context.WithCancel(ctx)
 	l.cancel = cancel
 	go l.reviewInSync(reviewCtx)
@@ -150,7 +151,9 @@ func (m *member) settleTail(ctx context.Context) error {
 	}
 	last := map[string]uint64{}
 	for _, p := range pointers {
-		last[p.Subject] = max(last[p.Subject], p.Offset)
+		if !p.Start {
+			last[p.Subject] = max(last[p.Subject], p.Offset)
+		}
 	}
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -184,6 +187,8 @@ func (m *member) endLeadership(l *leadership, reason string) {
 		return
 	}
 	m.logger.Warn("no longer leading", "epoch", l.epoch, "reason", reason)
+	// A follower deletes only what its leader did.
+	m.s.store.HoldRetention(true)
 	m.view.wake() // followers waiting in a long poll here: go and find the new leader
 	if m.groupSub != nil {
 		m.groupSub.Unsubscribe()
@@ -276,6 +281,29 @@ func (l *leadership) journal(subject string, first uint64, n int) (journalSpan, 
 }
 
 func (l *leadership) journalEnd() uint64 { return l.m.journal.End() }
+
+// markStart journals a start marker: this leader's retention deleted the
+// records of subject below first (logstore's OnRetention, called with
+// the subject's log locked: it only journals). Followers delete the same
+// when they copy it. The marker counts in the leader's durable end like
+// the pointers.
+func (l *leadership) markStart(subject string, first uint64) {
+	if _, ok := l.m.leading(); !ok || l.m.lead.Load() != l {
+		return // the next leader's retention deletes the same and says so
+	}
+	start, err := l.m.journal.Append([]group.Pointer{{Subject: subject, Offset: first, Start: true}})
+	if err != nil {
+		l.m.logger.Error("cannot journal what retention deleted; stepping down", "subject", subject, "first_offset", first, "err", err)
+		l.broken(err)
+		return
+	}
+	l.m.journal.Log().RequestSync()
+	go func() {
+		if err := l.durable(journalSpan{start: start, end: start + 1}); err != nil {
+			l.broken(err)
+		}
+	}()
+}
 
 func (l *leadership) broken(err error) {
 	l.m.elector.StepDown(err.Error())

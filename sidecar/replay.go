@@ -107,7 +107,7 @@ func (a *api) replayFrom(msg *nats.Msg, log *logstore.Log, subject string, req m
 	if req.Offset != nil && *req.Offset > end {
 		end = a.vis.catchUp(a.shutdown, log, *req.Offset) // as FETCH does
 	}
-	start, errReply := startOffset(log, end, req.Offset, req.StartTime)
+	start, errReply := startOffset(log, a.vis.first(log), end, req.Offset, req.StartTime)
 	if errReply != nil {
 		return errReply
 	}

@@ -158,6 +158,16 @@ func (s *Sidecar) openStore(ctx context.Context) (closeStore func() error, err e
 		return nil, err
 	}
 	storeOpts.Observer = storeObserver{m: s.metrics}
+	if s.cfg.Group != "" {
+		// Retention is the leader's: held until this member leads, and
+		// journaled for the followers when it deletes.
+		storeOpts.HoldRetention = true
+		storeOpts.OnRetention = func(subject string, first uint64) {
+			if l := s.member.lead.Load(); l != nil {
+				l.markStart(subject, first)
+			}
+		}
+	}
 	s.store, err = logstore.OpenStore(s.cfg.DataDir, storeOpts)
 	if err != nil {
 		return nil, &ConfigError{fmt.Errorf("VOIK_DATA_DIR %s: %v", s.cfg.DataDir, err)}

@@ -16,6 +16,8 @@ type visibility interface {
 	// hidden says whether subject has nothing to serve yet (404) though
 	// it may have a log.
 	hidden(subject string) bool
+	// first is the first offset of log that readers see.
+	first(log *logstore.Log) uint64
 	// end is the end offset of log that readers see.
 	end(log *logstore.Log) uint64
 	// waitFor returns once log's visible end is past offset, or ctx ends.
@@ -43,8 +45,9 @@ const commitSettle = time.Second
 // wholeLogs is a standalone voik's visibility: every record stored.
 type wholeLogs struct{ store *logstore.Store }
 
-func (wholeLogs) hidden(string) bool           { return false }
-func (wholeLogs) end(log *logstore.Log) uint64 { return log.EndOffset() }
+func (wholeLogs) hidden(string) bool             { return false }
+func (wholeLogs) first(log *logstore.Log) uint64 { return log.FirstOffset() }
+func (wholeLogs) end(log *logstore.Log) uint64   { return log.EndOffset() }
 func (w wholeLogs) waitSubject(ctx context.Context, subject string) {
 	for {
 		created := w.store.Created()
@@ -65,24 +68,31 @@ func (wholeLogs) waitFor(ctx context.Context, log *logstore.Log, offset uint64) 
 
 // committedView is a group member's visibility: per subject, the end of
 // its committed records, from the journal up to the committed offset
-// this member knows. It only moves forward.
+// this member knows, and where the leader's retention made it start
+// (the journal's start markers). It only moves forward.
+//
+// A member deletes below a start marker only whole segments (Log.DropBefore):
+// when its segments were cut at other offsets than the leader's, its log
+// holds a few records below the marker, which readers are not shown, so
+// that first_offset is the same on every member.
 type committedView struct {
 	journal *group.Journal
 	holds   func(subject string) bool // whether the store has a log of subject
 
 	advancing sync.Mutex // one advance at a time
 
-	mu    sync.Mutex
-	upTo  uint64            // journal offset below which every pointer is counted
-	ends  map[string]uint64 // subject -> one past its highest committed offset
-	moved chan struct{}     // closed and replaced on every advance
+	mu     sync.Mutex
+	upTo   uint64            // journal offset below which every pointer is counted
+	ends   map[string]uint64 // subject -> one past its highest committed offset
+	starts map[string]uint64 // subject -> its first offset by the latest committed start marker
+	moved  chan struct{}     // closed and replaced on every advance
 }
 
 // newCommittedView counts the journal up to upTo (what a checkpoint
 // says was committed, at most the journal's end).
 func newCommittedView(journal *group.Journal, holds func(string) bool, upTo uint64) (*committedView, error) {
 	start := journal.Log().FirstOffset()
-	v := &committedView{journal: journal, holds: holds, upTo: start, ends: map[string]uint64{}, moved: make(chan struct{})}
+	v := &committedView{journal: journal, holds: holds, upTo: start, ends: map[string]uint64{}, starts: map[string]uint64{}, moved: make(chan struct{})}
 	return v, v.advance(min(upTo, journal.End()))
 }
 
@@ -96,7 +106,7 @@ func (v *committedView) advance(to uint64) error {
 	if to <= from {
 		return nil
 	}
-	ends := map[string]uint64{}
+	ends, starts := map[string]uint64{}, map[string]uint64{}
 	for at := from; at < to; {
 		pointers, err := v.journal.Read(at, int(min(to-at, 4096)))
 		if err != nil {
@@ -107,13 +117,20 @@ func (v *committedView) advance(to uint64) error {
 			break
 		}
 		for _, p := range pointers {
-			ends[p.Subject] = max(ends[p.Subject], p.Offset+1)
+			if p.Start {
+				starts[p.Subject] = max(starts[p.Subject], p.Offset)
+			} else {
+				ends[p.Subject] = max(ends[p.Subject], p.Offset+1)
+			}
 		}
 		at += uint64(len(pointers))
 	}
 	v.mu.Lock()
 	for subject, end := range ends {
 		v.ends[subject] = max(v.ends[subject], end)
+	}
+	for subject, start := range starts {
+		v.starts[subject] = max(v.starts[subject], start)
 	}
 	v.upTo = max(v.upTo, to)
 	close(v.moved)
@@ -152,12 +169,20 @@ func (v *committedView) hidden(subject string) bool {
 	return !ok
 }
 
+func (v *committedView) first(log *logstore.Log) uint64 {
+	v.mu.Lock()
+	start := v.starts[log.Subject()]
+	v.mu.Unlock()
+	return max(log.FirstOffset(), start)
+}
+
 func (v *committedView) end(log *logstore.Log) uint64 {
+	first := v.first(log)
 	end, ok := v.subjectEnd(log.Subject())
 	if !ok {
-		return log.FirstOffset()
+		return first
 	}
-	return max(min(end, log.EndOffset()), log.FirstOffset())
+	return max(min(end, log.EndOffset()), first)
 }
 
 func (v *committedView) waitFor(ctx context.Context, log *logstore.Log, offset uint64) {

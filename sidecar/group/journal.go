@@ -20,31 +20,51 @@ import (
 // capture handlers, so theirs do not ascend across subjects, and a log's
 // timestamps must.
 //
+// The leader's retention is journaled too, as a start marker: "the log
+// of this subject starts at this offset now". Followers, whose own
+// retention is held, delete the same records when they copy it, so that
+// every member's log of a subject starts at the same offset.
+//
 // # Pointer record (the journal record's data)
 //
 //	uvarint len(subject), subject, uint64 offset (little-endian)
+//
+// and a start marker has one more byte, 1, after the offset.
 
 // Pointer is one journal record: where a record of the group's log is,
-// and when the leader journaled it.
+// and when the leader journaled it; or, with Start, a start marker.
 type Pointer struct {
 	Subject   string
 	Offset    uint64
 	Timestamp int64 // the journal record's, not the record's
+	// Start: a start marker, no record. The leader's retention deleted
+	// Subject's records below Offset.
+	Start bool
 }
 
-func encodePointer(dst []byte, subject string, offset uint64) []byte {
-	dst = binary.AppendUvarint(dst, uint64(len(subject)))
-	dst = append(dst, subject...)
-	return binary.LittleEndian.AppendUint64(dst, offset)
-}
-
-func decodePointer(data []byte) (string, uint64, error) {
-	n, k := binary.Uvarint(data)
-	if k <= 0 || n > uint64(len(data)-k) || len(data)-k-int(n) != 8 {
-		return "", 0, fmt.Errorf("group: journal record of %d bytes is not a pointer", len(data))
+func encodePointer(dst []byte, p Pointer) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(p.Subject)))
+	dst = append(dst, p.Subject...)
+	dst = binary.LittleEndian.AppendUint64(dst, p.Offset)
+	if p.Start {
+		dst = append(dst, 1)
 	}
-	subject := string(data[k : k+int(n)])
-	return subject, binary.LittleEndian.Uint64(data[k+int(n):]), nil
+	return dst
+}
+
+func decodePointer(data []byte) (Pointer, error) {
+	n, k := binary.Uvarint(data)
+	if k <= 0 || n > uint64(len(data)-k) {
+		return Pointer{}, fmt.Errorf("group: journal record of %d bytes is not a pointer", len(data))
+	}
+	rest := data[k+int(n):]
+	switch {
+	case len(rest) == 8:
+	case len(rest) == 9 && rest[8] == 1:
+	default:
+		return Pointer{}, fmt.Errorf("group: journal record of %d bytes is not a pointer", len(data))
+	}
+	return Pointer{Subject: string(data[k : k+int(n)]), Offset: binary.LittleEndian.Uint64(rest), Start: len(rest) == 9}, nil
 }
 
 // Journal is a group member's journal.
@@ -73,6 +93,13 @@ func (j *Journal) Append(pointers []Pointer) (uint64, error) {
 	return first, err
 }
 
+// Mark journals a start marker on the leader: its retention deleted the
+// records of subject below first.
+func (j *Journal) Mark(subject string, first uint64) error {
+	_, err := j.Append([]Pointer{{Subject: subject, Offset: first, Start: true}})
+	return err
+}
+
 // Close closes the journal.
 func (j *Journal) Close() error { return j.log.Close() }
 
@@ -99,7 +126,7 @@ func pointerEntries(pointers []Pointer) []logstore.Entry {
 	var buf []byte
 	for i, p := range pointers {
 		start := len(buf)
-		buf = encodePointer(buf, p.Subject, p.Offset)
+		buf = encodePointer(buf, p)
 		entries[i] = logstore.Entry{Data: buf[start:len(buf):len(buf)]}
 	}
 	return entries
@@ -110,12 +137,13 @@ func (j *Journal) Read(offset uint64, max int) ([]Pointer, error) {
 	var pointers []Pointer
 	var decodeErr error
 	_, err := j.log.Scan(offset, func(v logstore.RecordView) bool {
-		subject, at, err := decodePointer(v.Data)
+		p, err := decodePointer(v.Data)
 		if err != nil {
 			decodeErr = fmt.Errorf("journal offset %d: %w", v.Offset, err)
 			return false
 		}
-		pointers = append(pointers, Pointer{Subject: subject, Offset: at, Timestamp: v.Timestamp})
+		p.Timestamp = v.Timestamp
+		pointers = append(pointers, p)
 		return len(pointers) < max
 	})
 	if err == nil {
@@ -143,7 +171,12 @@ func WireSize(subject string, headers logstore.Headers, data []byte) int {
 }
 
 // Entry is one record as it is replicated: its place in the journal (and
-// when it was journaled) and in its subject's log, and the record.
+// when it was journaled) and in its subject's log, and the record. Or,
+// with Drop set, no record: the leader holds none of Subject below Drop
+// (retention deleted them), and the follower deletes its own. That is a
+// start marker (Start, Offset = Drop), or a pointer at Offset whose
+// record is gone (Offset < Drop): a follower that copies it starts its
+// log of Subject where the leader's starts, however far behind it was.
 type Entry struct {
 	Journal   uint64
 	Journaled int64
@@ -152,12 +185,25 @@ type Entry struct {
 	Timestamp int64
 	Headers   logstore.Headers
 	Data      []byte
+	Drop      uint64
+	Start     bool
+}
+
+// record says whether the entry carries a record (not a start marker or
+// a pointer whose record is gone).
+func (e *Entry) record() bool { return e.Drop == 0 }
+
+// pointer is the entry's journal record.
+func (e *Entry) pointer() Pointer {
+	return Pointer{Subject: e.Subject, Offset: e.Offset, Timestamp: e.Journaled, Start: e.Start}
 }
 
 // Collect is the leader's side of a copy: the records of the journal
 // from offset on, up to max of them and about maxBytes of data and
 // headers (always one, so that a copy moves on), read from store. The
-// records of one subject are read with one look at its log.
+// records of one subject are read with one look at its log. A start
+// marker, and a pointer below its subject's first offset (retention
+// deleted its record), become entries with Drop set.
 func Collect(store *logstore.Store, journal *Journal, from uint64, max, maxBytes int) ([]Entry, error) {
 	pointers, err := journal.Read(from, max)
 	if err != nil {
@@ -174,28 +220,11 @@ func Collect(store *logstore.Store, journal *Journal, from uint64, max, maxBytes
 		bySubject[p.Subject] = append(bySubject[p.Subject], i)
 	}
 	records := make([]logstore.Record, len(pointers))
+	drops := make([]uint64, len(pointers))
 	readable := len(pointers) // pointers below it were read
 	var readErr error
 	for _, subject := range order {
-		indexes := bySubject[subject]
-		first := pointers[indexes[0]]
-		err := store.View(subject, func(l *logstore.Log) error {
-			got, err := l.Read(first.Offset, len(indexes))
-			for k, r := range got {
-				if r.Offset != pointers[indexes[k]].Offset {
-					return fmt.Errorf("group: journal offset %d points at %q offset %d, the log has %d there",
-						from+uint64(indexes[k]), subject, pointers[indexes[k]].Offset, r.Offset)
-				}
-				records[indexes[k]] = r
-			}
-			if err == nil && len(got) < len(indexes) {
-				err = fmt.Errorf("group: journal offset %d points past the end of %q", from+uint64(indexes[len(got)]), subject)
-			}
-			if err != nil && len(got) < len(indexes) {
-				readable = min(readable, indexes[len(got)])
-			}
-			return err
-		})
+		err := collectSubject(store, subject, pointers, bySubject[subject], from, records, drops, &readable)
 		if err != nil && readErr == nil {
 			readErr = err
 		}
@@ -203,17 +232,74 @@ func Collect(store *logstore.Store, journal *Journal, from uint64, max, maxBytes
 	entries := make([]Entry, 0, readable)
 	size := 0
 	for i, r := range records[:readable] {
-		size += WireSize(pointers[i].Subject, r.Headers, r.Data)
+		p := pointers[i]
+		e := Entry{Journal: from + uint64(i), Journaled: p.Timestamp, Subject: p.Subject, Offset: p.Offset, Drop: drops[i], Start: p.Start}
+		if e.record() {
+			e.Timestamp, e.Headers, e.Data = r.Timestamp, r.Headers, r.Data
+		}
+		size += WireSize(p.Subject, e.Headers, e.Data)
 		if i > 0 && size > maxBytes {
 			return entries, nil
 		}
-		entries = append(entries, Entry{Journal: from + uint64(i), Journaled: pointers[i].Timestamp, Subject: pointers[i].Subject, Offset: r.Offset,
-			Timestamp: r.Timestamp, Headers: r.Headers, Data: r.Data})
+		entries = append(entries, e)
 	}
 	if readable < len(pointers) {
 		return entries, readErr
 	}
 	return entries, nil
+}
+
+// collectSubject reads the records of subject that the pointers at
+// indexes name, into records, and sets drops for its start markers and
+// for pointers below its log's first offset. A read that fails lowers
+// *readable to the first pointer not read.
+func collectSubject(store *logstore.Store, subject string, pointers []Pointer, indexes []int, from uint64, records []logstore.Record, drops []uint64, readable *int) error {
+	var named []int // pointers, not markers
+	for _, i := range indexes {
+		if pointers[i].Start {
+			drops[i] = pointers[i].Offset
+		} else {
+			named = append(named, i)
+		}
+	}
+	if len(named) == 0 {
+		return nil
+	}
+	var live []int
+	looked := false
+	err := store.View(subject, func(l *logstore.Log) error {
+		looked = true
+		first := l.FirstOffset()
+		for _, i := range named {
+			if pointers[i].Offset < first {
+				drops[i] = first
+			} else {
+				live = append(live, i)
+			}
+		}
+		if len(live) == 0 {
+			return nil
+		}
+		got, err := l.Read(pointers[live[0]].Offset, len(live))
+		for k, r := range got {
+			if r.Offset != pointers[live[k]].Offset {
+				return fmt.Errorf("group: journal offset %d points at %q offset %d, the log has %d there",
+					from+uint64(live[k]), subject, pointers[live[k]].Offset, r.Offset)
+			}
+			records[live[k]] = r
+		}
+		if err == nil && len(got) < len(live) {
+			err = fmt.Errorf("group: journal offset %d points past the end of %q", from+uint64(live[len(got)]), subject)
+		}
+		if err != nil && len(got) < len(live) {
+			*readable = min(*readable, live[len(got)])
+		}
+		return err
+	})
+	if err != nil && !looked {
+		*readable = min(*readable, named[0]) // the log could not be looked at
+	}
+	return err
 }
 
 // ErrDiverged: a follower's journal runs past where its epoch ended on
@@ -245,42 +331,76 @@ func Apply(store *logstore.Store, journal *Journal, entries []Entry) (int, error
 			return 0, fmt.Errorf("group: entry %d has journal offset %d, want %d", i, e.Journal, entries[0].Journal+uint64(i))
 		}
 	}
-	// One append per subject; the pointers then go up to the first entry
-	// whose record could not be stored.
-	bySubject := map[string][]Entry{}
-	var order []string
-	for i, e := range entries {
-		run, ok := bySubject[e.Subject]
-		if !ok {
-			order = append(order, e.Subject)
-		} else if last := run[len(run)-1]; e.Offset != last.Offset+1 {
-			return 0, fmt.Errorf("group: entry %d is %q offset %d after offset %d: a subject's records in a batch are consecutive", i, e.Subject, e.Offset, last.Offset)
-		}
-		bySubject[e.Subject] = append(run, e)
-	}
-	applied := len(entries)
-	var applyErr error
-	for _, subject := range order {
-		run := bySubject[subject]
-		n, err := applyRun(store, run)
-		if err != nil && n < len(run) {
-			if cut := int(run[n].Journal - entries[0].Journal); cut < applied {
-				applied, applyErr = cut, err
-			}
-		}
+	applied, applyErr, err := applyEntries(store, entries)
+	if err != nil {
+		return 0, err
 	}
 	// The records first, then their pointers in one append: a follower
 	// that stops in between holds records its journal does not point at
 	// yet, and applies them again, harmlessly, when it copies on.
 	pointers := make([]Pointer, applied)
-	for i, e := range entries[:applied] {
-		pointers[i] = Pointer{Subject: e.Subject, Offset: e.Offset, Timestamp: e.Journaled}
+	for i := range entries[:applied] {
+		pointers[i] = entries[i].pointer()
 	}
 	n, err := journal.AppendAt(entries[0].Journal, pointers)
 	if err != nil {
 		return n, err
 	}
 	return n, applyErr
+}
+
+// applyEntries stores entries in their subjects' logs: one append per
+// subject and run of consecutive offsets, and, for an entry with Drop,
+// its subject's records below Drop deleted (the run before it appended
+// first). It returns how many entries, from the first, were applied
+// whole, and why the next was not; err is for entries that are not a
+// copy (offsets of a subject out of order), of which nothing was done.
+func applyEntries(store *logstore.Store, entries []Entry) (applied int, applyErr, err error) {
+	runs := map[string][]Entry{}
+	for i, e := range entries {
+		if !e.record() {
+			runs[e.Subject] = nil // a drop starts the subject's runs afresh
+			continue
+		}
+		if run := runs[e.Subject]; len(run) > 0 && e.Offset != run[len(run)-1].Offset+1 {
+			return 0, nil, fmt.Errorf("group: entry %d is %q offset %d after offset %d: a subject's records in a batch are consecutive", i, e.Subject, e.Offset, run[len(run)-1].Offset)
+		}
+		runs[e.Subject] = append(runs[e.Subject], e)
+	}
+	clear(runs)
+	applied = len(entries)
+	cut := func(at uint64, err error) {
+		if i := int(at - entries[0].Journal); i < applied {
+			applied, applyErr = i, err
+		}
+	}
+	flush := func(subject string) {
+		run := runs[subject]
+		delete(runs, subject)
+		if n, err := applyRun(store, run); err != nil && n < len(run) {
+			cut(run[n].Journal, err)
+		}
+	}
+	var order []string
+	for _, e := range entries {
+		if !e.record() {
+			flush(e.Subject)
+			if _, err := store.DropBefore(e.Subject, e.Drop); err != nil {
+				cut(e.Journal, fmt.Errorf("group: deleting %q below %d as the leader did: %w", e.Subject, e.Drop, err))
+			}
+			continue
+		}
+		if _, ok := runs[e.Subject]; !ok {
+			order = append(order, e.Subject)
+		}
+		runs[e.Subject] = append(runs[e.Subject], e)
+	}
+	for _, subject := range order {
+		if _, ok := runs[subject]; ok {
+			flush(subject)
+		}
+	}
+	return applied, applyErr, nil
 }
 
 // applyRun appends run (one subject, consecutive offsets) to its log as

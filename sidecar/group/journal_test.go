@@ -91,15 +91,7 @@ func TestAFollowerCopiesItsLeaderRecordForRecord(t *testing.T) {
 	leader, follower := newMember(t), newMember(t)
 	for round := 0; round < 5; round++ {
 		leader.lead(t, rng, 300)
-		for follower.journal.End() < leader.journal.End() {
-			entries, err := Collect(leader.store, leader.journal, follower.journal.End(), 1+rng.IntN(100), 1+rng.IntN(64<<10))
-			if err != nil || len(entries) == 0 {
-				t.Fatalf("collect from %d: %d entries, %v", follower.journal.End(), len(entries), err)
-			}
-			if n, err := Apply(follower.store, follower.journal, entries); err != nil || n != len(entries) {
-				t.Fatalf("apply %d entries: %d, %v", len(entries), n, err)
-			}
-		}
+		copyAll(t, rng, leader, follower)
 	}
 	wantLogs, wantJournal := leader.contents(t)
 	gotLogs, gotJournal := follower.contents(t)
@@ -213,4 +205,95 @@ func TestTheJournalTakesRecordsWhoseTimestampsDoNotAscend(t *testing.T) {
 	if !reflect.DeepEqual(gotJournal, wantJournal) || !reflect.DeepEqual(gotLogs, wantLogs) {
 		t.Fatal("the copy differs")
 	}
+}
+
+// newRetainingMember is a member whose store deletes by retention (small
+// segments, few records kept) unless held; unheld, it journals a start
+// marker each time, as a leader does.
+func newRetainingMember(t *testing.T, hold bool) *member {
+	t.Helper()
+	dir := t.TempDir()
+	m := &member{}
+	opts := testOptions()
+	opts.SegmentBytes = logstore.MinSegmentBytes
+	opts.Retention = logstore.Retention{MaxMessages: 10}
+	opts.HoldRetention = hold
+	opts.OnRetention = func(subject string, first uint64) {
+		if err := m.journal.Mark(subject, first); err != nil {
+			t.Error(err)
+		}
+	}
+	var err error
+	if m.journal, err = OpenJournal(filepath.Join(dir, "journal"), testOptions()); err != nil {
+		t.Fatal(err)
+	}
+	if m.store, err = logstore.OpenStore(filepath.Join(dir, "data"), opts); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.store.Close(); m.journal.Close() })
+	return m
+}
+
+// copyAll copies the leader's journal to the follower in batches of
+// random sizes until the follower has it all.
+func copyAll(t *testing.T, rng *rand.Rand, leader, follower *member) {
+	t.Helper()
+	for follower.journal.End() < leader.journal.End() {
+		entries, err := Collect(leader.store, leader.journal, follower.journal.End(), 1+rng.IntN(100), 1+rng.IntN(64<<10))
+		if err != nil || len(entries) == 0 {
+			t.Fatalf("collect from %d: %d entries, %v", follower.journal.End(), len(entries), err)
+		}
+		if n, err := Apply(follower.store, follower.journal, entries); err != nil || n != len(entries) {
+			t.Fatalf("apply %d entries: %d, %v", len(entries), n, err)
+		}
+	}
+}
+
+// The leader's retention reaches its followers through the journal: a
+// follower that copies all along, its own retention held, deletes
+// exactly what the leader deleted; one that starts empty after the
+// leader deleted records (bootstrap after retention) starts each log
+// where the leader's starts. Both then hold the leader's records from
+// there on, at the same offsets, and the same journal.
+func TestFollowersStartEveryLogWhereTheLeadersRetentionLeftIt(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	leader := newRetainingMember(t, false)
+	along, late := newRetainingMember(t, true), newRetainingMember(t, true)
+	for round := 0; round < 5; round++ {
+		leader.lead(t, rng, 300)
+		copyAll(t, rng, leader, along)
+	}
+	copyAll(t, rng, leader, late)
+	wantLogs, wantJournal := leader.contents(t)
+	markers := 0
+	for _, p := range wantJournal {
+		if p.Start {
+			markers++
+		}
+	}
+	if markers == 0 {
+		t.Fatal("the leader's retention deleted nothing: the test proves nothing")
+	}
+	for name, f := range map[string]*member{"a follower copying all along": along, "a follower starting late": late} {
+		gotLogs, gotJournal := f.contents(t)
+		if !reflect.DeepEqual(gotJournal, wantJournal) {
+			t.Errorf("%s: the journals differ", name)
+		}
+		for subject, want := range wantLogs {
+			got := gotLogs[subject]
+			if len(got) == 0 || len(want) == 0 || got[0].Offset != want[0].Offset {
+				t.Errorf("%s: %s starts at %v, the leader's at %v", name, subject, firstOf(got), firstOf(want))
+			} else if !reflect.DeepEqual(got, want) {
+				t.Errorf("%s: the records of %s differ", name, subject)
+			}
+		}
+	}
+	t.Logf("%d start markers; the leader kept %d subjects", markers, len(wantLogs))
+}
+
+func firstOf(records []logstore.Record) any {
+	if len(records) == 0 {
+		return "nothing"
+	}
+	return records[0].Offset
 }

@@ -42,7 +42,9 @@ func ReadNamed(journal *Journal) (*Named, error) {
 // Note records pointers just journaled or copied.
 func (n *Named) Note(pointers []Pointer) {
 	for _, p := range pointers {
-		n.ends[p.Subject] = max(n.ends[p.Subject], p.Offset+1)
+		if !p.Start {
+			n.ends[p.Subject] = max(n.ends[p.Subject], p.Offset+1)
+		}
 	}
 }
 

@@ -21,7 +21,11 @@ import (
 // copies nothing, it never guesses.
 
 // ProtocolVersion is the version of the messages below.
-const ProtocolVersion = 1
+//
+// Version 2 added retention: start markers and pointers whose record is
+// gone (WireRecord.Drop, Start). A member of version 1 would take them
+// for empty records, so it is refused.
+const ProtocolVersion = 2
 
 // Reply codes of a pull.
 const (
@@ -104,6 +108,10 @@ type WireRecord struct {
 	Data      []byte              `msgpack:"d"`
 	Chunk     int                 `msgpack:"c,omitempty"`
 	Chunks    int                 `msgpack:"n,omitempty"`
+	// Drop and Start are an Entry's: no record, the leader holds none of
+	// Subject below Drop.
+	Drop  uint64 `msgpack:"x,omitempty"`
+	Start bool   `msgpack:"st,omitempty"`
 }
 
 // replyOverhead is room kept under max_payload for a reply's fields
@@ -216,7 +224,8 @@ func (s *Source) answer(body []byte) PullReply {
 		return reply
 	}
 	for _, e := range entries {
-		w := WireRecord{Journal: e.Journal, Journaled: e.Journaled, Subject: e.Subject, Offset: e.Offset, Timestamp: e.Timestamp, Headers: e.Headers, Data: e.Data}
+		w := WireRecord{Journal: e.Journal, Journaled: e.Journaled, Subject: e.Subject, Offset: e.Offset, Timestamp: e.Timestamp, Headers: e.Headers, Data: e.Data,
+			Drop: e.Drop, Start: e.Start}
 		if size := WireSize(e.Subject, e.Headers, e.Data); size > budget {
 			// Alone and too large: the piece asked for.
 			chunk := max(budget-WireSize(e.Subject, e.Headers, nil), 1)
@@ -419,7 +428,9 @@ func (k *Sink) makeDurable(entries []Entry) {
 	})
 	b := syncBatch{last: map[string]uint64{}, end: entries[len(entries)-1].Journal}
 	for _, e := range entries {
-		b.last[e.Subject] = e.Offset
+		if e.record() {
+			b.last[e.Subject] = e.Offset
+		}
 	}
 	k.inflight.Add(1)
 	k.syncing <- b
@@ -469,7 +480,8 @@ func (k *Sink) Close() {
 func (k *Sink) entries(records []WireRecord) ([]Entry, error) {
 	entries := make([]Entry, 0, len(records))
 	for _, w := range records {
-		e := Entry{Journal: w.Journal, Journaled: w.Journaled, Subject: w.Subject, Offset: w.Offset, Timestamp: w.Timestamp, Headers: w.Headers, Data: w.Data}
+		e := Entry{Journal: w.Journal, Journaled: w.Journaled, Subject: w.Subject, Offset: w.Offset, Timestamp: w.Timestamp, Headers: w.Headers, Data: w.Data,
+			Drop: w.Drop, Start: w.Start}
 		if w.Chunks > 0 {
 			if len(records) != 1 {
 				return nil, errors.New("group: a chunked record with others in one reply")

@@ -58,12 +58,14 @@ func (k *Sink) Truncate(point uint64) (dropped uint64, err error) {
 		}
 		lowest := map[string]uint64{} // per subject, the lowest offset pointed at
 		for _, p := range pointers {
-			if o, ok := lowest[p.Subject]; !ok || p.Offset < o {
+			if o, ok := lowest[p.Subject]; !p.Start && (!ok || p.Offset < o) {
 				lowest[p.Subject] = p.Offset
 			}
 		}
 		for subject, offset := range lowest {
-			n, err := k.Store.TruncateTo(subject, offset)
+			// A pointer below the log's first offset names a record the
+			// leader's retention deleted: what follows it goes.
+			n, err := k.Store.TruncateTo(subject, max(offset, k.firstOffset(subject)))
 			dropped += n
 			if err != nil && !errors.Is(err, logstore.ErrNotFound) {
 				return dropped, err
@@ -77,4 +79,11 @@ func (k *Sink) Truncate(point uint64) (dropped uint64, err error) {
 	k.durable = min(k.durable, point)
 	k.mu.Unlock()
 	return dropped, k.Epochs.TruncateFrom(point)
+}
+
+// firstOffset is the first offset of subject's log here (0 without one).
+func (k *Sink) firstOffset(subject string) uint64 {
+	var first uint64
+	k.Store.View(subject, func(l *logstore.Log) error { first = l.FirstOffset(); return nil })
+	return first
 }
