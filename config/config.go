@@ -56,6 +56,9 @@ type Config struct {
 	Replicas int           `yaml:"replicas" env:"VOIK_REPLICAS" env-default:"3" env-description:"how many members the group has (1-7); a majority is REPLICAS/2+1; the same on every member"`
 	Instance string        `yaml:"instance" env:"VOIK_INSTANCE" env-default:"" default-text:"the host name" type:"name" env-description:"this member's name in its group: unique, and stable across restarts (the pod name)"`
 	Lease    time.Duration `yaml:"lease" env:"VOIK_LEASE" env-default:"5s" env-description:"how long a silent group leader keeps the lead before another member may take it"`
+	// JournalKeep is how many journal records a group member keeps below
+	// the committed offset, for members catching up.
+	JournalKeep uint64 `yaml:"journal_keep" env:"VOIK_JOURNAL_KEEP" env-default:"1000000" env-description:"group journal records kept below the committed offset (about 60 bytes each) so that a member that was away catches up by copying the journal; one further behind copies the logs (a snapshot)"`
 
 	DedupeWindow time.Duration `yaml:"dedupe_window" env:"VOIK_DEDUPE_WINDOW" env-default:"2m" env-description:"a message with a Nats-Msg-Id header whose id was stored on its subject this recently is not stored again (an ack names the first); 0 turns it off"`
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,10 +19,12 @@ import (
 // TestGroupRetentionIsTheLeadersAndEveryMemberStartsWhereItsLogStarts:
 // in a group, retention is the leader's: followers delete only what it
 // deleted (a start marker in the journal), so INFO's first_offset is the
-// same whichever member answers; a member whose disk was wiped after the
-// leader's retention deleted the front of every log starts each log
-// where the leader's starts (bootstrap after retention), and then holds
-// the same records as the others.
+// same whichever member answers. Every member trims its journal below
+// the committed offset (VOIK_JOURNAL_KEEP records kept). A member whose
+// disk was wiped after that is further behind than the leader's journal
+// goes: it takes a snapshot, starts each log where the leader's starts
+// (bootstrap after retention), copies the journal on from there, and
+// then holds the same records as the others.
 func TestGroupRetentionIsTheLeadersAndEveryMemberStartsWhereItsLogStarts(t *testing.T) {
 	cluster := harness.StartNATSCluster(t, 3)
 	bin := harness.BuildVoik(t)
@@ -29,6 +33,7 @@ func TestGroupRetentionIsTheLeadersAndEveryMemberStartsWhereItsLogStarts(t *test
 		cfg := groupConfig(t, cluster.ClientURL(i), i)
 		cfg.SegmentSize = config.ByteSize(4 << 10) // about 15 of these records a segment
 		cfg.RetentionMaxMessages = 40
+		cfg.JournalKeep = 100
 		members[i] = harness.StartVoikProcess(t, bin, cfg)
 	}
 	nc := harness.Connect(t, cluster.URL(), nats.MaxReconnects(-1))
@@ -67,7 +72,14 @@ func TestGroupRetentionIsTheLeadersAndEveryMemberStartsWhereItsLogStarts(t *test
 		}
 	}
 
-	// Wipe a follower now that no log starts at 0, and let it catch up.
+	// Wipe a follower now that no log starts at 0 and the journals do
+	// not either, and let it catch up.
+	for _, p := range members {
+		harness.Eventually(t, 30*time.Second, "the journal trimmed", func() bool {
+			_, err := os.Stat(filepath.Join(p.Config.DataDir, ".group", "base"))
+			return err == nil
+		})
+	}
 	victim := (leaderOf(members) + 1) % 3
 	p := members[victim]
 	p.Kill()
@@ -77,6 +89,9 @@ func TestGroupRetentionIsTheLeadersAndEveryMemberStartsWhereItsLogStarts(t *test
 	p.Restart(t) // ready once in sync
 	appendAcked(20)
 	harness.Eventually(t, 30*time.Second, "every member in sync and caught up", func() bool { return allCaught(api, members) })
+	if out := p.Output(); !strings.Contains(out, "snapshot done") {
+		t.Errorf("the wiped member did not take a snapshot; its log:\n%s", out)
+	}
 	stopAndCompare(t, members)
 	for _, subject := range subjects {
 		records := readDataDir(t, p.Config.DataDir)[subject]

@@ -219,3 +219,18 @@ func (s *Store) DropBefore(subject string, offset uint64) (int, error) {
 	}
 	return deleted, err
 }
+
+// SegmentBase is the base offset of the segment that holds offset: where
+// DropBefore(offset) makes the log start. Below the first offset it is
+// the first offset; at or past the end, the newest segment's base.
+func (l *Log) SegmentBase(offset uint64) uint64 {
+	segments := *l.segments.Load()
+	base := l.firstOffset.Load()
+	for _, seg := range segments {
+		if seg.baseOffset > offset {
+			break
+		}
+		base = max(base, seg.baseOffset)
+	}
+	return base
+}

@@ -36,7 +36,11 @@ func TestDropBeforeDeletesTheWholeSegmentsBelowTheOffset(t *testing.T) {
 		{bases[3] - 1, bases[3], 0},                // below the first offset now: nothing
 		{599, bases[len(bases)-1], len(bases) - 4}, // the active segment is never whole below the end
 	} {
+		want := l.SegmentBase(c.offset)
 		deleted, err := l.DropBefore(c.offset)
+		if l.FirstOffset() != want {
+			t.Fatalf("DropBefore(%d) made the log start at %d, SegmentBase said %d", c.offset, l.FirstOffset(), want)
+		}
 		if err != nil || deleted != c.deleted || l.FirstOffset() != c.first {
 			t.Fatalf("DropBefore(%d): %d deleted, first %d, %v; want %d deleted, first %d", c.offset, deleted, l.FirstOffset(), err, c.deleted, c.first)
 		}

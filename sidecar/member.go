@@ -54,6 +54,7 @@ type member struct {
 
 	journal *group.Journal
 	epochs  *logstore.Epochs
+	base    *group.BaseFile // what the journal no longer holds
 	sink    *group.Sink
 	view    *committedView
 	kv      *lease.KV
@@ -110,6 +111,18 @@ func openMember(s *Sidecar, opts logstore.Options) (*member, error) {
 		m.close()
 		return nil, fmt.Errorf("group epochs: %w", err)
 	}
+	if m.base, err = group.OpenBase(filepath.Join(dir, "base")); err != nil {
+		m.close()
+		return nil, err
+	}
+	if at := m.base.Get().At; at > m.journal.End() {
+		// A snapshot stopped after its base was written: its journal
+		// starts there.
+		if _, err := m.journal.Log().DropBefore(at); err != nil {
+			m.close()
+			return nil, fmt.Errorf("group journal: %w", err)
+		}
+	}
 	if m.journal.End() == m.journal.Log().FirstOffset() && len(s.store.Subjects()) > 0 {
 		// A data dir that held records before it was a group's: they
 		// become the group's (copied if this member leads; replaced by
@@ -122,7 +135,8 @@ func openMember(s *Sidecar, opts logstore.Options) (*member, error) {
 		m.logger.Info("the data dir's records are the group's now", "records", named)
 	}
 	m.sink = group.NewSink(s.store, m.journal, m.epochs, m.key)
-	if m.view, err = newCommittedView(m.journal, s.store.Has, m.readCheckpoint()); err != nil {
+	m.sink.Base = m.base
+	if m.view, err = newCommittedView(m.journal, m.base.Get(), s.store.Has, m.readCheckpoint()); err != nil {
 		m.close()
 		return nil, fmt.Errorf("group journal: %w", err)
 	}
@@ -141,38 +155,10 @@ func dataDirID(dir string) (string, error) {
 	raw := make([]byte, 8)
 	rand.Read(raw)
 	id := hex.EncodeToString(raw)
-	if err := writeFileSynced(path, []byte(id+"\n")); err != nil {
+	if err := group.WriteFileSynced(path, []byte(id+"\n")); err != nil {
 		return "", err
 	}
 	return id, nil
-}
-
-// writeFileSynced writes path whole, through a temporary file, synced.
-func writeFileSynced(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
 }
 
 // The committed checkpoint: the committed journal offset this member
@@ -201,7 +187,7 @@ func (m *member) checkpoint(now bool) {
 	}
 	m.checkpointed = time.Now()
 	committed, _ := m.view.committed()
-	if err := writeFileSynced(filepath.Join(m.dir, "committed"), []byte(strconv.FormatUint(committed, 10)+"\n")); err != nil {
+	if err := group.WriteFileSynced(filepath.Join(m.dir, "committed"), []byte(strconv.FormatUint(committed, 10)+"\n")); err != nil {
 		m.logger.Warn("cannot write the committed checkpoint", "err", err)
 	}
 }
@@ -289,6 +275,7 @@ func (m *member) start(ctx context.Context) error {
 			return c, false
 		},
 		Committed: m.view.committed,
+		Base:      m.base,
 	}
 	var err error
 	if m.pullSub, err = source.Serve(m.replNC, group.PullSubject(m.name, m.self.Instance)); err != nil {
@@ -306,6 +293,7 @@ func (m *member) start(ctx context.Context) error {
 	m.running.Store(true)
 	go m.elector.Run(ctx)
 	go m.run(ctx)
+	go m.trimJournal(ctx)
 	return nil
 }
 

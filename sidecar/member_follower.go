@@ -87,6 +87,8 @@ func (m *member) copyLoop(ctx context.Context) {
 			m.gm.lagSeconds.Set(time.Since(caughtUp).Seconds())
 		case errors.As(err, &diverged):
 			m.truncate(diverged)
+		case errors.Is(err, group.ErrBehind):
+			m.snapshot(ctx, leader)
 		case ctx.Err() != nil:
 			return
 		default:
@@ -117,6 +119,47 @@ func (m *member) truncate(d *group.DivergedError) {
 	}
 	m.logger.Warn("dropped records never committed: this member's log ran past the leader's",
 		"records", dropped, "journal_from", point, "journal_end", end)
+}
+
+// snapshot copies the leader's logs up to a committed journal offset,
+// when this member's journal ends below the leader's first: it was away
+// longer than the leader keeps its journal (VOIK_JOURNAL_KEEP).
+func (m *member) snapshot(ctx context.Context, leader string) {
+	from := m.journal.End()
+	m.logger.Warn("this member is further behind than the leader's journal goes: copying the leader's logs (a snapshot)", "leader", leader, "journal_end", from)
+	began := time.Now()
+	at, copied, err := m.sink.Snapshot(ctx, m.replNC, group.PullSubject(m.name, leader), int(m.replNC.MaxPayload()))
+	if err != nil {
+		m.logger.Error("snapshot failed; trying again", "leader", leader, "records", copied, "err", err)
+		waitOrDone(ctx, m.s.cfg.Lease)
+		return
+	}
+	m.view.rebase(m.base.Get())
+	m.checkpoint(true)
+	m.logger.Info("snapshot done: copying the journal from here", "journal_offset", at, "records", copied, "took", time.Since(began).Round(time.Millisecond))
+}
+
+// trimJournal deletes the journal's front now and then: the segments
+// below the committed offset less VOIK_JOURNAL_KEEP records, kept for
+// members catching up.
+func (m *member) trimJournal(ctx context.Context) {
+	tick := time.NewTicker(max(m.s.cfg.Lease, time.Second))
+	defer tick.Stop()
+	warn := newThrottledLogger(m.logger)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		committed, _ := m.view.committed()
+		if committed <= m.s.cfg.JournalKeep {
+			continue
+		}
+		if _, err := group.TrimJournal(m.journal, m.base, committed-m.s.cfg.JournalKeep); err != nil {
+			warn.Warn("cannot trim the journal", "err", err)
+		}
+	}
 }
 
 // waitOrDone waits d or until ctx ends: a retry's pause.

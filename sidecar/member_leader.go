@@ -49,7 +49,7 @@ type headSample struct {
 // journal's end, opens the account with the stored in-sync set, and
 // captures.
 func (m *member) startLeadership(ctx context.Context, epoch uint64) error {
-	named, err := group.ReadNamed(m.journal)
+	named, err := group.ReadNamed(m.journal, m.base.Get())
 	if err != nil {
 		return err
 	}

@@ -88,12 +88,31 @@ type committedView struct {
 	moved  chan struct{}     // closed and replaced on every advance
 }
 
-// newCommittedView counts the journal up to upTo (what a checkpoint
-// says was committed, at most the journal's end).
-func newCommittedView(journal *group.Journal, holds func(string) bool, upTo uint64) (*committedView, error) {
-	start := journal.Log().FirstOffset()
-	v := &committedView{journal: journal, holds: holds, upTo: start, ends: map[string]uint64{}, starts: map[string]uint64{}, moved: make(chan struct{})}
+// newCommittedView counts the base (all of it committed) and the
+// journal after it up to upTo (what a checkpoint says was committed, at
+// most the journal's end).
+func newCommittedView(journal *group.Journal, base *group.Base, holds func(string) bool, upTo uint64) (*committedView, error) {
+	v := &committedView{journal: journal, holds: holds, ends: map[string]uint64{}, starts: map[string]uint64{}, moved: make(chan struct{})}
+	v.rebase(base)
 	return v, v.advance(min(upTo, journal.End()))
+}
+
+// rebase counts base as committed: what a trimmed journal no longer
+// holds, or what a snapshot copied.
+func (v *committedView) rebase(base *group.Base) {
+	v.advancing.Lock()
+	defer v.advancing.Unlock()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for subject, end := range base.Ends {
+		v.ends[subject] = max(v.ends[subject], end)
+	}
+	for subject, start := range base.Starts {
+		v.starts[subject] = max(v.starts[subject], start)
+	}
+	v.upTo = max(v.upTo, base.At, v.journal.Log().FirstOffset())
+	close(v.moved)
+	v.moved = make(chan struct{})
 }
 
 // advance counts the journal's pointers up to to.

@@ -426,7 +426,7 @@ func TestEnvironmentFollowsREADME(t *testing.T) {
 		// Replication groups: the chart still runs a standalone voik;
 		// making its StatefulSet a group (VOIK_INSTANCE from the pod
 		// name, VOIK_REPLICAS from its replicas) is the next issue's.
-		"VOIK_GROUP", "VOIK_REPLICAS", "VOIK_INSTANCE", "VOIK_LEASE"}
+		"VOIK_GROUP", "VOIK_REPLICAS", "VOIK_INSTANCE", "VOIK_LEASE", "VOIK_JOURNAL_KEEP"}
 	// Set only when the values name a Secret (TestAuthentication).
 	secrets := []string{"VOIK_NATS_CREDS", "VOIK_NATS_NKEY", "VOIK_NATS_TOKEN", "VOIK_NATS_USER",
 		"VOIK_NATS_PASSWORD", "VOIK_NATS_TLS_CA", "VOIK_NATS_TLS_CERT", "VOIK_NATS_TLS_KEY"}

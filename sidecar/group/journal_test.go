@@ -76,7 +76,7 @@ func (m *member) contents(t *testing.T) (map[string][]logstore.Record, []Pointer
 			t.Fatal(err)
 		}
 	}
-	pointers, err := m.journal.Read(0, int(m.journal.End())+1)
+	pointers, err := m.journal.Read(m.journal.Log().FirstOffset(), int(m.journal.End())+1)
 	if err != nil {
 		t.Fatal(err)
 	}

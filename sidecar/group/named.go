@@ -14,29 +14,19 @@ import (
 // would then hold the subject's later records at other offsets than it.
 //
 // Named is what the journal names of each subject: read once when a
-// member opens (the whole journal: a cost that grows with it, until the
-// journal has retention of its own), then kept up to date as pointers are
-// journaled or copied.
+// member takes the lead (the base, and the journal after it), then kept
+// up to date as pointers are journaled or copied.
 type Named struct {
 	ends map[string]uint64 // subject -> one past the highest offset named
 }
 
-// ReadNamed reads the whole journal.
-func ReadNamed(journal *Journal) (*Named, error) {
-	n := &Named{ends: map[string]uint64{}}
-	start := journal.Log().FirstOffset()
-	for at := start; at < journal.End(); {
-		pointers, err := journal.Read(at, 4096)
-		if err != nil {
-			return nil, err
-		}
-		if len(pointers) == 0 {
-			return nil, fmt.Errorf("group: journal read at %d returned nothing before its end %d", at, journal.End())
-		}
-		n.Note(pointers)
-		at += uint64(len(pointers))
+// ReadNamed reads the base and the journal after it.
+func ReadNamed(journal *Journal, base *Base) (*Named, error) {
+	b, err := base.readJournal(journal, journal.End())
+	if err != nil {
+		return nil, err
 	}
-	return n, nil
+	return &Named{ends: b.Ends}, nil
 }
 
 // Note records pointers just journaled or copied.

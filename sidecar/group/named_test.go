@@ -24,7 +24,7 @@ func TestDropUnnamedDropsExactlyTheRecordsNoPointerNames(t *testing.T) {
 	if _, _, err := m.store.Append("brand.new", []logstore.Entry{{Data: []byte("unnamed")}, {Data: []byte("unnamed")}}); err != nil {
 		t.Fatal(err)
 	}
-	named, err := ReadNamed(m.journal)
+	named, err := ReadNamed(m.journal, &Base{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func TestNameAllMakesADataDirsRecordsTheGroups(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	named, err := ReadNamed(leader.journal)
+	named, err := ReadNamed(leader.journal, &Base{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +84,7 @@ func TestNameAllMakesADataDirsRecordsTheGroups(t *testing.T) {
 	if gotLogs, _ := follower.contents(t); !reflect.DeepEqual(gotLogs, wantLogs) {
 		t.Fatal("the follower's copy of a named data dir differs")
 	}
-	reread, err := ReadNamed(leader.journal)
+	reread, err := ReadNamed(leader.journal, &Base{})
 	if err != nil || !reflect.DeepEqual(reread.ends, named.ends) {
 		t.Fatalf("read again: %v, %v; kept: %v", reread.ends, err, named.ends)
 	}

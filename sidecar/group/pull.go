@@ -32,6 +32,7 @@ const (
 	CodeOK         = 0
 	CodeNotLeader  = 409 // the member asked does not lead (or knows a newer epoch than this one's)
 	CodeVersion    = 426 // a protocol version the member asked does not speak
+	CodeBehind     = 416 // the leader's journal no longer goes back that far: take a snapshot
 	CodeReadFailed = 500
 )
 
@@ -60,6 +61,25 @@ type PullRequest struct {
 	Chunk    int `msgpack:"chunk,omitempty"`
 	MaxBytes int `msgpack:"max_bytes"`
 	WaitMs   int `msgpack:"wait_ms,omitempty"`
+
+	// A snapshot (Sink.Snapshot) asks for the subjects' ranges at a
+	// committed journal offset, a page at a time (List, At: 0 the first
+	// time, After: the last subject of the previous page), then reads
+	// each subject's records (Read, from From up to Until).
+	List  bool   `msgpack:"list,omitempty"`
+	At    uint64 `msgpack:"at,omitempty"`
+	After string `msgpack:"after,omitempty"`
+	Read  string `msgpack:"read,omitempty"`
+	Until uint64 `msgpack:"until,omitempty"`
+}
+
+// SubjectRange is a subject's log at a snapshot's journal offset: its
+// records are [First, End) (First as the leader's start markers set it;
+// a read from below the leader's first offset is told it, Drop).
+type SubjectRange struct {
+	Subject string `msgpack:"s"`
+	First   uint64 `msgpack:"f"`
+	End     uint64 `msgpack:"e"`
 }
 
 // PullReply is the leader's answer.
@@ -85,6 +105,16 @@ type PullReply struct {
 	// where its latest epoch ended on the leader (KIP-320): it truncates
 	// (TruncationPoint) and pulls again; no records come with it.
 	Diverging *Divergence `msgpack:"diverging,omitempty"`
+	// First is the leader's first journal offset, with CodeBehind.
+	First uint64 `msgpack:"first,omitempty"`
+	// A List's answer: the snapshot's journal offset, a page of ranges,
+	// and whether more follow.
+	At       uint64         `msgpack:"at,omitempty"`
+	Subjects []SubjectRange `msgpack:"subjects,omitempty"`
+	More     bool           `msgpack:"more,omitempty"`
+	// A Read's answer when From is below the subject's first offset: the
+	// first offset, and records from there.
+	Drop uint64 `msgpack:"drop,omitempty"`
 }
 
 // Divergence is the leader's answer for the follower's latest epoch: the
@@ -135,6 +165,8 @@ type Source struct {
 	// closed when it next moves: a long poll ends on either a new record
 	// or a commit past the follower's.
 	Committed func() (uint64, <-chan struct{})
+	// Base is what the journal no longer holds (nil: it holds it all).
+	Base *BaseFile
 }
 
 // Serve answers pulls on subject (PullSubject) on nc until the
@@ -189,10 +221,21 @@ func (s *Source) answer(body []byte) PullReply {
 		return PullReply{Version: ProtocolVersion, Code: CodeNotLeader, Epoch: epoch,
 			Error: fmt.Sprintf("epoch %d is older than the follower's %d", epoch, req.Epoch)}
 	}
+	switch {
+	case req.List:
+		return s.list(req, epoch)
+	case req.Read != "":
+		return s.read(req, epoch)
+	}
 	reply := PullReply{Version: ProtocolVersion, Epoch: epoch, End: s.Journal.End()}
 	held, end, found := s.Epochs.EndOffsetFor(req.Epoch, s.Journal.End())
 	if req.From > 0 && (!found || req.From > end) {
 		reply.Diverging = &Divergence{Held: held, End: end, Found: found}
+		return reply
+	}
+	if first := s.Journal.Log().FirstOffset(); req.From < first {
+		reply.Code, reply.First = CodeBehind, first
+		reply.Error = fmt.Sprintf("the journal starts at %d, past %d: take a snapshot", first, req.From)
 		return reply
 	}
 	// Only a follower that does not diverge counts towards the commit:
@@ -224,18 +267,22 @@ func (s *Source) answer(body []byte) PullReply {
 		return reply
 	}
 	for _, e := range entries {
-		w := WireRecord{Journal: e.Journal, Journaled: e.Journaled, Subject: e.Subject, Offset: e.Offset, Timestamp: e.Timestamp, Headers: e.Headers, Data: e.Data,
-			Drop: e.Drop, Start: e.Start}
-		if size := WireSize(e.Subject, e.Headers, e.Data); size > budget {
-			// Alone and too large: the piece asked for.
-			chunk := max(budget-WireSize(e.Subject, e.Headers, nil), 1)
-			w.Chunks = (len(e.Data) + chunk - 1) / chunk
-			w.Chunk = min(req.Chunk, w.Chunks-1)
-			w.Data = e.Data[w.Chunk*chunk : min(len(e.Data), (w.Chunk+1)*chunk)]
-		}
-		reply.Records = append(reply.Records, w)
+		reply.Records = append(reply.Records, wire(e, budget, req.Chunk))
 	}
 	return reply
+}
+
+// wire is e as sent: alone and too large for budget, the piece asked for.
+func wire(e Entry, budget, chunk int) WireRecord {
+	w := WireRecord{Journal: e.Journal, Journaled: e.Journaled, Subject: e.Subject, Offset: e.Offset, Timestamp: e.Timestamp, Headers: e.Headers, Data: e.Data,
+		Drop: e.Drop, Start: e.Start}
+	if size := WireSize(e.Subject, e.Headers, e.Data); size > budget {
+		piece := max(budget-WireSize(e.Subject, e.Headers, nil), 1)
+		w.Chunks = (len(e.Data) + piece - 1) / piece
+		w.Chunk = min(chunk, w.Chunks-1)
+		w.Data = e.Data[w.Chunk*piece : min(len(e.Data), (w.Chunk+1)*piece)]
+	}
+	return w
 }
 
 // longPoll waits, up to req's wait, for a record past req.From or a
@@ -310,6 +357,9 @@ type Sink struct {
 	chunk  int
 	// leaderEnd is the leader's journal end in its last answer.
 	leaderEnd uint64
+	// Base is what this member's journal no longer holds; a snapshot
+	// replaces it.
+	Base *BaseFile
 	// mu guards durable and syncErr, which the sync worker moves.
 	mu sync.Mutex
 	// durable is the journal offset below which this member holds every
@@ -368,6 +418,9 @@ func (k *Sink) Pull(ctx context.Context, nc *nats.Conn, subject string, maxBytes
 		return 0, 0, fmt.Errorf("%w: the leader speaks version %d (%s), this member %d", ErrVersion, reply.Version, reply.Error, ProtocolVersion)
 	case reply.Code == CodeNotLeader:
 		return 0, 0, fmt.Errorf("%w: %s", ErrNotLeader, reply.Error)
+	case reply.Code == CodeBehind:
+		k.InSync = false
+		return 0, 0, fmt.Errorf("%w: %s", ErrBehind, reply.Error)
 	case reply.Code != CodeOK:
 		return 0, 0, fmt.Errorf("group: pull: %d %s", reply.Code, reply.Error)
 	case reply.Epoch < max(held.Epoch, k.Fence):
