@@ -63,6 +63,7 @@ type member struct {
 
 	leaseNC, replNC *nats.Conn
 	pullSub         *nats.Subscription
+	leaderSub       *nats.Subscription // news of a new leader: look at the group's state
 	groupSub        *nats.Subscription // <prefix>.GROUP.<group>, while leading
 
 	running      atomic.Bool   // start has set the elector up
@@ -81,6 +82,8 @@ type member struct {
 	pulledOK        atomic.Int64           // Unix ns of the last pull the leader answered
 	pullFailed      atomic.Int64           // Unix ns of the last pull that failed
 	otherLeader     atomic.Pointer[string] // the last other member seen leading
+	pulling         atomic.Pointer[pull]   // the follower's pull in flight
+	leaderNews      chan struct{}          // a member said it leads now (LeaderSubject)
 	checkpointMu    sync.Mutex
 	checkpointed    time.Time
 }
@@ -99,7 +102,7 @@ func openMember(s *Sidecar, opts logstore.Options) (*member, error) {
 		return nil, err
 	}
 	m := &member{s: s, logger: s.logger.With("group", cfg.Group), name: cfg.Group, dir: dir,
-		self: lease.Member{Instance: cfg.Instance, DataDirID: id}, wake: make(chan struct{}, 1)}
+		self: lease.Member{Instance: cfg.Instance, DataDirID: id}, wake: make(chan struct{}, 1), leaderNews: make(chan struct{}, 1)}
 	m.key = m.self.String()
 	opts.Retention = logstore.Retention{} // the journal is kept whole (for now)
 	opts.HoldRetention, opts.OnRetention = false, nil
@@ -290,6 +293,18 @@ func (m *member) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	elector := m.elector
+	if m.leaderSub, err = m.replNC.Subscribe(group.LeaderSubject(m.name), func(msg *nats.Msg) {
+		if string(msg.Data) != m.self.Instance {
+			elector.Look()
+			select {
+			case m.leaderNews <- struct{}{}:
+			default:
+			}
+		}
+	}); err != nil {
+		return err
+	}
 	m.running.Store(true)
 	go m.elector.Run(ctx)
 	go m.run(ctx)
@@ -320,7 +335,16 @@ func (m *member) changed(c lease.Change) {
 	} else if c.Leader != "" && c.Leader != m.self.Instance {
 		m.otherLeader.Store(&c.Leader)
 	}
+	if p := m.pulling.Load(); p != nil && p.from != c.Leader {
+		p.cancel() // a pull from a member that no longer leads may never be answered
+	}
 	m.poke()
+}
+
+// pull is the pull in flight: from whom, and how to give up on it.
+type pull struct {
+	from   string
+	cancel context.CancelFunc
 }
 
 // lostNATS steps down a leader whose capture or lease connection lost
@@ -477,14 +501,22 @@ func (m *member) stop() {
 				m.logger.Warn("cannot hand over the lead; the others take it after the lease", "to", to, "err", err)
 			} else {
 				m.logger.Info("handed over the lead", "to", to)
+				// The others look now: the successor takes the lead in
+				// a round trip, and pulls in flight here are not waited for.
+				if err := m.replNC.Publish(group.LeaderSubject(m.name), []byte(m.self.Instance)); err != nil {
+					m.logger.Warn("cannot tell the others of the handover; they see it at their next look", "err", err)
+				}
 			}
 			cancel()
 		}
 		m.endLeadership(l, "shutting down")
 	}
 	m.stopFollowing()
+	if m.leaderSub != nil {
+		m.leaderSub.Unsubscribe()
+	}
 	if m.pullSub != nil {
-		m.pullSub.Unsubscribe()
+		m.pullSub.Drain() // pulls already here are answered: not the leader
 	}
 	m.checkpoint(true)
 }

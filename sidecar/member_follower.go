@@ -5,6 +5,8 @@ import (
 	"errors"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/voik/voik/sidecar/group"
 )
 
@@ -60,8 +62,15 @@ func (m *member) copyLoop(ctx context.Context) {
 		// A leader that dies in the middle of a pull never answers: give
 		// up on it well inside a lease.
 		sent := time.Now()
+		// Nor to one that stops leading: a pull it took in just as it
+		// shut down is dropped with its subscription (changed cancels).
 		pctx, cancel := context.WithTimeout(ctx, m.pollWait()+m.s.cfg.Lease/2)
+		m.pulling.Store(&pull{from: leader, cancel: cancel})
+		if m.elector.Observed().State.Leader != leader {
+			cancel()
+		}
 		n, committed, err := m.sink.Pull(pctx, m.replNC, group.PullSubject(m.name, leader), int(m.replNC.MaxPayload()), m.pollWait())
+		m.pulling.Store(nil)
 		cancel()
 		if committed > 0 {
 			m.leaderCommitted.Store(committed)
@@ -89,8 +98,24 @@ func (m *member) copyLoop(ctx context.Context) {
 			m.truncate(diverged)
 		case errors.Is(err, group.ErrBehind):
 			m.snapshot(ctx, leader)
+		case errors.Is(err, group.ErrNotLeader), errors.Is(err, nats.ErrNoResponders):
+			// It stopped leading, or has not started (a handover, most
+			// often): look at the group's state now rather than at the
+			// elector's next round, and pull again once a member says
+			// it leads.
+			m.elector.Look()
+			t := time.NewTimer(retry)
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			case <-m.leaderNews:
+			}
+			t.Stop()
 		case ctx.Err() != nil:
 			return
+		case errors.Is(err, context.Canceled):
+			// The leader changed under the pull (changed): pull from the
+			// new one now.
 		default:
 			warn.Warn("cannot copy from the leader", "leader", leader, "err", err)
 			waitOrDone(ctx, retry)

@@ -102,6 +102,9 @@ func (m *member) startLeadership(ctx context.Context, epoch uint64) error {
 	if m.groupSub, err = m.s.apiNC.Subscribe(m.s.cfg.APIPrefix+".GROUP."+m.name, m.answerGroup); err != nil {
 		m.logger.Error("cannot answer GROUP", "err", err)
 	}
+	if err := m.replNC.Publish(group.LeaderSubject(m.name), []byte(m.self.Instance)); err != nil {
+		m.logger.Warn("cannot tell the others this member leads; they see it at their next look", "err", err)
+	}
 	m.logger.Info("leading: capturing", "epoch", epoch, "journal_end", end, "committed", l.commit.Committed(), "in_sync", strings.Join(l.commit.InSync(), ","))
 	return nil
 }

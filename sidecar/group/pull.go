@@ -41,6 +41,12 @@ const (
 // member that no longer leads says so (or is fenced by its epoch).
 func PullSubject(group, instance string) string { return "$VOIK.REPL." + group + ".PULL." + instance }
 
+// LeaderSubject is where a member that has just taken the lead of group
+// says so (its instance name, no reply): the others look at the group's
+// state at once rather than at their next round, so that a handover
+// costs a round trip, not a fraction of the lease.
+func LeaderSubject(group string) string { return "$VOIK.REPL." + group + ".LEADER" }
+
 // PullRequest asks for the leader's journal from From on.
 type PullRequest struct {
 	Version int    `msgpack:"v"`

@@ -23,7 +23,7 @@ import (
 // startNATS is a NATS server on a free 127.0.0.1 port and a connection to
 // it, both gone when the test ends. (The harness's helpers would import
 // package sidecar, which imports this one.)
-func startNATS(t *testing.T, maxPayload int32) *nats.Conn {
+func startNATS(t testing.TB, maxPayload int32) *nats.Conn {
 	t.Helper()
 	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true, MaxPayload: maxPayload})
 	if err != nil {

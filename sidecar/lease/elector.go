@@ -102,7 +102,8 @@ type Elector struct {
 
 	lead atomic.Pointer[held] // nil: not leading
 
-	yielded atomic.Bool // stepped down for others: no taking back its own lead at once
+	yielded atomic.Bool   // stepped down for others: no taking back its own lead at once
+	look    chan struct{} // Look: run a round now
 
 	mu          sync.Mutex // one register conversation at a time; guards below
 	lastWritten uint64     // revision of this elector's last successful write
@@ -135,7 +136,7 @@ func New(reg Register, cfg Config) (*Elector, error) {
 		return nil, fmt.Errorf("lease: need 0 < RetryPeriod (%v) < RenewDeadline (%v) < Lease (%v)",
 			cfg.RetryPeriod, cfg.RenewDeadline, cfg.Lease)
 	}
-	e := &Elector{reg: reg, cfg: cfg, clock: cfg.Clock}
+	e := &Elector{reg: reg, cfg: cfg, clock: cfg.Clock, look: make(chan struct{}, 1)}
 	if e.clock == nil {
 		e.clock = systemClock{}
 	}
@@ -176,8 +177,21 @@ func (e *Elector) Run(ctx context.Context) error {
 			e.StepDown("elector stopped")
 			return ctx.Err()
 		case <-t.C:
+		case <-e.look:
+			t.Stop()
 		}
 		t.Reset(e.round(ctx))
+	}
+}
+
+// Look makes Run look at the register now rather than at its next round:
+// for a member that has heard the leader stop leading (its pulls say
+// so), so that a handover to it, or the group's next state, is seen in
+// one round trip.
+func (e *Elector) Look() {
+	select {
+	case e.look <- struct{}{}:
+	default:
 	}
 }
 

@@ -683,3 +683,54 @@ func race(t *testing.T, s *sim, ns []*node) {
 		t.Fatalf("%d winners", winners)
 	}
 }
+
+// Look makes a running elector look at the register now: a member handed
+// the lead takes it at once, not at its next round (here an hour away).
+func TestLeaseLookTakesAHandoverAtOnce(t *testing.T) {
+	fake := NewFake()
+	a, err := New(fake, Config{Self: Member{"a", "dir-a"}, Lease: 3 * time.Hour, Bootstrap: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a.round(ctx)
+	b := Member{"b", "dir-b"}
+	if err := a.SetInSync(ctx, []Member{a.cfg.Self, b}); err != nil {
+		t.Fatal(err)
+	}
+	led := make(chan struct{}, 1)
+	be, err := New(fake, Config{Self: b, Lease: 3 * time.Hour, OnChange: func(c Change) {
+		if c.Role == Leader {
+			led <- struct{}{}
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	looked := make(chan struct{})
+	go func() { defer close(looked); be.Run(ctx) }()
+	eventually(t, func() bool { return be.Observed().State.Leader == "a" })
+	if err := a.HandOver(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	be.Look()
+	select {
+	case <-led:
+	case <-time.After(10 * time.Second): // its next round without Look: an hour
+		t.Fatal("b did not take the lead handed to it when told to look")
+	}
+	cancel()
+	<-looked
+}
+
+// eventually polls cond for up to ten seconds.
+func eventually(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
