@@ -372,6 +372,8 @@ type Sink struct {
 	// pointer and every record they point at durably: what it reports.
 	durable uint64
 	syncErr error // a batch could not be made durable: durable moves no more
+	// ahead is a pull sent before the last batch was applied (ahead.go).
+	ahead *ahead
 	// syncing takes applied batches, in order, to the worker that waits
 	// for their durability, so that the next pull need not wait for it.
 	syncing  chan syncBatch
@@ -398,23 +400,20 @@ func (k *Sink) Pull(ctx context.Context, nc *nats.Conn, subject string, maxBytes
 	if syncErr != nil {
 		return 0, 0, fmt.Errorf("group: copied records could not be made durable: %w", syncErr)
 	}
-	if k.Journal.End() >= k.leaderEnd {
-		// Caught up: the next pull may wait in the leader, and the
-		// leader commits by what it reports, so report what the last
-		// batch made durable (behind, pulls go out while it syncs).
-		k.Settle()
+	msg, err, sent := k.takeAhead(ctx, subject, k.Journal.End())
+	if !sent {
+		if k.Journal.End() >= k.leaderEnd {
+			// Caught up: the next pull may wait in the leader, and the
+			// leader commits by what it reports, so report what the last
+			// batch made durable (behind, pulls go out while it syncs).
+			k.Settle()
+		}
+		msg, err = nc.RequestWithContext(ctx, subject, k.request(maxBytes, wait))
+	}
+	if err != nil {
+		return 0, 0, err
 	}
 	held, _ := k.Epochs.Latest()
-	req := PullRequest{Version: ProtocolVersion, Member: k.Member, Epoch: held.Epoch, From: k.Journal.End(), Committed: k.Committed,
-		Durable: k.Durable(), Chunk: k.chunk, MaxBytes: maxBytes, WaitMs: int(wait / time.Millisecond)}
-	body, err := msgpack.Marshal(req)
-	if err != nil {
-		return 0, 0, err
-	}
-	msg, err := nc.RequestWithContext(ctx, subject, body)
-	if err != nil {
-		return 0, 0, err
-	}
 	var reply PullReply
 	if err := msgpack.Unmarshal(msg.Data, &reply); err != nil {
 		return 0, 0, fmt.Errorf("group: pull reply: %w", err)
@@ -453,11 +452,30 @@ func (k *Sink) Pull(ctx context.Context, nc *nats.Conn, subject string, maxBytes
 	if err != nil || len(entries) == 0 {
 		return 0, reply.Committed, err
 	}
+	if next := entries[len(entries)-1].Journal + 1; reply.End > next && k.chunk == 0 {
+		// The leader holds more: ask for it now, and apply this batch
+		// while it comes.
+		req := k.requestFrom(next, maxBytes, 0)
+		k.sendAhead(nc, subject, req)
+	}
 	n, err := Apply(k.Store, k.Journal, entries)
 	if n > 0 {
 		k.makeDurable(entries[:n])
 	}
 	return n, reply.Committed, err
+}
+
+// request is the body of a pull from the journal's end.
+func (k *Sink) request(maxBytes int, wait time.Duration) []byte {
+	body, _ := msgpack.Marshal(k.requestFrom(k.Journal.End(), maxBytes, wait))
+	return body
+}
+
+// requestFrom is a pull from journal offset from.
+func (k *Sink) requestFrom(from uint64, maxBytes int, wait time.Duration) PullRequest {
+	held, _ := k.Epochs.Latest()
+	return PullRequest{Version: ProtocolVersion, Member: k.Member, Epoch: held.Epoch, From: from, Committed: k.Committed,
+		Durable: k.Durable(), Chunk: k.chunk, MaxBytes: maxBytes, WaitMs: int(wait / time.Millisecond)}
 }
 
 // NewSink is the copy side of a member whose journal and subject logs
@@ -491,6 +509,12 @@ func (k *Sink) makeDurable(entries []Entry) {
 			b.last[e.Subject] = e.Offset
 		}
 	}
+	// Every log's sync starts now, side by side: the worker's waits, one
+	// after another, would otherwise start them one after another.
+	for subject := range b.last {
+		k.Store.RequestSync(subject)
+	}
+	k.Journal.Log().RequestSync()
 	k.inflight.Add(1)
 	k.syncing <- b
 }
@@ -527,6 +551,7 @@ func (k *Sink) Settle() { k.inflight.Wait() }
 // Close stops the sync worker once it has finished; the Sink pulls no
 // more.
 func (k *Sink) Close() {
+	k.dropAhead()
 	k.inflight.Wait()
 	k.start.Do(func() {}) // no worker to start after this
 	if k.syncing != nil {

@@ -139,6 +139,7 @@ func (k *Sink) ask(ctx context.Context, nc *nats.Conn, subject string, req PullR
 // Stopped part way, it leaves records no pointer names, which the next
 // snapshot or copy finds the same or replaces.
 func (k *Sink) Snapshot(ctx context.Context, nc *nats.Conn, subject string, maxBytes int) (uint64, int, error) {
+	k.dropAhead()
 	k.Settle()
 	var ranges []SubjectRange
 	var epochs []logstore.EpochStart

@@ -50,6 +50,7 @@ func TruncationPoint(local *logstore.Epochs, localEnd uint64, leaderHeld logstor
 func (k *Sink) Truncate(point uint64) (dropped uint64, err error) {
 	// Batches still syncing count only once durable: let them finish
 	// before what they hold is cut, so that none marks past the cut.
+	k.dropAhead()
 	k.Settle()
 	if end := k.Journal.End(); point < end {
 		pointers, err := k.Journal.Read(point, int(end-point))
