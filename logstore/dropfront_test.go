@@ -163,9 +163,10 @@ func TestDropBeforeWhoseIntentNeverGotItsNameChangesNothing(t *testing.T) {
 	}
 }
 
-// A store that holds its retention deletes nothing by its limits until
-// it is let go; then it tells OnRetention where each log starts now.
-func TestHeldRetentionDeletesNothingUntilLetGo(t *testing.T) {
+// A store that holds its retention deletes nothing by its limits: it
+// tells OnRetention where each log would start. Let go, it deletes, and
+// tells where the log starts now.
+func TestHeldRetentionDeletesNothingAndSaysWhereLogsWouldStart(t *testing.T) {
 	opts := testOptions()
 	opts.Retention = Retention{MaxMessages: 100}
 	opts.HoldRetention = true
@@ -190,14 +191,17 @@ func TestHeldRetentionDeletesNothingUntilLetGo(t *testing.T) {
 		s.View("held", func(l *Log) error { f = l.FirstOffset(); return nil })
 		return f
 	}
-	if s.ApplyRetention() != 0 || first() != 0 || len(told) != 0 {
-		t.Fatalf("held retention deleted up to %d, told %v", first(), told)
+	told = nil
+	if s.ApplyRetention() != 0 || first() != 0 || len(told) != 1 || told[0] == 0 {
+		t.Fatalf("held retention: log from %d, told %v; want nothing deleted and one proposal", first(), told)
 	}
+	proposed := told[0]
+	told = nil
 	s.HoldRetention(false)
-	if s.ApplyRetention() == 0 || first() == 0 {
-		t.Fatal("retention let go deleted nothing")
+	if s.ApplyRetention() == 0 || first() != proposed {
+		t.Fatalf("retention let go: log from %d, want %d (the proposal)", first(), proposed)
 	}
-	if !slices.Equal(told, []uint64{first()}) {
+	if !slices.Equal(told, []uint64{proposed}) {
 		t.Fatalf("OnRetention told %v, the log starts at %d", told, first())
 	}
 }

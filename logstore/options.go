@@ -131,14 +131,19 @@ type Options struct {
 	// that are not being written. Default 1 minute.
 	RetentionCheckInterval time.Duration
 	// HoldRetention starts the store with retention held: nothing is
-	// deleted by the limits until Store.HoldRetention(false). A replica
-	// that follows a leader holds it, and deletes only what the leader
-	// did (Log.DropBefore), so that both logs start at the same offset.
+	// deleted by the limits until Store.HoldRetention(false). The members
+	// of a replication group hold it: the leader proposes where each log
+	// starts (OnRetention), and every member deletes (Log.DropBefore)
+	// once the group has agreed, so that all logs start at the same
+	// offset.
 	HoldRetention bool
-	// OnRetention, if set, is told the new first offset of a log each
-	// time retention deleted segments from its front (a leader tells its
-	// replicas). It is called with the log's writer lock held: it must
-	// not call into that log, and should only hand the news on.
+	// OnRetention, if set, is told where a log starts by the limits: with
+	// retention held, each time a check finds segments past a limit (on
+	// a rotation, and every RetentionCheckInterval), the first offset the
+	// log would have, nothing deleted; otherwise the first offset it has
+	// after retention deleted segments. It is called with the log's
+	// writer lock held: it must not call into that log, and should only
+	// hand the news on.
 	OnRetention func(subject string, first uint64)
 
 	// MaxOpenLogs bounds the logs held open (file descriptors and mappings);

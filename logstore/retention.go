@@ -24,12 +24,19 @@ func (l *Log) ApplyRetention() int {
 // applyRetentionLocked is ApplyRetention; the caller holds writeMu.
 func (l *Log) applyRetentionLocked() int {
 	limits := l.opts.Retention
-	if limits == (Retention{}) || (l.opts.held != nil && l.opts.held.Load()) {
+	held := l.opts.held != nil && l.opts.held.Load()
+	if limits == (Retention{}) || (held && l.opts.OnRetention == nil) {
 		return 0
 	}
 	segments := *l.segments.Load()
 	drop := l.expiredLocked(segments)
 	if drop == 0 {
+		return 0
+	}
+	if held {
+		// Deleting is someone else's call: say where the log would
+		// start (DropBefore deletes, when it is made).
+		l.opts.OnRetention(l.subject, segments[drop].baseOffset)
 		return 0
 	}
 	l.dropFrontLocked(segments, drop)
@@ -113,16 +120,16 @@ func (s *Store) runRetention() {
 	}
 }
 
-// HoldRetention holds retention (nothing is deleted by the limits) or
-// lets it go on, for every log of the store: a replica holds it while it
-// follows, and lets it go when it leads (Options.HoldRetention).
+// HoldRetention holds retention (nothing is deleted by the limits; with
+// OnRetention set, it is told where each log would start) or lets it go
+// on, for every log of the store (Options.HoldRetention).
 func (s *Store) HoldRetention(hold bool) { s.opts.held.Store(hold) }
 
 // ApplyRetention applies the retention limits to every log that has more
 // than one segment (only those can lose any) and returns how many
 // segments it deleted.
 func (s *Store) ApplyRetention() int {
-	if s.opts.held.Load() {
+	if s.opts.held.Load() && s.opts.OnRetention == nil {
 		return 0
 	}
 	deleted := 0

@@ -55,6 +55,7 @@ type member struct {
 	journal *group.Journal
 	epochs  *logstore.Epochs
 	base    *group.BaseFile // what the journal no longer holds
+	dropper *dropper        // deletes below committed starts
 	sink    *group.Sink
 	view    *committedView
 	kv      *lease.KV
@@ -139,7 +140,8 @@ func openMember(s *Sidecar, opts logstore.Options) (*member, error) {
 	}
 	m.sink = group.NewSink(s.store, m.journal, m.epochs, m.key)
 	m.sink.Base = m.base
-	if m.view, err = newCommittedView(m.journal, m.base.Get(), s.store.Has, m.readCheckpoint()); err != nil {
+	m.dropper = newDropper(s.store, m.logger)
+	if m.view, err = newCommittedView(m.journal, m.base.Get(), s.store.Has, m.dropper.add, m.readCheckpoint()); err != nil {
 		m.close()
 		return nil, fmt.Errorf("group journal: %w", err)
 	}
@@ -198,6 +200,9 @@ func (m *member) checkpoint(now bool) {
 func (m *member) close() {
 	if m.sink != nil {
 		m.sink.Close()
+	}
+	if m.dropper != nil {
+		m.dropper.close()
 	}
 	m.journal.Close()
 }
@@ -393,6 +398,15 @@ func (m *member) settle(ctx context.Context) {
 	if leading && (!m.leaseNC.IsConnected() || !m.s.captureNC.IsConnected()) {
 		m.elector.Yield("lost its NATS server")
 		epoch, leading = 0, false
+		// Its lease held until now, and with it everything committed:
+		// it answers on as a follower that knows the last commit, until
+		// a leader's answer says otherwise, rather than leaving the
+		// API's queue group and coming back a moment later (each change
+		// of the queue group is a moment in which NATS may drop a
+		// request routed to the member leaving). A leader whose lease
+		// lapsed (a pause) gets no such credit.
+		m.pulledInSync.Store(true)
+		m.pullFailed.Store(time.Now().UnixNano())
 	}
 	if l := m.lead.Load(); l != nil && (!leading || l.epoch != epoch) {
 		m.endLeadership(l, "the lease is no longer held")

@@ -36,6 +36,9 @@ type leadership struct {
 	lastPull map[string]time.Time
 	heads    []headSample // the leader's durable end over the last leases
 	since    time.Time
+
+	markedMu sync.Mutex
+	marked   map[string]uint64 // per subject, the start this leader last journaled
 }
 
 // headSample is the leader's durable journal end at a time.
@@ -72,7 +75,8 @@ func (m *member) startLeadership(ctx context.Context, epoch uint64) error {
 	}
 	state := m.elector.Observed().State
 	inSync := make([]string, 0, len(state.InSync))
-	l := &leadership{m: m, epoch: epoch, known: map[string]lease.Member{}, lastPull: map[string]time.Time{}, since: time.Now(), done: make(chan struct{})}
+	l := &leadership{m: m, epoch: epoch, known: map[string]lease.Member{}, lastPull: map[string]time.Time{}, since: time.Now(), done: make(chan struct{}),
+		marked: map[string]uint64{}}
 	for _, member := range state.InSync {
 		inSync = append(inSync, member.String())
 		l.known[member.String()] = member
@@ -91,7 +95,6 @@ func (m *member) startLeadership(ctx context.Context, epoch uint64) error {
 		l.onCommit(c)
 	}
 	m.lead.Store(l)
-	m.s.store.HoldRetention(false) // retention is the leader's, journaled for the followers (markStart)
 	reviewCtx, cancel := context.WithCancel(ctx)
 	l.cancel = cancel
 	go l.reviewInSync(reviewCtx)
@@ -190,8 +193,6 @@ func (m *member) endLeadership(l *leadership, reason string) {
 		return
 	}
 	m.logger.Warn("no longer leading", "epoch", l.epoch, "reason", reason)
-	// A follower deletes only what its leader did.
-	m.s.store.HoldRetention(true)
 	m.view.wake() // followers waiting in a long poll here: go and find the new leader
 	if m.groupSub != nil {
 		m.groupSub.Unsubscribe()
@@ -285,18 +286,25 @@ func (l *leadership) journal(subject string, first uint64, n int) (journalSpan, 
 
 func (l *leadership) journalEnd() uint64 { return l.m.journal.End() }
 
-// markStart journals a start marker: this leader's retention deleted the
-// records of subject below first (logstore's OnRetention, called with
-// the subject's log locked: it only journals). Followers delete the same
-// when they copy it. The marker counts in the leader's durable end like
-// the pointers.
+// markStart journals a start marker: this leader's retention limits
+// would start the log of subject at first (logstore's OnRetention, called
+// with the subject's log locked: it only journals, once for each new
+// start). Every member deletes by it once it is committed (dropper). The
+// marker counts in the leader's durable end like the pointers.
 func (l *leadership) markStart(subject string, first uint64) {
 	if _, ok := l.m.leading(); !ok || l.m.lead.Load() != l {
-		return // the next leader's retention deletes the same and says so
+		return // the next leader's retention proposes the same
 	}
+	l.markedMu.Lock()
+	if first <= max(l.marked[subject], l.m.view.start(subject)) {
+		l.markedMu.Unlock()
+		return
+	}
+	l.marked[subject] = first
+	l.markedMu.Unlock()
 	start, err := l.m.journal.Append([]group.Pointer{{Subject: subject, Offset: first, Start: true}})
 	if err != nil {
-		l.m.logger.Error("cannot journal what retention deleted; stepping down", "subject", subject, "first_offset", first, "err", err)
+		l.m.logger.Error("cannot journal where retention starts a log; stepping down", "subject", subject, "first_offset", first, "err", err)
 		l.broken(err)
 		return
 	}

@@ -159,8 +159,9 @@ func (s *Sidecar) openStore(ctx context.Context) (closeStore func() error, err e
 	}
 	storeOpts.Observer = storeObserver{m: s.metrics}
 	if s.cfg.Group != "" {
-		// Retention is the leader's: held until this member leads, and
-		// journaled for the followers when it deletes.
+		// Retention is the group's: the leader journals where its
+		// limits would start each log, and every member deletes by it
+		// once committed (docs/groups.md, Retention).
 		storeOpts.HoldRetention = true
 		storeOpts.OnRetention = func(subject string, first uint64) {
 			if l := s.member.lead.Load(); l != nil {

@@ -78,6 +78,9 @@ func (wholeLogs) waitFor(ctx context.Context, log *logstore.Log, offset uint64) 
 type committedView struct {
 	journal *group.Journal
 	holds   func(subject string) bool // whether the store has a log of subject
+	// onStart is told each committed start that moved a subject's start:
+	// the member deletes below it (dropper).
+	onStart func(subject string, start uint64)
 
 	advancing sync.Mutex // one advance at a time
 
@@ -91,8 +94,8 @@ type committedView struct {
 // newCommittedView counts the base (all of it committed) and the
 // journal after it up to upTo (what a checkpoint says was committed, at
 // most the journal's end).
-func newCommittedView(journal *group.Journal, base *group.Base, holds func(string) bool, upTo uint64) (*committedView, error) {
-	v := &committedView{journal: journal, holds: holds, ends: map[string]uint64{}, starts: map[string]uint64{}, moved: make(chan struct{})}
+func newCommittedView(journal *group.Journal, base *group.Base, holds func(string) bool, onStart func(string, uint64), upTo uint64) (*committedView, error) {
+	v := &committedView{journal: journal, holds: holds, onStart: onStart, ends: map[string]uint64{}, starts: map[string]uint64{}, moved: make(chan struct{})}
 	v.rebase(base)
 	return v, v.advance(min(upTo, journal.End()))
 }
@@ -103,16 +106,44 @@ func (v *committedView) rebase(base *group.Base) {
 	v.advancing.Lock()
 	defer v.advancing.Unlock()
 	v.mu.Lock()
-	defer v.mu.Unlock()
 	for subject, end := range base.Ends {
 		v.ends[subject] = max(v.ends[subject], end)
 	}
-	for subject, start := range base.Starts {
-		v.starts[subject] = max(v.starts[subject], start)
-	}
+	moved := v.moveStartsLocked(base.Starts)
 	v.upTo = max(v.upTo, base.At, v.journal.Log().FirstOffset())
 	close(v.moved)
 	v.moved = make(chan struct{})
+	v.mu.Unlock()
+	v.tellStarts(moved)
+}
+
+// moveStartsLocked raises the subjects' starts to starts and returns
+// those that moved. The caller holds v.mu.
+func (v *committedView) moveStartsLocked(starts map[string]uint64) map[string]uint64 {
+	moved := map[string]uint64{}
+	for subject, start := range starts {
+		if start > v.starts[subject] {
+			v.starts[subject] = start
+			moved[subject] = start
+		}
+	}
+	return moved
+}
+
+func (v *committedView) tellStarts(moved map[string]uint64) {
+	if v.onStart == nil {
+		return
+	}
+	for subject, start := range moved {
+		v.onStart(subject, start)
+	}
+}
+
+// start is subject's start by the committed markers (0: none).
+func (v *committedView) start(subject string) uint64 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.starts[subject]
 }
 
 // advance counts the journal's pointers up to to.
@@ -148,13 +179,12 @@ func (v *committedView) advance(to uint64) error {
 	for subject, end := range ends {
 		v.ends[subject] = max(v.ends[subject], end)
 	}
-	for subject, start := range starts {
-		v.starts[subject] = max(v.starts[subject], start)
-	}
+	moved := v.moveStartsLocked(starts)
 	v.upTo = max(v.upTo, to)
 	close(v.moved)
 	v.moved = make(chan struct{})
 	v.mu.Unlock()
+	v.tellStarts(moved)
 	return nil
 }
 
@@ -189,10 +219,7 @@ func (v *committedView) hidden(subject string) bool {
 }
 
 func (v *committedView) first(log *logstore.Log) uint64 {
-	v.mu.Lock()
-	start := v.starts[log.Subject()]
-	v.mu.Unlock()
-	return max(log.FirstOffset(), start)
+	return max(log.FirstOffset(), v.start(log.Subject()))
 }
 
 func (v *committedView) end(log *logstore.Log) uint64 {

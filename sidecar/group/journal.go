@@ -21,9 +21,12 @@ import (
 // timestamps must.
 //
 // The leader's retention is journaled too, as a start marker: "the log
-// of this subject starts at this offset now". Followers, whose own
-// retention is held, delete the same records when they copy it, so that
-// every member's log of a subject starts at the same offset.
+// of this subject starts at this offset". Every member holds its own
+// retention; the leader journals where its limits would start each log,
+// and every member, the leader too, deletes below a marker once it is
+// committed (DropToStarts), so that no member deletes what the group has
+// not agreed to, and every member's log of a subject starts at the same
+// offset.
 //
 // # Pointer record (the journal record's data)
 //
@@ -37,8 +40,8 @@ type Pointer struct {
 	Subject   string
 	Offset    uint64
 	Timestamp int64 // the journal record's, not the record's
-	// Start: a start marker, no record. The leader's retention deleted
-	// Subject's records below Offset.
+	// Start: a start marker, no record: Subject's log starts at Offset,
+	// by the leader's retention limits.
 	Start bool
 }
 
@@ -93,8 +96,8 @@ func (j *Journal) Append(pointers []Pointer) (uint64, error) {
 	return first, err
 }
 
-// Mark journals a start marker on the leader: its retention deleted the
-// records of subject below first.
+// Mark journals a start marker on the leader: its retention limits would
+// have subject's log start at first.
 func (j *Journal) Mark(subject string, first uint64) error {
 	_, err := j.Append([]Pointer{{Subject: subject, Offset: first, Start: true}})
 	return err
@@ -172,11 +175,12 @@ func WireSize(subject string, headers logstore.Headers, data []byte) int {
 
 // Entry is one record as it is replicated: its place in the journal (and
 // when it was journaled) and in its subject's log, and the record. Or,
-// with Drop set, no record: the leader holds none of Subject below Drop
-// (retention deleted them), and the follower deletes its own. That is a
-// start marker (Start, Offset = Drop), or a pointer at Offset whose
-// record is gone (Offset < Drop): a follower that copies it starts its
-// log of Subject where the leader's starts, however far behind it was.
+// with Drop set, no record: a start marker (Start, Offset = Drop), which
+// a follower journals and deletes by once it is committed; or a pointer
+// at Offset whose record the leader no longer holds (Offset < Drop, its
+// log's first offset, which committed markers set): a follower that
+// copies it deletes its own below Drop, or starts its log of Subject
+// there, however far behind it was.
 type Entry struct {
 	Journal   uint64
 	Journaled int64
@@ -385,6 +389,9 @@ func applyEntries(store *logstore.Store, entries []Entry) (applied int, applyErr
 	for _, e := range entries {
 		if !e.record() {
 			flush(e.Subject)
+			if e.Start {
+				continue // deleted once committed (DropToStarts), as on every member
+			}
 			if _, err := store.DropBefore(e.Subject, e.Drop); err != nil {
 				cut(e.Journal, fmt.Errorf("group: deleting %q below %d as the leader did: %w", e.Subject, e.Drop, err))
 			}
@@ -424,9 +431,14 @@ func applyRun(store *logstore.Store, run []Entry) (int, error) {
 	held := int(min(endErr.End-first, uint64(len(run))))
 	same := 0
 	err = store.View(subject, func(l *logstore.Log) error {
-		records, err := l.Read(first, held)
-		for same < len(records) {
-			r, e := records[same], run[same]
+		// Records below the log's first offset were deleted here by a
+		// committed start marker: the group agreed that they go.
+		for same < held && first+uint64(same) < l.FirstOffset() {
+			same++
+		}
+		records, err := l.Read(first+uint64(same), held-same)
+		for _, r := range records {
+			e := run[same]
 			if r.Timestamp != e.Timestamp || !bytes.Equal(r.Data, e.Data) || !sameHeaders(r.Headers, e.Headers) {
 				break
 			}
@@ -455,4 +467,17 @@ func sameHeaders(a, b logstore.Headers) bool {
 		return true
 	}
 	return reflect.DeepEqual(a, b)
+}
+
+// DropToStarts deletes, in each subject's log, what is below its start
+// (a committed start marker's offset): whole segments (Log.DropBefore).
+// It returns the first error, having tried every subject.
+func DropToStarts(store *logstore.Store, starts map[string]uint64) error {
+	var first error
+	for subject, start := range starts {
+		if _, err := store.DropBefore(subject, start); err != nil && first == nil {
+			first = fmt.Errorf("group: deleting %q below %d: %w", subject, start, err)
+		}
+	}
+	return first
 }

@@ -207,18 +207,24 @@ func TestTheJournalTakesRecordsWhoseTimestampsDoNotAscend(t *testing.T) {
 	}
 }
 
-// newRetainingMember is a member whose store deletes by retention (small
-// segments, few records kept) unless held; unheld, it journals a start
-// marker each time, as a leader does.
-func newRetainingMember(t *testing.T, hold bool) *member {
+// newRetainingMember is a member whose store holds its retention (small
+// segments, few records kept); with lead, it journals a start marker
+// where the limits would start a log, once for each new start, as a
+// leader does.
+func newRetainingMember(t *testing.T, lead bool) *member {
 	t.Helper()
 	dir := t.TempDir()
 	m := &member{}
 	opts := testOptions()
 	opts.SegmentBytes = logstore.MinSegmentBytes
 	opts.Retention = logstore.Retention{MaxMessages: 10}
-	opts.HoldRetention = hold
+	opts.HoldRetention = true
+	marked := map[string]uint64{}
 	opts.OnRetention = func(subject string, first uint64) {
+		if !lead || first <= marked[subject] {
+			return
+		}
+		marked[subject] = first
 		if err := m.journal.Mark(subject, first); err != nil {
 			t.Error(err)
 		}
@@ -249,21 +255,39 @@ func copyAll(t *testing.T, rng *rand.Rand, leader, follower *member) {
 	}
 }
 
-// The leader's retention reaches its followers through the journal: a
-// follower that copies all along, its own retention held, deletes
-// exactly what the leader deleted; one that starts empty after the
-// leader deleted records (bootstrap after retention) starts each log
-// where the leader's starts. Both then hold the leader's records from
-// there on, at the same offsets, and the same journal.
+// commitStarts deletes in m's logs by every start marker of its journal,
+// as a member does once they are committed.
+func (m *member) commitStarts(t *testing.T) {
+	t.Helper()
+	b, err := (&Base{}).readJournal(m.journal, m.journal.End())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := DropToStarts(m.store, b.Starts); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The leader's retention reaches every member through the journal: the
+// leader proposes where its limits would start each log (a start
+// marker), and every member, the leader too, deletes by it once it is
+// committed. A follower that copies all along deletes exactly what the
+// leader does; one that starts empty after the leader deleted records
+// (bootstrap after retention) starts each log where the leader's starts.
+// Both then hold the leader's records from there on, at the same offsets,
+// and the same journal.
 func TestFollowersStartEveryLogWhereTheLeadersRetentionLeftIt(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
-	leader := newRetainingMember(t, false)
-	along, late := newRetainingMember(t, true), newRetainingMember(t, true)
+	leader := newRetainingMember(t, true)
+	along, late := newRetainingMember(t, false), newRetainingMember(t, false)
 	for round := 0; round < 5; round++ {
 		leader.lead(t, rng, 300)
 		copyAll(t, rng, leader, along)
+		leader.commitStarts(t)
+		along.commitStarts(t)
 	}
 	copyAll(t, rng, leader, late)
+	late.commitStarts(t)
 	wantLogs, wantJournal := leader.contents(t)
 	markers := 0
 	for _, p := range wantJournal {

@@ -22,8 +22,9 @@ func openBase(t *testing.T) *BaseFile {
 // base and what is left of the journal name what the whole journal did,
 // and so they do after a reopen.
 func TestTrimJournalFoldsWhatItDeletesIntoTheBase(t *testing.T) {
-	m := newRetainingMember(t, false)
+	m := newRetainingMember(t, true)
 	m.lead(t, rand.New(rand.NewPCG(9, 10)), 1500)
+	m.commitStarts(t)
 	base := openBase(t)
 	whole, err := ReadNamed(m.journal, base.Get())
 	if err != nil {
@@ -53,7 +54,7 @@ func TestTrimJournalFoldsWhatItDeletesIntoTheBase(t *testing.T) {
 func TestAMemberBehindTheLeadersJournalCatchesUpByASnapshot(t *testing.T) {
 	nc := startNATS(t, 64<<10) // small replies: pages and reads come in many pieces
 	rng := rand.New(rand.NewPCG(11, 12))
-	leader, leaderBase := newRetainingMember(t, false), openBase(t)
+	leader, leaderBase := newRetainingMember(t, true), openBase(t)
 	epochs := openEpochs(t)
 	if err := epochs.Assign(1, 0); err != nil {
 		t.Fatal(err)
@@ -68,11 +69,12 @@ func TestAMemberBehindTheLeadersJournalCatchesUpByASnapshot(t *testing.T) {
 	}
 	t.Cleanup(func() { sub.Unsubscribe() })
 	leader.lead(t, rng, 1500)
+	leader.commitStarts(t)
 	if first, err := TrimJournal(leader.journal, leaderBase, leader.journal.End()-200); err != nil || first == 0 {
 		t.Fatalf("trim: journal from %d, %v", first, err)
 	}
 
-	follower, followerBase := newRetainingMember(t, true), openBase(t)
+	follower, followerBase := newRetainingMember(t, false), openBase(t)
 	sink := NewSink(follower.store, follower.journal, openEpochs(t), "follower")
 	sink.Base = followerBase
 	ctx := context.Background()
@@ -85,12 +87,14 @@ func TestAMemberBehindTheLeadersJournalCatchesUpByASnapshot(t *testing.T) {
 		t.Fatalf("snapshot: at %d, %d records, %v; want at %d", at, copied, err, leader.journal.End())
 	}
 	leader.lead(t, rng, 100)
+	leader.commitStarts(t)
 	for pulls := 0; follower.journal.End() < leader.journal.End(); pulls++ {
 		if _, _, err := sink.Pull(ctx, nc, subject, 64<<10, 0); err != nil || pulls > 1000 {
 			t.Fatalf("pull %d after the snapshot: %v", pulls, err)
 		}
 	}
 	sink.Settle()
+	follower.commitStarts(t) // the markers copied after the snapshot
 	wantLogs, _ := leader.contents(t)
 	if gotLogs, _ := follower.contents(t); !reflect.DeepEqual(gotLogs, wantLogs) {
 		t.Fatal("the logs differ after the snapshot and the copy")
