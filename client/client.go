@@ -20,6 +20,14 @@ type Client struct {
 	// Timeout bounds a request whose context has no deadline; FETCH adds
 	// its wait_ms to it. Default 10s.
 	Timeout time.Duration
+	// AttemptTimeout bounds one try of a read (FETCH, INFO, SUBJECTS;
+	// FETCH adds its wait_ms). Reads change nothing, so a read that gets
+	// no answer within it, or a 503 (a group member catching up, voik
+	// overloaded or stopping), is sent again, with a growing pause, as
+	// long as its context allows: NATS delivers a request at most once,
+	// and may drop one while the members of a queue group change.
+	// Default 3s.
+	AttemptTimeout time.Duration
 }
 
 // New returns a client for the voik instances answering under prefix
@@ -28,21 +36,31 @@ func New(nc *nats.Conn, prefix string) *Client {
 	if prefix == "" {
 		prefix = "VOIK.API"
 	}
-	return &Client{nc: nc, prefix: prefix, Timeout: 10 * time.Second}
+	return &Client{nc: nc, prefix: prefix, Timeout: 10 * time.Second, AttemptTimeout: 3 * time.Second}
 }
 
-func (c *Client) request(ctx context.Context, subject string, body any, extra time.Duration, reply any) error {
+// prepare encodes body and bounds ctx by Timeout (plus extra) when it
+// has no deadline.
+func (c *Client) prepare(ctx context.Context, body any, extra time.Duration) (context.Context, context.CancelFunc, []byte, error) {
 	payload := []byte(nil)
 	if body != nil {
 		var err error
 		if payload, err = msgpack.Marshal(body); err != nil {
-			return err
+			return ctx, func() {}, nil, err
 		}
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.Timeout+extra)
-		defer cancel()
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}, payload, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.Timeout+extra)
+	return ctx, cancel, payload, nil
+}
+
+func (c *Client) request(ctx context.Context, subject string, body any, extra time.Duration, reply any) error {
+	ctx, cancel, payload, err := c.prepare(ctx, body, extra)
+	defer cancel()
+	if err != nil {
+		return err
 	}
 	msg, err := c.nc.RequestWithContext(ctx, subject, payload)
 	if err != nil {
@@ -51,11 +69,50 @@ func (c *Client) request(ctx context.Context, subject string, body any, extra ti
 	return decodeReply(msg.Data, reply)
 }
 
+// read is request for a read, tried again as AttemptTimeout says.
+func (c *Client) read(ctx context.Context, subject string, body any, extra time.Duration, reply any) error {
+	ctx, cancel, payload, err := c.prepare(ctx, body, extra)
+	defer cancel()
+	if err != nil {
+		return err
+	}
+	attempt := c.AttemptTimeout
+	if attempt <= 0 {
+		attempt = 3 * time.Second
+	}
+	pause := 20 * time.Millisecond
+	for {
+		actx, cancel := context.WithTimeout(ctx, attempt+extra)
+		msg, err := c.nc.RequestWithContext(actx, subject, payload)
+		cancel()
+		var e *messages.Error
+		switch {
+		case err == nil:
+			err = decodeReply(msg.Data, reply)
+			if !errors.As(err, &e) || e.Code != messages.CodeUnavailable {
+				return err
+			}
+		case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+			err = fmt.Errorf("voik: request %s: no answer within %v: %w", subject, attempt+extra, err)
+		default:
+			return fmt.Errorf("voik: request %s: %w", subject, err)
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		pause = min(2*pause, time.Second)
+	}
+}
+
 // Fetch reads a subject's history; see messages.FetchRequest.
 func (c *Client) Fetch(ctx context.Context, subject string, req messages.FetchRequest) (*messages.FetchReply, error) {
 	var reply messages.FetchReply
 	wait := time.Duration(req.WaitMs) * time.Millisecond
-	if err := c.request(ctx, c.prefix+".FETCH."+subject, req, wait, &reply); err != nil {
+	if err := c.read(ctx, c.prefix+".FETCH."+subject, req, wait, &reply); err != nil {
 		return nil, err
 	}
 	return &reply, nil
@@ -64,7 +121,7 @@ func (c *Client) Fetch(ctx context.Context, subject string, req messages.FetchRe
 // Info summarises a subject's log.
 func (c *Client) Info(ctx context.Context, subject string) (*messages.InfoReply, error) {
 	var reply messages.InfoReply
-	if err := c.request(ctx, c.prefix+".INFO."+subject, nil, 0, &reply); err != nil {
+	if err := c.read(ctx, c.prefix+".INFO."+subject, nil, 0, &reply); err != nil {
 		return nil, err
 	}
 	return &reply, nil
@@ -84,7 +141,7 @@ func (c *Client) Group(ctx context.Context, group string) (*messages.GroupReply,
 // Subjects lists stored subjects; see messages.SubjectsRequest.
 func (c *Client) Subjects(ctx context.Context, req messages.SubjectsRequest) (*messages.SubjectsReply, error) {
 	var reply messages.SubjectsReply
-	if err := c.request(ctx, c.prefix+".SUBJECTS", req, 0, &reply); err != nil {
+	if err := c.read(ctx, c.prefix+".SUBJECTS", req, 0, &reply); err != nil {
 		return nil, err
 	}
 	return &reply, nil

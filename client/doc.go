@@ -5,6 +5,12 @@
 // types are the wire types of package messages; this package knows
 // nothing of voik's storage or service.
 //
+// Reads (Fetch, Info, Subjects, and so ReadRange) change nothing, so a
+// read that gets no answer within Client.AttemptTimeout, or a 503, is
+// sent again within its context: NATS delivers a request at most once,
+// and a replication group's members come and go from the API's queue
+// group. Appends and replays are sent once.
+//
 //	nc, _ := nats.Connect(nats.DefaultURL)
 //	c := client.New(nc, "VOIK.API")
 //	page, err := c.Fetch(ctx, "orders.eu", messages.FetchRequest{MaxMessages: 10})
