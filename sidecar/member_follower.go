@@ -62,6 +62,16 @@ func (m *member) copyLoop(ctx context.Context) {
 		// A leader that dies in the middle of a pull never answers: give
 		// up on it well inside a lease.
 		sent := time.Now()
+		if m.answers() {
+			// A member that answers stays fresh while it keeps trying:
+			// a pull in flight counts as one that failed when sent, so
+			// that a leader that stops answering (paused) does not make
+			// this member leave the API's queue group and join it again
+			// with every pull that times out. A member that does not
+			// answer (back from a pause of its own) waits for a pull's
+			// outcome.
+			m.pullFailed.Store(sent.UnixNano())
+		}
 		// Nor to one that stops leading: a pull it took in just as it
 		// shut down is dropped with its subscription (changed cancels).
 		pctx, cancel := context.WithTimeout(ctx, m.pollWait()+m.s.cfg.Lease/2)
