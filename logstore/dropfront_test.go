@@ -111,12 +111,7 @@ func TestDropBeforeResetCutShortRefusesAppendsAndTheNextOpenFinishesIt(t *testin
 			dir := t.TempDir()
 			opts := testOptions()
 			var bases atomic.Pointer[[]uint64]
-			opts.faults = &faultHooks{path: func(op, path string) error {
-				if b := bases.Load(); b != nil && c.fail(op, filepath.Base(path), *b) {
-					return syscall.EIO
-				}
-				return nil
-			}}
+			opts.faults = failPathAt(&bases, c.fail)
 			l, b := dfLog(t, dir, opts)
 			bases.Store(&b)
 			if _, err := l.DropBefore(700); !errors.Is(err, ErrSyncFailed) {

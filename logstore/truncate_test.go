@@ -848,12 +848,7 @@ func TestTruncateToCutShortRefusesAppendsAndTheNextOpenFinishesIt(t *testing.T) 
 			dir := t.TempDir()
 			opts := testOptions()
 			var bases atomic.Pointer[[]uint64]
-			opts.faults = &faultHooks{path: func(op, path string) error {
-				if b := bases.Load(); b != nil && c.fail(op, filepath.Base(path), *b) {
-					return syscall.EIO
-				}
-				return nil
-			}}
+			opts.faults = failPathAt(&bases, c.fail)
 			l, err := OpenLog(dir, "test.subject", opts)
 			if err != nil {
 				t.Fatal(err)
@@ -1248,4 +1243,16 @@ func FuzzTruncateIntent(f *testing.F) {
 		}
 		l2.Close()
 	})
+}
+
+// failPathAt is fault hooks that fail (EIO) the file system call fail
+// picks by its op and file name, given the segment bases stored in bases
+// (nothing fails until they are).
+func failPathAt(bases *atomic.Pointer[[]uint64], fail func(op, name string, bases []uint64) bool) *faultHooks {
+	return &faultHooks{path: func(op, path string) error {
+		if b := bases.Load(); b != nil && fail(op, filepath.Base(path), *b) {
+			return syscall.EIO
+		}
+		return nil
+	}}
 }

@@ -302,7 +302,7 @@ func (l *leadership) markStart(subject string, first uint64) {
 	}
 	l.marked[subject] = first
 	l.markedMu.Unlock()
-	start, err := l.m.journal.Append([]group.Pointer{{Subject: subject, Offset: first, Start: true}})
+	start, err := l.m.journal.Mark(subject, first)
 	if err != nil {
 		l.m.logger.Error("cannot journal where retention starts a log; stepping down", "subject", subject, "first_offset", first, "err", err)
 		l.broken(err)

@@ -96,11 +96,11 @@ func (j *Journal) Append(pointers []Pointer) (uint64, error) {
 	return first, err
 }
 
-// Mark journals a start marker on the leader: its retention limits would
-// have subject's log start at first.
-func (j *Journal) Mark(subject string, first uint64) error {
-	_, err := j.Append([]Pointer{{Subject: subject, Offset: first, Start: true}})
-	return err
+// Mark journals a start marker on the leader, its retention limits
+// would have subject's log start at first, and returns its journal
+// offset.
+func (j *Journal) Mark(subject string, first uint64) (uint64, error) {
+	return j.Append([]Pointer{{Subject: subject, Offset: first, Start: true}})
 }
 
 // Close closes the journal.

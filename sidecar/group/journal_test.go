@@ -225,7 +225,7 @@ func newRetainingMember(t *testing.T, lead bool) *member {
 			return
 		}
 		marked[subject] = first
-		if err := m.journal.Mark(subject, first); err != nil {
+		if _, err := m.journal.Mark(subject, first); err != nil {
 			t.Error(err)
 		}
 	}
