@@ -234,3 +234,37 @@ func (l *Log) SegmentBase(offset uint64) uint64 {
 	}
 	return base
 }
+
+// DropSegmentsBefore deletes the whole segments of subject's log that
+// hold nothing at or above offset, and returns how many it deleted: what a
+// replica does once its group has agreed where a log starts. Unlike
+// DropBefore it keeps the records of the newest segment whatever offset
+// says (a replica that holds nothing that far copies on), and a log that
+// is not open and has no such segment (its second segment, by the names
+// of its files, starts past offset) is not opened: a member that applies
+// every agreed start when it opens does not open every log for it.
+func (s *Store) DropSegmentsBefore(subject string, offset uint64) (int, error) {
+	s.mu.Lock()
+	dir, known := s.subjects[subject]
+	_, isOpen := s.open[subject]
+	s.mu.Unlock()
+	if !known {
+		return 0, nil
+	}
+	if bases := segmentFileBases(dir); !isOpen && (len(bases) < 2 || bases[1] > offset) {
+		return 0, nil
+	}
+	deleted := 0
+	err := s.View(subject, func(l *Log) error {
+		if newest := l.SegmentBase(l.EndOffset()); offset > newest {
+			offset = newest
+		}
+		var err error
+		deleted, err = l.DropBefore(offset)
+		return err
+	})
+	if errors.Is(err, ErrNotFound) {
+		return 0, nil
+	}
+	return deleted, err
+}

@@ -1,6 +1,7 @@
 package logstore
 
 import (
+	"bytes"
 	"errors"
 	"path/filepath"
 	"slices"
@@ -199,4 +200,46 @@ func TestHeldRetentionDeletesNothingAndSaysWhereLogsWouldStart(t *testing.T) {
 	if !slices.Equal(told, []uint64{proposed}) {
 		t.Fatalf("OnRetention told %v, the log starts at %d", told, first())
 	}
+}
+
+// DropSegmentsBefore deletes whole segments below the offset, keeps the
+// newest segment's records even past the end, and does not open a closed
+// log that has no segment to lose.
+func TestDropSegmentsBeforeOpensNoLogWithNothingToLose(t *testing.T) {
+	dir := t.TempDir()
+	opts := testOptions()
+	s, err := OpenStore(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 600 {
+		if _, _, err := s.Append("many", []Entry{{Data: payload(i)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := s.Append("one", []Entry{{Data: payload(0)}}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if s, err = OpenStore(dir, opts); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if n, err := s.DropSegmentsBefore("one", 1000); n != 0 || err != nil || s.OpenLogs() != 0 {
+		t.Fatalf("a closed one-segment log: %d deleted, %v, %d logs opened; want none", n, err, s.OpenLogs())
+	}
+	n, err := s.DropSegmentsBefore("many", 1000) // past the end: all but the newest segment
+	if err != nil || n == 0 {
+		t.Fatalf("past the end: %d deleted, %v", n, err)
+	}
+	s.View("many", func(l *Log) error {
+		if l.Info().Segments != 1 || l.EndOffset() != 600 || l.FirstOffset() == 0 {
+			t.Fatalf("after: %+v; want the newest segment kept, end 600", l.Info())
+		}
+		records, err := l.Read(l.FirstOffset(), 600)
+		if err != nil || len(records) != int(600-l.FirstOffset()) || !bytes.Equal(records[len(records)-1].Data, payload(599)) {
+			t.Fatalf("reading what is kept: %d records, %v", len(records), err)
+		}
+		return nil
+	})
 }

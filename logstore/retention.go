@@ -138,7 +138,7 @@ func (s *Store) ApplyRetention() int {
 		dir := s.subjects[subject]
 		_, isOpen := s.open[subject]
 		s.mu.Unlock()
-		if !isOpen && countSegmentFiles(dir) < 2 {
+		if !isOpen && len(segmentFileBases(dir)) < 2 {
 			continue
 		}
 		s.View(subject, func(l *Log) error {
@@ -149,16 +149,19 @@ func (s *Store) ApplyRetention() int {
 	return deleted
 }
 
-func countSegmentFiles(dir string) int {
+// segmentFileBases is the base offsets of the .log files in dir, lowest
+// first, read from their names alone (nothing is opened or changed).
+func segmentFileBases(dir string) []uint64 {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return 0
+		return nil
 	}
-	n := 0
+	var bases []uint64
 	for _, e := range entries {
-		if _, ext, ok := parseSegmentName(e.Name()); ok && ext == ".log" {
-			n++
+		if base, ext, ok := parseSegmentName(e.Name()); ok && ext == ".log" {
+			bases = append(bases, base)
 		}
 	}
-	return n
+	slices.Sort(bases)
+	return bases
 }

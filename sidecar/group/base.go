@@ -3,6 +3,7 @@ package group
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"sync"
@@ -32,14 +33,9 @@ type Base struct {
 	Starts map[string]uint64 `msgpack:"starts,omitempty"`
 }
 
-// fold adds pointers to the base (At is the caller's to move).
+// fold adds pointers to the base (At is the caller's to move); its maps
+// are not nil (clone).
 func (b *Base) fold(pointers []Pointer) {
-	if b.Ends == nil {
-		b.Ends = map[string]uint64{}
-	}
-	if b.Starts == nil {
-		b.Starts = map[string]uint64{}
-	}
 	for _, p := range pointers {
 		if p.Start {
 			b.Starts[p.Subject] = max(b.Starts[p.Subject], p.Offset)
@@ -49,13 +45,14 @@ func (b *Base) fold(pointers []Pointer) {
 	}
 }
 
+// clone is a copy of b whose maps are never nil.
 func (b *Base) clone() *Base {
-	c := &Base{At: b.At, Ends: make(map[string]uint64, len(b.Ends)), Starts: make(map[string]uint64, len(b.Starts))}
-	for k, v := range b.Ends {
-		c.Ends[k] = v
+	c := &Base{At: b.At, Ends: maps.Clone(b.Ends), Starts: maps.Clone(b.Starts)}
+	if c.Ends == nil {
+		c.Ends = map[string]uint64{}
 	}
-	for k, v := range b.Starts {
-		c.Starts[k] = v
+	if c.Starts == nil {
+		c.Starts = map[string]uint64{}
 	}
 	return c
 }

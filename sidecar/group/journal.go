@@ -470,12 +470,13 @@ func sameHeaders(a, b logstore.Headers) bool {
 }
 
 // DropToStarts deletes, in each subject's log, what is below its start
-// (a committed start marker's offset): whole segments (Log.DropBefore).
+// (a committed start marker's offset): whole segments
+// (Store.DropSegmentsBefore, which opens no log that has none to lose).
 // It returns the first error, having tried every subject.
 func DropToStarts(store *logstore.Store, starts map[string]uint64) error {
 	var first error
 	for subject, start := range starts {
-		if _, err := store.DropBefore(subject, start); err != nil && first == nil {
+		if _, err := store.DropSegmentsBefore(subject, start); err != nil && first == nil {
 			first = fmt.Errorf("group: deleting %q below %d: %w", subject, start, err)
 		}
 	}

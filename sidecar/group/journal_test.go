@@ -272,22 +272,30 @@ func (m *member) commitStarts(t *testing.T) {
 // leader proposes where its limits would start each log (a start
 // marker), and every member, the leader too, deletes by it once it is
 // committed. A follower that copies all along deletes exactly what the
-// leader does; one that starts empty after the leader deleted records
-// (bootstrap after retention) starts each log where the leader's starts.
+// leader does; one that was far behind while the leader deleted, and one
+// that starts empty after (bootstrap after retention), start each log
+// where the leader's starts.
 // Both then hold the leader's records from there on, at the same offsets,
 // and the same journal.
 func TestFollowersStartEveryLogWhereTheLeadersRetentionLeftIt(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	leader := newRetainingMember(t, true)
-	along, late := newRetainingMember(t, false), newRetainingMember(t, false)
+	along, behind, late := newRetainingMember(t, false), newRetainingMember(t, false), newRetainingMember(t, false)
 	for round := 0; round < 5; round++ {
 		leader.lead(t, rng, 300)
 		copyAll(t, rng, leader, along)
+		if round == 0 {
+			copyAll(t, rng, leader, behind)
+		}
 		leader.commitStarts(t)
 		along.commitStarts(t)
 	}
-	copyAll(t, rng, leader, late)
-	late.commitStarts(t)
+	// behind holds the first round and then copies pointers whose
+	// records the leader has deleted since: it must jump over them.
+	for _, f := range []*member{behind, late} {
+		copyAll(t, rng, leader, f)
+		f.commitStarts(t)
+	}
 	wantLogs, wantJournal := leader.contents(t)
 	markers := 0
 	for _, p := range wantJournal {
@@ -298,7 +306,7 @@ func TestFollowersStartEveryLogWhereTheLeadersRetentionLeftIt(t *testing.T) {
 	if markers == 0 {
 		t.Fatal("the leader's retention deleted nothing: the test proves nothing")
 	}
-	for name, f := range map[string]*member{"a follower copying all along": along, "a follower starting late": late} {
+	for name, f := range map[string]*member{"a follower copying all along": along, "a follower far behind": behind, "a follower starting late": late} {
 		gotLogs, gotJournal := f.contents(t)
 		if !reflect.DeepEqual(gotJournal, wantJournal) {
 			t.Errorf("%s: the journals differ", name)

@@ -173,6 +173,9 @@ type Source struct {
 	Committed func() (uint64, <-chan struct{})
 	// Base is what the journal no longer holds (nil: it holds it all).
 	Base *BaseFile
+
+	listMu sync.Mutex
+	listed *listing // the last snapshot listing, for its next pages
 }
 
 // Serve answers pulls on subject (PullSubject) on nc until the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 
 	"github.com/nats-io/nats.go"
@@ -31,7 +32,7 @@ func (s *Source) list(req PullRequest, epoch uint64) PullReply {
 			reply.At, _ = s.Committed()
 		}
 	}
-	base := &Base{}
+	base := &emptyBase
 	if s.Base != nil {
 		base = s.Base.Get()
 	}
@@ -39,32 +40,56 @@ func (s *Source) list(req PullRequest, epoch uint64) PullReply {
 		reply.Code, reply.Error = CodeBehind, fmt.Sprintf("journal offset %d is no longer held here: start the snapshot again", reply.At)
 		return reply
 	}
-	at, err := base.readJournal(s.Journal, reply.At)
+	at, err := s.listingAt(base, reply.At)
 	if err != nil {
 		reply.Code, reply.Error = CodeReadFailed, err.Error()
 		return reply
 	}
-	subjects := make([]string, 0, len(at.Ends))
-	for subject := range at.Ends {
-		if subject > req.After {
-			subjects = append(subjects, subject)
-		}
+	first, found := slices.BinarySearch(at.subjects, req.After)
+	if found {
+		first++
 	}
-	slices.Sort(subjects)
 	size := 0
-	for _, subject := range subjects {
+	for _, subject := range at.subjects[first:] {
 		if size += len(subject) + 32; size > s.MaxPayload/2 && len(reply.Subjects) > 0 {
 			break
 		}
-		reply.Subjects = append(reply.Subjects, SubjectRange{Subject: subject, First: min(at.Starts[subject], at.Ends[subject]), End: at.Ends[subject]})
+		reply.Subjects = append(reply.Subjects, SubjectRange{Subject: subject, First: min(at.folded.Starts[subject], at.folded.Ends[subject]), End: at.folded.Ends[subject]})
 	}
-	reply.More = len(reply.Subjects) < len(subjects)
+	reply.More = first+len(reply.Subjects) < len(at.subjects)
 	for _, e := range s.Epochs.List() {
 		if e.Epoch > req.Epoch && e.Start <= reply.At {
 			reply.Epochs = append(reply.Epochs, e)
 		}
 	}
 	return reply
+}
+
+// emptyBase is the base of a Source without one: the journal holds it all.
+var emptyBase Base
+
+// listing is the subjects' ranges at a journal offset, kept for the
+// pages after the first of a snapshot's List: each page would otherwise
+// read the journal from the base to that offset again.
+type listing struct {
+	base     *Base // the base it was folded from
+	folded   *Base // the base and the journal up to the offset
+	subjects []string
+}
+
+// listingAt is the listing at journal offset at, from base.
+func (s *Source) listingAt(base *Base, at uint64) (*listing, error) {
+	s.listMu.Lock()
+	defer s.listMu.Unlock()
+	if l := s.listed; l != nil && l.base == base && l.folded.At == at {
+		return l, nil
+	}
+	folded, err := base.readJournal(s.Journal, at)
+	if err != nil {
+		return nil, err
+	}
+	s.listed = &listing{base: base, folded: folded, subjects: slices.Sorted(maps.Keys(folded.Ends))}
+	return s.listed, nil
 }
 
 // read answers a snapshot's Read: records of req.Read from req.From (or
