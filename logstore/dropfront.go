@@ -208,10 +208,16 @@ func finishReset(dir string, opts *Options) error {
 // log has nothing to drop: its first append at an offset (AppendAt) makes
 // it start there.
 func (s *Store) DropBefore(subject string, offset uint64) (int, error) {
+	return s.dropBefore(subject, func(*Log) uint64 { return offset })
+}
+
+// dropBefore is Log.DropBefore on the log of subject, at the offset at
+// picks for it; a subject without a log has nothing to drop.
+func (s *Store) dropBefore(subject string, at func(*Log) uint64) (int, error) {
 	deleted := 0
 	err := s.View(subject, func(l *Log) error {
 		var err error
-		deleted, err = l.DropBefore(offset)
+		deleted, err = l.DropBefore(at(l))
 		return err
 	})
 	if errors.Is(err, ErrNotFound) {
@@ -254,17 +260,5 @@ func (s *Store) DropSegmentsBefore(subject string, offset uint64) (int, error) {
 	if bases := segmentFileBases(dir); !isOpen && (len(bases) < 2 || bases[1] > offset) {
 		return 0, nil
 	}
-	deleted := 0
-	err := s.View(subject, func(l *Log) error {
-		if newest := l.SegmentBase(l.EndOffset()); offset > newest {
-			offset = newest
-		}
-		var err error
-		deleted, err = l.DropBefore(offset)
-		return err
-	})
-	if errors.Is(err, ErrNotFound) {
-		return 0, nil
-	}
-	return deleted, err
+	return s.dropBefore(subject, func(l *Log) uint64 { return min(offset, l.SegmentBase(l.EndOffset())) })
 }
