@@ -58,7 +58,7 @@ type Config struct {
 	Lease    time.Duration `yaml:"lease" env:"VOIK_LEASE" env-default:"5s" env-description:"how long a silent group leader keeps the lead before another member may take it"`
 	// JournalKeep is how many journal records a group member keeps below
 	// the committed offset, for members catching up.
-	JournalKeep uint64 `yaml:"journal_keep" env:"VOIK_JOURNAL_KEEP" env-default:"1000000" env-description:"group journal records kept below the committed offset (about 60 bytes each) so that a member that was away catches up by copying the journal; one further behind copies the logs (a snapshot)"`
+	JournalKeep uint64 `yaml:"journal_keep" env:"VOIK_JOURNAL_KEEP" env-default:"1000000" env-description:"group journal records kept below the committed offset (about 100 bytes each on disk) so that a member that was away catches up by copying the journal; one further behind copies the logs (a snapshot)"`
 
 	DedupeWindow time.Duration `yaml:"dedupe_window" env:"VOIK_DEDUPE_WINDOW" env-default:"2m" env-description:"a message with a Nats-Msg-Id header whose id was stored on its subject this recently is not stored again (an ack names the first); 0 turns it off"`
 
