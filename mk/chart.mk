@@ -9,6 +9,14 @@
 
 BIN_DIR       := $(CURDIR)/.bin
 HELM          := $(BIN_DIR)/helm
+# etcd's version is tools/kube/go.mod's go.etcd.io/etcd/server/v3. The
+# kube-apiserver's is this one: its source comes from the module proxy's
+# k8s.io/kubernetes (tools/kube/build-apiserver.sh). The binaries are named
+# by version, so a bump builds the new one.
+ETCD_VERSION  := $(shell sed -n 's/^[[:space:]]*\(require[[:space:]]*\)\{0,1\}go\.etcd\.io\/etcd\/server\/v3[[:space:]]*\(v[^[:space:]]*\).*/\2/p' tools/kube/go.mod)
+KUBE_VERSION  := v1.34.4
+ETCD          := $(BIN_DIR)/etcd-$(ETCD_VERSION)
+KUBE_APISERVER := $(BIN_DIR)/kube-apiserver-$(KUBE_VERSION)
 CHART         := charts/voik
 # The OCI image layout `make image` writes (git-ignored), and its name.
 IMAGE_DIR     ?= $(CURDIR)/.build/image
@@ -23,7 +31,7 @@ TEST_EXTRA    += chart-test image-test
 
 .PHONY: tools chart-lint chart-test image image-test image-push
 
-tools: $(HELM) ## build the pinned tools (helm) into .bin/; nothing to do when up to date
+tools: $(HELM) $(ETCD) $(KUBE_APISERVER) ## build the pinned tools (helm, etcd, kube-apiserver) into .bin/; nothing to do when up to date
 
 # Helm's own Makefile sets the Kubernetes version it assumes offline (helm
 # template, helm lint: .Capabilities.KubeVersion and the deprecation checks)
@@ -44,6 +52,19 @@ $(HELM): tools/go.mod tools/go.sum
 		-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$$minor" \
 		helm.sh/helm/v3/cmd/helm
 	@touch $(HELM)
+
+# etcd's own main module has replace directives, so `go install` refuses
+# it: a wrapper in tools/kube calls its server. About 1.5 minutes cold.
+$(ETCD): tools/kube/go.mod tools/kube/go.sum tools/kube/etcd/main.go
+	@mkdir -p $(BIN_DIR)
+	@test -n "$(ETCD_VERSION)" || { echo "no go.etcd.io/etcd/server/v3 version in tools/kube/go.mod" >&2; exit 1; }
+	@echo "building etcd $(ETCD_VERSION) (about a minute and a half, once)"
+	cd tools/kube && CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $(ETCD).tmp ./etcd
+	@mv $(ETCD).tmp $(ETCD)
+
+# Five minutes and 2 GB of build cache cold (docs/kubernetes.md); seconds warm.
+$(KUBE_APISERVER): tools/kube/build-apiserver.sh
+	GO=$(GO) sh tools/kube/build-apiserver.sh $(KUBE_VERSION) $(KUBE_APISERVER)
 
 chart-lint: $(HELM) ## helm lint --strict with the default values (and the one required, config.subjects) and each charts/voik/ci/*-values.yaml
 	$(HELM) lint --strict $(CHART) --set config.subjects='orders.>'
