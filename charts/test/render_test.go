@@ -77,8 +77,13 @@ func TestDefaultValues(t *testing.T) {
 	env := envMap(voik)
 
 	t.Run("workload", func(t *testing.T) {
-		if s.Spec.Replicas == nil || *s.Spec.Replicas != 1 {
-			t.Errorf("replicas %v, want 1", s.Spec.Replicas)
+		if s.Spec.Replicas == nil || *s.Spec.Replicas != 3 {
+			t.Errorf("replicas %v, want 3: a group that outlives one pod", s.Spec.Replicas)
+		}
+		// A member is ready only as leader or in-sync follower: ordered
+		// starts could wait forever for a pod 0 that cannot be either.
+		if s.Spec.PodManagementPolicy != appsv1.ParallelPodManagement {
+			t.Errorf("podManagementPolicy %q, want Parallel", s.Spec.PodManagementPolicy)
 		}
 		if want := "ghcr.io/voik/voik:" + chart.AppVersion; voik.Image != want {
 			t.Errorf("image %q, want %q (the chart's appVersion)", voik.Image, want)
@@ -171,14 +176,35 @@ func TestDefaultValues(t *testing.T) {
 		}
 	})
 
+	t.Run("group", func(t *testing.T) {
+		checkGroupEnv(t, env, "history-hist-voik", "3")
+		if got, want := env["VOIK_LEASE"].Value, "5s"; got != want {
+			t.Errorf("VOIK_LEASE %q, want %q", got, want)
+		}
+		if got, want := env["VOIK_JOURNAL_KEEP"].Value, "1000000"; got != want {
+			t.Errorf("VOIK_JOURNAL_KEEP %q, want %q", got, want)
+		}
+	})
+
+	t.Run("spread", func(t *testing.T) {
+		checkSpread(t, s, "soft", "soft")
+	})
+
 	t.Run("services and budget", func(t *testing.T) {
 		services := all[*corev1.Service](manifests)
 		if len(services) != 2 {
 			t.Fatalf("%d Services, want the HTTP one and the headless one", len(services))
 		}
+		// Followers catching up are not ready; Prometheus must scrape
+		// them all the same.
+		for _, svc := range services {
+			if !svc.Spec.PublishNotReadyAddresses {
+				t.Errorf("Service %s lists ready pods only: a lagging member would not be scraped", svc.Name)
+			}
+		}
 		pdb := only[*policyv1.PodDisruptionBudget](t, manifests)
 		if pdb.Spec.MaxUnavailable == nil || pdb.Spec.MaxUnavailable.IntValue() != 1 || pdb.Spec.MinAvailable != nil {
-			t.Errorf("budget %+v, want maxUnavailable 1 (a single replica must not block drains)", pdb.Spec)
+			t.Errorf("budget %+v, want maxUnavailable 1 (a majority of 3 stays up; a single replica must not block drains)", pdb.Spec)
 		}
 		sa := only[*corev1.ServiceAccount](t, manifests)
 		if sa.Name != pod.ServiceAccountName {
@@ -187,8 +213,8 @@ func TestDefaultValues(t *testing.T) {
 		if n := len(all[*networkingv1.NetworkPolicy](manifests)); n != 0 {
 			t.Errorf("%d NetworkPolicies; the default is none", n)
 		}
-		if n := len(all[*monitoringv1.ServiceMonitor](manifests)); n != 0 {
-			t.Error("a ServiceMonitor although the cluster does not serve monitoring.coreos.com/v1")
+		if n := len(all[*monitoringv1.ServiceMonitor](manifests)) + len(all[*monitoringv1.PrometheusRule](manifests)); n != 0 {
+			t.Error("a ServiceMonitor or PrometheusRule although the cluster does not serve monitoring.coreos.com/v1")
 		}
 	})
 
@@ -354,12 +380,24 @@ func TestValuesReachTheManifests(t *testing.T) {
 		if p := s.Spec.PersistentVolumeClaimRetentionPolicy; p == nil || p.WhenScaled != appsv1.DeletePersistentVolumeClaimRetentionPolicyType {
 			t.Errorf("retention policy %+v", p)
 		}
-		if *s.Spec.Replicas != 2 || len(s.Spec.Template.Spec.TopologySpreadConstraints) != 1 || s.Spec.Template.Spec.Affinity == nil {
-			t.Error("replicas, spread or affinity lost")
+		spec := s.Spec.Template.Spec
+		if *s.Spec.Replicas != 5 {
+			t.Errorf("replicas %d, want 5", *s.Spec.Replicas)
+		}
+		// The file's own constraint and affinity replace the chart's.
+		if len(spec.TopologySpreadConstraints) != 1 || spec.TopologySpreadConstraints[0].TopologyKey != "kubernetes.io/hostname" ||
+			spec.Affinity == nil || spec.Affinity.PodAntiAffinity == nil || len(spec.Affinity.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution) != 1 ||
+			spec.Affinity.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution[0].PodAffinityTerm.LabelSelector.MatchLabels["app.kubernetes.io/instance"] != "" {
+			t.Errorf("spread %+v, affinity %+v: want the file's own", spec.TopologySpreadConstraints, spec.Affinity)
+		}
+		env := envMap(container(t, spec, "voik"))
+		checkGroupEnv(t, env, "history-eu", "5")
+		if env["VOIK_LEASE"].Value != "3s" || env["VOIK_JOURNAL_KEEP"].Value != "2000000" {
+			t.Errorf("VOIK_LEASE %q VOIK_JOURNAL_KEEP %q, want 3s and 2000000", env["VOIK_LEASE"].Value, env["VOIK_JOURNAL_KEEP"].Value)
 		}
 		pdb := only[*policyv1.PodDisruptionBudget](t, manifests)
-		if pdb.Spec.MinAvailable == nil || pdb.Spec.MinAvailable.IntValue() != 1 || pdb.Spec.MaxUnavailable != nil {
-			t.Errorf("budget %+v, want minAvailable 1 alone", pdb.Spec)
+		if pdb.Spec.MinAvailable == nil || pdb.Spec.MinAvailable.IntValue() != 3 || pdb.Spec.MaxUnavailable != nil {
+			t.Errorf("budget %+v, want minAvailable 3 alone (a majority of 5)", pdb.Spec)
 		}
 	})
 	t.Run("service port", func(t *testing.T) {
@@ -422,11 +460,11 @@ func TestEnvironmentFollowsREADME(t *testing.T) {
 	settings := readmeSettings(t)
 	const fix = "; update charts/voik (values.yaml, values.schema.json, templates/_helpers.tpl) and this test"
 	// Not for Kubernetes: the chart always connects to a NATS server.
-	notSet := []string{"VOIK_EMBEDDED_HOST", "VOIK_EMBEDDED_PORT",
-		// Replication groups: the chart still runs a standalone voik;
-		// making its StatefulSet a group (VOIK_INSTANCE from the pod
-		// name, VOIK_REPLICAS from its replicas) is the next issue's.
-		"VOIK_GROUP", "VOIK_REPLICAS", "VOIK_INSTANCE", "VOIK_LEASE", "VOIK_JOURNAL_KEEP"}
+	notSet := []string{"VOIK_EMBEDDED_HOST", "VOIK_EMBEDDED_PORT"}
+	// From the pod itself (a fieldRef of the downward API).
+	fromPod := map[string]string{
+		"VOIK_INSTANCE": "metadata.name", // a member's name: unique, and stable across restarts
+	}
 	// Set only when the values name a Secret (TestAuthentication).
 	secrets := []string{"VOIK_NATS_CREDS", "VOIK_NATS_NKEY", "VOIK_NATS_TOKEN", "VOIK_NATS_USER",
 		"VOIK_NATS_PASSWORD", "VOIK_NATS_TLS_CA", "VOIK_NATS_TLS_CERT", "VOIK_NATS_TLS_KEY"}
@@ -438,6 +476,9 @@ func TestEnvironmentFollowsREADME(t *testing.T) {
 		// No default in the chart (config.subjects is required): what
 		// `required` gives. voik's > is for its embedded server only.
 		"VOIK_SUBJECTS": "orders.>,voik.helm-test",
+		// The chart is a group by default (standalone is voik's default),
+		// named after the namespace and the release.
+		"VOIK_GROUP": "history-hist-voik",
 	}
 
 	env := envMap(container(t, only[*appsv1.StatefulSet](t, render(t, nil, required...)).Spec.Template.Spec, "voik"))
@@ -450,6 +491,10 @@ func TestEnvironmentFollowsREADME(t *testing.T) {
 			}
 		case !ok:
 			t.Errorf("README's settings table has %s, which the chart does not set%s", name, fix)
+		case fromPod[name] != "":
+			if ref := got.ValueFrom; got.Value != "" || ref == nil || ref.FieldRef == nil || ref.FieldRef.FieldPath != fromPod[name] {
+				t.Errorf("%s = %+v, want the pod's %s", name, got, fromPod[name])
+			}
 		case chartDefaults[name] != "":
 			if got.Value != chartDefaults[name] {
 				t.Errorf("%s = %q, want the chart's %q", name, got.Value, chartDefaults[name])
@@ -458,7 +503,7 @@ func TestEnvironmentFollowsREADME(t *testing.T) {
 			t.Errorf("%s = %q by default, voik's default is %q%s", name, got.Value, voikDefault, fix)
 		}
 	}
-	for _, name := range slices.Concat(notSet, secrets, mapsKeys(chartDefaults)) {
+	for _, name := range slices.Concat(notSet, secrets, mapsKeys(chartDefaults), mapsKeys(fromPod)) {
 		if _, ok := settings[name]; !ok {
 			t.Errorf("%s is not in the README's settings table any more%s", name, fix)
 		}
@@ -616,6 +661,9 @@ func TestNotes(t *testing.T) {
 		"kubectl -n " + namespace + " rollout status statefulset/" + s.Name,
 		"helm test " + release + " -n " + namespace,
 		"VOIK.API.FETCH.<subject>",
+		"JetStream",
+		"kubectl -n " + namespace + " exec " + s.Name + "-0 -c voik -- voik group",
+		"replication group history-hist-voik",
 	} {
 		if !strings.Contains(notes, want) {
 			t.Errorf("NOTES.txt does not say %q:\n%s", want, notes)

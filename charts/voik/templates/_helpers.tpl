@@ -161,6 +161,82 @@ NATS connection and its secrets. Shared by the StatefulSet and the test pod.
   value: {{ $c.logLevel | quote }}
 - name: VOIK_LOG_FORMAT
   value: {{ $c.logFormat | quote }}
+{{- include "voik.groupEnv" . }}
+{{- end }}
+
+{{/*
+The replication group's settings: the group's name, this member's name (the
+pod's, stable across restarts), the member count. Empty when standalone.
+*/}}
+{{- define "voik.groupEnv" -}}
+{{- if .Values.group.enabled }}
+- name: VOIK_GROUP
+  value: {{ include "voik.groupName" . | quote }}
+- name: VOIK_INSTANCE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: VOIK_REPLICAS
+  value: {{ include "voik.envString" .Values.replicaCount | quote }}
+- name: VOIK_LEASE
+  value: {{ .Values.group.lease | quote }}
+- name: VOIK_JOURNAL_KEEP
+  value: {{ include "voik.envString" .Values.group.journalKeep | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+VOIK_GROUP: group.name, else <namespace>-<full name> with dots as _ (voik
+takes letters, digits, - and _; _ never occurs in either part, so two
+releases never map to one name).
+*/}}
+{{- define "voik.groupName" -}}
+{{- if .Values.group.name }}
+{{- .Values.group.name }}
+{{- else }}
+{{- printf "%s-%s" .Release.Namespace (include "voik.fullname" .) | replace "." "_" }}
+{{- end }}
+{{- end }}
+
+{{/* A majority of the group: replicaCount / 2 + 1. */}}
+{{- define "voik.majority" -}}
+{{- add (div (int .Values.replicaCount) 2) 1 }}
+{{- end }}
+
+{{/*
+The pod's affinity: affinity from values, with spread.antiAffinity's
+podAntiAffinity on kubernetes.io/hostname unless it has one of its own.
+*/}}
+{{- define "voik.affinity" -}}
+{{- $affinity := deepCopy (.Values.affinity | default dict) }}
+{{- $term := dict "topologyKey" "kubernetes.io/hostname" "labelSelector" (dict "matchLabels" (include "voik.selectorLabels" . | fromYaml)) }}
+{{- if not (hasKey $affinity "podAntiAffinity") }}
+{{- if eq .Values.spread.antiAffinity "soft" }}
+{{- $_ := set $affinity "podAntiAffinity" (dict "preferredDuringSchedulingIgnoredDuringExecution" (list (dict "weight" 100 "podAffinityTerm" $term))) }}
+{{- else if eq .Values.spread.antiAffinity "hard" }}
+{{- $_ := set $affinity "podAntiAffinity" (dict "requiredDuringSchedulingIgnoredDuringExecution" (list $term)) }}
+{{- end }}
+{{- end }}
+{{- if $affinity }}
+{{- toYaml $affinity }}
+{{- end }}
+{{- end }}
+
+{{/*
+The pod's topology spread constraints: topologySpreadConstraints from
+values, else spread.zones' one over topology.kubernetes.io/zone.
+*/}}
+{{- define "voik.topologySpread" -}}
+{{- if .Values.topologySpreadConstraints }}
+{{- toYaml .Values.topologySpreadConstraints }}
+{{- else if ne .Values.spread.zones "none" }}
+- maxSkew: 1
+  topologyKey: topology.kubernetes.io/zone
+  whenUnsatisfiable: {{ ternary "DoNotSchedule" "ScheduleAnyway" (eq .Values.spread.zones "hard") }}
+  labelSelector:
+    matchLabels:
+      {{- include "voik.selectorLabels" . | nindent 6 }}
+{{- end }}
 {{- end }}
 
 {{/* Volumes holding the NATS secret files: credentials or NKey seed, CA, client certificate. */}}
@@ -273,3 +349,40 @@ tests.subject and waits for voik's ack, which only a captured subject gets.
 {{- define "voik.testRuns" -}}
 {{- if and .Values.tests.enabled (include "voik.captures" (dict "subject" .Values.tests.subject "filters" (.Values.config.subjects | default ""))) }}true{{ end -}}
 {{- end -}}
+
+{{/*
+Fails when the PodDisruptionBudget would let a voluntary disruption (a node
+drain) take down a majority of the group: nothing would commit, and no
+member could be elected, until the pods came back. A group of one is left
+alone: its one pod must be allowed to move.
+*/}}
+{{- define "voik.checkGroup" -}}
+{{- $n := int .Values.replicaCount }}
+{{- $majority := int (include "voik.majority" .) }}
+{{- $pdb := .Values.podDisruptionBudget }}
+{{- if and .Values.group.enabled $pdb.enabled (gt $n 1) }}
+{{- $down := 0 }}
+{{- if ne (toString $pdb.minAvailable) "" }}
+{{- $down = sub $n (include "voik.scaledCount" (dict "value" $pdb.minAvailable "of" $n)) }}
+{{- else }}
+{{- $down = int (include "voik.scaledCount" (dict "value" $pdb.maxUnavailable "of" $n)) }}
+{{- end }}
+{{- if gt (int $down) (sub $n $majority) }}
+{{- fail (printf "podDisruptionBudget lets a drain take %d of the group's %d members down at once; a majority (%d) must stay up: use maxUnavailable %d or less (or minAvailable %d or more)" (int $down) $n $majority (sub $n $majority) $majority) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+A PodDisruptionBudget count as Kubernetes computes it: a number as it is, a
+percentage of .of rounded up.
+*/}}
+{{- define "voik.scaledCount" -}}
+{{- $v := toString .value }}
+{{- if hasSuffix "%" $v }}
+{{- $p := int (trimSuffix "%" $v) }}
+{{- div (add (mul $p .of) 99) 100 }}
+{{- else }}
+{{- int .value }}
+{{- end }}
+{{- end }}
