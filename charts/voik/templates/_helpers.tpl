@@ -386,3 +386,11 @@ percentage of .of rounded up.
 {{- int .value }}
 {{- end }}
 {{- end }}
+
+{{/* An alert's labels: its severity, and prometheusRule.alertLabels. */}}
+{{- define "voik.alertLabels" -}}
+severity: {{ .severity }}
+{{- with omit .extra "severity" }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
