@@ -6,8 +6,10 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
@@ -18,10 +20,31 @@ import (
 )
 
 // sidecarValues is what examples/nats-sidecar-values.yaml may hold: the NATS
-// chart's podTemplate and statefulSet knobs, nothing else (a strict decode
-// refuses any other key, so a misspelt knob that the NATS chart would ignore
-// fails here).
+// chart's knobs it uses, nothing else (a strict decode refuses any other
+// key, so a misspelt knob that the NATS chart would ignore fails here).
 type sidecarValues struct {
+	Config struct {
+		Cluster struct {
+			Enabled  bool `json:"enabled"`
+			Replicas int  `json:"replicas"`
+		} `json:"cluster"`
+		JetStream struct {
+			Enabled   bool `json:"enabled"`
+			FileStore struct {
+				Enabled *bool `json:"enabled"` // the NATS chart's default: true
+				PVC     struct {
+					Enabled *bool  `json:"enabled"` // default true
+					Size    string `json:"size"`
+				} `json:"pvc"`
+			} `json:"fileStore"`
+		} `json:"jetstream"`
+		// Merged into nats.conf; "<< x >>" strings are written unquoted.
+		Merge map[string]any `json:"merge"`
+	} `json:"config"`
+	Container struct {
+		// The NATS container's env: name -> value, or a map with valueFrom.
+		Env map[string]any `json:"env"`
+	} `json:"container"`
 	PodTemplate struct {
 		Merge map[string]any   `json:"merge"`
 		Patch []map[string]any `json:"patch"`
@@ -102,10 +125,10 @@ func mergePatch(doc, merge map[string]any, patch []map[string]any) (map[string]a
 	return result, json.Unmarshal(out, &result)
 }
 
-// TestSidecarValues applies the example to a StatefulSet shaped like the NATS
-// chart's and checks the pod that results: NATS is still there, and the voik
-// container and its volume are complete and valid.
-func TestSidecarValues(t *testing.T) {
+// patchedNATSStatefulSet is the stand-in of the NATS chart's StatefulSet
+// with the example's patches applied, as the NATS chart would render it.
+func patchedNATSStatefulSet(t *testing.T) *appsv1.StatefulSet {
+	t.Helper()
 	v := readSidecarValues(t)
 	if spec, ok := v.PodTemplate.Merge["spec"].(map[string]any); ok {
 		if _, ok := spec["containers"]; ok {
@@ -120,6 +143,16 @@ func TestSidecarValues(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the NATS chart would fail on these patches: %v", err)
 	}
+	return s
+}
+
+// TestSidecarValues applies the example to a StatefulSet shaped like the NATS
+// chart's and checks the pod that results: NATS is still there, and the voik
+// container and its volume are complete and valid, and make the three pods'
+// voiks one group.
+func TestSidecarValues(t *testing.T) {
+	v := readSidecarValues(t)
+	s := patchedNATSStatefulSet(t)
 	pod := s.Spec.Template.Spec
 	headless := map[string]*corev1.Service{"nats-headless": {Spec: corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone}}}
 	for _, p := range checkStatefulSet(sidecarExample, s, headless) {
@@ -156,10 +189,69 @@ func TestSidecarValues(t *testing.T) {
 		if err != nil || u.Scheme != "nats" || u.Hostname() != "127.0.0.1" || u.Port() != "4222" {
 			t.Errorf("VOIK_NATS_URL %q: want the pod's own NATS, nats://127.0.0.1:4222 (empty would start a second server on 4222)", env["VOIK_NATS_URL"].Value)
 		}
-		for _, name := range []string{"VOIK_SUBJECTS", "VOIK_API_PREFIX", "VOIK_DATA_DIR", "VOIK_HTTP_ADDR"} {
+		for _, name := range []string{"VOIK_SUBJECTS", "VOIK_API_PREFIX", "VOIK_DATA_DIR", "VOIK_HTTP_ADDR", "VOIK_NATS_USER"} {
 			if env[name].Value == "" {
 				t.Errorf("%s not set", name)
 			}
+		}
+	})
+
+	// Named subjects, not ">": on the cluster's NATS that would take every
+	// message, requests and replies included. Every filter has a literal
+	// token.
+	t.Run("subjects", func(t *testing.T) {
+		filters := strings.Split(env["VOIK_SUBJECTS"].Value, ",")
+		for _, f := range filters {
+			f = strings.TrimSpace(f)
+			literal := false
+			for _, tok := range strings.Split(f, ".") {
+				literal = literal || (tok != "*" && tok != ">" && tok != "")
+			}
+			if !literal || strings.HasPrefix(f, "_INBOX") || strings.HasPrefix(f, "$") {
+				t.Errorf("VOIK_SUBJECTS filter %q: name the subjects to capture", f)
+			}
+		}
+	})
+
+	// One group of the NATS pods' voiks: a fixed name, each member named
+	// after its pod, and as many members as NATS servers.
+	t.Run("group", func(t *testing.T) {
+		group := env["VOIK_GROUP"]
+		if group.ValueFrom != nil || !regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`).MatchString(group.Value) {
+			t.Errorf("VOIK_GROUP %+v: want a fixed name of letters, digits, - and _", group)
+		}
+		instance := env["VOIK_INSTANCE"]
+		if instance.Value != "" || instance.ValueFrom == nil || instance.ValueFrom.FieldRef == nil || instance.ValueFrom.FieldRef.FieldPath != "metadata.name" {
+			t.Errorf("VOIK_INSTANCE %+v: want the pod's name (fieldRef metadata.name), stable across restarts", instance)
+		}
+		c := v.Config.Cluster
+		if !c.Enabled || c.Replicas < 3 || c.Replicas%2 == 0 || c.Replicas > 7 {
+			t.Errorf("config.cluster %+v: want a NATS cluster of 3, 5 or 7 servers (JetStream's quorum, and voik's majority)", c)
+		}
+		if got := env["VOIK_REPLICAS"].Value; got != strconv.Itoa(c.Replicas) {
+			t.Errorf("VOIK_REPLICAS %q, config.cluster.replicas %d: every pod's voik is a member", got, c.Replicas)
+		}
+		if s.Spec.Replicas == nil || int(*s.Spec.Replicas) != c.Replicas {
+			t.Errorf("the stand-in has %v replicas, the values' cluster %d: testdata/nats-chart-statefulset.yaml is out of step", s.Spec.Replicas, c.Replicas)
+		}
+	})
+
+	// A group keeps its state in JetStream: on, with a file store on a
+	// claim of its own (a small one is enough for the VOIK_GROUPS bucket).
+	t.Run("jetstream", func(t *testing.T) {
+		js := v.Config.JetStream
+		if !js.Enabled {
+			t.Fatal("config.jetstream.enabled is not true: voik's group has nowhere to keep its state, and every member exits")
+		}
+		if f := js.FileStore; (f.Enabled != nil && !*f.Enabled) || (f.PVC.Enabled != nil && !*f.PVC.Enabled) {
+			t.Errorf("JetStream file store %+v: want it on a claim, so the group's state survives a restart", f)
+		}
+		size, err := resource.ParseQuantity(js.FileStore.PVC.Size)
+		if err != nil || size.Sign() <= 0 || size.Cmp(resource.MustParse("10Gi")) > 0 {
+			t.Errorf("config.jetstream.fileStore.pvc.size %q: want a small claim (the bucket holds a few hundred bytes per group)", js.FileStore.PVC.Size)
+		}
+		if got := claimNames(s); !slices.Equal(got, []string{"nats-js", "voik-data"}) {
+			t.Errorf("claims %v, want JetStream's (nats-js) kept and voik-data added", got)
 		}
 	})
 
@@ -205,7 +297,22 @@ func TestSidecarValues(t *testing.T) {
 				}
 			}
 		}
-		checkProbes(t, voik, voik.Ports[0].Name)
+		// Readiness on /healthz, not /readyz: a NATS pod is in the NATS
+		// Service only while all its containers are ready, and /readyz is
+		// not ready while voik catches up or the group has no leader.
+		for _, p := range []struct {
+			name  string
+			probe *corev1.Probe
+		}{{"startup", voik.StartupProbe}, {"liveness", voik.LivenessProbe}, {"readiness", voik.ReadinessProbe}} {
+			if p.probe == nil || p.probe.HTTPGet == nil {
+				t.Errorf("no HTTP %s probe", p.name)
+				continue
+			}
+			if p.probe.HTTPGet.Path != "/healthz" || p.probe.HTTPGet.Port.String() != voik.Ports[0].Name {
+				t.Errorf("%s probe on %s port %s, want /healthz on %s (readiness too: /readyz would take NATS out of its Service while voik catches up)",
+					p.name, p.probe.HTTPGet.Path, p.probe.HTTPGet.Port.String(), voik.Ports[0].Name)
+			}
+		}
 	})
 
 	t.Run("security context", func(t *testing.T) {
@@ -231,57 +338,130 @@ func TestSidecarValues(t *testing.T) {
 			t.Error("memory limit not above voik's default VOIK_PENDING_BYTES (512MiB)")
 		}
 	})
+
+	// NATS users: voik's may use $VOIK.>, no other may; each password is an
+	// env var of the NATS container, and voik's is the same Secret key
+	// voik's container logs in with.
+	t.Run("permissions", func(t *testing.T) {
+		users := natsUsers(t, v)
+		voikUser := env["VOIK_NATS_USER"].Value
+		natsEnv := envMap(container(t, pod, "nats"))
+		for _, u := range users {
+			variable, ok := strings.CutPrefix(u.Password, "<< $")
+			variable, ok2 := strings.CutSuffix(variable, " >>")
+			if !ok || !ok2 {
+				t.Errorf("user %s: password %q, want << $VARIABLE >> from the NATS container's env", u.User, u.Password)
+				continue
+			}
+			if _, ok := v.Container.Env[variable]; !ok {
+				t.Errorf("user %s: $%s is not in container.env", u.User, variable)
+			}
+			if _, ok := natsEnv[variable]; !ok {
+				t.Errorf("user %s: $%s is not in the stand-in's nats container env: testdata/nats-chart-statefulset.yaml is out of step", u.User, variable)
+			}
+			pub, sub := u.Permissions.Publish, u.Permissions.Subscribe
+			if u.User == voikUser {
+				if !slices.Contains(pub.Allow, ">") || !slices.Contains(sub.Allow, ">") || slices.Contains(pub.Deny, "$VOIK.>") || slices.Contains(sub.Deny, "$VOIK.>") {
+					t.Errorf("voik's user %s: permissions %+v, want > allowed", u.User, u.Permissions)
+				}
+				if !slices.Contains(sub.Deny, "_INBOX.>") {
+					t.Errorf("voik's user %s may subscribe to _INBOX.>: its filters would be sent every client's replies", u.User)
+				}
+				want := natsEnv[variable].ValueFrom
+				got := env["VOIK_NATS_PASSWORD"].ValueFrom
+				if want == nil || got == nil || want.SecretKeyRef == nil || got.SecretKeyRef == nil || *want.SecretKeyRef != *got.SecretKeyRef {
+					t.Errorf("voik logs in with password %+v, NATS expects %+v", got, want)
+				}
+				continue
+			}
+			for _, deny := range []string{"$VOIK.>", "$KV.VOIK_GROUPS.>"} {
+				if !slices.Contains(pub.Deny, deny) || !slices.Contains(sub.Deny, deny) {
+					t.Errorf("user %s may publish or subscribe to %s (deny: publish %v, subscribe %v)", u.User, deny, pub.Deny, sub.Deny)
+				}
+			}
+		}
+		if !slices.ContainsFunc(users, func(u natsUser) bool { return u.User == voikUser }) || len(users) < 2 {
+			t.Errorf("users %v: want voik's (%s) and another", users, voikUser)
+		}
+	})
 }
 
-// TestSidecarWithJetStream: with JetStream file storage the NATS chart renders
-// a claim template already. The example's op replaces the list (the warning in
-// its comment), and the `/-` form it gives adds to it.
-func TestSidecarWithJetStream(t *testing.T) {
-	base, err := os.ReadFile(filepath.Join("testdata", "nats-chart-statefulset.yaml"))
+func claimNames(s *appsv1.StatefulSet) []string {
+	var names []string
+	for _, c := range s.Spec.VolumeClaimTemplates {
+		names = append(names, c.Name)
+	}
+	return names
+}
+
+// natsUser is a user of the NATS config's authorization block.
+type natsUser struct {
+	User        string `json:"user"`
+	Password    string `json:"password"`
+	Permissions struct {
+		Publish   natsSubjects `json:"publish"`
+		Subscribe natsSubjects `json:"subscribe"`
+	} `json:"permissions"`
+}
+
+type natsSubjects struct {
+	Allow []string `json:"allow"`
+	Deny  []string `json:"deny"`
+}
+
+func natsUsers(t *testing.T, v sidecarValues) []natsUser {
+	t.Helper()
+	var auth struct {
+		Users []natsUser `json:"users"`
+	}
+	data, err := json.Marshal(v.Config.Merge["authorization"])
 	if err != nil {
 		t.Fatal(err)
 	}
-	jetStream := append(base, []byte(`
-    - metadata:
-        name: nats-js
-      spec:
-        accessModes: [ReadWriteOnce]
-        resources:
-          requests:
-            storage: 10Gi
-`)...)
-	claims := func(s *appsv1.StatefulSet) []string {
-		var names []string
-		for _, c := range s.Spec.VolumeClaimTemplates {
-			names = append(names, c.Name)
-		}
-		return names
+	if err := yaml.UnmarshalStrict(data, &auth); err != nil {
+		t.Fatalf("config.merge.authorization: %v", err)
 	}
+	return auth.Users
+}
+
+// TestSidecarClaimNeedsJetStreamsClaim: with JetStream's file store the NATS
+// chart renders a claim template already, and the example adds voik's to
+// the list (`/-`). Without one the list is absent and that op fails, as the
+// NATS chart's does; the form in the example's comment adds the whole list.
+func TestSidecarClaimNeedsJetStreamsClaim(t *testing.T) {
+	withJS, err := os.ReadFile(filepath.Join("testdata", "nats-chart-statefulset.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(withJS)
+	i := strings.Index(text, "\n  volumeClaimTemplates:\n")
+	if i < 0 {
+		t.Fatal("the stand-in has no volumeClaimTemplates")
+	}
+	withoutJS := []byte(text[:i] + "\n  volumeClaimTemplates:\n")
 
 	v := readSidecarValues(t)
-	s, err := applyNATSChart(t, jetStream, v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := claims(s); !slices.Equal(got, []string{"voik-data"}) {
-		t.Errorf("as given, with JetStream: claims %v; the comment says it replaces the list", got)
-	}
-
 	op := v.StatefulSet.Patch[0]
-	if op["path"] != "/spec/volumeClaimTemplates" {
+	if op["path"] != "/spec/volumeClaimTemplates/-" {
 		t.Fatalf("the example's statefulSet.patch is %v; update this test", op)
 	}
-	op["path"] = "/spec/volumeClaimTemplates/-"
-	op["value"] = op["value"].([]any)[0]
-	s, err = applyNATSChart(t, jetStream, v)
+	s, err := applyNATSChart(t, withJS, v)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := claims(s); !slices.Equal(got, []string{"nats-js", "voik-data"}) {
-		t.Errorf("with /-: claims %v, want nats-js and voik-data", got)
+	if got := claimNames(s); !slices.Equal(got, []string{"nats-js", "voik-data"}) {
+		t.Errorf("with JetStream's claim: claims %v, want nats-js and voik-data", got)
 	}
-	// And the `/-` form fails without JetStream, as the NATS chart's does.
-	if _, err := applyNATSChart(t, base, v); err == nil {
+	if _, err := applyNATSChart(t, withoutJS, v); err == nil {
 		t.Error("/- on an absent list should fail")
+	}
+	op["path"] = "/spec/volumeClaimTemplates"
+	op["value"] = []any{op["value"]}
+	s, err = applyNATSChart(t, withoutJS, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := claimNames(s); !slices.Equal(got, []string{"voik-data"}) {
+		t.Errorf("without JetStream's claim, the whole list: claims %v, want voik-data", got)
 	}
 }
