@@ -1,11 +1,14 @@
 # The Helm chart (charts/voik) and the OCI image (image/).
 #
-# Tools are pinned in tools/go.mod (`go get -tool`) and built once into the
-# git-ignored .bin/; a target that finds them up to date does nothing. Every
-# test here is offline: helm renders and lints locally, the rendered manifests
-# are decoded strictly into k8s.io/api types by the Go tests in charts/test
-# (their own module, so the main module gains no Kubernetes dependencies), and
-# the image is assembled from the binary with go-containerregistry, no daemon.
+# Tools are pinned in tools/go.mod (`go get -tool`) and tools/kube, and built
+# once into the git-ignored .bin/; a target that finds them up to date does
+# nothing. Every test here runs on this machine, from the Go module proxy
+# alone: helm renders and lints locally, the rendered manifests are decoded
+# strictly into k8s.io/api types by the Go tests in charts/test (their own
+# module, so the main module gains no Kubernetes dependencies) and created
+# through a real kube-apiserver on etcd, both on 127.0.0.1 and built here
+# from source, and the image is assembled from the binary with
+# go-containerregistry, no daemon.
 
 BIN_DIR       := $(CURDIR)/.bin
 HELM          := $(BIN_DIR)/helm
@@ -73,8 +76,9 @@ chart-lint: $(HELM) ## helm lint --strict with the default values (and the one r
 		$(HELM) lint --strict --quiet $(CHART) -f $$f || exit 1; \
 	done
 
-chart-test: chart-lint ## chart lint, then the offline render tests (strict k8s.io/api decoding, schema fixtures, sidecar values)
-	cd charts/test && $(GO) vet ./... && HELM=$(HELM) $(GO) test -count=1 ./...
+chart-test: chart-lint $(ETCD) $(KUBE_APISERVER) ## chart lint, then the chart tests (strict decoding, schema fixtures, sidecar values, PromQL, a real kube-apiserver)
+	cd charts/test && $(GO) vet ./... && \
+		HELM=$(HELM) ETCD=$(ETCD) KUBE_APISERVER=$(KUBE_APISERVER) $(GO) test -count=1 -timeout 15m ./...
 
 image: ## build the voik OCI image into IMAGE_DIR (an OCI layout; IMAGE_PLATFORMS for more than this one)
 	cd image && $(GO) run . -src .. -out $(IMAGE_DIR) -repo $(IMAGE_REPO) -tag $(IMAGE_TAG) \
