@@ -66,6 +66,6 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 	ldflags="$ldflags -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
 done
 mkdir -p "$(dirname "$out")"
-echo "building kube-apiserver $version (a few minutes and a few GB of build cache, once)"
+echo "building kube-apiserver $version (about five minutes and 2 GB of build cache cold, once)"
 CGO_ENABLED=0 GOFLAGS=-mod=mod "$GO" build -trimpath -ldflags "$ldflags" -o "$out.tmp" ./cmd/kube-apiserver
 mv "$out.tmp" "$out"
