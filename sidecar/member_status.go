@@ -19,6 +19,8 @@ type groupMetrics struct {
 	commitSeconds prometheus.Histogram
 	truncated     prometheus.Counter
 	reachable     prometheus.Gauge
+	inSync        prometheus.Gauge
+	replicas      prometheus.Gauge
 }
 
 func newGroupMetrics(reg prometheus.Registerer) (*groupMetrics, error) {
@@ -48,8 +50,14 @@ func newGroupMetrics(reg prometheus.Registerer) (*groupMetrics, error) {
 		reachable: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "voik_group_state_reachable", Help: "1 while the group's state in JetStream answers; 0 while it does not (no quorum): no member can lead, and nothing is captured.",
 		}),
+		inSync: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "voik_group_in_sync_members", Help: "Members in the group's stored in-sync set, as this member last read it; while fewer than a majority of voik_group_replicas, nothing commits.",
+		}),
+		replicas: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "voik_group_replicas", Help: "The group's size, VOIK_REPLICAS; a majority is half of it plus one.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{g.role, g.epoch, g.elections, g.lagRecords, g.lagSeconds, g.commitSeconds, g.truncated, g.reachable} {
+	for _, c := range []prometheus.Collector{g.role, g.epoch, g.elections, g.lagRecords, g.lagSeconds, g.commitSeconds, g.truncated, g.reachable, g.inSync, g.replicas} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -69,6 +77,8 @@ func (g *groupMetrics) observe(m *member) {
 	}
 	obs := m.elector.Observed()
 	g.epoch.Set(float64(obs.Epoch))
+	g.inSync.Set(float64(len(obs.State.InSync)))
+	g.replicas.Set(float64(m.s.cfg.Replicas))
 	if m.unreachable {
 		g.reachable.Set(0)
 	} else {
