@@ -21,6 +21,7 @@ func drainAll(ctx context.Context, nc *nats.Conn, subs []*nats.Subscription) {
 		finishDelivered(ctx, subs)
 		return
 	}
+	reconnects := nc.Stats().Reconnects
 	var closing []<-chan nats.SubStatus
 	for _, sub := range subs { // all at once: each drain takes a round trip or more
 		closed := sub.StatusChanged(nats.SubscriptionClosed)
@@ -28,12 +29,41 @@ func drainAll(ctx context.Context, nc *nats.Conn, subs []*nats.Subscription) {
 			closing = append(closing, closed)
 		}
 	}
-	for _, closed := range closing {
-		select {
-		case <-closed:
-		case <-ctx.Done():
-			return
+	waitClosed := func(ctx context.Context) bool {
+		for _, closed := range closing {
+			select {
+			case <-closed:
+			case <-ctx.Done():
+				return false
+			}
 		}
+		return true
+	}
+	if waitClosed(ctx) {
+		resubscribeAfterDrain(nc, reconnects)
+		return
+	}
+	go func() { // finish the check once the drains end
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if waitClosed(ctx) {
+			resubscribeAfterDrain(nc, reconnects)
+		}
+	}()
+}
+
+// resubscribeAfterDrain makes nc connect afresh when it reconnected while
+// subscriptions were being drained. nats.go (v1.55.0) sends the server a
+// subscription that is draining again when it reconnects, then closes it
+// on its side only: the server goes on delivering to it, and nobody reads
+// what it delivers. For a queue group that is a share of the requests
+// lost (seen in TestGroupSurvivesKill9OfNATSServers: two subscriptions of
+// one member in the group's queue on one connection, the stale one taking
+// every other request). A new connection carries only the live
+// subscriptions.
+func resubscribeAfterDrain(nc *nats.Conn, reconnectsBefore uint64) {
+	if nc.Stats().Reconnects != reconnectsBefore && !nc.IsClosed() {
+		nc.ForceReconnect()
 	}
 }
 
