@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -136,6 +138,81 @@ func (c *Client) Group(ctx context.Context, group string) (*messages.GroupReply,
 		return nil, err
 	}
 	return &reply, nil
+}
+
+// GroupsWait is how long every group and standalone voik has to answer
+// GROUPS (PROTOCOL.md section 9: "within a second").
+const GroupsWait = time.Second
+
+// Groups asks every group and standalone voik on the NATS system and
+// prefix who it is (<prefix>.GROUPS, a scatter-gather request) and
+// gathers the replies: until NATS says nobody answers, or GroupsWait
+// (or ctx) ends; with quiet > 0, also once quiet passes with no new
+// reply (live voiks answer within milliseconds). Each group and voik
+// comes once, sorted by group, then instance; none is not an error.
+func (c *Client) Groups(ctx context.Context, quiet time.Duration) ([]messages.GroupsReply, error) {
+	inbox := c.nc.NewInbox()
+	sub, err := c.nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, fmt.Errorf("voik: GROUPS: %w", err)
+	}
+	defer sub.Unsubscribe()
+	// Voik-Offset: a voik that captures this prefix as a subject (under
+	// an API prefix of its own) does not store the request, as it stores
+	// no replayed record.
+	req := nats.NewMsg(c.prefix + ".GROUPS")
+	req.Reply = inbox
+	req.Header.Set(messages.HeaderOffset, "groups")
+	if err := c.nc.PublishMsg(req); err != nil {
+		return nil, fmt.Errorf("voik: GROUPS: %w", err)
+	}
+	deadline := time.Now().Add(GroupsWait)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	var out []messages.GroupsReply
+	groups := map[string]int{} // index in out of each group's reply
+	for {
+		wait := time.Until(deadline)
+		if quiet > 0 {
+			wait = min(wait, quiet)
+		}
+		if wait <= 0 || ctx.Err() != nil {
+			break
+		}
+		msg, err := sub.NextMsg(wait)
+		if err != nil {
+			break // the deadline, or quiet
+		}
+		if msg.Header.Get("Status") == "503" {
+			break // no responders
+		}
+		var reply messages.GroupsReply
+		if err := decodeReply(msg.Data, &reply); err != nil {
+			return nil, fmt.Errorf("voik: GROUPS: %w", err)
+		}
+		if reply.Group == "" {
+			out = append(out, reply) // standalone voiks on one host share an instance name
+			continue
+		}
+		// A group answers once; during a change of leader a second reply
+		// may come: keep the leader's.
+		if i, ok := groups[reply.Group]; ok {
+			if reply.Instance == reply.Leader {
+				out[i] = reply
+			}
+			continue
+		}
+		groups[reply.Group] = len(out)
+		out = append(out, reply)
+	}
+	slices.SortFunc(out, func(x, y messages.GroupsReply) int {
+		if c := strings.Compare(x.Group, y.Group); c != 0 {
+			return c
+		}
+		return strings.Compare(x.Instance, y.Instance)
+	})
+	return out, nil
 }
 
 // Subjects lists stored subjects; see messages.SubjectsRequest.

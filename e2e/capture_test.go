@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"reflect"
 	"sort"
@@ -15,6 +17,7 @@ import (
 	"github.com/voik/voik/client"
 	"github.com/voik/voik/harness"
 	"github.com/voik/voik/messages"
+	"github.com/voik/voik/sidecar"
 )
 
 func TestCaptureWithSeveralWildcardFiltersStoresExactlyTheMatchingSubjects(t *testing.T) {
@@ -224,7 +227,7 @@ func TestTwoVoiksSharingNATSEachAnswerOnTheirOwnPrefix(t *testing.T) {
 	for _, c := range []struct {
 		api     *client.Client
 		subject string
-		data    string // "": 404
+		data    string // "": nobody answers on that prefix
 	}{
 		{orders.api, "orders.eu", "an order"},
 		{orders.api, "payments.eu", ""},
@@ -233,18 +236,19 @@ func TestTwoVoiksSharingNATSEachAnswerOnTheirOwnPrefix(t *testing.T) {
 	} {
 		reply, err := c.api.Fetch(ctx, c.subject, messages.FetchRequest{})
 		switch {
-		case c.data == "" && !isCode(err, messages.CodeNotFound):
-			t.Errorf("FETCH %s from the voik that does not capture it: %+v, %v; want 404", c.subject, reply, err)
+		case c.data == "" && !errors.Is(err, nats.ErrNoResponders):
+			t.Errorf("FETCH %s on the prefix of the voik that does not capture it: %+v, %v; want no responders", c.subject, reply, err)
 		case c.data != "" && (err != nil || len(reply.Records) != 1 || string(reply.Records[0].Data) != c.data):
 			t.Errorf("FETCH %s: %+v, %v", c.subject, reply, err)
 		}
 	}
 }
 
-// TestSubjectsOutsideTheFiltersAreAnswered: the verbs answer for any
-// subject, not only those the filters capture now: 404 for one never
-// stored, and the records of one stored under filters voik had before.
-func TestSubjectsOutsideTheFiltersAreAnswered(t *testing.T) {
+// TestSubjectsOutsideTheFiltersAreRoutedOnlyWhenHeld: a voik takes the
+// verbs of the subjects its filters match, and of those it still holds
+// from filters it had before; for any other subject NATS answers "no
+// responders", so that another voik on the prefix can take it.
+func TestSubjectsOutsideTheFiltersAreRoutedOnlyWhenHeld(t *testing.T) {
 	t.Parallel()
 	e := start(t)
 	e.appendAcked("payments.eu", nil, []byte("a payment"))
@@ -259,12 +263,18 @@ func TestSubjectsOutsideTheFiltersAreAnswered(t *testing.T) {
 		{"FETCH.other.subject", map[string]any{"wait_ms": 50}},
 		{"INFO.other.subject", nil},
 		{"REPLAY.other.subject", map[string]any{"deliver": "_INBOX.x"}},
+		{"FETCH.payments.us", nil}, // beside a held subject, not held itself
 	} {
-		wantError(t, call.subject, e.call(call.subject, call.body), 404)
+		if _, err := e.nc.Request(e.prefix()+"."+call.subject, encode(t, call.body), requestTimeout); !errors.Is(err, nats.ErrNoResponders) {
+			t.Errorf("%s: %v, want no responders", call.subject, err)
+		}
 	}
+	// Never stored, inside the filters: 404 from this voik.
+	wantError(t, "FETCH inside the filters", e.call("FETCH.orders.none", nil), 404)
 	if records := e.fetchAll("payments.eu"); len(records) != 1 || string(records[0].Data) != "a payment" {
 		t.Fatalf("FETCH of a subject stored under the old filters: %+v", records)
 	}
+	wantKeys(t, "INFO of a held subject", e.call("INFO.payments.eu", nil), "subject", "first_offset", "end_offset", "messages", "bytes", "first_ts", "last_ts", "segments")
 }
 
 // TestOverlappingFiltersStoreEachMessageOnce: with filters that overlap
@@ -327,33 +337,51 @@ func TestOverlappingFiltersStoreEachMessageOnce(t *testing.T) {
 	}
 }
 
-// TestASecondVoikOnTheSamePrefixIsWarnedAbout: a voik that starts where
-// another already answers on its API prefix says so in its log; with a
-// prefix of its own it does not.
-func TestASecondVoikOnTheSamePrefixIsWarnedAbout(t *testing.T) {
+// TestAVoikWhoseFiltersOverlapAnothersOnThePrefixIsRefused: a second
+// voik on the same API prefix whose filters share a subject with the
+// first's stops at start with a configuration error (exit status 2) that
+// names the other voik and the filters; with filters apart, or a prefix
+// of its own, it starts.
+func TestAVoikWhoseFiltersOverlapAnothersOnThePrefixIsRefused(t *testing.T) {
 	t.Parallel()
-	first := start(t)
-	var others []*harness.Voik
+	first := startWith(t, nil, func(c *configT) { c.Subjects = "orders.>,audit.*" })
 	for _, c := range []struct {
-		prefix string
-		warned bool
-	}{{first.prefix(), true}, {"OTHER.API", false}} {
-		var out harness.LogBuffer
+		prefix, subjects string
+		refused          []string // what the error names; nil: starts
+	}{
+		{first.prefix(), "orders.eu", []string{"standalone voik", "orders.eu with orders.>", first.prefix()}},
+		{first.prefix(), "payments.>,*.login", []string{"*.login with audit.*"}},
+		{first.prefix(), ">", []string{"> with orders.>", "> with audit.*"}},
+		{first.prefix(), "payments.>", nil},
+		{"OTHER.API", "orders.>", nil},
+	} {
 		cfg := harness.TestConfig(t, first.server.ClientURL())
-		cfg.APIPrefix = c.prefix
-		others = append(others, harness.StartVoik(t, cfg, harness.WithLogger(slog.New(slog.NewTextHandler(&out, nil)))))
-		if got := strings.Contains(out.String(), "already answers on the API prefix"); got != c.warned {
-			t.Errorf("prefix %s shared: %v; warned: %v\n%s", c.prefix, c.warned, got, out.String())
+		cfg.APIPrefix, cfg.Subjects = c.prefix, c.subjects
+		if c.refused == nil {
+			harness.StartVoik(t, cfg).Stop(t)
+			continue
+		}
+		s, err := sidecar.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err = s.Run(ctx)
+		cancel()
+		var configErr *sidecar.ConfigError
+		if !errors.As(err, &configErr) {
+			t.Fatalf("filters %s on %s beside orders.>,audit.*: %v, want a configuration error", c.subjects, c.prefix, err)
+		}
+		for _, want := range c.refused {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("filters %s: %q does not say %q", c.subjects, err, want)
+			}
 		}
 	}
-	// Only the first voik answers on its prefix from here on (the second
-	// would answer the marker's ack and SUBJECTS as well, from its store).
-	for _, v := range others {
-		v.Stop(t)
-	}
-	// The first voik captures ">": the probe on OTHER.API was not stored.
-	first.appendAcked("probe.marker", nil, nil)
-	if got := first.subjects(">"); !reflect.DeepEqual(got, []string{"probe.marker"}) {
+	// The first voik captures orders.> and audit.*: none of the others'
+	// start-up requests was stored.
+	first.appendAcked("orders.marker", nil, nil)
+	if got := first.subjects(">"); !reflect.DeepEqual(got, []string{"orders.marker"}) {
 		t.Fatalf("the first voik stored %q", got)
 	}
 }

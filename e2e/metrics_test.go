@@ -214,6 +214,22 @@ func TestGrafanaDashboardUsesRealMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	families := scrape(t, v.Sidecar.HTTPAddr())
+	// The replication panels query a group member's series: a group of one.
+	js := harness.StartNATS(t, harness.WithJetStream(t.TempDir()))
+	cfg := harness.TestConfig(t, js.ClientURL())
+	cfg.Group, cfg.Instance, cfg.Replicas = "dashboard", "m0", 1
+	member := harness.StartVoik(t, cfg)
+	harness.Eventually(t, 30*time.Second, "an ack from the group's leader", func() bool {
+		actx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, err := member.Client.Append(actx, "dashboard.orders", nil, []byte("x"))
+		return err == nil
+	})
+	for metric, family := range scrape(t, member.Sidecar.HTTPAddr()) {
+		if families[metric] == nil {
+			families[metric] = family
+		}
+	}
 	name := regexp.MustCompile(`voik_[a-z_]+`)
 	queried := 0
 	for _, panel := range dashboard.Panels {

@@ -64,6 +64,17 @@ type GroupReply struct {
 	Members  []GroupMember `msgpack:"members" json:"members"`
 }
 
+// GroupsReply is one of the replies to the scatter-gather request
+// <prefix>.GROUPS (PROTOCOL.md section 9): one from every group (its
+// leader, or one member while it has none) and every standalone voik that
+// share a NATS system and an API prefix.
+type GroupsReply struct {
+	Group    string   `msgpack:"group" json:"group"`       // "" standalone
+	Instance string   `msgpack:"instance" json:"instance"` // who answered
+	Filters  []string `msgpack:"filters" json:"filters"`   // its VOIK_SUBJECTS
+	Leader   string   `msgpack:"leader" json:"leader"`     // "" standalone, or while the group has none
+}
+
 // GroupMember is one member in a GroupReply: every member the leader has
 // heard from or names in sync.
 type GroupMember struct {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,6 +24,7 @@ const (
 	verbReplay   = "REPLAY"
 	verbSubjects = "SUBJECTS"
 	verbGroup    = "GROUP"
+	verbGroups   = "GROUPS"
 )
 
 // maxWorking bounds requests being worked on at once (replays included,
@@ -39,22 +41,31 @@ const maxWorking = 4096
 type api struct {
 	nc       *nats.Conn // receives the requests and sends the replies
 	replayNC *nats.Conn // publishes REPLAY's records
+	peersNC  *nats.Conn // talks to the other voiks on the prefix (peers.go)
 	store    *logstore.Store
 	vis      visibility // what of each log may be served
 	prefix   string
-	queue    string      // a group member's queue group; "" standalone
+	queue    string      // the group's queue group, or this voik's own
 	answers  func() bool // a group member's: whether it may answer now
-	metrics  *metrics
-	logger   *slog.Logger
-	warn     *throttledLogger // for what load can repeat per request
-	shutdown context.Context  // cancelled when voik starts shutting down
+	self     presence    // this voik as its peers know it
+	peers    *peerBook   // the peers on the prefix heard from lately
+	// groupsVia is a group member's: who leads, or where to pass GROUPS
+	// on to (the leader); nil standalone.
+	groupsVia func() (leader, forward string)
+	metrics   *metrics
+	logger    *slog.Logger
+	warn      *throttledLogger // for what load can repeat per request
+	shutdown  context.Context  // cancelled when voik starts shutting down
 
-	subs     []*nats.Subscription
-	inFlight sync.WaitGroup
-	working  chan struct{} // a slot per request being worked on
-	polls    chan struct{} // a slot per long poll waiting
-	budget   *replyBudget
-	pages    *pagePool
+	subs           []*nats.Subscription // on nc
+	peerSubs       []*nats.Subscription // on peersNC
+	stopAnnouncing chan struct{}        // closed to stop announce
+	announced      chan struct{}        // closed when announce has returned
+	inFlight       sync.WaitGroup
+	working        chan struct{} // a slot per request being worked on
+	polls          chan struct{} // a slot per long poll waiting
+	budget         *replyBudget
+	pages          *pagePool
 }
 
 // request is one API request being answered, with the bytes of the reply
@@ -160,27 +171,97 @@ func needsReplyMarker(subject string) bool { return !messages.IsInbox(subject) }
 // encodes it ("NATS/1.0\r\nVoik-Reply: 1\r\n\r\n"), rounded up.
 const replyMarkerBytes = 32
 
-// subscribe takes every request under the prefix: the verbs on any
-// subject, inside the capture filters or not (a subject with no log is a
-// 404, and no request goes unanswered), and anything malformed (400). One
-// subscription on <prefix>.> routes them, so no request is delivered twice.
-// voik instances sharing a NATS cluster therefore need prefixes of their own.
+// subscribe joins the API. FETCH, INFO and REPLAY are taken per capture
+// filter, and per subject held from earlier filters (routes), so that NATS
+// routes a request to the voik that captures or holds its subject, and a
+// subject that no voik has gets "no responders" (peers.go). They are taken
+// in a queue group (the group's, or this voik's own, so that a request
+// that two of its filters match is delivered once). The bare prefix and
+// the one-token verbs (SUBJECTS, and a verb without its subject: 400) go
+// to one voik of all on the prefix; GROUPS to every group and standalone
+// voik once.
 //
 // Requests wait in nats.go at most apiPendingMsgs deep: past that a
 // flood's requests are dropped there (counted as the api role's slow
 // consumer) instead of taking memory without bound.
 func (a *api) subscribe() error {
-	for _, subject := range []string{a.prefix, a.prefix + ".>"} {
-		sub, err := a.nc.QueueSubscribe(subject, a.queue, a.route) // no queue: a plain subscription
+	type sub struct {
+		subject, queue string
+		handler        nats.MsgHandler
+	}
+	var subs []sub
+	for _, pattern := range a.routes() {
+		for _, verb := range []string{verbFetch, verbInfo, verbReplay} {
+			subs = append(subs, sub{a.prefix + "." + verb + "." + pattern, a.queue, a.route})
+		}
+	}
+	subs = append(subs,
+		sub{a.prefix, sharedQueue, a.route},
+		sub{a.prefix + ".*", sharedQueue, a.route},
+		sub{a.prefix + "." + verbGroups, a.queue, a.answerGroups},
+	)
+	if slices.ContainsFunc(a.self.Filters, func(f string) bool { return messages.Overlap(f, a.prefix+".*.>") }) {
+		// Capture takes requests under the prefix too (a filter such as
+		// ">"), so a request that no verb takes gets no "no responders"
+		// from NATS: it would wait for its timeout. This voik answers it
+		// 400 instead, and leaves the verbs to the voiks they route to.
+		subs = append(subs, sub{a.prefix + ".*.>", sharedQueue, a.routeStray})
+	}
+	// What the peers say reaches the peers' connection: measured, presence
+	// on the API's connection made some requests routed to a group's
+	// members right after a NATS server restarted go unanswered (3 runs
+	// of 3 of TestGroupSurvivesKill9OfNATSServers); on a connection of its
+	// own, none did.
+	peerSubs := []sub{
+		{scatterSubject(a.prefix), a.queue, a.answerScatter},
+		{presenceSubject(a.prefix), "", a.hearPresence},
+	}
+	for i, s := range append(subs, peerSubs...) {
+		nc, into := a.nc, &a.subs
+		if i >= len(subs) {
+			nc, into = a.peersNC, &a.peerSubs
+		}
+		ns, err := nc.QueueSubscribe(s.subject, s.queue, s.handler) // no queue: a plain subscription
 		if err == nil {
-			err = sub.SetPendingLimits(apiPendingMsgs, apiPendingBytes)
+			err = ns.SetPendingLimits(apiPendingMsgs, apiPendingBytes)
 		}
 		if err != nil {
-			return fmt.Errorf("subscribe %s: %w", subject, err)
+			a.unsubscribe(context.Background())
+			return fmt.Errorf("subscribe %s: %w", s.subject, err)
 		}
-		a.subs = append(a.subs, sub)
+		*into = append(*into, ns)
 	}
+	a.stopAnnouncing = make(chan struct{})
+	a.announced = make(chan struct{})
+	go func(stop <-chan struct{}, done chan<- struct{}) { defer close(done); a.announce(stop) }(a.stopAnnouncing, a.announced)
 	return nil
+}
+
+// unsubscribe leaves the API: it stops announcing this voik, drains its
+// subscriptions (requests already delivered are answered), and says
+// goodbye to the peers (a standalone voik).
+func (a *api) unsubscribe(ctx context.Context) {
+	if a.stopAnnouncing != nil {
+		close(a.stopAnnouncing)
+		<-a.announced
+		a.stopAnnouncing = nil
+		a.sayGone()
+	}
+	drainAll(ctx, a.nc, a.subs)
+	drainAll(ctx, a.peersNC, a.peerSubs)
+	a.subs, a.peerSubs = nil, nil
+}
+
+// routes is the subject patterns whose FETCH, INFO and REPLAY this voik
+// takes: its filters, and each subject it holds that they no longer match.
+func (a *api) routes() []string {
+	routes := slices.Clone(a.self.Filters)
+	for _, subject := range a.store.Subjects() {
+		if !slices.ContainsFunc(a.self.Filters, func(f string) bool { return messages.Matches(f, subject) }) {
+			routes = append(routes, subject)
+		}
+	}
+	return routes
 }
 
 // Pending limits of the API subscriptions: a request is small, and one
@@ -206,11 +287,13 @@ func (a *api) route(msg *nats.Msg) {
 			return
 		}
 		err = messages.Errorf(messages.CodeBadRequest, "%s needs a subject: %s.%s.<subject>", verb, a.prefix, verb)
-	case verbGroup:
-		if a.queue != "" {
-			return // a group's leader answers on a subscription of its own
+	case verbGroups:
+		if !hasSubject {
+			return // answered on a subscription of its own
 		}
-		err = messages.Errorf(messages.CodeNotFound, "this voik is standalone: it is in no group")
+		err = messages.Errorf(messages.CodeBadRequest, "GROUPS takes no subject: send it to %s.GROUPS", a.prefix)
+	case verbGroup:
+		err = messages.Errorf(messages.CodeBadRequest, "GROUP needs a group: %s.GROUP.<group>", a.prefix)
 	case verbSubjects:
 		if !hasSubject {
 			a.dispatch(msg, verb)
@@ -218,12 +301,24 @@ func (a *api) route(msg *nats.Msg) {
 		}
 		err = messages.Errorf(messages.CodeBadRequest, "SUBJECTS takes no subject: send the filter in the body to %s.SUBJECTS", a.prefix)
 	default:
-		err = messages.Errorf(messages.CodeBadRequest, "%s is not a verb: want %s.FETCH, INFO or REPLAY followed by a subject, or %s.SUBJECTS", messages.Quote(verb), a.prefix, a.prefix)
+		err = messages.Errorf(messages.CodeBadRequest, "%s is not a verb: want %s.FETCH, INFO or REPLAY followed by a subject, %s.GROUP followed by a group, or %s.SUBJECTS or GROUPS", messages.Quote(verb), a.prefix, a.prefix, a.prefix)
 	}
 	if msg.Reply == "" {
 		return
 	}
 	a.respondError(&request{msg: msg, verb: verbInvalid, requester: requesterOf(msg.Reply)}, time.Now(), err)
+}
+
+// routeStray answers a request under the prefix that names more than a
+// verb, taken by a voik whose capture filters reach into the prefix: 400
+// unless a verb that takes a subject (or a group) routes it elsewhere.
+func (a *api) routeStray(msg *nats.Msg) {
+	rest := strings.TrimPrefix(msg.Subject, a.prefix+".")
+	switch verb, _, _ := strings.Cut(rest, "."); verb {
+	case verbFetch, verbInfo, verbReplay, verbGroup:
+		return // for the voik whose filters (or group) take it, if any
+	}
+	a.route(msg)
 }
 
 // dispatch answers msg in a goroutine, or 503 when too many are working
@@ -483,29 +578,24 @@ func (a *api) subjects(r *request, maxPayload int) (any, *messages.Error) {
 	if err != nil {
 		return nil, err
 	}
-	reply := messages.SubjectsReply{Subjects: []string{}}
+	all, err := a.gatherSubjects(a.shutdown, req.Filter)
+	if err != nil {
+		return nil, err
+	}
+	reply := messages.SubjectsReply{Subjects: []string{}, Total: uint64(len(all))}
 	size := messages.SubjectsReplySize()
-	var matched uint64
-	for _, subject := range a.store.Subjects() {
-		if !messages.Matches(req.Filter, subject) || a.vis.hidden(subject) {
-			continue
-		}
-		index := matched
-		matched++
-		if index < req.Offset || uint64(len(reply.Subjects)) >= req.Limit {
-			continue
+	for _, subject := range all[min(req.Offset, uint64(len(all))):] {
+		if uint64(len(reply.Subjects)) >= req.Limit {
+			break
 		}
 		grown := size + messages.SubjectsReplySize(len(subject)) - messages.SubjectsReplySize()
 		if grown > maxPayload {
-			req.Limit = uint64(len(reply.Subjects)) // the page is full: count the rest
-			continue
+			break // the page is full
 		}
 		size = grown
 		reply.Subjects = append(reply.Subjects, subject)
 	}
-	reply.Total = matched
-	// The page names the store's strings; what the reply takes is its
-	// encoding, about size bytes.
+	// What the reply takes is its encoding, about size bytes.
 	if err := a.reserve(r, int64(size)); err != nil {
 		return nil, err
 	}

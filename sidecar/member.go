@@ -66,6 +66,7 @@ type member struct {
 	pullSub         *nats.Subscription
 	leaderSub       *nats.Subscription // news of a new leader: look at the group's state
 	groupSub        *nats.Subscription // <prefix>.GROUP.<group>, while leading
+	groupsSub       *nats.Subscription // GROUPS passed on by followers, while leading
 
 	running      atomic.Bool   // start has set the elector up
 	wake         chan struct{} // the role loop has something to look at
@@ -460,12 +461,27 @@ func (m *member) serveAPI(on bool) {
 		m.logger.Info("answering the API: in sync")
 	} else {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		drainAll(ctx, a.nc, a.subs)
+		a.unsubscribe(ctx)
 		cancel()
-		a.subs = nil
 		m.logger.Info("not answering the API: out of sync")
 	}
 	m.serving = on
+}
+
+// groupsVia says how the member that NATS gave a GROUPS answers it: the
+// leader itself; a follower passes it on to the leader it last saw
+// (unless that leader has been silent for two leases: it is gone, and the
+// group answers with no leader), so that a group answers once, through
+// its leader.
+func (m *member) groupsVia() (leader, forward string) {
+	if _, ok := m.leading(); ok {
+		return m.self.Instance, ""
+	}
+	obs := m.elector.Observed()
+	if obs.State.Leader != "" && obs.State.Leader != m.self.Instance && time.Since(obs.Seen) < 2*m.s.cfg.Lease {
+		return obs.State.Leader, group.GroupsSubject(m.name)
+	}
+	return "", ""
 }
 
 // role is this member's role as GET /group names it.

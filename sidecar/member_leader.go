@@ -105,6 +105,9 @@ func (m *member) startLeadership(ctx context.Context, epoch uint64) error {
 	if m.groupSub, err = m.s.apiNC.Subscribe(m.s.cfg.APIPrefix+".GROUP."+m.name, m.answerGroup); err != nil {
 		m.logger.Error("cannot answer GROUP", "err", err)
 	}
+	if m.groupsSub, err = m.s.apiNC.Subscribe(group.GroupsSubject(m.name), m.s.api.answerGroups); err != nil {
+		m.logger.Error("cannot answer the GROUPS its followers pass on", "err", err)
+	}
 	if err := m.replNC.Publish(group.LeaderSubject(m.name), []byte(m.self.Instance)); err != nil {
 		m.logger.Warn("cannot tell the others this member leads; they see it at their next look", "err", err)
 	}
@@ -194,9 +197,11 @@ func (m *member) endLeadership(l *leadership, reason string) {
 	}
 	m.logger.Warn("no longer leading", "epoch", l.epoch, "reason", reason)
 	m.view.wake() // followers waiting in a long poll here: go and find the new leader
-	if m.groupSub != nil {
-		m.groupSub.Unsubscribe()
-		m.groupSub = nil
+	for _, sub := range []**nats.Subscription{&m.groupSub, &m.groupsSub} {
+		if *sub != nil {
+			(*sub).Unsubscribe()
+			*sub = nil
+		}
 	}
 	l.cancel()
 	<-l.done

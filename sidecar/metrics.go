@@ -125,7 +125,7 @@ func newMetrics(reg prometheus.Registerer, gauges gaugeFuncs) (*metrics, error) 
 	for _, outcome := range []string{"clean", "torn_tail", "index_rebuilt", "corrupt", "failed"} {
 		m.logOpens.WithLabelValues(outcome) // present from the start, at 0
 	}
-	for _, role := range []string{"capture", "api", "replay"} {
+	for _, role := range []string{"capture", "api", "replay", "peers"} {
 		m.disconnects.WithLabelValues(role)
 		m.slowConsumers.WithLabelValues(role)
 	}

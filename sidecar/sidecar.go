@@ -49,6 +49,7 @@ type Sidecar struct {
 	captureNC,
 	apiNC,
 	replayNC *nats.Conn // REPLAY's records only: a slow subscriber stalls it, not the API
+	peersNC *nats.Conn // what voiks on one API prefix tell each other (peers.go)
 	leaseNC,
 	replNC *nats.Conn // a group member's: its lease, and the copy between members
 	httpListener net.Listener
@@ -141,6 +142,7 @@ func (s *Sidecar) Run(ctx context.Context) (err error) {
 		return err
 	}
 	defer s.replayNC.Close()
+	defer s.peersNC.Close()
 	defer s.apiNC.Close()
 	defer s.captureNC.Close()
 	if s.member != nil {
@@ -210,6 +212,9 @@ func (s *Sidecar) openStore(ctx context.Context) (closeStore func() error, err e
 func (s *Sidecar) serve(ctx context.Context, url string) error {
 	memberCtx, stopMember := context.WithCancel(context.Background())
 	defer stopMember()
+	if err := s.checkOverlap(); err != nil {
+		return err
+	}
 	if s.member != nil {
 		s.member.leaseNC, s.member.replNC = s.leaseNC, s.replNC
 		if err := s.member.join(ctx); err != nil {
@@ -307,9 +312,12 @@ func (s *Sidecar) measureDisk(ctx context.Context) (stop func()) {
 //   - replay publishes REPLAY's records: a NATS server slows a publisher
 //     whose messages pile up for a slow subscriber (it stalls the
 //     connection's reads), and on its own connection that slows only
-//     replays.
+//     replays;
+//   - peers carries what the voiks on one API prefix tell each other
+//     (their presence, and the subjects a SUBJECTS gathers), so that
+//     neither replays nor a flood of requests delays it.
 func (s *Sidecar) connect(ctx context.Context, url string, extra []nats.Option) error {
-	roles := []string{"capture", "api", "replay"}
+	roles := []string{"capture", "api", "replay", "peers"}
 	if s.cfg.Group != "" {
 		roles = append(roles, "lease", "repl")
 	}
@@ -349,6 +357,8 @@ func (s *Sidecar) connect(ctx context.Context, url string, extra []nats.Option) 
 			s.leaseNC = nc
 		case "repl":
 			s.replNC = nc
+		case "peers":
+			s.peersNC = nc
 		default:
 			s.replayNC = nc
 		}
@@ -382,7 +392,6 @@ func (s *Sidecar) captureSlowConsumer(sub *nats.Subscription) {
 // then subscribes the API.
 func (s *Sidecar) start(shutdownCtx context.Context) error {
 	if s.member == nil {
-		s.warnIfPrefixAnswered()
 		c := s.newCapture()
 		c.startAckWorkers()
 		if err := c.subscribe(s.captureNC, s.filters, s.cfg.PendingMsgs, int(s.cfg.PendingBytes)); err != nil {
@@ -397,6 +406,7 @@ func (s *Sidecar) start(shutdownCtx context.Context) error {
 	s.api = &api{
 		nc:       s.apiNC,
 		replayNC: s.replayNC,
+		peersNC:  s.peersNC,
 		store:    s.store,
 		vis:      wholeLogs{s.store},
 		prefix:   s.cfg.APIPrefix,
@@ -408,13 +418,17 @@ func (s *Sidecar) start(shutdownCtx context.Context) error {
 		polls:    make(chan struct{}, s.cfg.MaxLongPolls),
 		budget:   newReplyBudget(int64(s.cfg.ReplyBudget)),
 		pages:    &pagePool{limit: int64(s.cfg.ReplyBudget) / 4},
+		self:     selfPresence(s.cfg.Group, s.cfg.Instance, s.filters),
+		peers:    &peerBook{},
 	}
+	s.api.queue = "voik-" + strings.ReplaceAll(s.api.self.Peer, " ", "-")
 	go s.api.pages.releaseAfterLoad(shutdownCtx.Done(), s.logger)
 	s.apiRef.Store(s.api)
 	if s.member != nil {
 		// A member answers in its group's queue group, once in sync
 		// (member.serveAPI), and only what is committed.
 		s.api.vis, s.api.queue, s.api.answers = s.member.view, "voik-group-"+s.cfg.Group, s.member.answers
+		s.api.groupsVia = s.member.groupsVia
 		return nil
 	}
 	if err := s.api.subscribe(); err != nil {
@@ -443,32 +457,6 @@ func (s *Sidecar) newCapture() *capture {
 // governor look at (nil: none).
 func (s *Sidecar) setCapture(c *capture) { s.capture.Store(c) }
 
-// prefixProbeTimeout bounds the start-up check for another voik on the
-// API prefix. With nobody subscribed NATS says so at once; a subscriber
-// that does not answer (a wildcard tap) costs this much once.
-const prefixProbeTimeout = 250 * time.Millisecond
-
-// warnIfPrefixAnswered warns when something already answers requests under
-// the API prefix, before voik subscribes to it: another voik with the same
-// VOIK_API_PREFIX would answer every request as well, and a client keeps
-// whichever reply comes first (a 404 from the voik that does not store the
-// subject, say). It is a warning, not an error: during a rolling update the
-// old voik answers for a moment on purpose.
-func (s *Sidecar) warnIfPrefixAnswered() {
-	// The probe is the bare prefix (a voik answers it 400) and carries
-	// Voik-Offset, so that a voik capturing it under another prefix does
-	// not store it, as it does not store replays.
-	probe := nats.NewMsg(s.cfg.APIPrefix)
-	probe.Header.Set(messages.HeaderOffset, "probe")
-	reply, err := s.apiNC.RequestMsg(probe, prefixProbeTimeout)
-	if err != nil {
-		return // no responders, or nobody answered in time
-	}
-	s.logger.Warn("something already answers on the API prefix (another voik?): clients will keep whichever reply comes first; "+
-		"fine for replicas that capture the same subjects, otherwise give each voik a VOIK_API_PREFIX of its own",
-		"prefix", s.cfg.APIPrefix, "reply_bytes", len(reply.Data))
-}
-
 // stop is the orderly shutdown; the deferred closes in Run finish it.
 func (s *Sidecar) stop(shutdown context.CancelFunc) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -482,7 +470,7 @@ func (s *Sidecar) stop(shutdown context.CancelFunc) {
 	// requests, and those NATS already delivered are answered 503, not
 	// dropped.
 	shutdown()
-	drainAll(ctx, s.apiNC, s.api.subs)
+	s.api.unsubscribe(ctx)
 	// 3. Requests and acks in flight complete (acks once durable).
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -514,7 +502,7 @@ func (s *Sidecar) stop(shutdown context.CancelFunc) {
 			s.logger.Warn("shutdown: last replies may not have been sent", "connection", nc.Opts.Name, "err", err)
 		}
 	}
-	for _, role := range []string{"capture", "api", "replay", "lease", "repl"} {
+	for _, role := range []string{"capture", "api", "replay", "peers", "lease", "repl"} {
 		s.metrics.natsConnected.WithLabelValues(role).Set(0)
 	}
 }
@@ -560,7 +548,7 @@ func (s *Sidecar) notReady() string {
 	switch {
 	case !s.ready.Load():
 		return "not capturing (starting or shutting down)"
-	case !s.captureNC.IsConnected() || !s.apiNC.IsConnected() || !s.replayNC.IsConnected():
+	case !s.captureNC.IsConnected() || !s.apiNC.IsConnected() || !s.replayNC.IsConnected() || !s.peersNC.IsConnected():
 		return "NATS disconnected"
 	case s.member != nil && !s.member.ready():
 		return "not the group's leader nor an in-sync follower"

@@ -65,6 +65,8 @@ func runClient(command string, o *options, positional []string, stdout, stderr i
 		err = cliSubjects(ctx, api, out, positional)
 	case "group":
 		err = cliGroup(ctx, api, out, cfg.Group, positional)
+	case "groups":
+		err = cliGroups(ctx, api, out)
 	case "force-lead":
 		err = cliForceLead(ctx, nc, cfg, o.yes, stderr, out)
 	case "replay":
@@ -103,6 +105,41 @@ func cliGroup(ctx context.Context, api *client.Client, out *printer, configured 
 		return err
 	}
 	return out.json.Encode(reply)
+}
+
+// groupsLine is a line of `voik groups`: a group or standalone voik, with
+// its members and their lag when it is a group that has a leader.
+type groupsLine struct {
+	messages.GroupsReply
+	Epoch   uint64                 `json:"epoch,omitempty"`
+	Members []messages.GroupMember `json:"members,omitempty"`
+}
+
+// cliGroups prints every group and standalone voik on the prefix, one JSON
+// line each: GROUPS, then GROUP of each group that has a leader.
+func cliGroups(ctx context.Context, api *client.Client, out *printer) error {
+	replies, err := api.Groups(ctx, 0)
+	if err != nil {
+		return err
+	}
+	if len(replies) == 0 {
+		return errors.New("no voik answered on this API prefix")
+	}
+	for _, r := range replies {
+		line := groupsLine{GroupsReply: r}
+		if r.Group != "" && r.Leader != "" {
+			gctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			g, err := api.Group(gctx, r.Group)
+			cancel()
+			if err == nil {
+				line.Epoch, line.Members = g.Epoch, g.Members
+			}
+		}
+		if err := out.json.Encode(line); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // cliForceLead makes the member of this data dir the only one in sync

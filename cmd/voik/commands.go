@@ -230,6 +230,17 @@ after 5 seconds.`,
 		examples: []string{"voik group orders", "VOIK_GROUP=orders voik group"},
 	},
 	{
+		name: "groups",
+		about: `Asks every group and standalone voik on the NATS system and API prefix
+(GROUPS) who it is, waits a second for the answers, and prints one JSON line
+for each, sorted by group:
+  {"group","instance","filters","leader","epoch","members":[{"instance","role","in_sync","lag"}]}
+group is empty for a standalone voik; leader is empty while a group has
+none (epoch and members come from its leader, and are left out then).
+Exit status 1 when nobody answers.`,
+		examples: []string{"voik groups", "VOIK_API_PREFIX=SHOP.API voik groups"},
+	},
+	{
 		name: "force-lead",
 		about: `The escape hatch after a group has lost a majority of its members for good
 (their disks gone, say): makes THIS member, the one whose VOIK_DATA_DIR,
@@ -254,7 +265,7 @@ Refuses to run without --yes.`,
 		name:     "help",
 		synopsis: "[COMMAND]",
 		about:    "Prints voik's usage and every setting, or with COMMAND that command's help (as voik COMMAND -h does).",
-		args:     "  COMMAND   serve, fetch, info, subjects, replay, group, force-lead, version or help",
+		args:     "  COMMAND   serve, fetch, info, subjects, replay, group, groups, force-lead, version or help",
 		argName:  "COMMAND", minArgs: 0, maxArgs: 1, // validArg: set by init, as it looks commands up
 		examples: []string{"voik help", "voik help fetch"},
 	},

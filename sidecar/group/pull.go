@@ -47,6 +47,11 @@ func PullSubject(group, instance string) string { return "$VOIK.REPL." + group +
 // costs a round trip, not a fraction of the lease.
 func LeaderSubject(group string) string { return "$VOIK.REPL." + group + ".LEADER" }
 
+// GroupsSubject is where a group's leader answers the API's GROUPS that a
+// follower passes on (with the requester's reply subject), so that a group
+// answers GROUPS through its leader, once.
+func GroupsSubject(group string) string { return "$VOIK.REPL." + group + ".GROUPS" }
+
 // PullRequest asks for the leader's journal from From on.
 type PullRequest struct {
 	Version int    `msgpack:"v"`
