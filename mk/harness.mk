@@ -9,10 +9,15 @@ SOAK        ?= 10m
 CHAOS_ROUNDS ?= 50
 CHAOS_SEED   ?=
 
-.PHONY: bench bench-quick crash soak chaos
+CLUSTER_FLAGS ?=
+
+.PHONY: bench bench-quick crash soak chaos cluster
 
 bench: build ## voik vs a counting NATS subscriber and JetStream, 128B/1KiB/16KiB, and a group of three vs JetStream R3 at 1KiB (~6 min); table, and BENCH_JSON
 	$(GO) run ./harness/cmd/voikbench -voik bin/voik -json $(BENCH_JSON) $(BENCH_FLAGS)
+
+cluster: build ## a replication group on this machine, in the foreground: three clustered NATS servers (127.0.0.1:4222-4224) and three voiks (HTTP 127.0.0.1:8333-8335), data in data/cluster; Ctrl-C stops them all
+	$(GO) run ./harness/cmd/voikcluster -voik bin/voik $(CLUSTER_FLAGS)
 
 bench-quick: build ## the benchmark in about a minute
 	$(GO) run ./harness/cmd/voikbench -voik bin/voik -quick -json $(BENCH_JSON) $(BENCH_FLAGS)
