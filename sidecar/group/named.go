@@ -29,8 +29,12 @@ func ReadNamed(journal *Journal, base *Base) (*Named, error) {
 	return &Named{ends: b.Ends}, nil
 }
 
-// Note records pointers just journaled or copied.
+// Note records pointers just journaled or copied. A zero Named is ready
+// for use (a data dir that joins a group names its records into one).
 func (n *Named) Note(pointers []Pointer) {
+	if n.ends == nil {
+		n.ends = map[string]uint64{}
+	}
 	for _, p := range pointers {
 		if !p.Start {
 			n.ends[p.Subject] = max(n.ends[p.Subject], p.Offset+1)

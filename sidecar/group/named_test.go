@@ -68,6 +68,14 @@ func TestNameAllMakesADataDirsRecordsTheGroups(t *testing.T) {
 	if n, err := named.NameAll(leader.store, leader.journal); err != nil || n != 0 {
 		t.Fatalf("naming again named %d, %v", n, err)
 	}
+	// As a member opening a standalone data dir does: a zero Named.
+	other := newMember(t)
+	if _, _, err := other.store.Append("a", []logstore.Entry{{Data: payloadOf(1)}}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := new(Named).NameAll(other.store, other.journal); err != nil || n != 1 {
+		t.Fatalf("a zero Named named %d, %v; want 1", n, err)
+	}
 	if dropped, err := named.DropUnnamed(leader.store); err != nil || dropped != 0 {
 		t.Fatalf("dropped %d, %v after naming all", dropped, err)
 	}
