@@ -232,6 +232,8 @@ func checkLog(t *testing.T, api *client.Client, subject string, load *ackedLoad,
 // publishers retrying acked appends to subject (count each) and a reader
 // paging through it, until stop.
 type groupUnderLoad struct {
+	cluster  *harness.Cluster
+	bin      string
 	members  []*harness.VoikProcess
 	nc       *nats.Conn
 	api      *client.Client
@@ -245,7 +247,8 @@ type groupUnderLoad struct {
 func startGroupUnderLoad(t *testing.T, subject string, count int) *groupUnderLoad {
 	t.Helper()
 	cluster := harness.StartNATSCluster(t, 3)
-	g := &groupUnderLoad{members: startGroup(t, harness.BuildVoik(t), cluster, 3), nc: harness.Connect(t, cluster.URL())}
+	bin := harness.BuildVoik(t)
+	g := &groupUnderLoad{cluster: cluster, bin: bin, members: startGroup(t, bin, cluster, 3), nc: harness.Connect(t, cluster.URL())}
 	g.api = client.New(g.nc, "VOIK.API")
 	g.load = newAckedLoad(g.api, subject, "")
 	g.seen = &seenRecords{seen: map[uint64]messages.Record{}}

@@ -85,8 +85,7 @@ type VoikProcess struct {
 
 	bin     string
 	wrap    []string // a command the child runs under, or none
-	env     []string
-	logPath string // the child's stdout and stderr, every run appended
+	logPath string   // the child's stdout and stderr, every run appended
 	starts  int
 
 	cmd    *exec.Cmd
@@ -126,7 +125,6 @@ func StartVoikProcessWrapped(tb TB, bin string, cfg *config.Config, wrap []strin
 		NatsURL:  c.NatsURL,
 		HTTPAddr: c.HTTPAddr,
 		bin:      bin,
-		env:      processEnv(&c),
 		logPath:  filepath.Join(tb.TempDir(), "voik.log"),
 	}
 	if p.NatsURL == "" {
@@ -228,7 +226,7 @@ func (p *VoikProcess) start(tb TB) {
 	fmt.Fprintf(out, "--- start %d at %s ---\n", p.starts, time.Now().Format(time.RFC3339Nano))
 	args := append(append([]string(nil), p.wrap...), p.bin, "serve")
 	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Env = p.env
+	cmd.Env = processEnv(p.Config) // each start: a test may change Config between restarts
 	cmd.Stdout, cmd.Stderr = out, out
 	// The child must not outlive a test binary that dies.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

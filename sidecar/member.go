@@ -67,6 +67,8 @@ type member struct {
 	leaderSub       *nats.Subscription // news of a new leader: look at the group's state
 	groupSub        *nats.Subscription // <prefix>.GROUP.<group>, while leading
 	groupsSub       *nats.Subscription // GROUPS passed on by followers, while leading
+	leaveSub        *nats.Subscription // followers that stop, while leading
+	retireSub       *nats.Subscription // voik retire, while leading
 
 	running      atomic.Bool   // start has set the elector up
 	wake         chan struct{} // the role loop has something to look at
@@ -468,6 +470,14 @@ func (m *member) serveAPI(on bool) {
 	m.serving = on
 }
 
+// sayLeaving tells the leader that this follower stops, and waits a
+// moment for it to take note (it pulls no more from here on).
+func (m *member) sayLeaving() {
+	if _, err := m.replNC.Request(group.LeaveSubject(m.name), []byte(m.key), time.Second); err != nil {
+		m.logger.Info("the leader did not take note that this member stops; it is out of sync a lease after its last pull", "err", err)
+	}
+}
+
 // groupsVia says how the member that NATS gave a GROUPS answers it: the
 // leader itself; a follower passes it on to the leader it last saw
 // (unless that leader has been silent for two leases: it is gone, and the
@@ -541,7 +551,11 @@ func (m *member) stop() {
 		}
 		m.endLeadership(l, "shutting down")
 	}
+	following := m.follow != nil
 	m.stopFollowing()
+	if following {
+		m.sayLeaving()
+	}
 	if m.leaderSub != nil {
 		m.leaderSub.Unsubscribe()
 	}
@@ -549,4 +563,53 @@ func (m *member) stop() {
 		m.pullSub.Drain() // pulls already here are answered: not the leader
 	}
 	m.checkpoint(true)
+}
+
+// ResizeGroup stores replicas as the size of group (VOIK_REPLICAS), so
+// that members started with it from then on are accepted; members still
+// running keep theirs until they restart. It returns the size stored
+// before. The size only sets the floor of the in-sync set (a majority of
+// it): commits still need every in-sync member, and only in-sync members
+// may lead, so changing it loses nothing committed.
+func ResizeGroup(ctx context.Context, nc *nats.Conn, name string, replicas int) (int, error) {
+	if replicas < 1 || replicas > 7 {
+		return 0, fmt.Errorf("%d members: a group has 1 to 7", replicas)
+	}
+	kv, err := lease.NewKV(ctx, nc, name, 0)
+	if err != nil {
+		return 0, err
+	}
+	var before groupSettings
+	_, err = kv.ChangeSettings(ctx, func(stored []byte) ([]byte, error) {
+		if err := json.Unmarshal(stored, &before); err != nil {
+			return nil, fmt.Errorf("group %s settings %q: %w", name, stored, err)
+		}
+		next := before
+		next.Replicas = replicas
+		return json.Marshal(next)
+	})
+	if errors.Is(err, lease.ErrNotFound) {
+		return 0, fmt.Errorf("group %s has no settings stored: no member has ever joined it", name)
+	}
+	return before.Replicas, err
+}
+
+// RetireMember asks the leader of group to retire instance for good (see
+// leadership.hearRetire) and returns its answer.
+func RetireMember(nc *nats.Conn, name, instance string, timeout time.Duration) (RetireReply, error) {
+	var reply RetireReply
+	msg, err := nc.Request(group.RetireSubject(name), []byte(instance), timeout)
+	if err != nil {
+		if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) {
+			return reply, fmt.Errorf("no leader of group %s answered (none elected, or no quorum): %w", name, err)
+		}
+		return reply, err
+	}
+	if err := json.Unmarshal(msg.Data, &reply); err != nil {
+		return reply, fmt.Errorf("the leader's answer %q: %w", msg.Data, err)
+	}
+	if reply.Error != "" {
+		return reply, fmt.Errorf("group %s did not retire %s: %s", name, instance, reply.Error)
+	}
+	return reply, nil
 }

@@ -3,6 +3,7 @@ package sidecar
 import (
 	"container/heap"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -26,6 +27,7 @@ type leadership struct {
 	capture *capture
 	cancel  context.CancelFunc
 	done    chan struct{} // the in-sync review has stopped
+	lookNow chan struct{} // a follower left: review the in-sync set at once
 
 	mu       sync.Mutex
 	ended    bool
@@ -34,7 +36,8 @@ type leadership struct {
 	waiting  ackWaiters
 	known    map[string]lease.Member // every member named in sync or heard from
 	lastPull map[string]time.Time
-	heads    []headSample // the leader's durable end over the last leases
+	retired  map[string]bool // members an operator retired: out of the in-sync set whatever its size
+	heads    []headSample    // the leader's durable end over the last leases
 	since    time.Time
 
 	markedMu sync.Mutex
@@ -76,7 +79,7 @@ func (m *member) startLeadership(ctx context.Context, epoch uint64) error {
 	state := m.elector.Observed().State
 	inSync := make([]string, 0, len(state.InSync))
 	l := &leadership{m: m, epoch: epoch, known: map[string]lease.Member{}, lastPull: map[string]time.Time{}, since: time.Now(), done: make(chan struct{}),
-		marked: map[string]uint64{}}
+		lookNow: make(chan struct{}, 1), marked: map[string]uint64{}, retired: map[string]bool{}}
 	for _, member := range state.InSync {
 		inSync = append(inSync, member.String())
 		l.known[member.String()] = member
@@ -107,6 +110,12 @@ func (m *member) startLeadership(ctx context.Context, epoch uint64) error {
 	}
 	if m.groupsSub, err = m.s.apiNC.Subscribe(group.GroupsSubject(m.name), m.s.api.answerGroups); err != nil {
 		m.logger.Error("cannot answer the GROUPS its followers pass on", "err", err)
+	}
+	if m.leaveSub, err = m.replNC.Subscribe(group.LeaveSubject(m.name), l.hearLeave); err != nil {
+		m.logger.Error("cannot hear followers that leave; they are taken out of sync a lease after they stop", "err", err)
+	}
+	if m.retireSub, err = m.replNC.Subscribe(group.RetireSubject(m.name), func(msg *nats.Msg) { go l.hearRetire(msg) }); err != nil {
+		m.logger.Error("cannot take retirements (voik retire)", "err", err)
 	}
 	if err := m.replNC.Publish(group.LeaderSubject(m.name), []byte(m.self.Instance)); err != nil {
 		m.logger.Warn("cannot tell the others this member leads; they see it at their next look", "err", err)
@@ -197,7 +206,7 @@ func (m *member) endLeadership(l *leadership, reason string) {
 	}
 	m.logger.Warn("no longer leading", "epoch", l.epoch, "reason", reason)
 	m.view.wake() // followers waiting in a long poll here: go and find the new leader
-	for _, sub := range []**nats.Subscription{&m.groupSub, &m.groupsSub} {
+	for _, sub := range []**nats.Subscription{&m.groupSub, &m.groupsSub, &m.leaveSub, &m.retireSub} {
 		if *sub != nil {
 			(*sub).Unsubscribe()
 			*sub = nil
@@ -349,6 +358,7 @@ func (l *leadership) report(key string, end uint64) (uint64, bool) {
 		}
 	}
 	l.lastPull[key] = time.Now()
+	delete(l.retired, key) // it came back after all: a follower like any
 	return l.reportLocked(key, end), slices.Contains(l.commit.InSync(), key)
 }
 
@@ -420,8 +430,111 @@ func (l *leadership) reviewInSync(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		case <-l.lookNow:
 		}
 		l.review(ctx, window)
+	}
+}
+
+// hearLeave takes note of a follower that stops: it counts as silent from
+// now, so review takes it out of the in-sync set as soon as the leader
+// holds a record it does not (and the set keeps a majority), instead of a
+// lease after its last pull.
+func (l *leadership) hearLeave(msg *nats.Msg) {
+	key := string(msg.Data)
+	l.mu.Lock()
+	_, known := l.known[key]
+	if known {
+		l.lastPull[key] = time.Time{}
+	}
+	l.mu.Unlock()
+	if known {
+		l.m.logger.Info("a follower is stopping: out of the in-sync set at the next record", "member", key)
+		select {
+		case l.lookNow <- struct{}{}:
+		default:
+		}
+	}
+	msg.Respond(nil)
+}
+
+// RetireReply answers voik retire: the member's data dirs retired, and
+// whether they were in the in-sync set; or why not.
+type RetireReply struct {
+	Group     string   `json:"group"`
+	Retired   []string `json:"retired,omitempty"`
+	WasInSync bool     `json:"was_in_sync,omitempty"`
+	InSync    []string `json:"in_sync,omitempty"`
+	Error     string   `json:"error,omitempty"`
+}
+
+// hearRetire retires a member an operator says is gone for good: the next
+// review takes it out of the in-sync set even below a majority (it holds
+// nothing new, so nothing commits with it either; without it, a
+// replacement that catches up makes the majority), and the leader stops
+// listing it. A member that still pulls is refused: stop it first. One
+// that comes back later rejoins as a follower out of sync, as any would.
+func (l *leadership) hearRetire(msg *nats.Msg) {
+	instance := string(msg.Data)
+	reply := RetireReply{Group: l.m.name}
+	defer func() {
+		b, _ := json.Marshal(reply)
+		msg.Respond(b)
+	}()
+	window := l.m.s.cfg.Lease
+	l.mu.Lock()
+	var keys []string
+	for key, member := range l.known {
+		if member.Instance != instance {
+			continue
+		}
+		switch {
+		case key == l.m.key:
+			reply.Error = "it leads: stop it (SIGTERM hands the lead over), then retire it"
+		case time.Since(l.pullOrStart(key)) <= window:
+			reply.Error = fmt.Sprintf("it pulled %v ago: it is alive; stop it before retiring it", time.Since(l.pullOrStart(key)).Round(time.Millisecond))
+		}
+		keys = append(keys, key)
+	}
+	if reply.Error == "" && len(keys) == 0 {
+		reply.Error = fmt.Sprintf("the leader knows no member %s", messages.Quote(instance))
+	}
+	if reply.Error != "" {
+		l.mu.Unlock()
+		return
+	}
+	for _, key := range keys {
+		l.retired[key] = true
+		reply.WasInSync = reply.WasInSync || slices.Contains(l.commit.InSync(), key)
+	}
+	l.mu.Unlock()
+	select {
+	case l.lookNow <- struct{}{}:
+	default:
+	}
+	deadline := time.Now().Add(2 * window)
+	for {
+		l.mu.Lock()
+		inSync := l.commit.InSync()
+		out := !slices.ContainsFunc(keys, func(k string) bool { return slices.Contains(inSync, k) })
+		if out {
+			for _, key := range keys {
+				delete(l.known, key)
+				delete(l.lastPull, key)
+			}
+		}
+		l.mu.Unlock()
+		if out {
+			slices.Sort(keys)
+			reply.Retired, reply.InSync = keys, inSync
+			l.m.logger.Warn("retired a member for good", "member", strings.Join(keys, ","), "in_sync", strings.Join(inSync, ","))
+			return
+		}
+		if time.Now().After(deadline) {
+			reply.Error = "the in-sync set could not be stored without it in time; try again"
+			return
+		}
+		time.Sleep(window / 20)
 	}
 }
 
@@ -486,8 +599,13 @@ func (l *leadership) proposeInSync(window time.Duration) (drop, add, next []stri
 	}
 	inSync := l.commit.InSync()
 	drop = l.commit.Lagging(ago, func(key string) bool { return now.Sub(l.pullOrStart(key)) > window })
+	for _, key := range inSync {
+		if l.retired[key] && !slices.Contains(drop, key) {
+			drop = append(drop, key)
+		}
+	}
 	for _, key := range l.commit.CaughtUp() {
-		if _, ok := l.known[key]; ok && now.Sub(l.pullOrStart(key)) <= window {
+		if _, ok := l.known[key]; ok && !l.retired[key] && now.Sub(l.pullOrStart(key)) <= window {
 			add = append(add, key)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/voik/voik/config"
 	"github.com/voik/voik/messages"
 	"github.com/voik/voik/natsauth"
+	"github.com/voik/voik/sidecar"
 	"github.com/voik/voik/sidecar/lease"
 )
 
@@ -67,6 +69,10 @@ func runClient(command string, o *options, positional []string, stdout, stderr i
 		err = cliGroup(ctx, api, out, cfg.Group, positional)
 	case "groups":
 		err = cliGroups(ctx, api, out)
+	case "resize":
+		err = cliResize(ctx, nc, cfg.Group, positional[0], out)
+	case "retire":
+		err = cliRetire(nc, cfg, positional[0], out)
 	case "force-lead":
 		err = cliForceLead(ctx, nc, cfg, o.yes, stderr, out)
 	case "replay":
@@ -140,6 +146,33 @@ func cliGroups(ctx context.Context, api *client.Client, out *printer) error {
 		}
 	}
 	return nil
+}
+
+// cliResize stores a new size for the group (sidecar.ResizeGroup).
+func cliResize(ctx context.Context, nc *nats.Conn, name, replicas string, out *printer) error {
+	if name == "" {
+		return errors.New("VOIK_GROUP is not set: name the group to resize")
+	}
+	n, _ := strconv.Atoi(replicas) // checked by replicasArg
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	before, err := sidecar.ResizeGroup(ctx, nc, name, n)
+	if err != nil {
+		return err
+	}
+	return out.json.Encode(map[string]any{"group": name, "replicas_before": before, "replicas": n})
+}
+
+// cliRetire asks the group's leader to retire a member for good.
+func cliRetire(nc *nats.Conn, cfg *config.Config, instance string, out *printer) error {
+	if cfg.Group == "" {
+		return errors.New("VOIK_GROUP is not set: name the member's group")
+	}
+	reply, err := sidecar.RetireMember(nc, cfg.Group, instance, 3*cfg.Lease)
+	if err != nil {
+		return err
+	}
+	return out.json.Encode(reply)
 }
 
 // cliForceLead makes the member of this data dir the only one in sync

@@ -106,6 +106,14 @@ func groupArg(s string) error {
 	return nil
 }
 
+func replicasArg(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > 7 {
+		return fmt.Errorf("%s is not a group size: 1 to 7 (odd: an even one tolerates no more failures than the odd one below it)", strconv.Quote(s))
+	}
+	return nil
+}
+
 func filterArg(s string) error {
 	if !messages.ValidFilter(s) {
 		return fmt.Errorf("%s is not a valid filter: it needs dot-separated tokens without spaces, * for any one token and > for the rest, such as orders.>", strconv.Quote(s))
@@ -241,6 +249,33 @@ Exit status 1 when nobody answers.`,
 		examples: []string{"voik groups", "VOIK_API_PREFIX=SHOP.API voik groups"},
 	},
 	{
+		name:     "resize",
+		synopsis: "REPLICAS",
+		about: `Stores REPLICAS as the size of the group VOIK_GROUP names (its VOIK_REPLICAS),
+the first step of growing it (3 to 5) or shrinking it (5 to 3). Members
+started with the new VOIK_REPLICAS from then on are accepted (and those with
+the old one refused); members already running keep theirs until restarted.
+Then roll the members with the new setting, adding or removing members:
+docs/groups.md, "Changing a group". Prints the sizes before and after.`,
+		args:    "  REPLICAS  the group's new size: 1 to 7, odd by choice (a majority is half plus one)",
+		argName: "REPLICAS", minArgs: 1, maxArgs: 1, validArg: replicasArg,
+		examples: []string{"VOIK_GROUP=orders voik resize 5"},
+	},
+	{
+		name:     "retire",
+		synopsis: "INSTANCE",
+		about: `Tells the leader of VOIK_GROUP that member INSTANCE is gone for good (its
+node and disk lost, say): it leaves the in-sync set at once, even where that
+leaves fewer than a majority (it holds nothing new, so it committed nothing
+either; a replacement that catches up restores the majority), and the
+group stops listing it. A member that still pulls, or leads, is refused:
+stop it first. One that comes back after all rejoins out of sync, as any
+member would. Prints the in-sync set after.`,
+		args:    "  INSTANCE  the member's VOIK_INSTANCE (its pod name)",
+		argName: "INSTANCE", minArgs: 1, maxArgs: 1,
+		examples: []string{"VOIK_GROUP=orders voik retire voik-2"},
+	},
+	{
 		name: "force-lead",
 		about: `The escape hatch after a group has lost a majority of its members for good
 (their disks gone, say): makes THIS member, the one whose VOIK_DATA_DIR,
@@ -265,7 +300,7 @@ Refuses to run without --yes.`,
 		name:     "help",
 		synopsis: "[COMMAND]",
 		about:    "Prints voik's usage and every setting, or with COMMAND that command's help (as voik COMMAND -h does).",
-		args:     "  COMMAND   serve, fetch, info, subjects, replay, group, groups, force-lead, version or help",
+		args:     "  COMMAND   serve, fetch, info, subjects, replay, group, groups, resize, retire, force-lead, version or help",
 		argName:  "COMMAND", minArgs: 0, maxArgs: 1, // validArg: set by init, as it looks commands up
 		examples: []string{"voik help", "voik help fetch"},
 	},

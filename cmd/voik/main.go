@@ -103,6 +103,9 @@ Usage:
   voik group [GROUP]            print a replication group's leader, epoch and members
   voik groups                   print every group and standalone voik on the prefix:
                                 filters, leader, members and lag
+  voik resize REPLICAS          store a new size of the group VOIK_GROUP names, before
+                                rolling its members with the new VOIK_REPLICAS
+  voik retire INSTANCE          tell the leader a member is gone for good
   voik force-lead --yes         after losing a group's majority for good: make this
                                 member (VOIK_DATA_DIR, VOIK_INSTANCE) the only one in sync
   voik version                  print voik's version
@@ -114,7 +117,7 @@ Flags take one dash or two and may come before or after the arguments.
 accepted anywhere: before the command (voik -config voik.yaml fetch orders.eu)
 or after it (voik fetch orders.eu -config voik.yaml, voik serve -config voik.yaml).
 
-The client commands (fetch, info, subjects, replay, group, groups, force-lead) connect with the same NATS
+The client commands (fetch, info, subjects, replay, group, groups, resize, retire, force-lead) connect with the same NATS
 settings (VOIK_NATS_URL empty: nats://127.0.0.1:4222, where 'make run' listens)
 and print JSON lines. `+recordShape+`
 voik fetch --data prints the data alone instead, raw, one record a line.

@@ -47,6 +47,17 @@ func PullSubject(group, instance string) string { return "$VOIK.REPL." + group +
 // costs a round trip, not a fraction of the lease.
 func LeaderSubject(group string) string { return "$VOIK.REPL." + group + ".LEADER" }
 
+// LeaveSubject is where a follower that stops (SIGTERM) tells the leader
+// so, with its key as the body: the leader takes it out of the in-sync set
+// at its next record rather than a lease later, so that a rolling restart
+// does not hold the acks up for the length of each follower's restart.
+func LeaveSubject(group string) string { return "$VOIK.REPL." + group + ".LEAVE" }
+
+// RetireSubject is where the leader takes an operator's word that a
+// member (its instance name as the body) is gone for good (voik retire):
+// it leaves the in-sync set and the group's list of members.
+func RetireSubject(group string) string { return "$VOIK.REPL." + group + ".RETIRE" }
+
 // GroupsSubject is where a group's leader answers the API's GROUPS that a
 // follower passes on (with the requester's reply subject), so that a group
 // answers GROUPS through its leader, once.

@@ -92,6 +92,29 @@ func (k *KV) Settings(ctx context.Context, value []byte) ([]byte, error) {
 	return e.Value(), nil
 }
 
+// ChangeSettings replaces the group's stored settings by change(stored),
+// by compare-and-set (tried again while others write meanwhile), and
+// returns what was stored before.
+func (k *KV) ChangeSettings(ctx context.Context, change func(stored []byte) ([]byte, error)) ([]byte, error) {
+	key := k.key + ".settings"
+	for range 5 {
+		e, err := k.kv.Get(ctx, key)
+		if err != nil {
+			return nil, k.mapErr(err)
+		}
+		next, err := change(e.Value())
+		if err != nil {
+			return nil, err
+		}
+		if _, err := k.kv.Update(ctx, key, next, e.Revision()); err == nil {
+			return e.Value(), nil
+		} else if !errors.Is(k.mapErr(err), ErrConflict) {
+			return nil, k.mapErr(err)
+		}
+	}
+	return nil, fmt.Errorf("lease: the group's settings kept changing under it")
+}
+
 func createBucket(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
 	tries := []int{replicas}
 	if replicas <= 0 {
