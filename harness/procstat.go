@@ -4,9 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -107,3 +110,76 @@ func ReadProcUsage(pid int) (ProcUsage, error) {
 
 // Usage reads the running child's ProcUsage.
 func (p *VoikProcess) Usage() (ProcUsage, error) { return ReadProcUsage(p.PID()) }
+
+// MachineCPU is the machine's CPU time so far, from the first line of
+// /proc/stat, in clock ticks summed over every CPU: Busy is all but idle
+// and iowait. Two readings give how saturated the machine was between
+// them (Saturation).
+type MachineCPU struct {
+	Busy, Total uint64
+	CPUs        int
+}
+
+// ReadMachineCPU reads /proc/stat.
+func ReadMachineCPU() (MachineCPU, error) {
+	var m MachineCPU
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return m, err
+	}
+	for i, line := range strings.Split(string(raw), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) == 0 {
+			continue
+		}
+		if i == 0 {
+			if fields[0] != "cpu" || len(fields) < 6 {
+				return m, fmt.Errorf("/proc/stat: first line %q", line)
+			}
+			for j, f := range fields[1:] {
+				v, err := strconv.ParseUint(f, 10, 64)
+				if err != nil {
+					return m, fmt.Errorf("/proc/stat: %q: %w", line, err)
+				}
+				m.Total += v
+				if j != 3 && j != 4 { // idle, iowait
+					m.Busy += v
+				}
+			}
+			continue
+		}
+		if strings.HasPrefix(fields[0], "cpu") {
+			m.CPUs++
+		}
+	}
+	return m, nil
+}
+
+// Saturation is the share of the machine's CPU time that was busy from
+// m to later, 0 to 1.
+func (m MachineCPU) Saturation(later MachineCPU) float64 {
+	if later.Total <= m.Total {
+		return 0
+	}
+	return float64(later.Busy-m.Busy) / float64(later.Total-m.Total)
+}
+
+// DiskBytes is what the files under dir take on disk (allocated blocks,
+// as du counts them: preallocated space included, holes not).
+func DiskBytes(dir string) (int64, error) {
+	var total int64
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if st, ok := info.Sys().(*syscall.Stat_t); ok {
+			total += st.Blocks * 512
+		}
+		return nil
+	})
+	return total, err
+}

@@ -47,7 +47,8 @@ type Options struct {
 	// "always" (JetStream sync always), "flood" (voik's capture of the
 	// Messages burst without and under a read flood), "group" (a group
 	// of three voiks on a three-server cluster against JetStream R3, at
-	// one size: see group.go); empty runs all.
+	// one size: see group.go), "groups" (one group against two splitting
+	// the subjects: groups.go); empty runs all.
 	Parts    []string
 	Progress io.Writer // where progress goes (stderr)
 	Mode     string    // "full", "quick" or "custom", for the report
@@ -106,7 +107,7 @@ func (o *Options) check() error {
 		o.Stall = 10 * time.Second
 	}
 	for _, part := range o.Parts {
-		if !slices.Contains([]string{"ceiling", "voik", "jetstream", "always", "flood", "group"}, part) {
+		if !slices.Contains([]string{"ceiling", "voik", "jetstream", "always", "flood", "group", "groups"}, part) {
 			return fmt.Errorf("bench: unknown part %q (want ceiling, voik, jetstream, always, flood, group)", part)
 		}
 	}
@@ -198,6 +199,7 @@ func (r *Report) runSizes(ctx context.Context, opts *Options, repeat int) error 
 			{"group", s.groupBatch},
 			{"group", s.groupAlways},
 			{"group", s.groupFailover},
+			{"groups", s.groupsSplit},
 		} {
 			if ctx.Err() != nil {
 				return ctx.Err()

@@ -104,7 +104,7 @@ const (
 )
 
 var groupScenarioOrder = []string{
-	ScenarioGroupSoloCapture, ScenarioGroupCapture, ScenarioGroupLag,
+	ScenarioGroupSoloCapture, ScenarioGroupCapture, ScenarioGroupsOne, ScenarioGroupsTwo, ScenarioGroupLag,
 	ScenarioGroupAck, ScenarioGroupJSAck, ScenarioGroupAckWide, ScenarioGroupJSAckWide,
 	ScenarioGroupAckAlways, ScenarioGroupJSAckAlways, ScenarioGroupAckAlwaysWide, ScenarioGroupJSAckAlwaysWide,
 	ScenarioGroupFailover,
@@ -165,22 +165,9 @@ type voikGroup struct {
 	api *client.Client
 }
 
-// startGroup starts one member beside each server, one after the other:
-// each returns once it answers /readyz (it leads or is in sync). A lease
-// of 0 keeps voik's default.
+// startGroup starts the group part's group (startNamedGroup).
 func (s *sizeRun) startGroup(e *Env, cluster *harness.Cluster, sync string, lease time.Duration) *voikGroup {
-	g := &voikGroup{cluster: cluster}
-	for i := range cluster.Size() {
-		cfg := harness.TestConfig(e, cluster.ClientURL(i))
-		cfg.Subjects, cfg.Sync = groupSubjects, sync
-		cfg.Group, cfg.Replicas, cfg.Instance = groupName, cluster.Size(), fmt.Sprintf("m%d", i)
-		if lease > 0 {
-			cfg.Lease = lease
-		}
-		g.members = append(g.members, harness.StartVoikProcess(e, s.opts.VoikBin, cfg))
-	}
-	g.api = client.New(harness.Connect(e, cluster.URL()), "")
-	return g
+	return s.startNamedGroup(e, cluster, groupName, groupSubjects, sync, lease)
 }
 
 // leader is the index of the one member that says it leads, or -1 while
@@ -824,6 +811,7 @@ func (l *retryingAppends) check(ctx context.Context) (missing, twice int, err er
 func (r *Report) groupRatios(size int) {
 	for _, c := range []struct{ name, voik, ref string }{
 		{"group capture/standalone capture", ScenarioGroupCapture, ScenarioGroupSoloCapture},
+		{"two groups/one group, the same burst split over two subjects", ScenarioGroupsTwo, ScenarioGroupsOne},
 		{"group acked/JetStream R3 default", ScenarioGroupAck, ScenarioGroupJSAck},
 		{"group acked/JetStream R3 default, wide", ScenarioGroupAckWide, ScenarioGroupJSAckWide},
 		{"group acked always/JetStream R3 sync always", ScenarioGroupAckAlways, ScenarioGroupJSAckAlways},

@@ -5,7 +5,7 @@
 //	voikbench [-quick] [-json FILE] [-voik BIN] [-sizes 128,1024,16384]
 //	          [-messages N,N,N] [-appends N,N,N] [-always N,N,N]
 //	          [-window N] [-wide-window N] [-fetch-one N] [-repeat N]
-//	          [-parts ceiling,voik,jetstream,always,flood,group]
+//	          [-parts ceiling,voik,jetstream,always,flood,group,groups]
 //	          [-inprocess -cpuprofile FILE | -inprocess -profile DIR]
 package main
 
@@ -95,7 +95,7 @@ func parseFlags() flags {
 	flag.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of this process to FILE")
 	flag.StringVar(&f.profileDir, "profile", "", "with -inprocess: write a CPU profile of each voik phase to DIR/SIZE-PHASE.pprof")
 	flag.StringVar(&f.voikSync, "voik-sync", "batch", "VOIK_SYNC of the voik under test: always, batch, interval or none")
-	flag.StringVar(&f.parts, "parts", "", "run only these of ceiling,voik,jetstream,always,flood,group (comma-separated; flood: voik's capture of the -messages burst without and under a FETCH flood; group: a group of three voiks beside a three-server NATS cluster against JetStream R3 streams on it, at 1KiB or the size nearest: capture, replication lag, acked appends, 20 kills of the leader)")
+	flag.StringVar(&f.parts, "parts", "", "run only these of ceiling,voik,jetstream,always,flood,group,groups (comma-separated; flood: voik's capture of the -messages burst without and under a FETCH flood; group: a group of three voiks beside a three-server NATS cluster against JetStream R3 streams on it, at 1KiB or the size nearest: capture, replication lag, acked appends, 20 kills of the leader; groups: the same burst split over two subjects, into one group that takes both, then into two groups that take one each, with the machine's CPU saturation)")
 	flag.Usage = usage
 	flag.Parse()
 	return f
