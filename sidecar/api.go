@@ -207,11 +207,10 @@ func (a *api) subscribe() error {
 		// 400 instead, and leaves the verbs to the voiks they route to.
 		subs = append(subs, sub{a.prefix + ".*.>", sharedQueue, a.routeStray})
 	}
-	// What the peers say reaches the peers' connection: measured, presence
-	// on the API's connection made some requests routed to a group's
-	// members right after a NATS server restarted go unanswered (3 runs
-	// of 3 of TestGroupSurvivesKill9OfNATSServers); on a connection of its
-	// own, none did.
+	// What the peers tell each other goes on a connection of its own, so
+	// that a flood of requests (or a NATS server stalling the API's
+	// connection) does not delay a presence past presenceForget or a
+	// subjects scatter past gatherWait.
 	peerSubs := []sub{
 		{scatterSubject(a.prefix), a.queue, a.answerScatter},
 		{presenceSubject(a.prefix), "", a.hearPresence},
