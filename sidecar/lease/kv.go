@@ -52,25 +52,30 @@ func NewKV(ctx context.Context, nc *nats.Conn, group string, replicas int) (*KV,
 }
 
 // leaderReads turns off direct gets on the bucket's stream, so that every
-// Get is answered by the stream's leader. With them on, any replica
-// answers, and one that lags (just back from a partition, say) returns
-// an old entry: a candidate then waits on a revision already replaced,
-// and a leader whose renewal reply was lost cannot find its own write
-// and steps down.
+// Get is answered by the stream's leader, and returns kv bound again. With
+// them on, any replica answers, and one that lags (just back from a
+// partition, say) returns an old entry: a candidate then waits on a
+// revision already replaced, and a leader whose renewal reply was lost
+// cannot find its own write and steps down.
+//
+// It binds again even when it finds them off already: kv may have been
+// bound while they were on (another member had just created the bucket
+// and not yet turned them off), and such a handle sends its Gets to the
+// direct-get subject, which nobody answers once they are off ("no
+// responders", for good: a member of make cluster stayed a candidate).
 func leaderReads(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue) (jetstream.KeyValue, error) {
 	stream, err := js.Stream(ctx, "KV_"+Bucket)
 	if err != nil {
 		return nil, err
 	}
 	cfg := stream.CachedInfo().Config
-	if !cfg.AllowDirect {
-		return kv, nil
+	if cfg.AllowDirect {
+		cfg.AllowDirect = false
+		if _, err := js.UpdateStream(ctx, cfg); err != nil {
+			return nil, err
+		}
 	}
-	cfg.AllowDirect = false
-	if _, err := js.UpdateStream(ctx, cfg); err != nil {
-		return nil, err
-	}
-	return js.KeyValue(ctx, Bucket) // bound again: it reads the setting when bound
+	return js.KeyValue(ctx, Bucket) // it reads the setting when bound
 }
 
 // ErrNoJetStream: the NATS system has no JetStream for this account, so
