@@ -282,7 +282,7 @@ func (a *api) gatherSubjects(ctx context.Context, filter string) ([]string, *mes
 	deadline := time.Now().Add(gatherWait)
 	done := map[string]bool{}
 	var all []string
-	for len(done) < len(want) || !coversAll(done, want) {
+	for !coversAll(done, want) {
 		wait := time.Until(deadline)
 		if wait <= 0 || ctx.Err() != nil {
 			break

@@ -17,6 +17,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -110,6 +111,15 @@ func portRange(host string, first, n int) string {
 
 // startServers starts the clustered NATS servers, JetStream on each.
 func startServers(o options) ([]*server.Server, error) {
+	for i := range o.size {
+		for _, port := range []int{o.natsPort + i, o.routePort + i, o.httpPort + i} {
+			l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+			if err != nil {
+				return nil, fmt.Errorf("port %d on 127.0.0.1 is taken (another make cluster or make run?): %w", port, err)
+			}
+			l.Close()
+		}
+	}
 	var servers []*server.Server
 	for i := range o.size {
 		opts := &server.Options{
