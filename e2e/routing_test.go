@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"os"
-	"os/exec"
 	"reflect"
 	"strings"
 	"testing"
@@ -40,14 +38,12 @@ func groupsOf(t *testing.T, api *client.Client) []messages.GroupsReply {
 // voikGroupsCLI runs voik groups against url and decodes its lines.
 func voikGroupsCLI(t *testing.T, bin, url string) []map[string]any {
 	t.Helper()
-	cmd := exec.Command(bin, "groups")
-	cmd.Env = append(os.Environ(), "VOIK_NATS_URL="+url)
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("voik groups: %v", err)
+	out, stderr, status := voikCLI(t, bin, url, "groups")
+	if status != 0 {
+		t.Fatalf("voik groups: exit %d, %s", status, stderr)
 	}
 	var lines []map[string]any
-	sc := bufio.NewScanner(strings.NewReader(string(out)))
+	sc := bufio.NewScanner(strings.NewReader(out))
 	for sc.Scan() {
 		var line map[string]any
 		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
