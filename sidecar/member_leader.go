@@ -37,8 +37,11 @@ type leadership struct {
 	known    map[string]lease.Member // every member named in sync or heard from
 	lastPull map[string]time.Time
 	retired  map[string]bool // members an operator retired: out of the in-sync set whatever its size
-	heads    []headSample    // the leader's durable end over the last leases
-	since    time.Time
+	// inSyncSet is closed (and replaced) whenever review applies a new
+	// in-sync set: what waits for one (hearRetire) waits on it.
+	inSyncSet chan struct{}
+	heads     []headSample // the leader's durable end over the last leases
+	since     time.Time
 
 	markedMu sync.Mutex
 	marked   map[string]uint64 // per subject, the start this leader last journaled
@@ -79,7 +82,7 @@ func (m *member) startLeadership(ctx context.Context, epoch uint64) error {
 	state := m.elector.Observed().State
 	inSync := make([]string, 0, len(state.InSync))
 	l := &leadership{m: m, epoch: epoch, known: map[string]lease.Member{}, lastPull: map[string]time.Time{}, since: time.Now(), done: make(chan struct{}),
-		lookNow: make(chan struct{}, 1), marked: map[string]uint64{}, retired: map[string]bool{}}
+		lookNow: make(chan struct{}, 1), marked: map[string]uint64{}, retired: map[string]bool{}, inSyncSet: make(chan struct{})}
 	for _, member := range state.InSync {
 		inSync = append(inSync, member.String())
 		l.known[member.String()] = member
@@ -450,10 +453,7 @@ func (l *leadership) hearLeave(msg *nats.Msg) {
 	l.mu.Unlock()
 	if known {
 		l.m.logger.Info("a follower is stopping: out of the in-sync set at the next record", "member", key)
-		select {
-		case l.lookNow <- struct{}{}:
-		default:
-		}
+		l.lookSoon()
 	}
 	msg.Respond(nil)
 }
@@ -508,11 +508,9 @@ func (l *leadership) hearRetire(msg *nats.Msg) {
 		reply.WasInSync = reply.WasInSync || slices.Contains(l.commit.InSync(), key)
 	}
 	l.mu.Unlock()
-	select {
-	case l.lookNow <- struct{}{}:
-	default:
-	}
-	deadline := time.Now().Add(2 * window)
+	l.lookSoon()
+	deadline := time.NewTimer(2 * window)
+	defer deadline.Stop()
 	for {
 		l.mu.Lock()
 		inSync := l.commit.InSync()
@@ -523,6 +521,7 @@ func (l *leadership) hearRetire(msg *nats.Msg) {
 				delete(l.lastPull, key)
 			}
 		}
+		changed := l.inSyncSet
 		l.mu.Unlock()
 		if out {
 			slices.Sort(keys)
@@ -530,11 +529,20 @@ func (l *leadership) hearRetire(msg *nats.Msg) {
 			l.m.logger.Warn("retired a member for good", "member", strings.Join(keys, ","), "in_sync", strings.Join(inSync, ","))
 			return
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-changed: // another set applied: look again
+		case <-deadline.C:
 			reply.Error = "the in-sync set could not be stored without it in time; try again"
 			return
 		}
-		time.Sleep(window / 20)
+	}
+}
+
+// lookSoon has the in-sync review look now rather than at its next tick.
+func (l *leadership) lookSoon() {
+	select {
+	case l.lookNow <- struct{}{}:
+	default:
 	}
 }
 
@@ -576,6 +584,8 @@ func (l *leadership) review(ctx context.Context, window time.Duration) {
 		}
 	} else {
 		l.commit.SetInSync(next)
+		close(l.inSyncSet)
+		l.inSyncSet = make(chan struct{})
 		l.m.logger.Info("in-sync set changed", "in_sync", strings.Join(l.commit.InSync(), ","), "dropped", strings.Join(drop, ","), "added", strings.Join(add, ","))
 	}
 	l.commit.Thaw()

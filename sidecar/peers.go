@@ -67,11 +67,15 @@ type presence struct {
 }
 
 // describe names a peer in a log line or an error.
-func (p presence) describe() string {
-	if p.Group != "" {
-		return fmt.Sprintf("group %s", messages.Quote(p.Group))
+func (p presence) describe() string { return describePeer(p.Group, p.Instance, p.Filters) }
+
+// describePeer names a group, or a standalone voik by its instance and
+// filters (several may run on one host, under one name).
+func describePeer(group, instance string, filters []string) string {
+	if group != "" {
+		return fmt.Sprintf("group %s", messages.Quote(group))
 	}
-	return fmt.Sprintf("standalone voik %s (filters %s)", messages.Quote(p.Instance), strings.Join(p.Filters, ","))
+	return fmt.Sprintf("standalone voik %s (filters %s)", messages.Quote(instance), strings.Join(filters, ","))
 }
 
 // selfPresence is this voik as its peers know it.
@@ -269,6 +273,9 @@ func (a *api) visibleSubjects(filter string) []string {
 // makes it a 503 that names it.
 func (a *api) gatherSubjects(ctx context.Context, filter string) ([]string, *messages.Error) {
 	want := a.peers.live(time.Now())
+	if _, ok := want[a.self.Peer]; ok && len(want) == 1 {
+		return a.visibleSubjects(filter), nil // alone on the prefix: no round trip
+	}
 	inbox := a.peersNC.NewInbox()
 	sub, err := a.peersNC.SubscribeSync(inbox)
 	if err != nil {
@@ -351,12 +358,8 @@ func (s *Sidecar) checkOverlap() error {
 			}
 		}
 		if len(pairs) > 0 {
-			who := fmt.Sprintf("standalone voik %s", messages.Quote(other.Instance))
-			if other.Group != "" {
-				who = fmt.Sprintf("group %s (answered by %s)", messages.Quote(other.Group), messages.Quote(other.Instance))
-			}
 			return &ConfigError{fmt.Errorf("VOIK_SUBJECTS overlap those of %s on API prefix %s: %s; give each voik or group subjects of its own",
-				who, s.cfg.APIPrefix, strings.Join(pairs, ", "))}
+				describePeer(other.Group, other.Instance, other.Filters), s.cfg.APIPrefix, strings.Join(pairs, ", "))}
 		}
 	}
 	return nil
