@@ -72,6 +72,8 @@ type Config struct {
 	NatsPingInterval time.Duration `yaml:"nats_ping_interval" env:"VOIK_NATS_PING_INTERVAL" env-default:"2s" env-description:"how often each NATS connection pings the server; with VOIK_NATS_MAX_PINGS_OUT it bounds how long a frozen server goes unnoticed"`
 	NatsMaxPingsOut  int           `yaml:"nats_max_pings_out" env:"VOIK_NATS_MAX_PINGS_OUT" env-default:"3" env-description:"unanswered pings after which a connection counts as lost (/readyz turns not ready and it reconnects)"`
 
+	Pprof bool `yaml:"pprof" env:"VOIK_PPROF" env-default:"false" env-description:"serve Go's profiles under /debug/pprof/ on VOIK_HTTP_ADDR, for finding where CPU and memory go; off by default: anyone who reaches the address can read them"`
+
 	LogLevel  string `yaml:"log_level" env:"VOIK_LOG_LEVEL" env-default:"info" type:"level" env-description:"debug, info, warn or error"`
 	LogFormat string `yaml:"log_format" env:"VOIK_LOG_FORMAT" env-default:"text" type:"format" env-description:"text or json"`
 

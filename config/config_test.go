@@ -227,6 +227,7 @@ func TestEveryUnparsableValueIsReportedInPlainWords(t *testing.T) {
 		"VOIK_SEGMENT_SIZE":      "big",
 		"VOIK_PENDING_MSGS":      "1e6",
 		"VOIK_LOG_LEVEL":         "loud",
+		"VOIK_PPROF":             "maybe",
 	})
 	_, err := Load("")
 	if err == nil {
@@ -239,6 +240,7 @@ func TestEveryUnparsableValueIsReportedInPlainWords(t *testing.T) {
 		`VOIK_SEGMENT_SIZE "big": want a size such as`,
 		`VOIK_PENDING_MSGS "1e6": want a whole number`,
 		`VOIK_LOG_LEVEL "loud": want debug, info, warn or error`,
+		`VOIK_PPROF "maybe": want true or false`,
 	} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("%q lacks %q", msg, want)

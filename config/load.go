@@ -74,6 +74,8 @@ func kindOf(t reflect.Type) string {
 		return "integer"
 	case t.Kind() == reflect.Uint64:
 		return "count"
+	case t.Kind() == reflect.Bool:
+		return "boolean"
 	}
 	return "text"
 }
@@ -89,6 +91,8 @@ func expected(kind string) string {
 		return "a whole number"
 	case "count":
 		return "a whole number, 0 or more"
+	case "boolean":
+		return "true or false"
 	}
 	return "text"
 }
@@ -128,6 +132,12 @@ func parseValue(field reflect.Value, text string) error {
 			return errors.New(expected(kind))
 		}
 		field.SetUint(n)
+	case reflect.Bool:
+		b, err := strconv.ParseBool(raw)
+		if err != nil {
+			return errors.New(expected(kind))
+		}
+		field.SetBool(b)
 	default:
 		return fmt.Errorf("no parser for %s", field.Type()) // a new field's type: a bug the tests catch
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/voik/voik/client"
+	"github.com/voik/voik/config"
 	"github.com/voik/voik/harness"
 	"github.com/voik/voik/messages"
 	"github.com/voik/voik/sidecar"
@@ -110,16 +111,7 @@ func TestHealthReadinessAndMetricsAreServedOverHTTP(t *testing.T) {
 	t.Parallel()
 	e := start(t)
 	e.appendAcked("metered", nil, []byte("x"))
-	get := func(path string) (int, string) {
-		t.Helper()
-		resp, err := http.Get("http://" + e.voik.Sidecar.HTTPAddr() + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(body)
-	}
+	get := func(path string) (int, string) { t.Helper(); return httpGet(t, e, path) }
 	if code, body := get("/healthz"); code != 200 {
 		t.Fatalf("/healthz %d %q", code, body)
 	}
@@ -130,6 +122,36 @@ func TestHealthReadinessAndMetricsAreServedOverHTTP(t *testing.T) {
 	if code != 200 || !strings.Contains(body, `voik_messages_stored_total{filter=">"} 1`) || !strings.Contains(body, `voik_acks_total{result="ok"} 1`) {
 		t.Fatalf("/metrics %d:\n%s", code, body)
 	}
+	if code, _ := httpGet(t, e, "/debug/pprof/"); code != http.StatusNotFound {
+		t.Fatalf("/debug/pprof/ answered %d without VOIK_PPROF", code)
+	}
+}
+
+// VOIK_PPROF=true serves Go's profiles beside /metrics, for an operator
+// who must find where the CPU goes; they are off unless asked for.
+func TestPprofIsServedOnlyWhenAskedFor(t *testing.T) {
+	t.Parallel()
+	e := startWith(t, nil, func(c *config.Config) { c.Pprof = true })
+	code, body := httpGet(t, e, "/debug/pprof/")
+	if code != 200 || !strings.Contains(body, "goroutine") {
+		t.Fatalf("/debug/pprof/ %d %q", code, body)
+	}
+	code, body = httpGet(t, e, "/debug/pprof/profile?seconds=1")
+	// A CPU profile is gzipped protobuf.
+	if code != 200 || !strings.HasPrefix(body, "\x1f\x8b") {
+		t.Fatalf("/debug/pprof/profile %d, %d bytes", code, len(body))
+	}
+}
+
+func httpGet(t *testing.T, e *e2e, path string) (int, string) {
+	t.Helper()
+	resp, err := http.Get("http://" + e.voik.Sidecar.HTTPAddr() + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
 }
 
 func TestReplayIsPacedForALiveSubscriberWithDefaultLimits(t *testing.T) {

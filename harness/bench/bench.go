@@ -43,6 +43,12 @@ type Options struct {
 	// "capture-no-flood", "capture-flood") and the function it returns as
 	// the phase ends: -profile uses it to write one CPU profile per phase.
 	PhaseProfile func(size int, phase string) (stop func())
+	// GroupProfileDir, when set, turns VOIK_PPROF on in the group part's
+	// members and writes CPU profiles of the first GroupProfileSeconds of
+	// each of its capture and acked scenarios there: one of each member
+	// (fetched from its /debug/pprof/profile) and one of this process (the
+	// NATS servers, the publisher), as SIZE-SCENARIO-WHO.pprof.
+	GroupProfileDir string
 	// Parts limits the run to some of "ceiling", "voik", "jetstream",
 	// "always" (JetStream sync always), "flood" (voik's capture of the
 	// Messages burst without and under a read flood), "group" (a group

@@ -226,8 +226,8 @@ func (s *sizeRun) groupBatch(e *Env) {
 	pub := harness.Connect(e, cluster.ClientURL(leader))
 	rate := s.groupCapture(e, g, leader, pub)
 	s.groupLag(e, g, leader, rate)
-	s.groupAcked(e, pub, [2]string{ScenarioGroupAck, ScenarioGroupAckWide}, "3 members, sync batch")
-	s.groupJSAcked(e, cluster, [2]string{ScenarioGroupJSAck, ScenarioGroupJSAckWide}, s.appends, s.appends, "R3, default sync (2m)")
+	s.groupAcked(e, g, leader, pub, [2]string{ScenarioGroupAck, ScenarioGroupAckWide}, "3 members, sync batch")
+	s.groupJSAcked(e, g, leader, [2]string{ScenarioGroupJSAck, ScenarioGroupJSAckWide}, s.appends, s.appends, "R3, default sync (2m)")
 }
 
 // groupAlways runs acked appends of a group under VOIK_SYNC=always
@@ -239,10 +239,11 @@ func (s *sizeRun) groupAlways(e *Env) {
 	}
 	cluster := harness.StartNATSCluster(e, 3, harness.WithOptions(func(o *server.Options) { o.SyncAlways = true }))
 	g := s.startGroup(e, cluster, "always", 0)
-	pub := harness.Connect(e, cluster.ClientURL(g.waitLeader(e)))
-	s.groupAcked(e, pub, [2]string{ScenarioGroupAckAlways, ScenarioGroupAckAlwaysWide}, "3 members, sync always")
+	leader := g.waitLeader(e)
+	pub := harness.Connect(e, cluster.ClientURL(leader))
+	s.groupAcked(e, g, leader, pub, [2]string{ScenarioGroupAckAlways, ScenarioGroupAckAlwaysWide}, "3 members, sync always")
 	// As in the always part, a wide window needs a few windows' worth.
-	s.groupJSAcked(e, cluster, [2]string{ScenarioGroupJSAckAlways, ScenarioGroupJSAckAlwaysWide}, s.appendsAlways, max(s.appendsAlways, 3*s.opts.WideWindow), "R3, sync_interval: always")
+	s.groupJSAcked(e, g, leader, [2]string{ScenarioGroupJSAckAlways, ScenarioGroupJSAckAlwaysWide}, s.appendsAlways, max(s.appendsAlways, 3*s.opts.WideWindow), "R3, sync_interval: always")
 }
 
 // groupCapture times the burst into a standalone voik beside the
@@ -259,8 +260,14 @@ func (s *sizeRun) groupCapture(e *Env, g *voikGroup, leader int, pub *nats.Conn)
 	f.Note = "standalone voik beside the same server, sync batch"
 	s.add(f)
 	solo.Stop(e) // idle from here on; it would only take memory
+	profiled := s.profileGroup(g, leader, ScenarioGroupCapture)
+	cpu := readGroupCPU(g)
 	f = s.floodBurst(e, voikUnderTest{api: g.api}, pub, groupCaptureSubject, ScenarioGroupCapture)
-	f.Note = "3 members, sync batch, counted once committed; publisher beside the leader"
+	after := readGroupCPU(g)
+	profiled()
+	var split string
+	f.CPUus, split = cpu.split(after, leader, f.Done)
+	f.Note = "3 members, sync batch, counted once committed; publisher beside the leader; " + split
 	s.add(f)
 	if f.Err != "" {
 		return 0
@@ -270,23 +277,23 @@ func (s *sizeRun) groupCapture(e *Env, g *voikGroup, leader int, pub *nats.Conn)
 
 // groupAcked times the group's acked appends at the window and the wide
 // window, as measureAppends does a standalone voik's.
-func (s *sizeRun) groupAcked(e *Env, pub *nats.Conn, scenarios [2]string, note string) {
+func (s *sizeRun) groupAcked(e *Env, g *voikGroup, leader int, pub *nats.Conn, scenarios [2]string, note string) {
 	load := ackedLoad{
 		nc: pub, subject: groupAckSubject, payload: s.payload, n: s.appends, window: s.opts.Window, stall: s.opts.Stall,
 		header: nats.Header{messages.HeaderAck: {"1"}}, check: voikAckCheckOn(groupAckSubject),
 	}
-	r := load.run(e, s.opts.Progress, scenarios[0])
-	s.add(r.figure(s.size, scenarios[0], s.appends, fmt.Sprintf("%s, window %d, publisher beside the leader", note, load.window)))
+	s.groupLoad(e, g, leader, load, scenarios[0], fmt.Sprintf("%s, window %d, publisher beside the leader", note, load.window))
 	if wide, ok := s.widen(load, s.appends); ok {
-		r = wide.run(e, s.opts.Progress, scenarios[1])
-		s.add(r.figure(s.size, scenarios[1], s.appends, fmt.Sprintf("%s, window %d, publisher beside the leader", note, wide.window)))
+		s.groupLoad(e, g, leader, wide, scenarios[1], fmt.Sprintf("%s, window %d, publisher beside the leader", note, wide.window))
 	}
 }
 
-// groupJSAcked times acked publishes to a new R3 stream on cluster: n at
-// the window, then nWide at the wide window, from a publisher beside the
-// stream's leader.
-func (s *sizeRun) groupJSAcked(e *Env, cluster *harness.Cluster, scenarios [2]string, n, nWide int, note string) {
+// groupJSAcked times acked publishes to a new R3 stream on g's cluster:
+// n at the window, then nWide at the wide window, from a publisher beside
+// the stream's leader. g's members are idle meanwhile; their CPU counts
+// all the same.
+func (s *sizeRun) groupJSAcked(e *Env, g *voikGroup, leader int, scenarios [2]string, n, nWide int, note string) {
+	cluster := g.cluster
 	js, err := jetstream.New(harness.Connect(e, cluster.URL()))
 	if err != nil {
 		e.Fatalf("jetstream: %v", err)
@@ -299,12 +306,25 @@ func (s *sizeRun) groupJSAcked(e *Env, cluster *harness.Cluster, scenarios [2]st
 	// Until the stream has a leader its publishes go unanswered.
 	pub := harness.Connect(e, cluster.ClientURL(cluster.WaitStreamLeader(harness.GlobalAccount, groupJSStream)))
 	load := ackedLoad{nc: pub, subject: groupJSSubject, payload: s.payload, n: n, window: s.opts.Window, stall: s.opts.Stall, check: jsPubAckCheck}
-	r := load.run(e, s.opts.Progress, scenarios[0])
-	s.add(r.figure(s.size, scenarios[0], n, fmt.Sprintf("%s, window %d, publisher beside the stream leader", note, load.window)))
+	s.groupLoad(e, g, leader, load, scenarios[0], fmt.Sprintf("%s, window %d, publisher beside the stream leader", note, load.window))
 	if wide, ok := s.widen(load, nWide); ok {
-		r = wide.run(e, s.opts.Progress, scenarios[1])
-		s.add(r.figure(s.size, scenarios[1], nWide, fmt.Sprintf("%s, window %d, publisher beside the stream leader", note, wide.window)))
+		s.groupLoad(e, g, leader, wide, scenarios[1], fmt.Sprintf("%s, window %d, publisher beside the stream leader", note, wide.window))
 	}
+}
+
+// groupLoad runs an acked load as scenario and adds its figure, with the
+// CPU that g's members and this process spent on it (groupCPU).
+func (s *sizeRun) groupLoad(e *Env, g *voikGroup, leader int, load ackedLoad, scenario, note string) {
+	profiled := s.profileGroup(g, leader, scenario)
+	cpu := readGroupCPU(g)
+	r := load.run(e, s.opts.Progress, scenario)
+	after := readGroupCPU(g)
+	profiled()
+	f := r.figure(s.size, scenario, load.n, note)
+	var split string
+	f.CPUus, split = cpu.split(after, leader, f.Done)
+	f.Note += "; " + split
+	s.add(f)
 }
 
 // voikAckCheckOn is voikAckCheck for acks of subject.

@@ -108,6 +108,7 @@ func (s *sizeRun) startNamedGroup(e *Env, cluster *harness.Cluster, name, subjec
 		cfg := harness.TestConfig(e, cluster.ClientURL(i))
 		cfg.Subjects, cfg.Sync = subjects, sync
 		cfg.Group, cfg.Replicas, cfg.Instance = name, cluster.Size(), fmt.Sprintf("m%d", i)
+		cfg.Pprof = s.opts.GroupProfileDir != ""
 		if lease > 0 {
 			cfg.Lease = lease
 		}

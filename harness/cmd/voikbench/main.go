@@ -73,6 +73,7 @@ type flags struct {
 	repeat, fetchOne                 int
 	inProcess                        bool
 	cpuProfile, profileDir           string
+	groupProfileDir                  string
 	voikSync, parts                  string
 }
 
@@ -94,6 +95,7 @@ func parseFlags() flags {
 	flag.BoolVar(&f.inProcess, "inprocess", false, "run voik inside this process (for -cpuprofile; no resource figures)")
 	flag.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of this process to FILE")
 	flag.StringVar(&f.profileDir, "profile", "", "with -inprocess: write a CPU profile of each voik phase to DIR/SIZE-PHASE.pprof")
+	flag.StringVar(&f.groupProfileDir, "groupprofile", "", "write CPU profiles of the first 3 s of the group part's capture and acked scenarios to DIR: each member's (VOIK_PPROF) and this process's (the NATS servers, the publisher); not with -cpuprofile")
 	flag.StringVar(&f.voikSync, "voik-sync", "batch", "VOIK_SYNC of the voik under test: always, batch, interval or none")
 	flag.StringVar(&f.parts, "parts", "", "run only these of ceiling,voik,jetstream,always,flood,group,groups (comma-separated; flood: voik's capture of the -messages burst without and under a FETCH flood; group: a group of three voiks beside a three-server NATS cluster against JetStream R3 streams on it, at 1KiB or the size nearest: capture, replication lag, acked appends, 20 kills of the leader; groups: the same burst split over two subjects, into one group that takes both, then into two groups that take one each, with the machine's CPU saturation)")
 	flag.Usage = usage
@@ -188,6 +190,15 @@ func (f flags) profile(opts *bench.Options) (stop func(), code int) {
 			return nil, fail(1, err)
 		}
 		opts.PhaseProfile = phaseProfiles(f.profileDir)
+	}
+	if f.groupProfileDir != "" {
+		if f.cpuProfile != "" {
+			return nil, fail(2, errors.New("-groupprofile profiles this process too: not with -cpuprofile"))
+		}
+		if err := os.MkdirAll(f.groupProfileDir, 0o755); err != nil {
+			return nil, fail(1, err)
+		}
+		opts.GroupProfileDir = f.groupProfileDir
 	}
 	if f.cpuProfile == "" {
 		return func() {}, 0
