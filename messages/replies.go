@@ -2,7 +2,7 @@ package messages
 
 import (
 	"bytes"
-	"encoding/binary"
+	"github.com/voik/voik/internal/msgp"
 	"sort"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -134,48 +134,18 @@ func AppendAckReply(dst []byte, subject string, offset uint64, ts int64, duplica
 	} else {
 		dst = append(dst, 0x83) // a map of three
 	}
-	dst = appendMsgpackString(dst, "subject")
-	dst = appendMsgpackString(dst, subject)
-	dst = appendMsgpackString(dst, "offset")
-	dst = appendMsgpackUint(dst, offset)
-	dst = appendMsgpackString(dst, "ts")
-	dst = appendMsgpackInt(dst, ts)
+	dst = msgp.AppendString(dst, "subject")
+	dst = msgp.AppendString(dst, subject)
+	dst = msgp.AppendString(dst, "offset")
+	dst = msgp.AppendUint64(dst, offset)
+	dst = msgp.AppendString(dst, "ts")
+	dst = msgp.AppendInt64(dst, ts)
 	if duplicate {
-		dst = appendMsgpackString(dst, "duplicate")
+		dst = msgp.AppendString(dst, "duplicate")
 		dst = append(dst, 0xc3) // true
 	}
 	return dst
 }
-
-func appendMsgpackString(dst []byte, s string) []byte {
-	switch n := len(s); {
-	case n < 32:
-		dst = append(dst, 0xa0|byte(n))
-	case n < 1<<8:
-		dst = append(dst, 0xd9, byte(n))
-	case n < 1<<16:
-		dst = append(dst, 0xda, byte(n>>8), byte(n))
-	default:
-		dst = append(dst, 0xdb, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
-	}
-	return append(dst, s...)
-}
-
-// appendMsgpackUint writes v as uint 64 (0xcf), and appendMsgpackInt as
-// int 64 (0xd3), whatever their value: every integer of a reply has one
-// fixed width (offsets, counts and codes uint 64, timestamps int 64), so
-// that a client decodes each field to one type (in JavaScript, one that
-// is a BigInt, not sometimes a Number). It costs a few bytes a record.
-func appendMsgpackUint(dst []byte, v uint64) []byte {
-	return binary.BigEndian.AppendUint64(append(dst, 0xcf), v)
-}
-
-func appendMsgpackInt(dst []byte, v int64) []byte {
-	return binary.BigEndian.AppendUint64(append(dst, 0xd3), uint64(v))
-}
-
-// intSize is the encoded size of every integer of a reply.
-const intSize = 9
 
 // EncodeMsgpack writes the error's code as uint 64, the width of every
 // integer of a reply but timestamps (the struct's int would take the
@@ -273,55 +243,32 @@ func (b *FetchReplyBuilder) Add(offset uint64, timestamp int64, headers map[stri
 	// written once: a page holds a thousand records, and an encoder call
 	// per field cost as much as copying their data.
 	head := append(b.records.AvailableBuffer(), 0x80|byte(fields)) // a small map
-	head = appendMsgpackString(head, "offset")
-	head = appendMsgpackUint(head, offset)
-	head = appendMsgpackString(head, "ts")
-	head = appendMsgpackInt(head, timestamp)
+	head = msgp.AppendString(head, "offset")
+	head = msgp.AppendUint64(head, offset)
+	head = msgp.AppendString(head, "ts")
+	head = msgp.AppendInt64(head, timestamp)
 	if len(headers) > 0 {
-		head = appendMsgpackString(head, "headers")
+		head = msgp.AppendString(head, "headers")
 		b.names = b.names[:0]
 		for name := range headers {
 			b.names = append(b.names, name)
 		}
 		sort.Strings(b.names)
-		head = appendMsgpackLen(head, 0x80, 0xde, len(b.names))
+		head = msgp.AppendMapLen(head, len(b.names))
 		for _, name := range b.names {
-			head = appendMsgpackString(head, name)
+			head = msgp.AppendString(head, name)
 			values := headers[name]
-			head = appendMsgpackLen(head, 0x90, 0xdc, len(values))
+			head = msgp.AppendArrayLen(head, len(values))
 			for _, v := range values {
-				head = appendMsgpackString(head, v)
+				head = msgp.AppendString(head, v)
 			}
 		}
 	}
-	head = appendMsgpackString(head, "data")
-	head = appendMsgpackBinLen(head, len(data)) // never nil: data is always bin
+	head = msgp.AppendString(head, "data")
+	head = msgp.AppendBinLen(head, len(data)) // never nil: data is always bin
 	b.records.Write(head)
 	b.records.Write(data)
 	b.count++
-}
-
-// appendMsgpackLen writes the length of a map (fix 0x80, code16 0xde) or
-// an array (0x90, 0xdc) in the smallest form.
-func appendMsgpackLen(dst []byte, fix, code16 byte, n int) []byte {
-	switch {
-	case n < 16:
-		return append(dst, fix|byte(n))
-	case n < 1<<16:
-		return append(dst, code16, byte(n>>8), byte(n))
-	}
-	return append(dst, code16+1, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
-}
-
-// appendMsgpackBinLen writes the head of a bin of n bytes.
-func appendMsgpackBinLen(dst []byte, n int) []byte {
-	switch {
-	case n < 1<<8:
-		return append(dst, 0xc4, byte(n))
-	case n < 1<<16:
-		return append(dst, 0xc5, byte(n>>8), byte(n))
-	}
-	return append(dst, 0xc6, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
 }
 
 // AddWithin adds the record at offset unless the reply would then exceed
@@ -343,11 +290,11 @@ func (b *FetchReplyBuilder) AddWithin(limit int, subject string, offset uint64, 
 
 // finishedSize is the length of what Finish would return.
 func (b *FetchReplyBuilder) finishedSize(subjectLen int) int {
-	return 1 + strSize(len("subject")) + strSize(subjectLen) +
-		strSize(len("records")) + arrayHeaderSize(b.count) + b.recordsLen() +
-		strSize(len("next_offset")) + intSize +
-		strSize(len("first_offset")) + intSize +
-		strSize(len("end_offset")) + intSize
+	return 1 + msgp.StringSize(len("subject")) + msgp.StringSize(subjectLen) +
+		msgp.StringSize(len("records")) + arrayHeaderSize(b.count) + b.recordsLen() +
+		msgp.StringSize(len("next_offset")) + msgp.IntSize +
+		msgp.StringSize(len("first_offset")) + msgp.IntSize +
+		msgp.StringSize(len("end_offset")) + msgp.IntSize
 }
 
 // SubjectsReplySize is the largest encoded size of a SubjectsReply that
@@ -355,27 +302,15 @@ func (b *FetchReplyBuilder) finishedSize(subjectLen int) int {
 // (counted at its largest) and total (at its largest) is exact, so a page
 // filled up to max_payload with it is never refused by NATS.
 func SubjectsReplySize(lengths ...int) int {
-	size := 1 + strSize(len("subjects")) + 5 + strSize(len("total")) + intSize
+	size := 1 + msgp.StringSize(len("subjects")) + 5 + msgp.StringSize(len("total")) + msgp.IntSize
 	for _, n := range lengths {
-		size += strSize(n)
+		size += msgp.StringSize(n)
 	}
 	return size
 }
 
-// strSize and arrayHeaderSize are the MessagePack sizes the encoder
-// writes: always the smallest form.
-func strSize(n int) int {
-	switch {
-	case n < 32:
-		return 1 + n
-	case n < 1<<8:
-		return 2 + n
-	case n < 1<<16:
-		return 3 + n
-	}
-	return 5 + n
-}
-
+// arrayHeaderSize is the MessagePack size of an array head: always the
+// smallest form.
 func arrayHeaderSize(n int) int {
 	switch {
 	case n < 16:
@@ -391,19 +326,19 @@ func arrayHeaderSize(n int) int {
 func (b *FetchReplyBuilder) Finish(subject string, next, first, end uint64) []byte {
 	b.begin()
 	head := append(b.head[:0], 0x85) // a map of five
-	head = appendMsgpackString(head, "subject")
-	head = appendMsgpackString(head, subject)
-	head = appendMsgpackString(head, "records")
-	head = appendMsgpackLen(head, 0x90, 0xdc, b.count)
+	head = msgp.AppendString(head, "subject")
+	head = msgp.AppendString(head, subject)
+	head = msgp.AppendString(head, "records")
+	head = msgp.AppendArrayLen(head, b.count)
 	b.head = head
 	b.tail = b.records.Len()
 	tail := b.records.AvailableBuffer()
-	tail = appendMsgpackString(tail, "next_offset")
-	tail = appendMsgpackUint(tail, next)
-	tail = appendMsgpackString(tail, "first_offset")
-	tail = appendMsgpackUint(tail, first)
-	tail = appendMsgpackString(tail, "end_offset")
-	tail = appendMsgpackUint(tail, end)
+	tail = msgp.AppendString(tail, "next_offset")
+	tail = msgp.AppendUint64(tail, next)
+	tail = msgp.AppendString(tail, "first_offset")
+	tail = msgp.AppendUint64(tail, first)
+	tail = msgp.AppendString(tail, "end_offset")
+	tail = msgp.AppendUint64(tail, end)
 	b.records.Write(tail)
 	whole := b.records.Bytes()
 	if len(head) <= headRoom {
