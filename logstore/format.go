@@ -339,6 +339,15 @@ type RecordView struct {
 // Headers decodes the record's headers; nil when it had none.
 func (v RecordView) Headers() (Headers, error) { return decodeHeaders(v.headers) }
 
+// EachHeader calls name for each of the record's header names, in order,
+// with the number of its values, then value for each value, without
+// decoding them into a map: the slices point into the log, and are valid
+// only as long as the view. A block that does not parse is an error
+// wrapping ErrCorrupt, as Headers says.
+func (v RecordView) EachHeader(name func(name []byte, values int), value func(value []byte)) error {
+	return parseHeaders(v.headers, name, value)
+}
+
 // HasHeaders says whether the record carries any headers, without decoding them.
 func (v RecordView) HasHeaders() bool { return len(v.headers) > 0 }
 

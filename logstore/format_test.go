@@ -675,6 +675,17 @@ func TestHeaderRoundTrip(t *testing.T) {
 			if again := encodeHeaders(nil, got); !bytes.Equal(again, encoded) {
 				t.Fatal("decoded headers encode differently")
 			}
+			// EachHeader walks the same names and values, in the
+			// encoding's order, without a map.
+			walked := Headers{}
+			var name string
+			err = RecordView{headers: encoded}.EachHeader(func(n []byte, values int) {
+				name = string(n)
+				walked[name] = make([]string, 0, values)
+			}, func(v []byte) { walked[name] = append(walked[name], string(v)) })
+			if err != nil || len(walked) != len(got) || (len(got) > 0 && !reflect.DeepEqual(walked, got)) {
+				t.Fatalf("EachHeader walked %#v, %v; Headers %#v", walked, err, got)
+			}
 		})
 	}
 }

@@ -287,6 +287,7 @@ func collectSubject(store *logstore.Store, subject string, pointers []Pointer, i
 		got, err := l.Read(pointers[live[0]].Offset, len(live))
 		for k, r := range got {
 			if r.Offset != pointers[live[k]].Offset {
+				*readable = min(*readable, live[k])
 				return fmt.Errorf("group: journal offset %d points at %q offset %d, the log has %d there",
 					from+uint64(live[k]), subject, pointers[live[k]].Offset, r.Offset)
 			}

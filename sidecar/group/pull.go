@@ -137,6 +137,10 @@ type PullReply struct {
 	// A Read's answer when From is below the subject's first offset: the
 	// first offset, and records from there.
 	Drop uint64 `msgpack:"drop,omitempty"`
+
+	// batch, on the leader, is the records of a pull encoded straight
+	// from the logs (wire.go), sent in place of Records.
+	batch *wireBatch
 }
 
 // Divergence is the leader's answer for the follower's latest epoch: the
@@ -201,10 +205,17 @@ func (s *Source) Serve(nc *nats.Conn, subject string) (*nats.Subscription, error
 	return nc.Subscribe(subject, func(msg *nats.Msg) {
 		go func() {
 			reply := s.answer(msg.Data)
-			body, err := s.encode(&reply)
-			if err == nil {
-				err = msg.Respond(body)
+			var body []byte
+			var err error
+			if reply.batch != nil {
+				body, err = reply.batch.reply(&reply, s.MaxPayload)
+			} else {
+				body, err = s.encode(&reply)
 			}
+			if err == nil {
+				err = msg.Respond(body) // copies body: the batch may go back
+			}
+			reply.batch.release()
 			if err != nil {
 				// Never leave a follower waiting for its timeout: tell it.
 				failed, _ := msgpack.Marshal(PullReply{Version: ProtocolVersion, Code: CodeReadFailed, Epoch: reply.Epoch,
@@ -286,7 +297,22 @@ func (s *Source) answer(body []byte) PullReply {
 		return reply
 	}
 	budget := min(req.MaxBytes, s.MaxPayload-replyOverhead)
-	entries, err := Collect(s.Store, s.Journal, req.From, 1000, budget)
+	if req.Chunk == 0 {
+		batch, ok, err := collectWire(s.Store, s.Journal, req.From, 1000, budget)
+		switch {
+		case ok && (batch == nil || batch.count == 0):
+			batch.release()
+			if err != nil {
+				reply.Code, reply.Error = CodeReadFailed, err.Error()
+			}
+			return reply
+		case ok:
+			reply.batch = batch
+			return reply
+		}
+	}
+	// The record at From goes in chunks, alone.
+	entries, err := Collect(s.Store, s.Journal, req.From, 1, budget)
 	if err != nil && len(entries) == 0 {
 		reply.Code, reply.Error = CodeReadFailed, err.Error()
 		return reply
