@@ -26,7 +26,7 @@ type member struct {
 	journal *Journal
 }
 
-func newMember(t *testing.T) *member {
+func newMember(t testing.TB) *member {
 	t.Helper()
 	dir := t.TempDir()
 	store, err := logstore.OpenStore(filepath.Join(dir, "data"), testOptions())

@@ -460,7 +460,7 @@ func (k *Sink) Pull(ctx context.Context, nc *nats.Conn, subject string, maxBytes
 	}
 	held, _ := k.Epochs.Latest()
 	var reply PullReply
-	if err := msgpack.Unmarshal(msg.Data, &reply); err != nil {
+	if err := decodePullReply(msg.Data, &reply); err != nil {
 		return 0, 0, fmt.Errorf("group: pull reply: %w", err)
 	}
 	switch {
