@@ -361,18 +361,28 @@ func Apply(store *logstore.Store, journal *Journal, entries []Entry) (int, error
 // whole, and why the next was not; err is for entries that are not a
 // copy (offsets of a subject out of order), of which nothing was done.
 func applyEntries(store *logstore.Store, entries []Entry) (applied int, applyErr, err error) {
-	runs := map[string][]Entry{}
+	last := map[string]uint64{} // each subject's last record so far
+	alone := true               // one subject's records and nothing else
 	for i, e := range entries {
+		alone = alone && e.record() && e.Subject == entries[0].Subject
 		if !e.record() {
-			runs[e.Subject] = nil // a drop starts the subject's runs afresh
+			delete(last, e.Subject) // a drop starts the subject's runs afresh
 			continue
 		}
-		if run := runs[e.Subject]; len(run) > 0 && e.Offset != run[len(run)-1].Offset+1 {
-			return 0, nil, fmt.Errorf("group: entry %d is %q offset %d after offset %d: a subject's records in a batch are consecutive", i, e.Subject, e.Offset, run[len(run)-1].Offset)
+		if before, ok := last[e.Subject]; ok && e.Offset != before+1 {
+			return 0, nil, fmt.Errorf("group: entry %d is %q offset %d after offset %d: a subject's records in a batch are consecutive", i, e.Subject, e.Offset, before)
 		}
-		runs[e.Subject] = append(runs[e.Subject], e)
+		last[e.Subject] = e.Offset
 	}
-	clear(runs)
+	if alone {
+		// The batch is one run: applied as it is, not copied into one.
+		n, err := applyRun(store, entries)
+		if err != nil && n < len(entries) {
+			return n, err, nil
+		}
+		return len(entries), nil, nil
+	}
+	runs := make(map[string][]Entry, len(last))
 	applied = len(entries)
 	cut := func(at uint64, err error) {
 		if i := int(at - entries[0].Journal); i < applied {

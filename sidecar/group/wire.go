@@ -3,7 +3,6 @@ package group
 import (
 	"fmt"
 	"slices"
-	"sync"
 
 	"github.com/vmihailenco/msgpack/v5"
 
@@ -50,7 +49,20 @@ const (
 	maxWireGrow  = 8 << 20
 )
 
-var wireBatches = sync.Pool{New: func() any { return new(wireBatch) }}
+// wireBatches keeps a few batches' memory (a megabyte or so each) for the
+// next pulls: a leader answers two or three followers, each with a pull
+// ahead at most. A sync.Pool would hand it to the garbage collector at
+// every cycle, and under load that is every few pulls.
+var wireBatches = make(chan *wireBatch, 4)
+
+func newWireBatch() *wireBatch {
+	select {
+	case b := <-wireBatches:
+		return b
+	default:
+		return new(wireBatch)
+	}
+}
 
 // release returns b's memory for the next pull; b is not used after.
 func (b *wireBatch) release() {
@@ -59,7 +71,10 @@ func (b *wireBatch) release() {
 	}
 	b.body, b.spans, b.sizes, b.out = b.body[:0], b.spans[:0], b.sizes[:0], b.out[:0]
 	b.count = 0
-	wireBatches.Put(b)
+	select {
+	case wireBatches <- b:
+	default: // enough kept
+	}
 }
 
 // collectWire is Collect, encoded: the journal's records from offset
@@ -72,7 +87,7 @@ func collectWire(store *logstore.Store, journal *Journal, from uint64, max, maxB
 	if err != nil {
 		return nil, true, err
 	}
-	b = wireBatches.Get().(*wireBatch)
+	b = newWireBatch()
 	b.spans = append(b.spans[:0], make([]span, len(pointers))...)
 	b.sizes = append(b.sizes[:0], make([]int, len(pointers))...)
 	// Room for the reply's head in front of the records, and for about a
