@@ -55,7 +55,10 @@ func encodePointer(dst []byte, p Pointer) []byte {
 	return dst
 }
 
-func decodePointer(data []byte) (Pointer, error) {
+// decodePointer decodes a journal record. When its subject is prev's,
+// the pointer shares prev's string: a run of one subject's records
+// allocates it once.
+func decodePointer(data []byte, prev string) (Pointer, error) {
 	n, k := binary.Uvarint(data)
 	if k <= 0 || n > uint64(len(data)-k) {
 		return Pointer{}, fmt.Errorf("group: journal record of %d bytes is not a pointer", len(data))
@@ -67,7 +70,11 @@ func decodePointer(data []byte) (Pointer, error) {
 	default:
 		return Pointer{}, fmt.Errorf("group: journal record of %d bytes is not a pointer", len(data))
 	}
-	return Pointer{Subject: string(data[k : k+int(n)]), Offset: binary.LittleEndian.Uint64(rest), Start: len(rest) == 9}, nil
+	subject := prev
+	if name := data[k : k+int(n)]; string(name) != prev {
+		subject = string(name)
+	}
+	return Pointer{Subject: subject, Offset: binary.LittleEndian.Uint64(rest), Start: len(rest) == 9}, nil
 }
 
 // Journal is a group member's journal.
@@ -140,7 +147,11 @@ func (j *Journal) Read(offset uint64, max int) ([]Pointer, error) {
 	var pointers []Pointer
 	var decodeErr error
 	_, err := j.log.Scan(offset, func(v logstore.RecordView) bool {
-		p, err := decodePointer(v.Data)
+		var prev string
+		if len(pointers) > 0 {
+			prev = pointers[len(pointers)-1].Subject
+		}
+		p, err := decodePointer(v.Data, prev)
 		if err != nil {
 			decodeErr = fmt.Errorf("journal offset %d: %w", v.Offset, err)
 			return false
