@@ -161,6 +161,8 @@ NATS connection and its secrets. Shared by the StatefulSet and the test pod.
   value: {{ $c.logLevel | quote }}
 - name: VOIK_LOG_FORMAT
   value: {{ $c.logFormat | quote }}
+- name: VOIK_PPROF
+  value: {{ $c.pprof | quote }}
 {{- include "voik.groupEnv" . }}
 {{- end }}
 
