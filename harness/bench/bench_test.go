@@ -466,3 +466,32 @@ func TestTargetsShowTheRatioRepeatByRepeat(t *testing.T) {
 	}
 	t.Fatalf("no capture target in %+v", r.Targets)
 }
+
+// The longest wait for an ack counts from the start, whatever order the
+// acks were recorded in, and skips messages never acked.
+func TestLongestGapIsTheLongestSilenceBetweenAcks(t *testing.T) {
+	start := time.Unix(100, 0)
+	got := make([]atomic.Int64, 4)
+	for i, ms := range []int64{100, 10, 0, 15} {
+		if ms > 0 {
+			got[i].Store(start.Add(time.Duration(ms) * time.Millisecond).UnixNano())
+		}
+	}
+	if gap := longestGap(got, start); gap != 85*time.Millisecond {
+		t.Fatalf("longest gap %v, want 85ms", gap)
+	}
+}
+
+// A group scenario's CPU per message adds up every process's, and its
+// note names the leader's first.
+func TestGroupCPUSplitsByProcessLeaderFirst(t *testing.T) {
+	before := groupCPU{self: time.Second, members: []time.Duration{time.Second, 2 * time.Second, 3 * time.Second}, ok: true, slowSyncs: 1}
+	after := groupCPU{self: 2 * time.Second, members: []time.Duration{2 * time.Second, 4 * time.Second, 6 * time.Second}, ok: true, slowSyncs: 3}
+	total, note := before.split(after, 1, 1_000_000)
+	if total != 7 || !strings.Contains(note, "members 2.0/1.0/3.0 (leader first), NATS servers + publisher 1.0") || !strings.Contains(note, "s: 2") {
+		t.Fatalf("total %v, note %q", total, note)
+	}
+	if total, note := before.split(groupCPU{}, 0, 10); total != 0 || note != "CPU not read" {
+		t.Fatalf("unread: %v %q", total, note)
+	}
+}

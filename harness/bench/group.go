@@ -323,8 +323,9 @@ func (s *sizeRun) groupLoad(e *Env, g *voikGroup, leader int, load ackedLoad, sc
 	f := r.figure(s.size, scenario, load.n, note)
 	var split string
 	f.CPUus, split = cpu.split(after, leader, f.Done)
-	f.Note += "; " + split
+	f.Note += fmt.Sprintf("; longest wait for any ack %v; %s", r.longestGap.Round(time.Millisecond), split)
 	s.add(f)
+
 }
 
 // voikAckCheckOn is voikAckCheck for acks of subject.

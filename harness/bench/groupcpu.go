@@ -26,7 +26,14 @@ type groupCPU struct {
 	self    time.Duration
 	members []time.Duration // as g.members; 0 where /proc cannot tell
 	ok      bool            // this process's /proc was read
+	// slowSyncs counts the members' fdatasyncs that took longer than
+	// slowSync so far (voik_sync_duration_seconds): an ack waits for its
+	// syncs, so a disk that stalls shows in the longest wait for an ack.
+	slowSyncs int
 }
+
+// slowSync is a bucket bound of voik_sync_duration_seconds (10 µs × 4^k).
+const slowSync = "0.16384"
 
 func readGroupCPU(g *voikGroup) groupCPU {
 	c := groupCPU{members: make([]time.Duration, len(g.members))}
@@ -36,6 +43,11 @@ func readGroupCPU(g *voikGroup) groupCPU {
 	for i, p := range g.members {
 		if u, err := p.Usage(); err == nil {
 			c.members[i] = u.CPU
+		}
+		all, ok1, _ := p.Metric("voik_sync_duration_seconds_count")
+		quick, ok2, _ := p.Metric("voik_sync_duration_seconds_bucket", `le="`+slowSync+`"`)
+		if ok1 && ok2 {
+			c.slowSyncs += int(all - quick)
 		}
 	}
 	return c
@@ -57,8 +69,8 @@ func (c groupCPU) split(after groupCPU, leader, done int) (total float64, note s
 		total += us
 		parts = append(parts, fmt.Sprintf("%.1f", us))
 	}
-	return total, fmt.Sprintf("CPU µs/msg: members %s (leader first), NATS servers + publisher %.1f",
-		strings.Join(parts, "/"), self)
+	return total, fmt.Sprintf("CPU µs/msg: members %s (leader first), NATS servers + publisher %.1f; members' syncs over %s s: %d",
+		strings.Join(parts, "/"), self, slowSync, after.slowSyncs-c.slowSyncs)
 }
 
 // others is 0..n-1 without skip.

@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -98,6 +99,8 @@ type ackedResult struct {
 	firstErr  string
 	elapsed   time.Duration
 	latencies []time.Duration
+	// longestGap is the longest wait for any ack.
+	longestGap time.Duration
 }
 
 func (l ackedLoad) run(e *Env, progress io.Writer, what string) ackedResult {
@@ -174,7 +177,27 @@ func (l ackedLoad) run(e *Env, progress io.Writer, what string) ackedResult {
 	if last > 0 {
 		r.elapsed = time.Duration(last - start.UnixNano())
 	}
+	r.longestGap = longestGap(got, start)
 	return r
+}
+
+// longestGap is the longest time in a run with no ack coming back, from
+// the start to the last ack: a stall of the store shows here even where
+// it is too short or too rare to move the p99.
+func longestGap(got []atomic.Int64, start time.Time) (gap time.Duration) {
+	times := make([]int64, 0, len(got))
+	for i := range got {
+		if g := got[i].Load(); g != 0 {
+			times = append(times, g)
+		}
+	}
+	slices.Sort(times)
+	prev := start.UnixNano()
+	for _, t := range times {
+		gap = max(gap, time.Duration(t-prev))
+		prev = t
+	}
+	return gap
 }
 
 // widen returns load again with the wide window and n messages, placed
