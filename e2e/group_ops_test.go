@@ -85,6 +85,17 @@ func TestGroupOperations(t *testing.T) {
 	load := newAckedLoad(api, "orders.ops", "")
 	publishers := load.start(t, 2, 5000)
 	harness.Eventually(t, 30*time.Second, "acks", func() bool { return load.count() >= 50 })
+	// The followers count what each pull brought (voik_group_pulled_records).
+	harness.Eventually(t, 10*time.Second, "the followers' pulls counted", func() bool {
+		leader, pulls, records := leaderOf(members), 0.0, 0.0
+		for i, p := range members {
+			if i != leader {
+				pulls += max(memberMetric(p, "voik_group_pulled_records_count"), 0)
+				records += max(memberMetric(p, "voik_group_pulled_records_sum"), 0)
+			}
+		}
+		return pulls > 0 && records >= pulls
+	})
 
 	t.Run("SIGTERM of the leader hands over within a lease", func(t *testing.T) {
 		leader := leaderOf(members)

@@ -102,6 +102,8 @@ func (m *member) copyLoop(ctx context.Context) {
 		case err == nil:
 			if n == 0 {
 				caughtUp = time.Now()
+			} else {
+				m.gm.pulled.Observe(float64(n))
 			}
 			m.gm.lagSeconds.Set(time.Since(caughtUp).Seconds())
 		case errors.As(err, &diverged):

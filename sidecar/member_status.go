@@ -18,6 +18,7 @@ type groupMetrics struct {
 	lagSeconds    prometheus.Gauge
 	commitSeconds prometheus.Histogram
 	truncated     prometheus.Counter
+	pulled        prometheus.Histogram
 	reachable     prometheus.Gauge
 	inSync        prometheus.Gauge
 	replicas      prometheus.Gauge
@@ -47,6 +48,10 @@ func newGroupMetrics(reg prometheus.Registerer) (*groupMetrics, error) {
 		truncated: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "voik_group_truncated_records_total", Help: "Records dropped on rejoining because they were never committed.",
 		}),
+		pulled: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "voik_group_pulled_records", Help: "On a follower, records copied by each pull that brought any: small batches cost more per record (a round trip, a sync each).",
+			Buckets: prometheus.ExponentialBuckets(1, 4, 8), // 1 .. 16,384
+		}),
 		reachable: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "voik_group_state_reachable", Help: "1 while the group's state in JetStream answers; 0 while it does not (no quorum): no member can lead, and nothing is captured.",
 		}),
@@ -57,7 +62,7 @@ func newGroupMetrics(reg prometheus.Registerer) (*groupMetrics, error) {
 			Name: "voik_group_replicas", Help: "The group's size, VOIK_REPLICAS; a majority is half of it plus one.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{g.role, g.epoch, g.elections, g.lagRecords, g.lagSeconds, g.commitSeconds, g.truncated, g.reachable, g.inSync, g.replicas} {
+	for _, c := range []prometheus.Collector{g.role, g.epoch, g.elections, g.lagRecords, g.lagSeconds, g.commitSeconds, g.truncated, g.pulled, g.reachable, g.inSync, g.replicas} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

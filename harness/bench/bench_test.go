@@ -485,10 +485,11 @@ func TestLongestGapIsTheLongestSilenceBetweenAcks(t *testing.T) {
 // A group scenario's CPU per message adds up every process's, and its
 // note names the leader's first.
 func TestGroupCPUSplitsByProcessLeaderFirst(t *testing.T) {
-	before := groupCPU{self: time.Second, members: []time.Duration{time.Second, 2 * time.Second, 3 * time.Second}, ok: true, slowSyncs: 1}
-	after := groupCPU{self: 2 * time.Second, members: []time.Duration{2 * time.Second, 4 * time.Second, 6 * time.Second}, ok: true, slowSyncs: 3}
+	before := groupCPU{self: time.Second, members: []time.Duration{time.Second, 2 * time.Second, 3 * time.Second}, ok: true, slowSyncs: 1, pulls: 10, pulled: 100}
+	after := groupCPU{self: 2 * time.Second, members: []time.Duration{2 * time.Second, 4 * time.Second, 6 * time.Second}, ok: true, slowSyncs: 3, pulls: 14, pulled: 1100}
 	total, note := before.split(after, 1, 1_000_000)
-	if total != 7 || !strings.Contains(note, "members 2.0/1.0/3.0 (leader first), NATS servers + publisher 1.0") || !strings.Contains(note, "s: 2") {
+	if total != 7 || !strings.Contains(note, "members 2.0/1.0/3.0 (leader first), NATS servers + publisher 1.0") ||
+		!strings.Contains(note, "records per pull 250") || !strings.Contains(note, "s: 2") {
 		t.Fatalf("total %v, note %q", total, note)
 	}
 	if total, note := before.split(groupCPU{}, 0, 10); total != 0 || note != "CPU not read" {

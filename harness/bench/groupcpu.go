@@ -30,6 +30,11 @@ type groupCPU struct {
 	// slowSync so far (voik_sync_duration_seconds): an ack waits for its
 	// syncs, so a disk that stalls shows in the longest wait for an ack.
 	slowSyncs int
+	// pulls and pulled are the followers' pulls that brought records, and
+	// the records they brought (voik_group_pulled_records): every pull
+	// costs a round trip and a sync, so their ratio says how well the
+	// copy batches.
+	pulls, pulled float64
 }
 
 // slowSync is a bucket bound of voik_sync_duration_seconds (10 µs × 4^k).
@@ -48,6 +53,12 @@ func readGroupCPU(g *voikGroup) groupCPU {
 		quick, ok2, _ := p.Metric("voik_sync_duration_seconds_bucket", `le="`+slowSync+`"`)
 		if ok1 && ok2 {
 			c.slowSyncs += int(all - quick)
+		}
+		if n, ok, _ := p.Metric("voik_group_pulled_records_count"); ok {
+			c.pulls += n
+		}
+		if n, ok, _ := p.Metric("voik_group_pulled_records_sum"); ok {
+			c.pulled += n
 		}
 	}
 	return c
@@ -69,8 +80,12 @@ func (c groupCPU) split(after groupCPU, leader, done int) (total float64, note s
 		total += us
 		parts = append(parts, fmt.Sprintf("%.1f", us))
 	}
-	return total, fmt.Sprintf("CPU µs/msg: members %s (leader first), NATS servers + publisher %.1f; members' syncs over %s s: %d",
-		strings.Join(parts, "/"), self, slowSync, after.slowSyncs-c.slowSyncs)
+	perPull := "none"
+	if pulls := after.pulls - c.pulls; pulls > 0 {
+		perPull = fmt.Sprintf("%.0f", (after.pulled-c.pulled)/pulls)
+	}
+	return total, fmt.Sprintf("CPU µs/msg: members %s (leader first), NATS servers + publisher %.1f; records per pull %s; members' syncs over %s s: %d",
+		strings.Join(parts, "/"), self, perPull, slowSync, after.slowSyncs-c.slowSyncs)
 }
 
 // others is 0..n-1 without skip.
