@@ -283,6 +283,18 @@ func (p *VoikProcess) answers() bool {
 	return resp.StatusCode == http.StatusOK
 }
 
+// Ready says whether the child's /readyz answers 200: connected,
+// capturing, and in a group the leader or an in-sync follower (one that
+// answers reads).
+func (p *VoikProcess) Ready() bool {
+	resp, err := statusClient.Get("http://" + p.HTTPAddr + "/readyz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
 func (p *VoikProcess) running() bool {
 	if p.cmd == nil {
 		return false

@@ -194,12 +194,13 @@ func (g *voikGroup) waitLeader(e *Env) int {
 }
 
 // whole says whether one member leads, every other follows, and each
-// holds every committed record.
+// holds every committed record and answers reads (in the in-sync set
+// again after a burst it fell behind in).
 func (g *voikGroup) whole() bool {
 	leaders := 0
 	for _, p := range g.members {
 		st, err := p.GroupStatus()
-		if err != nil || st.CommittedLag != 0 || (st.Role != "leader" && st.Role != "follower") {
+		if err != nil || st.CommittedLag != 0 || (st.Role != "leader" && st.Role != "follower") || !p.Ready() {
 			return false
 		}
 		if st.Role == "leader" {
