@@ -224,16 +224,7 @@ func Collect(store *logstore.Store, journal *Journal, from uint64, max, maxBytes
 	if err != nil {
 		return nil, err
 	}
-	// A subject's records in a batch of the journal are at consecutive
-	// offsets: its pointers, in journal order, follow its log.
-	bySubject := map[string][]int{}
-	var order []string
-	for i, p := range pointers {
-		if _, ok := bySubject[p.Subject]; !ok {
-			order = append(order, p.Subject)
-		}
-		bySubject[p.Subject] = append(bySubject[p.Subject], i)
-	}
+	bySubject, order := groupBySubject(pointers)
 	records := make([]logstore.Record, len(pointers))
 	drops := make([]uint64, len(pointers))
 	readable := len(pointers) // pointers below it were read
@@ -262,6 +253,21 @@ func Collect(store *logstore.Store, journal *Journal, from uint64, max, maxBytes
 		return entries, readErr
 	}
 	return entries, nil
+}
+
+// groupBySubject is the indexes of pointers by subject, and the subjects
+// in the order they first come. A subject's records in a batch of the
+// journal are at consecutive offsets: its pointers, in journal order,
+// follow its log, which one look at the log can read.
+func groupBySubject(pointers []Pointer) (bySubject map[string][]int, order []string) {
+	bySubject = map[string][]int{}
+	for i, p := range pointers {
+		if _, ok := bySubject[p.Subject]; !ok {
+			order = append(order, p.Subject)
+		}
+		bySubject[p.Subject] = append(bySubject[p.Subject], i)
+	}
+	return bySubject, order
 }
 
 // collectSubject reads the records of subject that the pointers at

@@ -94,14 +94,7 @@ func collectWire(store *logstore.Store, journal *Journal, from uint64, max, maxB
 	// batch of them: a record's encoding is never larger than its WireSize.
 	b.body = slices.Grow(b.body[:0], wireHeadRoom+min(maxBytes, maxWireGrow)+len(pointers)*recordWireOverhead)
 	b.body = b.body[:wireHeadRoom]
-	bySubject := map[string][]int{}
-	var order []string
-	for i, p := range pointers {
-		if _, ok := bySubject[p.Subject]; !ok {
-			order = append(order, p.Subject)
-		}
-		bySubject[p.Subject] = append(bySubject[p.Subject], i)
-	}
+	bySubject, order := groupBySubject(pointers)
 	readable := len(pointers) // pointers below it were read
 	var readErr error
 	for _, subject := range order {
