@@ -139,7 +139,9 @@ type PullReply struct {
 	Drop uint64 `msgpack:"drop,omitempty"`
 
 	// batch, on the leader, is the records of a pull encoded straight
-	// from the logs (wire.go), sent in place of Records.
+	// from the logs (wire.go), sent in place of Records. Its encoder
+	// writes Version, Epoch, Committed, InSync, End and Epochs with them:
+	// a field set beside a batch must be added there too.
 	batch *wireBatch
 }
 

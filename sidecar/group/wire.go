@@ -16,9 +16,10 @@ import (
 // grows as it goes; on a leader that serves two followers, that was half
 // of its CPU under load (docs/performance.md). Here each record is read
 // through a view of the log and written once, with no reflection and no
-// allocation per record, into pooled buffers. The bytes decode to the
-// same PullReply as the reflective encoding of what Collect returns
-// (TestWireBatchDecodesAsCollectDoes), so followers need no change.
+// allocation per record, into buffers kept for reuse. The bytes decode
+// to the same PullReply as the reflective encoding of what Collect
+// returns (TestWireBatchDecodesAsCollectDoes), so followers need no
+// change.
 //
 // A record too large for the reply alone is left to Collect and wire,
 // which send it in chunks.
