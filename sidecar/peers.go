@@ -272,8 +272,8 @@ func (a *api) visibleSubjects(filter string) []string {
 // (this voik included), at most gatherWait; a peer that does not answer
 // makes it a 503 that names it.
 func (a *api) gatherSubjects(ctx context.Context, filter string) ([]string, *messages.Error) {
-	want := a.peers.live(time.Now())
-	if _, ok := want[a.self.Peer]; ok && len(want) == 1 {
+	want := a.askWhom(time.Now())
+	if len(want) == 1 {
 		return a.visibleSubjects(filter), nil // alone on the prefix: no round trip
 	}
 	inbox := a.peersNC.NewInbox()
@@ -324,6 +324,16 @@ func (a *api) gatherSubjects(ctx context.Context, filter string) ([]string, *mes
 	}
 	slices.Sort(all)
 	return slices.Compact(all), nil
+}
+
+// askWhom is the peers SUBJECTS waits for: those heard from lately, and
+// always this voik itself, which may not have announced itself yet. (A
+// request that came just after a start, before the first announcement,
+// waited for nobody and was answered with no subjects at all.)
+func (a *api) askWhom(now time.Time) map[string]presence {
+	want := a.peers.live(now)
+	want[a.self.Peer] = a.self
+	return want
 }
 
 func coversAll(done map[string]bool, want map[string]presence) bool {

@@ -32,3 +32,19 @@ func TestPeerBookForgetsThePeersItStopsHearingAndThoseThatSayGoodbye(t *testing.
 		t.Fatalf("after its goodbye: %v, want the group alone", live)
 	}
 }
+
+// SUBJECTS always waits for this voik's own subjects: with nobody in the
+// book yet (a request just after a start, before the first
+// announcement) it asks this voik alone, not nobody.
+func TestSubjectsAsksThisVoikEvenBeforeItAnnouncedItself(t *testing.T) {
+	a := &api{self: selfPresence("", "host", []string{">"}), peers: &peerBook{}}
+	now := time.Unix(1000, 0)
+	if want := a.askWhom(now); len(want) != 1 || want[a.self.Peer].Instance != "host" {
+		t.Fatalf("with an empty book: %v, want this voik alone", want)
+	}
+	other := presence{Peer: "group orders", Group: "orders", Instance: "voik-0"}
+	a.peers.note(other, now)
+	if want := a.askWhom(now); len(want) != 2 {
+		t.Fatalf("with a peer heard: %v, want it and this voik", want)
+	}
+}
