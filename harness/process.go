@@ -367,18 +367,37 @@ func (p *VoikProcess) Restart(tb TB) {
 func (p *VoikProcess) Exited() <-chan struct{} { return p.exited }
 
 // Output is everything the child wrote, every run, for a failure message.
-// It is cut to the last 64 KiB.
+// Past 64 KiB it keeps voik's own log lines (and the harness's start
+// marks) first, the last 48 KiB of them, then the last 16 KiB of the
+// rest: a failed test's SIGQUIT leaves a goroutine dump that would
+// otherwise push out the log that says what the member did.
 func (p *VoikProcess) Output() string {
 	out, err := os.ReadFile(p.logPath)
 	if err != nil {
 		return fmt.Sprintf("(no output: %v)", err)
 	}
-	const keep = 64 << 10
-	if len(out) > keep {
-		cut := bytes.IndexByte(out[len(out)-keep:], '\n')
-		out = append([]byte("...\n"), out[len(out)-keep+cut+1:]...)
+	const keep, keepLog = 64 << 10, 48 << 10
+	if len(out) <= keep {
+		return string(out)
 	}
-	return string(out)
+	var logLines, rest []byte
+	for _, line := range bytes.SplitAfter(out, []byte("\n")) {
+		if bytes.HasPrefix(line, []byte("time=")) || bytes.HasPrefix(line, []byte("{\"time\"")) || bytes.HasPrefix(line, []byte("--- start")) {
+			logLines = append(logLines, line...)
+		} else {
+			rest = append(rest, line...)
+		}
+	}
+	return tail(logLines, keepLog) + "--- the rest of the output (goroutine dumps, panics) ---\n" + tail(rest, keep-keepLog)
+}
+
+// tail is the last n bytes of b, from a line's start.
+func tail(b []byte, n int) string {
+	if len(b) <= n {
+		return string(b)
+	}
+	cut := bytes.IndexByte(b[len(b)-n:], '\n')
+	return "...\n" + string(b[len(b)-n+cut+1:])
 }
 
 // GroupStatus is a group member's GET /group (PROTOCOL.md section 8).
