@@ -272,15 +272,7 @@ func (p *VoikProcess) answers() bool {
 	if _, err := p.Conn.Request(p.Config.APIPrefix+".SUBJECTS", nil, 500*time.Millisecond); err != nil {
 		return false
 	}
-	if p.HTTPAddr == "" {
-		return true
-	}
-	resp, err := http.Get("http://" + p.HTTPAddr + "/readyz")
-	if err != nil {
-		return false
-	}
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
+	return p.HTTPAddr == "" || p.Ready()
 }
 
 // Ready says whether the child's /readyz answers 200: connected,
@@ -432,25 +424,60 @@ func (p *VoikProcess) GroupStatus() (GroupStatus, error) {
 // name and whose labels include every one of labels (`code="200"`), and
 // says whether it found one (a counter appears with its first count).
 func (p *VoikProcess) Metric(name string, labels ...string) (float64, bool, error) {
-	resp, err := statusClient.Get("http://" + p.HTTPAddr + "/metrics")
+	m, err := p.Metrics()
 	if err != nil {
 		return 0, false, err
 	}
+	v, ok := m.Find(name, labels...)
+	return v, ok, nil
+}
+
+// Metrics is one scrape of the child's /metrics: each series (name and
+// labels, as written) with its value, in the order written.
+type Metrics []struct {
+	Series string
+	Value  float64
+}
+
+// Metrics scrapes the child's /metrics once, for reading several series
+// of one moment.
+func (p *VoikProcess) Metrics() (Metrics, error) {
+	resp, err := statusClient.Get("http://" + p.HTTPAddr + "/metrics")
+	if err != nil {
+		return nil, err
+	}
 	defer resp.Body.Close()
+	var m Metrics
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		series, value, ok := strings.Cut(sc.Text(), " ")
-		if !ok || (series != name && !strings.HasPrefix(series, name+"{")) {
+		if !ok || strings.HasPrefix(series, "#") {
+			continue
+		}
+		if v, err := strconv.ParseFloat(value, 64); err == nil {
+			m = append(m, struct {
+				Series string
+				Value  float64
+			}{series, v})
+		}
+	}
+	return m, sc.Err()
+}
+
+// Find is the first series named name whose labels include every one of
+// labels, and whether there is one.
+func (m Metrics) Find(name string, labels ...string) (float64, bool) {
+	for _, s := range m {
+		if s.Series != name && !strings.HasPrefix(s.Series, name+"{") {
 			continue
 		}
 		matches := true
 		for _, l := range labels {
-			matches = matches && strings.Contains(series, l)
+			matches = matches && strings.Contains(s.Series, l)
 		}
 		if matches {
-			v, err := strconv.ParseFloat(value, 64)
-			return v, err == nil, err
+			return s.Value, true
 		}
 	}
-	return 0, false, sc.Err()
+	return 0, false
 }

@@ -49,17 +49,19 @@ func readGroupCPU(g *voikGroup) groupCPU {
 		if u, err := p.Usage(); err == nil {
 			c.members[i] = u.CPU
 		}
-		all, ok1, _ := p.Metric("voik_sync_duration_seconds_count")
-		quick, ok2, _ := p.Metric("voik_sync_duration_seconds_bucket", `le="`+slowSync+`"`)
+		m, err := p.Metrics() // one scrape for the four series
+		if err != nil {
+			continue
+		}
+		all, ok1 := m.Find("voik_sync_duration_seconds_count")
+		quick, ok2 := m.Find("voik_sync_duration_seconds_bucket", `le="`+slowSync+`"`)
 		if ok1 && ok2 {
 			c.slowSyncs += int(all - quick)
 		}
-		if n, ok, _ := p.Metric("voik_group_pulled_records_count"); ok {
-			c.pulls += n
-		}
-		if n, ok, _ := p.Metric("voik_group_pulled_records_sum"); ok {
-			c.pulled += n
-		}
+		n, _ := m.Find("voik_group_pulled_records_count")
+		c.pulls += n
+		n, _ = m.Find("voik_group_pulled_records_sum")
+		c.pulled += n
 	}
 	return c
 }

@@ -302,7 +302,7 @@ func (s *Source) answer(body []byte) PullReply {
 	if req.Chunk == 0 {
 		batch, ok, err := collectWire(s.Store, s.Journal, req.From, 1000, budget)
 		switch {
-		case ok && (batch == nil || batch.count == 0):
+		case ok && batch.count == 0:
 			batch.release()
 			if err != nil {
 				reply.Code, reply.Error = CodeReadFailed, err.Error()

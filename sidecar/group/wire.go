@@ -81,14 +81,14 @@ func (b *wireBatch) release() {
 // collectWire is Collect, encoded: the journal's records from offset
 // from on, up to max of them and maxBytes of WireSize (always one). ok
 // false: the first record is too large for maxBytes alone and must go in
-// chunks (Collect's path); nothing is returned then. A batch with no
-// entries comes with the error that stopped the read.
+// chunks (Collect's path); no batch is returned then. Otherwise a batch
+// with no entries comes with the error that stopped the read.
 func collectWire(store *logstore.Store, journal *Journal, from uint64, max, maxBytes int) (b *wireBatch, ok bool, err error) {
+	b = newWireBatch()
 	pointers, err := journal.Read(from, max)
 	if err != nil {
-		return nil, true, err
+		return b, true, err
 	}
-	b = newWireBatch()
 	b.spans = append(b.spans[:0], make([]span, len(pointers))...)
 	b.sizes = append(b.sizes[:0], make([]int, len(pointers))...)
 	// Room for the reply's head in front of the records, and for about a
