@@ -537,10 +537,11 @@ func (m *member) stop() {
 		l.finish(5 * time.Second)
 		if to := l.successor(); to != "" {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			if err := m.elector.HandOver(ctx, to); err != nil {
+			served, _ := m.view.committed() // what readers may have been given
+			if err := m.elector.HandOver(ctx, to, served); err != nil {
 				m.logger.Warn("cannot hand over the lead; the others take it after the lease", "to", to, "err", err)
 			} else {
-				m.logger.Info("handed over the lead", "to", to)
+				m.logger.Info("handed over the lead", "to", to, "committed", served)
 				// The others look now: the successor takes the lead in
 				// a round trip, and pulls in flight here are not waited for.
 				if err := m.replNC.Publish(group.LeaderSubject(m.name), []byte(m.self.Instance)); err != nil {

@@ -89,7 +89,12 @@ func (m *member) startLeadership(ctx context.Context, epoch uint64) error {
 	}
 	committed, _ := m.view.committed()
 	end := m.journal.End()
-	l.commit, err = group.NewCommit(m.s.cfg.Replicas, m.key, inSync, end, committed)
+	// Handed the lead, this member counts committed what its predecessor
+	// had: it may not have heard of the last commits yet, and until the
+	// in-sync set reports to it (which, without the predecessor, may take
+	// a restart) readers given those offsets would find them out of range.
+	counted := max(committed, min(m.elector.HandedCommitted(epoch), end))
+	l.commit, err = group.NewCommit(m.s.cfg.Replicas, m.key, inSync, end, counted)
 	if errors.Is(err, group.ErrNoMajority) {
 		m.logger.Warn("leading with an in-sync set below a majority: nothing commits (acks wait, then 503) until members catch up", "in_sync", strings.Join(inSync, ","))
 	} else if err != nil {

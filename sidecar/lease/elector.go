@@ -88,8 +88,9 @@ type Observation struct {
 type held struct {
 	epoch    uint64
 	rev      uint64 // revision of the last write of it known to have succeeded
-	state    State  // as the next write stores it: Epoch explicit, HandedBy empty
+	state    State  // as the next write stores it: Epoch explicit, HandedBy and Committed empty
 	deadline time.Time
+	handed   uint64 // the committed offset of the handover that began this leadership; 0: none
 }
 
 // Elector campaigns for and holds a group's lead in a Register, following
@@ -141,6 +142,18 @@ func New(reg Register, cfg Config) (*Elector, error) {
 		e.clock = systemClock{}
 	}
 	return e, nil
+}
+
+// HandedCommitted is the committed journal offset that the member which
+// handed this member the lead of epoch wrote with the handover, or 0
+// when this member does not hold that lead or took it otherwise. The
+// new leader may count every record below it committed: it was in the
+// in-sync set, so it holds them all.
+func (e *Elector) HandedCommitted(epoch uint64) uint64 {
+	if l := e.lead.Load(); l != nil && l.epoch == epoch {
+		return l.handed
+	}
+	return 0
 }
 
 // Held reports whether this member holds the lead at now, a reading of
@@ -217,10 +230,11 @@ func (e *Elector) Yield(reason string) {
 
 // HandOver gives the lead to the in-sync member instance to, which takes
 // it at once, by compare-and-set ("" releases it to whichever in-sync
-// member looks first). This member stops holding before the write and
-// campaigns no more: it is for SIGTERM, after what was in flight is
-// committed.
-func (e *Elector) HandOver(ctx context.Context, to string) error {
+// member looks first), with committed, the journal offset below which
+// this leader committed every record (see HandedCommitted). This member
+// stops holding before the write and campaigns no more: it is for
+// SIGTERM, after what was in flight is committed.
+func (e *Elector) HandOver(ctx context.Context, to string, committed uint64) error {
 	defer e.deliver()
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -233,7 +247,7 @@ func (e *Elector) HandOver(ctx context.Context, to string) error {
 	}
 	e.resigned = true
 	e.drop(l, "handing over to "+to)
-	st := State{Leader: to, InSync: slices.Clone(l.state.InSync), HandedBy: e.cfg.Self.Instance}
+	st := State{Leader: to, InSync: slices.Clone(l.state.InSync), HandedBy: e.cfg.Self.Instance, Committed: committed}
 	rev, err := e.reg.Update(ctx, st.Marshal(), l.rev)
 	if err != nil {
 		e.setErr(err)
@@ -314,7 +328,7 @@ func (e *Elector) write(ctx context.Context, l *held, st State) (again bool, err
 	if err == nil {
 		e.lastWritten = rev
 		e.observe(st, rev, e.clock.Now())
-		if !e.lead.CompareAndSwap(l, &held{epoch: l.epoch, rev: rev, state: st, deadline: sent.Add(e.cfg.RenewDeadline)}) {
+		if !e.lead.CompareAndSwap(l, &held{epoch: l.epoch, rev: rev, state: st, deadline: sent.Add(e.cfg.RenewDeadline), handed: l.handed}) {
 			return false, ErrNotLeader // stepped down meanwhile
 		}
 		return false, nil
@@ -349,7 +363,7 @@ func (e *Elector) write(ctx context.Context, l *held, st State) (again bool, err
 	// whose reply was lost. Adopt its revision, not its time.
 	if rev > l.rev && cur.Leader == e.cfg.Self.Instance && cur.HandedBy == "" && cur.Epoch == l.epoch {
 		st := cur.clone()
-		if e.lead.CompareAndSwap(l, &held{epoch: l.epoch, rev: rev, state: st, deadline: l.deadline}) {
+		if e.lead.CompareAndSwap(l, &held{epoch: l.epoch, rev: rev, state: st, deadline: l.deadline, handed: l.handed}) {
 			e.lastWritten = rev
 			return true, nil
 		}
@@ -378,7 +392,7 @@ func (e *Elector) campaign(ctx context.Context) time.Duration {
 			e.setErr(err)
 			return soon
 		}
-		e.take(st, rev, rev, now, "created the group")
+		e.take(st, rev, rev, now, 0, "created the group")
 		return e.cfg.RetryPeriod
 	}
 	if err != nil {
@@ -416,7 +430,7 @@ func (e *Elector) campaign(ctx context.Context) time.Duration {
 			e.setErr(err)
 			return soon
 		}
-		e.take(next, rev, nrev, sent, "handed over by "+st.HandedBy)
+		e.take(next, rev, nrev, sent, st.Committed, "handed over by "+st.HandedBy)
 		return e.cfg.RetryPeriod
 	case st.Leader == self.Instance && rev == e.lastWritten && !e.yielded.Load():
 		reason = "taking back our own lead"
@@ -434,7 +448,7 @@ func (e *Elector) campaign(ctx context.Context) time.Duration {
 		e.setErr(err)
 		return soon
 	}
-	e.take(next, nrev, nrev, sent, reason)
+	e.take(next, nrev, nrev, sent, 0, reason)
 	return e.cfg.RetryPeriod
 }
 
@@ -449,13 +463,14 @@ func (e *Elector) patience() time.Duration {
 }
 
 // take records a leadership of epoch won by the write of st (as stored) at
-// rev, sent at sent.
-func (e *Elector) take(st State, epoch, rev uint64, sent time.Time, reason string) {
+// rev, sent at sent; handed is the committed offset of the handover that
+// gave it (0: none).
+func (e *Elector) take(st State, epoch, rev uint64, sent time.Time, handed uint64, reason string) {
 	e.yielded.Store(false)
 	e.lastWritten = rev
 	next := st.clone()
-	next.Epoch, next.HandedBy = epoch, ""
-	e.lead.Store(&held{epoch: epoch, rev: rev, state: next, deadline: sent.Add(e.cfg.RenewDeadline)})
+	next.Epoch, next.HandedBy, next.Committed = epoch, "", 0
+	e.lead.Store(&held{epoch: epoch, rev: rev, state: next, deadline: sent.Add(e.cfg.RenewDeadline), handed: handed})
 	e.observe(st, rev, e.clock.Now())
 	e.note(fmt.Sprintf("took the lead, epoch %d: %s", epoch, reason))
 }

@@ -156,6 +156,12 @@ func (s *sim) run(d time.Duration, each func(now time.Time)) {
 	}
 }
 
+// stored is the state in the register now.
+func (s *sim) stored() State {
+	st, _ := s.fake.Load()
+	return st
+}
+
 func (s *sim) holder() *node {
 	now := s.clk.Now()
 	for _, n := range s.nodes {
@@ -573,25 +579,26 @@ func TestLeaseEpochs(t *testing.T) {
 }
 
 // HandOver: the holder stops holding before its write; the member handed
-// to takes the lead at once, in the handover's revision as epoch; the
-// others wait; the resigned member campaigns no more. Handing to a member
-// not in sync is refused; handing to nobody lets any in-sync member take
-// it at once.
+// to takes the lead at once, in the handover's revision as epoch, and
+// learns the committed offset handed with it (for that epoch only, kept
+// across renewals, never stored after its first write); the others wait;
+// the resigned member campaigns no more. Handing to a member not in sync
+// is refused; handing to nobody lets any in-sync member take it at once.
 func TestLeaseHandOver(t *testing.T) {
 	s, a, bs := group(t, "b", "c")
 	b, c := bs[0], bs[1]
 	ctx := context.Background()
-	if err := a.e.HandOver(ctx, "z"); err == nil || !a.held(s.clk.Now()) {
+	if err := a.e.HandOver(ctx, "z", 0); err == nil || !a.held(s.clk.Now()) {
 		t.Fatalf("handover to an outsider: %v, held %v", err, a.held(s.clk.Now()))
 	}
-	if err := a.e.HandOver(ctx, "b"); err != nil {
+	if err := a.e.HandOver(ctx, "b", 1801); err != nil {
 		t.Fatal(err)
 	}
 	if a.held(s.clk.Now()) {
 		t.Fatal("a holds after handing over")
 	}
 	st, hrev := s.fake.Load()
-	if st.Leader != "b" || st.HandedBy != "a" || st.Epoch != 0 {
+	if st.Leader != "b" || st.HandedBy != "a" || st.Epoch != 0 || st.Committed != 1801 {
 		t.Fatalf("stored %+v", st)
 	}
 	s.round(c)
@@ -602,8 +609,18 @@ func TestLeaseHandOver(t *testing.T) {
 	if ep := epochOf(t, b, s.clk.Now()); ep != hrev {
 		t.Fatalf("b's epoch %d, want the handover's revision %d", ep, hrev)
 	}
-	if st, _ := s.fake.Load(); st.Epoch != hrev || st.HandedBy != "" || st.Leader != "b" {
+	if st, _ := s.fake.Load(); st.Epoch != hrev || st.HandedBy != "" || st.Leader != "b" || st.Committed != 0 {
 		t.Fatalf("stored after accepting %+v", st)
+	}
+	if got := b.e.HandedCommitted(hrev); got != 1801 {
+		t.Fatalf("b's handed committed offset %d, want 1801", got)
+	}
+	if got := b.e.HandedCommitted(hrev + 1); got != 0 {
+		t.Fatalf("handed committed offset for another epoch: %d", got)
+	}
+	s.run(testLease, nil) // renewals
+	if got, st := b.e.HandedCommitted(hrev), s.stored(); got != 1801 || st.Committed != 0 {
+		t.Fatalf("after renewals: handed %d, stored %+v", got, st)
 	}
 	if ch := b.log()[len(b.log())-1]; ch.Role != Leader || !strings.Contains(ch.Reason, "handed over by a") {
 		t.Fatalf("b's change %+v", ch)
@@ -613,10 +630,13 @@ func TestLeaseHandOver(t *testing.T) {
 	if s.holder() != c {
 		t.Fatalf("holder %v, want c (a resigned)", s.holder())
 	}
+	if got := c.e.HandedCommitted(epochOf(t, c, s.clk.Now())); got != 0 {
+		t.Fatalf("c took an expired lease, yet has a handed committed offset %d", got)
+	}
 
 	// Release: no target, the first in-sync member to look takes it.
 	ep := epochOf(t, c, s.clk.Now())
-	if err := c.e.HandOver(ctx, ""); err != nil {
+	if err := c.e.HandOver(ctx, "", 0); err != nil {
 		t.Fatal(err)
 	}
 	b.stopped = false
@@ -636,7 +656,7 @@ func TestLeaseOnChangeReentrant(t *testing.T) {
 		OnChange: func(c Change) {
 			got = append(got, c)
 			if c.Role == Leader {
-				if err := e.HandOver(context.Background(), ""); err != nil {
+				if err := e.HandOver(context.Background(), "", 0); err != nil {
 					t.Error(err)
 				}
 			}
@@ -711,7 +731,7 @@ func TestLeaseLookTakesAHandoverAtOnce(t *testing.T) {
 	looked := make(chan struct{})
 	go func() { defer close(looked); be.Run(ctx) }()
 	eventually(t, func() bool { return be.Observed().State.Leader == "a" })
-	if err := a.HandOver(ctx, "b"); err != nil {
+	if err := a.HandOver(ctx, "b", 0); err != nil {
 		t.Fatal(err)
 	}
 	be.Look()

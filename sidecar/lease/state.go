@@ -66,6 +66,13 @@ type State struct {
 	// by a handover, cleared by the new leader's first write. Only such an
 	// entry lets its Leader take the lead at once.
 	HandedBy string `json:"handed_by,omitempty"`
+	// Committed, with HandedBy, is the journal offset below which the
+	// member that handed over had committed every record. Its Leader,
+	// in sync, holds all of that, and counts it committed from its first
+	// moment as leader instead of after its first commit: a reader who
+	// was given an offset up to there never finds it out of range.
+	// Cleared, with HandedBy, by the new leader's first write.
+	Committed uint64 `json:"committed,omitempty"`
 }
 
 // EpochAt is the epoch of the leadership s records when s is the entry at
