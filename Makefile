@@ -62,8 +62,8 @@ lint: ## fail on unformatted files, then go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 
-docs: ## regenerate the settings table in README.md from the code
-	$(GO) test ./config -run TestREADMESettingsTable -update
+docs: ## regenerate the settings table in docs/settings.md from the code
+	$(GO) test ./config -run TestSettingsTableInDocs -update
 
 clean: ## remove build output
 	rm -rf bin .build

@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-var update = flag.Bool("update", false, "rewrite the settings table in README.md")
+var update = flag.Bool("update", false, "rewrite the settings table in docs/settings.md")
 
 // setEnv sets VOIK_* variables for one test; everything else is unset.
 func setEnv(t *testing.T, vars map[string]string) {
@@ -173,11 +173,11 @@ func TestByteSize(t *testing.T) {
 	}
 }
 
-// TestREADMESettingsTable keeps the README's settings table identical to
-// the settings in the code (make docs rewrites it).
-func TestREADMESettingsTable(t *testing.T) {
+// TestSettingsTableInDocs keeps the settings table of docs/settings.md
+// identical to the settings in the code (make docs rewrites it).
+func TestSettingsTableInDocs(t *testing.T) {
 	const begin, end = "<!-- settings:begin -->\n", "<!-- settings:end -->"
-	path := filepath.Join("..", "README.md")
+	path := filepath.Join("..", "docs", "settings.md")
 	readme, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -185,7 +185,7 @@ func TestREADMESettingsTable(t *testing.T) {
 	text := string(readme)
 	i, j := strings.Index(text, begin), strings.Index(text, end)
 	if i < 0 || j < i {
-		t.Fatalf("README.md has no %q ... %q section", begin, end)
+		t.Fatalf("%s has no %q ... %q section", path, begin, end)
 	}
 	want := MarkdownTable()
 	if got := text[i+len(begin) : j]; got != want {
@@ -196,7 +196,7 @@ func TestREADMESettingsTable(t *testing.T) {
 			}
 			return
 		}
-		t.Fatalf("README settings table is out of date; run make docs")
+		t.Fatalf("the settings table of %s is out of date; run make docs", path)
 	}
 }
 

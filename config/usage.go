@@ -41,7 +41,7 @@ func (s setting) shownDefault(markdown bool) string {
 }
 
 // MarkdownTable renders every setting as a Markdown table: variable,
-// type, default, meaning. The README's settings table is this, kept in
+// type, default, meaning. The settings table of docs/settings.md is this, kept in
 // step by a test (make docs rewrites it).
 func MarkdownTable() string {
 	var b strings.Builder

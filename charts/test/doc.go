@@ -5,7 +5,7 @@
 // miss their pods, mounts without volumes, named ports that do not exist),
 // and asserts what the chart promises: a replication group of its pods, the
 // volume claim, probes, security context and the VOIK_* environment, kept
-// in step with the settings table of the README. It checks the schema (bad
+// in step with the settings table of docs/settings.md. It checks the schema (bad
 // values must fail it), the PrometheusRule's and the dashboard's queries
 // (parsed, and the alerts evaluated, by Prometheus's own code), and the
 // sidecar-mode values for the NATS chart (against a NATS server with their

@@ -452,12 +452,12 @@ func TestServiceMonitor(t *testing.T) {
 	}
 }
 
-// TestEnvironmentFollowsREADME keeps the chart in step with voik's settings:
-// every variable of the README's settings table (generated from
+// TestEnvironmentFollowsTheSettingsTable keeps the chart in step with voik's settings:
+// every variable of the settings table in docs/settings.md (generated from
 // config/config.go) is set by the chart, to voik's default unless the chart
 // says why not, and the chart sets no variable that voik does not know.
-func TestEnvironmentFollowsREADME(t *testing.T) {
-	settings := readmeSettings(t)
+func TestEnvironmentFollowsTheSettingsTable(t *testing.T) {
+	settings := docsSettings(t)
 	const fix = "; update charts/voik (values.yaml, values.schema.json, templates/_helpers.tpl) and this test"
 	// Not for Kubernetes: the chart always connects to a NATS server.
 	notSet := []string{"VOIK_EMBEDDED_HOST", "VOIK_EMBEDDED_PORT"}
@@ -490,7 +490,7 @@ func TestEnvironmentFollowsREADME(t *testing.T) {
 				t.Errorf("%s is set by default", name)
 			}
 		case !ok:
-			t.Errorf("README's settings table has %s, which the chart does not set%s", name, fix)
+			t.Errorf("docs/settings.md's table has %s, which the chart does not set%s", name, fix)
 		case fromPod[name] != "":
 			if ref := got.ValueFrom; got.Value != "" || ref == nil || ref.FieldRef == nil || ref.FieldRef.FieldPath != fromPod[name] {
 				t.Errorf("%s = %+v, want the pod's %s", name, got, fromPod[name])
@@ -505,7 +505,7 @@ func TestEnvironmentFollowsREADME(t *testing.T) {
 	}
 	for _, name := range slices.Concat(notSet, secrets, mapsKeys(chartDefaults), mapsKeys(fromPod)) {
 		if _, ok := settings[name]; !ok {
-			t.Errorf("%s is not in the README's settings table any more%s", name, fix)
+			t.Errorf("%s is not in the settings table of docs/settings.md any more%s", name, fix)
 		}
 	}
 	// Every VOIK_* variable the chart can set, with any values, is voik's.
@@ -533,17 +533,17 @@ func TestEnvironmentFollowsREADME(t *testing.T) {
 
 var settingsRow = regexp.MustCompile("^\\| `(VOIK_[A-Z0-9_]+)` \\| [^|]+ \\| (empty|`([^`]*)`)[^|]*\\|")
 
-// readmeSettings reads the README's settings table: variable -> default.
-func readmeSettings(t *testing.T) map[string]string {
+// docsSettings reads the settings table of docs/settings.md: variable -> default.
+func docsSettings(t *testing.T) map[string]string {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(repoRoot, "README.md"))
+	data, err := os.ReadFile(filepath.Join(repoRoot, "docs", "settings.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	text := string(data)
 	begin, end := strings.Index(text, "<!-- settings:begin -->"), strings.Index(text, "<!-- settings:end -->")
 	if begin < 0 || end < begin {
-		t.Fatal("README.md has no settings table between <!-- settings:begin --> and <!-- settings:end -->")
+		t.Fatal("docs/settings.md has no settings table between <!-- settings:begin --> and <!-- settings:end -->")
 	}
 	settings := map[string]string{}
 	for _, line := range strings.Split(text[begin:end], "\n") {
@@ -552,7 +552,7 @@ func readmeSettings(t *testing.T) map[string]string {
 		}
 	}
 	if len(settings) < 5 {
-		t.Fatalf("read only %d settings from README.md", len(settings))
+		t.Fatalf("read only %d settings from docs/settings.md", len(settings))
 	}
 	return settings
 }

@@ -168,7 +168,7 @@ func TestSidecarValues(t *testing.T) {
 	}
 	voik := container(t, pod, "voik")
 	env := envMap(voik)
-	settings := readmeSettings(t)
+	settings := docsSettings(t)
 
 	t.Run("image", func(t *testing.T) {
 		if want := "ghcr.io/voik/voik:" + readChart(t).AppVersion; voik.Image != want {
@@ -182,7 +182,7 @@ func TestSidecarValues(t *testing.T) {
 	t.Run("env", func(t *testing.T) {
 		for _, e := range voik.Env {
 			if _, ok := settings[e.Name]; !ok {
-				t.Errorf("%s is not a setting of voik (README's table)", e.Name)
+				t.Errorf("%s is not a setting of voik (docs/settings.md)", e.Name)
 			}
 		}
 		u, err := url.Parse(env["VOIK_NATS_URL"].Value)
