@@ -140,11 +140,14 @@ func (l *ackedLoad) firstAckAfter(t time.Time) (time.Time, bool) {
 }
 
 // seenRecords remembers every record a reader was given, to check that
-// none ever changes.
+// none ever changes, and the 416s it got for offsets below an end_offset
+// it had been given: a log that looked shorter than it was.
 type seenRecords struct {
-	mu   sync.Mutex
-	seen map[uint64]messages.Record
-	bad  []string
+	mu     sync.Mutex
+	seen   map[uint64]messages.Record
+	bad    []string
+	end    uint64   // the largest end_offset given
+	shrunk []string // 416s at or below end
 }
 
 func (s *seenRecords) note(records []messages.Record) {
@@ -165,11 +168,33 @@ func (s *seenRecords) read(ctx context.Context, api *client.Client, subject stri
 		fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		reply, err := api.Fetch(fctx, subject, messages.FetchRequest{Offset: &next, MaxMessages: 100, WaitMs: 200})
 		cancel()
+		var e *messages.Error
+		if errors.As(err, &e) && e.Code == messages.CodeOutOfRange {
+			s.mu.Lock()
+			if next <= s.end && len(s.shrunk) < 10 {
+				s.shrunk = append(s.shrunk, fmt.Sprintf("FETCH at %d after end_offset %d: %v", next, s.end, err))
+			}
+			s.mu.Unlock()
+		}
 		if err != nil {
 			continue // a member going away: the next request reaches another
 		}
 		s.note(reply.Records)
+		s.mu.Lock()
+		s.end = max(s.end, reply.EndOffset)
+		s.mu.Unlock()
 		next = reply.NextOffset
+	}
+}
+
+// checkNeverShorter fails t for every 416 the reader got at an offset
+// below an end_offset it had been given.
+func (s *seenRecords) checkNeverShorter(t *testing.T) {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, shrunk := range s.shrunk {
+		t.Errorf("the log looked shorter than a member had said: %s", shrunk)
 	}
 }
 
@@ -262,7 +287,8 @@ func startGroupUnderLoad(t *testing.T, subject string, count int) *groupUnderLoa
 	return g
 }
 
-// finish waits for the publishers, stops the reader, and checks the log.
+// finish waits for the publishers, stops the reader, and checks the log
+// and what the reader was told.
 func (g *groupUnderLoad) finish(t *testing.T) {
 	t.Helper()
 	g.run.wait()
@@ -270,12 +296,14 @@ func (g *groupUnderLoad) finish(t *testing.T) {
 	g.reading.Wait()
 	oneReplyEach(t, g.nc, g.load.subject)
 	checkLog(t, g.api, g.load.subject, g.load, g.seen, false)
+	g.seen.checkNeverShorter(t)
 }
 
 // TestGroupLosesNoAckedRecordWhenTheLeaderIsKilled: kill -9 of the leader
 // under acked load, with publishers that retry with Nats-Msg-Id: no
 // acked record is lost, none is stored twice, and no record a reader was
-// given changes. It reports the time from the kill to the next ack.
+// given changes or is said to be out of range. It reports the time from
+// the kill to the next ack.
 func TestGroupLosesNoAckedRecordWhenTheLeaderIsKilled(t *testing.T) {
 	g := startGroupUnderLoad(t, "orders.failover", 150)
 	leader := leaderOf(g.members)

@@ -514,6 +514,21 @@ func storeError(err error) *messages.Error {
 	return messages.Errorf(messages.CodeInternal, "%v", err)
 }
 
+// heldNotCommitted is the reply to a read from offset, past the visible
+// end of log, when this group member holds the records before offset
+// all the same but has not heard of their commit (catchUp waited for it
+// in vain): the group is changing its leader or its in-sync set, and
+// the commit, or the truncation of an uncommitted tail, is a moment
+// away. A 416 would tell a reader paging from an offset another member
+// gave it that the log is shorter than it was; a 503 has it try again
+// (the Go client does so by itself). Otherwise it is outOfRange.
+func heldNotCommitted(log *logstore.Log, subject string, offset, end uint64, outOfRange *messages.Error) *messages.Error {
+	if offset <= end || offset > log.EndOffset() {
+		return outOfRange
+	}
+	return messages.Errorf(messages.CodeUnavailable, "offset %d of %s is held here but its commit is not known yet (end_offset %d): the group is changing its leader or in-sync set; retry", offset, messages.Quote(subject), end)
+}
+
 func rangeError(offset, first, end uint64) *messages.Error {
 	return messages.Errorf(messages.CodeOutOfRange, "offset %d is out of range: first_offset %d, end_offset %d", offset, first, end)
 }

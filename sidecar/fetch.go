@@ -55,7 +55,7 @@ func (a *api) fetchFrom(r *request, log *logstore.Log, subject string, req messa
 	start, err := startOffset(log, a.vis.first(log), end, req.Offset, req.StartTime)
 	if err != nil {
 		if err.Code == messages.CodeOutOfRange && req.Offset != nil && *req.Offset > end {
-			err = deadEnd(log, subject, err)
+			err = deadEnd(log, subject, heldNotCommitted(log, subject, *req.Offset, end, err))
 		}
 		return nil, err
 	}

@@ -109,6 +109,9 @@ func (a *api) replayFrom(msg *nats.Msg, log *logstore.Log, subject string, req m
 	}
 	start, errReply := startOffset(log, a.vis.first(log), end, req.Offset, req.StartTime)
 	if errReply != nil {
+		if errReply.Code == messages.CodeOutOfRange && req.Offset != nil && *req.Offset > end {
+			errReply = heldNotCommitted(log, subject, *req.Offset, end, errReply)
+		}
 		return errReply
 	}
 	if req.MaxMessages > 0 && req.MaxMessages < end-start {
