@@ -457,13 +457,19 @@ func (a *api) answer(r *request, builder *messages.FetchReplyBuilder) (body []by
 // withLog calls fn with the log of subject, held open until fn returns,
 // and returns fn's reply; or, without calling fn, 404 when the subject has
 // no log (nothing was ever stored for it: a subject gets its log with its
-// first record), 503 when voik is shutting down, and a 500 when the log
-// cannot be served at all.
+// first record) or, in a group, no committed record; 503 when voik is
+// shutting down, or when this group member holds records of the subject
+// but has not heard of the commit of any; and a 500 when the log cannot
+// be served at all.
 func (a *api) withLog(subject string, fn func(*logstore.Log) *messages.Error) *messages.Error {
 	if a.vis.hidden(subject) {
 		a.vis.catchUpSubject(a.shutdown, subject)
 	}
 	if a.vis.hidden(subject) {
+		if a.holdsRecords(subject) {
+			// As heldNotCommitted, for a subject's first records.
+			return messages.Errorf(messages.CodeUnavailable, "records of %s are held here but none is known to be committed yet: the group is changing its leader or in-sync set; retry", messages.Quote(subject))
+		}
 		return messages.Errorf(messages.CodeNotFound, "no committed record for subject %s", messages.Quote(subject))
 	}
 	var reply *messages.Error
@@ -512,6 +518,16 @@ func storeError(err error) *messages.Error {
 		return messages.Errorf(messages.CodeUnavailable, "voik is shutting down")
 	}
 	return messages.Errorf(messages.CodeInternal, "%v", err)
+}
+
+// holdsRecords says whether the store holds a record of subject.
+func (a *api) holdsRecords(subject string) bool {
+	held := false
+	_ = a.store.View(subject, func(log *logstore.Log) error {
+		held = log.EndOffset() > log.FirstOffset()
+		return nil
+	})
+	return held
 }
 
 // heldNotCommitted is the reply to a read from offset, past the visible

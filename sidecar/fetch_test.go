@@ -18,6 +18,11 @@ type stuckCommit struct {
 	waits     int
 }
 
+func (v *stuckCommit) hidden(string) bool { return v.committed == 0 }
+func (v *stuckCommit) catchUpSubject(context.Context, string) {
+	v.waits++
+}
+
 func (v *stuckCommit) end(*logstore.Log) uint64 { return v.committed }
 func (v *stuckCommit) lags() bool               { return true }
 func (v *stuckCommit) catchUp(context.Context, *logstore.Log, uint64) uint64 {
@@ -84,5 +89,32 @@ func TestAReadPastTheKnownCommitOfRecordsHeldHereIs503NotA416(t *testing.T) {
 	offset := uint64(11)
 	if _, err := a.fetchFrom(r, log, "orders", messages.FetchRequest{Offset: &offset}, context.Background(), nil); err == nil || err.Code != messages.CodeOutOfRange {
 		t.Errorf("standalone FETCH at offset 11 of a log of 10: %v, want 416", err)
+	}
+}
+
+// The same for a subject whose first records a member holds and has not
+// heard are committed: a 503 to retry, where a subject it holds nothing
+// of is a 404.
+func TestASubjectHeldHereButNotKnownCommittedIs503NotA404(t *testing.T) {
+	store, err := logstore.OpenStore(t.TempDir(), logstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	if _, _, err := store.Append("orders", []logstore.Entry{{Data: []byte("first")}}); err != nil {
+		t.Fatal(err)
+	}
+	vis := &stuckCommit{}
+	a, _ := readerAPI(vis)
+	a.store = store
+	served := func(*logstore.Log) *messages.Error { return nil }
+	if err := a.withLog("orders", served); err == nil || err.Code != messages.CodeUnavailable {
+		t.Errorf("a subject held, none of it known committed: %v, want 503", err)
+	}
+	if vis.waits == 0 {
+		t.Error("answered without waiting for news of the commit")
+	}
+	if err := a.withLog("payments", served); err == nil || err.Code != messages.CodeNotFound {
+		t.Errorf("a subject held nowhere here: %v, want 404", err)
 	}
 }
