@@ -303,12 +303,19 @@ func TestGroupLosesNoAckedRecordWhenTheLeaderIsKilled(t *testing.T) {
 	}
 	killed := time.Now()
 	g.members[leader].Kill()
-	harness.Eventually(t, 4*groupLease+10*time.Second, "an ack after the kill", func() bool {
+	// Timed by a probe of short tries: the load's tries in flight at the
+	// kill are lost with the leader, and each publisher waits out its 2 s
+	// timeout before its next, which would time the publisher, not the
+	// group.
+	next := firstAckOf(t, g.api, "orders.failover-probe", killed, 250*time.Millisecond)
+	t.Logf("kill -9 of the leader to the next ack: %v (VOIK_LEASE %v)", next.Round(time.Millisecond), groupLease)
+	if limit := 2*groupLease + time.Second; next > limit {
+		t.Errorf("the next ack came %v after the kill, past 2 x VOIK_LEASE + 1 s (%v)", next, limit)
+	}
+	harness.Eventually(t, 4*groupLease+10*time.Second, "the load acked after the kill", func() bool {
 		_, ok := g.load.firstAckAfter(killed)
 		return ok
 	})
-	next, _ := g.load.firstAckAfter(killed)
-	t.Logf("kill -9 of the leader to the next ack: %v (VOIK_LEASE %v)", next.Sub(killed).Round(time.Millisecond), groupLease)
 	g.finish(t) // with the killed member still down
 	g.members[leader].Restart(t)
 	harness.Eventually(t, 30*time.Second, "the restarted member to catch up", func() bool {
@@ -391,24 +398,24 @@ func TestGroupSurvivesTheLossOfNATSServers(t *testing.T) {
 	}
 	cluster.Stop(leader)  // member i is beside, and connected to, server i
 	stopped := time.Now() // once it is down: until then it serves
-	harness.Eventually(t, 4*groupLease+15*time.Second, "another member to lead and ack", func() bool {
+	next := firstAckOf(t, api, "orders.servers-probe-leader", stopped, 250*time.Millisecond)
+	t.Logf("the leader's NATS server stopped to the next ack: %v", next.Round(time.Millisecond))
+	harness.Eventually(t, 4*groupLease+15*time.Second, "another member to lead and the load to be acked", func() bool {
 		_, ok := load.firstAckAfter(stopped)
 		return ok && leaderOf(members) != leader && leaderOf(members) >= 0
 	})
-	next, _ := load.firstAckAfter(stopped)
-	t.Logf("the leader's NATS server stopped to the next ack: %v", next.Sub(stopped).Round(time.Millisecond))
 	cluster.Restart(leader)
 
 	acks := load.count()
 	kvLeader := cluster.WaitStreamLeader(harness.GlobalAccount, "KV_VOIK_GROUPS")
 	cluster.Stop(kvLeader)
 	stopped = time.Now()
-	harness.Eventually(t, 4*groupLease+15*time.Second, "acks after the bucket's stream leader stopped", func() bool {
+	next = firstAckOf(t, api, "orders.servers-probe-kv", stopped, 250*time.Millisecond)
+	t.Logf("the key-value stream leader stopped to the next ack: %v", next.Round(time.Millisecond))
+	harness.Eventually(t, 4*groupLease+15*time.Second, "acks of the load after the bucket's stream leader stopped", func() bool {
 		_, ok := load.firstAckAfter(stopped)
 		return ok && load.count() > acks+20
 	})
-	next, _ = load.firstAckAfter(stopped)
-	t.Logf("the key-value stream leader stopped to the next ack: %v", next.Sub(stopped).Round(time.Millisecond))
 	cluster.Restart(kvLeader)
 	publishers.stop()
 	harness.Eventually(t, 60*time.Second, "every member back and caught up", func() bool { return allCaught(api, members) })

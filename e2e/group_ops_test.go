@@ -30,11 +30,11 @@ func memberMetric(p *harness.VoikProcess, name string) float64 {
 
 // firstAckOf appends to subject, one try at a time, each given try to be
 // acked, until one is (the same Nats-Msg-Id each time, so it is stored
-// once), and returns how long after since it was; it fails after 10 s.
+// once), and returns how long after since it was; it fails after 30 s.
 func firstAckOf(t *testing.T, api *client.Client, subject string, since time.Time, try time.Duration) time.Duration {
 	t.Helper()
 	h := nats.Header{messages.HeaderMsgID: {subject + "-probe"}}
-	for time.Since(since) < 10*time.Second {
+	for time.Since(since) < 30*time.Second {
 		ctx, cancel := context.WithTimeout(context.Background(), try)
 		_, err := api.Append(ctx, subject, h, []byte("probe"))
 		cancel()
@@ -45,7 +45,7 @@ func firstAckOf(t *testing.T, api *client.Client, subject string, since time.Tim
 			time.Sleep(10 * time.Millisecond) // nobody leads yet: it comes back at once
 		}
 	}
-	t.Fatalf("no ack to %s within 10s", subject)
+	t.Fatalf("no ack to %s within 30s", subject)
 	return 0
 }
 

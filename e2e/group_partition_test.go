@@ -220,12 +220,12 @@ func TestGroupSurvivesKill9OfNATSServers(t *testing.T) {
 		harness.Eventually(t, 10*time.Second, "to find "+pick.what, func() bool { victim = pick.server(); return victim >= 0 })
 		c.kill(victim)
 		killed := time.Now()
-		harness.Eventually(t, 6*groupLease+30*time.Second, "an ack after kill -9 of "+pick.what, func() bool {
+		next := firstAckOf(t, load.api, fmt.Sprintf("orders.probe-n%d-%d", victim, killed.UnixNano()), killed, 250*time.Millisecond)
+		t.Logf("kill -9 of %s (n%d) to the next ack: %v", pick.what, victim, next.Round(time.Millisecond))
+		harness.Eventually(t, 6*groupLease+30*time.Second, "the load acked after kill -9 of "+pick.what, func() bool {
 			_, ok := load.firstAckAfter(killed)
 			return ok
 		})
-		next, _ := load.firstAckAfter(killed)
-		t.Logf("kill -9 of %s (n%d) to the next ack: %v", pick.what, victim, next.Sub(killed).Round(time.Millisecond))
 		c.start(victim)
 		c.waitJetStream()
 		harness.Eventually(t, 60*time.Second, "every member back and caught up", func() bool { return allCaught(api, members) })
@@ -288,8 +288,11 @@ func TestGroupPartitionCutsOffTheLeader(t *testing.T) {
 		}
 		return false
 	})
-	next, _ := load.firstAckAfter(cut)
-	t.Logf("the leader cut off to the next ack on the majority side: %v", next.Sub(cut).Round(time.Millisecond))
+	// The load's acks say the majority side goes on; a probe of short
+	// tries times it (the load's tries in flight at the cut wait out
+	// their 2 s timeout).
+	next := firstAckOf(t, load.api, "orders.partition-probe", cut, 250*time.Millisecond)
+	t.Logf("the leader cut off to the next ack on the majority side: %v", next.Round(time.Millisecond))
 	besideBefore := besideLoad.count()
 
 	ns.Heal(old)

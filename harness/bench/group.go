@@ -49,6 +49,8 @@ const (
 	groupLoadSubject     = "bench.group.load"
 	groupProbeSubject    = "bench.group.probe"
 	groupFailoverSubject = "bench.group.failover"
+	// groupFailoverProbeSubject takes one probe append per kill.
+	groupFailoverProbeSubject = "bench.group.failover-probe"
 	// The standalone voik of the capture comparison shares the cluster
 	// with the group: its own subjects and API prefix, so that neither
 	// takes the other's messages or requests.
@@ -82,6 +84,11 @@ const (
 	// kill-to-ack time.
 	groupRetryPause = 50 * time.Millisecond
 	groupRetryFor   = 30 * time.Second
+	// groupProbeTry is how long each try of the failover's probe waits
+	// for its ack: short, so that a try lost with the leader costs
+	// little, and the probe times the group rather than a publisher's
+	// timeout.
+	groupProbeTry = 250 * time.Millisecond
 	// groupSettle bounds each wait for the group to be whole again.
 	groupSettle = time.Minute
 )
@@ -111,17 +118,24 @@ var groupScenarioOrder = []string{
 }
 
 // FailoverRun is the failover scenario of one run: the time from each
-// kill -9 of the leader to the next ack of an append sent after it, and
-// what the log holds of what was acked.
+// kill -9 of the leader to the next ack, and what the log holds of what
+// was acked.
 type FailoverRun struct {
 	Size         int     `json:"size"`
 	Run          int     `json:"run"`
 	LeaseSeconds float64 `json:"lease_seconds"` // VOIK_LEASE of the members
 	Kills        int     `json:"kills"`         // asked for
-	// KillToAck is one time per kill done, in seconds, in order.
+	// KillToAck is one time per kill done, in seconds, in order: to the
+	// ack of a probe that tries from the kill on, each try given
+	// groupProbeTry.
 	KillToAck []float64 `json:"kill_to_ack_seconds"`
-	Acked     int       `json:"acked"`
-	GaveUp    int       `json:"gave_up"` // appends not acked after groupRetryFor of tries
+	// LoadKillToAck is the same to the load's first ack of a try sent
+	// after the kill: its publishers' tries in flight at the kill are
+	// lost with the leader, so this adds up to a groupAppendTimeout
+	// (what a publisher with that timeout sees).
+	LoadKillToAck []float64 `json:"load_kill_to_ack_seconds"`
+	Acked         int       `json:"acked"`
+	GaveUp        int       `json:"gave_up"` // appends not acked after groupRetryFor of tries
 	// Checked: the log was read whole once the load stopped. Missing are
 	// acked appends not in it at their acked offset; Twice are ids it
 	// holds more than once.
@@ -630,13 +644,15 @@ func (s *sizeRun) groupFailover(e *Env) {
 		return
 	}
 	for k := range groupKills {
-		took, err := s.killLeader(e, g, load)
+		probe, loadNext, err := s.killLeader(e, g, load, fmt.Sprintf("kill-%d", k))
 		if err != nil {
 			run.Err = fmt.Sprintf("kill %d: %v", k+1, err)
 			return
 		}
-		run.KillToAck = append(run.KillToAck, took.Seconds())
-		fmt.Fprintf(s.opts.Progress, "    kill %d of %d: next ack after %v\n", k+1, groupKills, took.Round(time.Millisecond))
+		run.KillToAck = append(run.KillToAck, probe.Seconds())
+		run.LoadKillToAck = append(run.LoadKillToAck, loadNext.Seconds())
+		fmt.Fprintf(s.opts.Progress, "    kill %d of %d: next ack after %v (the load's, with %v tries: %v)\n", k+1, groupKills,
+			probe.Round(time.Millisecond), groupAppendTimeout, loadNext.Round(time.Millisecond))
 	}
 	stopLoad()
 	var err error
@@ -647,29 +663,59 @@ func (s *sizeRun) groupFailover(e *Env) {
 	run.Checked = true
 }
 
-// killLeader kills the leader, returns the time from the kill to the
-// first ack of an append sent after it, and returns once the killed
-// member is back, the group whole and acks flowing again.
-func (s *sizeRun) killLeader(e *Env, g *voikGroup, load *retryingAppends) (time.Duration, error) {
+// killLeader kills the leader and returns the time from the kill to the
+// ack of a probe (id) appended from then on, and to the load's first ack
+// of a try sent after the kill; it returns once the killed member is
+// back, the group whole and acks flowing again.
+func (s *sizeRun) killLeader(e *Env, g *voikGroup, load *retryingAppends, id string) (probe, loadNext time.Duration, err error) {
 	leader := g.leader()
 	if leader < 0 {
-		return 0, errors.New("no member leads")
+		return 0, 0, errors.New("no member leads")
 	}
+	bound := 4*groupFailoverLease + 10*time.Second
 	killed := time.Now()
 	g.members[leader].Kill()
-	var next time.Time
-	if !waitUntil(func() bool { var ok bool; next, ok = load.firstAckAfter(killed); return ok }, 4*groupFailoverLease+10*time.Second, 5*time.Millisecond) {
-		return 0, fmt.Errorf("no ack within %v of killing member %d", 4*groupFailoverLease+10*time.Second, leader)
+	acked, err := firstProbeAck(s.ctx, g.api, groupFailoverProbeSubject, id, killed.Add(bound))
+	if err != nil {
+		return 0, 0, fmt.Errorf("killing member %d: %w", leader, err)
 	}
+	var next time.Time
+	if !waitUntil(func() bool { var ok bool; next, ok = load.firstAckAfter(killed); return ok }, bound, 5*time.Millisecond) {
+		return 0, 0, fmt.Errorf("no ack of the load within %v of killing member %d", bound, leader)
+	}
+	probe, loadNext = acked.Sub(killed), next.Sub(killed)
 	g.members[leader].Restart(e) // returns once it leads or is in sync
 	if !g.waitWhole(groupSettle) {
-		return next.Sub(killed), fmt.Errorf("the group was not whole within %v of restarting member %d", groupSettle, leader)
+		return probe, loadNext, fmt.Errorf("the group was not whole within %v of restarting member %d", groupSettle, leader)
 	}
 	acks := load.count()
 	if !waitUntil(func() bool { return load.count() >= acks+10 }, groupSettle, 10*time.Millisecond) {
-		return next.Sub(killed), errors.New("acks stopped after the restart")
+		return probe, loadNext, errors.New("acks stopped after the restart")
 	}
-	return next.Sub(killed), nil
+	return probe, loadNext, nil
+}
+
+// firstProbeAck appends one record with Nats-Msg-Id id to subject, in
+// tries of groupProbeTry, until one is acked or deadline passes, and
+// returns when the ack came. "No responders" (nobody leads yet) comes
+// back at once; the next try waits a moment.
+func firstProbeAck(ctx context.Context, api *client.Client, subject, id string, deadline time.Time) (time.Time, error) {
+	h := nats.Header{messages.HeaderMsgID: {id}}
+	for {
+		tctx, cancel := context.WithTimeout(ctx, groupProbeTry)
+		_, err := api.Append(tctx, subject, h, []byte(id))
+		cancel()
+		switch {
+		case err == nil:
+			return time.Now(), nil
+		case ctx.Err() != nil:
+			return time.Time{}, ctx.Err()
+		case time.Now().After(deadline):
+			return time.Time{}, fmt.Errorf("no ack to a probe by %v: %w", deadline.Format(time.TimeOnly), err)
+		case errors.Is(err, nats.ErrNoResponders):
+			sleepOrDone(ctx, 10*time.Millisecond)
+		}
+	}
 }
 
 // recordFailover adds the failover's figure and run to the report: the
@@ -688,7 +734,10 @@ func (s *sizeRun) recordFailover(run *FailoverRun, load *retryingAppends, elapse
 		took = append(took, time.Duration(sec*float64(time.Second)))
 	}
 	f.latencies(took)
-	f.Note = fmt.Sprintf("%d publishers retrying with Nats-Msg-Id; %d kill -9 of the leader, VOIK_LEASE %v; p50/p99: kill to next ack", groupFailoverPublishers, len(run.KillToAck), groupFailoverLease)
+	f.Note = fmt.Sprintf("%d publishers retrying with Nats-Msg-Id; %d kill -9 of the leader, VOIK_LEASE %v; p50/p99: kill to the next ack of a probe in tries of %v", groupFailoverPublishers, len(run.KillToAck), groupFailoverLease, groupProbeTry)
+	if len(run.LoadKillToAck) > 0 {
+		f.Note += fmt.Sprintf(" (the load's, in tries of %v: p50 %.2f s)", groupAppendTimeout, median(run.LoadKillToAck))
+	}
 	if run.GaveUp > 0 {
 		f.Note += fmt.Sprintf("; %d gave up, last: %s", run.GaveUp, lastErr)
 	}
@@ -891,7 +940,10 @@ func (r *Report) failoverTargets(run FailoverRun) {
 		Want: fmt.Sprintf("<= %.1f s (2 x VOIK_LEASE %gs + 1 s), %d kills", limit, run.LeaseSeconds, run.Kills), Unit: "s"}
 	if len(took) > 0 {
 		t.Got = took[len(took)-1]
-		t.Note = fmt.Sprintf("p50 %.2f s, best %.2f s", took[(len(took)-1)/2], took[0])
+		t.Note = fmt.Sprintf("a probe in tries of %v: p50 %.2f s, best %.2f s", groupProbeTry, took[(len(took)-1)/2], took[0])
+	}
+	if len(run.LoadKillToAck) > 0 {
+		t.Note += fmt.Sprintf("; the load's publishers, in tries of %v: p50 %.2f s", groupAppendTimeout, median(run.LoadKillToAck))
 	}
 	t.Met = len(took) == run.Kills && t.Got <= limit
 	if run.Err != "" {
@@ -905,4 +957,14 @@ func (r *Report) failoverTargets(run FailoverRun) {
 		lost.Note = "the log was not read: " + lost.Note
 	}
 	r.Targets = append(r.Targets, lost)
+}
+
+// median is the middle of values (the lower of the two middles), or 0.
+func median(values []float64) float64 {
+	if len(values) == 0 {
+		return 0
+	}
+	sorted := slices.Clone(values)
+	slices.Sort(sorted)
+	return sorted[(len(sorted)-1)/2]
 }
