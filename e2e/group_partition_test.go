@@ -276,7 +276,11 @@ func TestGroupPartitionCutsOffTheLeader(t *testing.T) {
 	ns.Cut(old)
 	cut := time.Now()
 	besideRun := besideLoad.start(t, 1, 30)
-	harness.Eventually(t, 6*groupLease+20*time.Second, "the majority side to lead in a higher epoch and ack", func() bool {
+	// Timed by a probe of short tries from the cut on: the load's tries
+	// in flight at the cut wait out their 2 s timeout.
+	next := firstAckOf(t, load.api, "orders.partition-probe", cut, 250*time.Millisecond)
+	t.Logf("the leader cut off to the next ack on the majority side: %v", next.Round(time.Millisecond))
+	harness.Eventually(t, 6*groupLease+20*time.Second, "the majority side to lead in a higher epoch and the load to be acked", func() bool {
 		for i, p := range members {
 			if i == old {
 				continue
@@ -288,11 +292,6 @@ func TestGroupPartitionCutsOffTheLeader(t *testing.T) {
 		}
 		return false
 	})
-	// The load's acks say the majority side goes on; a probe of short
-	// tries times it (the load's tries in flight at the cut wait out
-	// their 2 s timeout).
-	next := firstAckOf(t, load.api, "orders.partition-probe", cut, 250*time.Millisecond)
-	t.Logf("the leader cut off to the next ack on the majority side: %v", next.Round(time.Millisecond))
 	besideBefore := besideLoad.count()
 
 	ns.Heal(old)
