@@ -23,13 +23,17 @@ type Client struct {
 	// its wait_ms to it. Default 10s.
 	Timeout time.Duration
 	// AttemptTimeout bounds one try of a read (FETCH, INFO, SUBJECTS;
-	// FETCH adds its wait_ms). Reads change nothing, so a read that gets
-	// no answer within it, or a 503 (a group member catching up, voik
-	// overloaded or stopping), is sent again, with a growing pause, as
-	// long as its context allows: NATS delivers a request at most once,
-	// and may drop one while the members of a queue group change.
-	// Default 3s.
+	// FETCH adds its wait_ms). Reads change nothing, so a read that gets no answer within it, or a 503 (a
+	// group member catching up, voik overloaded or stopping), is sent
+	// again, with a growing pause, as long as its context allows: NATS
+	// delivers a request at most once, and may drop one while the
+	// members of a queue group change. Default 3s.
 	AttemptTimeout time.Duration
+	// AppendAttemptTimeout bounds one try of AppendUntilAcked. A try
+	// sent as a group's leader dies is lost with it, and the next waits
+	// for this to pass, so it is short; a try that was only slow costs
+	// nothing but the repeat, which voik acks as the first. Default 1s.
+	AppendAttemptTimeout time.Duration
 }
 
 // New returns a client for the voik instances answering under prefix
@@ -38,7 +42,7 @@ func New(nc *nats.Conn, prefix string) *Client {
 	if prefix == "" {
 		prefix = "VOIK.API"
 	}
-	return &Client{nc: nc, prefix: prefix, Timeout: 10 * time.Second, AttemptTimeout: 3 * time.Second}
+	return &Client{nc: nc, prefix: prefix, Timeout: 10 * time.Second, AttemptTimeout: 3 * time.Second, AppendAttemptTimeout: time.Second}
 }
 
 // prepare encodes body and bounds ctx by Timeout (plus extra) when it
@@ -78,26 +82,41 @@ func (c *Client) read(ctx context.Context, subject string, body any, extra time.
 	if err != nil {
 		return err
 	}
-	attempt := c.AttemptTimeout
-	if attempt <= 0 {
-		attempt = 3 * time.Second
-	}
-	pause := 20 * time.Millisecond
-	for {
-		actx, cancel := context.WithTimeout(ctx, attempt+extra)
+	attempt := c.attempt() + extra
+	return retry(ctx, attempt, time.Second, func(actx context.Context) (bool, error) {
 		msg, err := c.nc.RequestWithContext(actx, subject, payload)
-		cancel()
 		var e *messages.Error
 		switch {
 		case err == nil:
 			err = decodeReply(msg.Data, reply)
-			if !errors.As(err, &e) || e.Code != messages.CodeUnavailable {
-				return err
-			}
+			return errors.As(err, &e) && e.Code == messages.CodeUnavailable, err
 		case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
-			err = fmt.Errorf("voik: request %s: no answer within %v: %w", subject, attempt+extra, err)
+			return true, fmt.Errorf("voik: request %s: no answer within %v: %w", subject, attempt, err)
 		default:
-			return fmt.Errorf("voik: request %s: %w", subject, err)
+			return false, fmt.Errorf("voik: request %s: %w", subject, err)
+		}
+	})
+}
+
+// attempt is AttemptTimeout, or its default.
+func (c *Client) attempt() time.Duration {
+	if c.AttemptTimeout <= 0 {
+		return 3 * time.Second
+	}
+	return c.AttemptTimeout
+}
+
+// retry calls try, each call given at most attempt of ctx, until try says
+// not to call it again or ctx ends, pausing between calls (20 ms, doubling
+// up to maxPause), and returns try's last error.
+func retry(ctx context.Context, attempt, maxPause time.Duration, try func(context.Context) (again bool, err error)) error {
+	pause := 20 * time.Millisecond
+	for {
+		actx, cancel := context.WithTimeout(ctx, attempt)
+		again, err := try(actx)
+		cancel()
+		if !again {
+			return err
 		}
 		t := time.NewTimer(pause)
 		select {
@@ -106,7 +125,7 @@ func (c *Client) read(ctx context.Context, subject string, body any, extra time.
 			return err
 		case <-t.C:
 		}
-		pause = min(2*pause, time.Second)
+		pause = min(2*pause, maxPause)
 	}
 }
 
@@ -225,8 +244,74 @@ func (c *Client) Subjects(ctx context.Context, req messages.SubjectsRequest) (*m
 }
 
 // Append publishes data on subject with the Voik-Ack header and waits for
-// voik to answer that the record is durable.
+// voik to answer that the record is durable. It tries once: a publisher
+// that must not lose the record uses AppendUntilAcked.
 func (c *Client) Append(ctx context.Context, subject string, headers nats.Header, data []byte) (*messages.AckReply, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.Timeout)
+		defer cancel()
+	}
+	reply, err := c.nc.RequestMsgWithContext(ctx, ackedMsg(subject, headers, data))
+	if err != nil {
+		return nil, fmt.Errorf("voik: append to %s: %w", subject, err)
+	}
+	return DecodeAckReply(reply.Data)
+}
+
+// AppendUntilAcked is Append under the Nats-Msg-Id id, tried again with
+// the same id until voik acks it or ctx ends (without a deadline, Timeout
+// bounds it). A try is sent again when it gets no answer within
+// AppendAttemptTimeout (NATS drops a request whose subscriber goes away, as a
+// group's leader does when it fails), finds no responders (no voik
+// captures the subject yet: a group between leaders), or is answered 503;
+// any other answer, an error one included, is the result. voik stores an
+// id once on a subject within VOIK_DEDUPE_WINDOW and acks a repeat with
+// the first one's offset and Duplicate set: the record is stored once
+// however many tries it takes, as long as they all fall within the
+// window. Give each id to one record only.
+func (c *Client) AppendUntilAcked(ctx context.Context, subject, id string, headers nats.Header, data []byte) (*messages.AckReply, error) {
+	if id == "" {
+		return nil, errors.New("voik: AppendUntilAcked needs a Nats-Msg-Id")
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.Timeout)
+		defer cancel()
+	}
+	msg := ackedMsg(subject, headers, data)
+	msg.Header[messages.HeaderMsgID] = []string{id}
+	attempt := c.AppendAttemptTimeout
+	if attempt <= 0 {
+		attempt = time.Second
+	}
+	var ack *messages.AckReply
+	// Pauses of at most a quarter second: a group's failover takes
+	// about a second, and the record's publisher waits on it.
+	err := retry(ctx, attempt, 250*time.Millisecond, func(actx context.Context) (bool, error) {
+		reply, err := c.nc.RequestMsgWithContext(actx, msg)
+		var e *messages.Error
+		switch {
+		case err == nil:
+			ack, err = DecodeAckReply(reply.Data)
+			return errors.As(err, &e) && e.Code == messages.CodeUnavailable, err
+		case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+			return true, fmt.Errorf("voik: append to %s: no ack within %v: %w", subject, attempt, err)
+		case errors.Is(err, nats.ErrNoResponders):
+			return true, fmt.Errorf("voik: append to %s: %w", subject, err)
+		default:
+			return false, fmt.Errorf("voik: append to %s: %w", subject, err)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ack, nil
+}
+
+// ackedMsg is the message of an acked append: data on subject with
+// headers and Voik-Ack.
+func ackedMsg(subject string, headers nats.Header, data []byte) *nats.Msg {
 	msg := nats.NewMsg(subject)
 	for name, values := range headers {
 		msg.Header[name] = append([]string(nil), values...)
@@ -235,16 +320,7 @@ func (c *Client) Append(ctx context.Context, subject string, headers nats.Header
 		msg.Header[messages.HeaderAck] = []string{"1"}
 	}
 	msg.Data = data
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.Timeout)
-		defer cancel()
-	}
-	reply, err := c.nc.RequestMsgWithContext(ctx, msg)
-	if err != nil {
-		return nil, fmt.Errorf("voik: append to %s: %w", subject, err)
-	}
-	return DecodeAckReply(reply.Data)
+	return msg
 }
 
 // DecodeAckReply decodes voik's answer to an acked append (a message with

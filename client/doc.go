@@ -9,7 +9,10 @@
 // read that gets no answer within Client.AttemptTimeout, or a 503, is
 // sent again within its context: NATS delivers a request at most once,
 // and a replication group's members come and go from the API's queue
-// group. Appends and replays are sent once.
+// group. Append and replays are sent once. AppendUntilAcked sends an
+// append under a Nats-Msg-Id, and again with the same id until it is
+// acked: voik stores the id once, so a publisher loses nothing across a
+// group's failover and stores nothing twice.
 //
 //	nc, _ := nats.Connect(nats.DefaultURL)
 //	c := client.New(nc, "VOIK.API")

@@ -60,3 +60,72 @@ func TestReadsAreTriedAgainAfterNoAnswerOrA503(t *testing.T) {
 		t.Fatalf("INFO with no responders: %v", err)
 	}
 }
+
+// AppendUntilAcked sends the same record under the same Nats-Msg-Id again
+// after a try NATS dropped and after a 503, and returns the first ack;
+// any other answer is the result at once.
+func TestAppendUntilAckedTriesTheSameIdAgainUntilAcked(t *testing.T) {
+	nc := harness.Connect(t, harness.StartNATS(t).ClientURL())
+	var answers atomic.Pointer[[][]byte]
+	answers.Store(&[][]byte{
+		nil, // dropped: a leader that died with the request
+		messages.EncodeError(messages.Errorf(messages.CodeUnavailable, "no leader yet")),
+		messages.Encode(messages.AckReply{Subject: "orders.eu", Offset: 41, Timestamp: 7}),
+	})
+	tries := make(chan *nats.Msg, 10)
+	sub, err := nc.Subscribe("orders.eu", func(m *nats.Msg) {
+		tries <- m
+		all := *answers.Load()
+		if n := len(tries) - 1; n < len(all) && all[n] != nil {
+			m.Respond(all[n])
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	c := client.New(nc, "")
+	c.AppendAttemptTimeout = 200 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ack, err := c.AppendUntilAcked(ctx, "orders.eu", "order-41", nats.Header{"Source": {"web"}}, []byte("an order"))
+	if err != nil || ack.Offset != 41 {
+		t.Fatalf("AppendUntilAcked: %+v, %v; want the ack of offset 41", ack, err)
+	}
+	if len(tries) != 3 {
+		t.Fatalf("%d tries, want 3", len(tries))
+	}
+	for range 3 {
+		m := <-tries
+		if m.Header.Get(messages.HeaderMsgID) != "order-41" || m.Header.Get(messages.HeaderAck) == "" || m.Header.Get("Source") != "web" || string(m.Data) != "an order" {
+			t.Errorf("a try was not the same record under the same id: headers %v, data %q", m.Header, m.Data)
+		}
+	}
+
+	// A 413 is an answer: not sent again.
+	answers.Store(&[][]byte{messages.EncodeError(messages.Errorf(messages.CodeTooLarge, "larger than a segment"))})
+	var e *messages.Error
+	if _, err := c.AppendUntilAcked(ctx, "orders.eu", "order-42", nil, []byte("x")); !errors.As(err, &e) || e.Code != messages.CodeTooLarge || len(tries) != 1 {
+		t.Fatalf("AppendUntilAcked answered 413: %v after %d tries; want the 413 after 1", err, len(tries))
+	}
+	if _, err := c.AppendUntilAcked(ctx, "orders.eu", "", nil, []byte("x")); err == nil {
+		t.Fatal("AppendUntilAcked without an id: no error")
+	}
+}
+
+// While nothing captures the subject (a group between leaders), a try
+// finds no responders at once; AppendUntilAcked keeps trying until its
+// context ends.
+func TestAppendUntilAckedKeepsTryingWhileNothingCaptures(t *testing.T) {
+	nc := harness.Connect(t, harness.StartNATS(t).ClientURL())
+	c := client.New(nc, "")
+	before := nc.Stats().OutMsgs
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	if _, err := c.AppendUntilAcked(ctx, "orders.eu", "order-1", nil, []byte("x")); !errors.Is(err, nats.ErrNoResponders) {
+		t.Fatalf("AppendUntilAcked with nothing capturing: %v, want no responders", err)
+	}
+	if sent := nc.Stats().OutMsgs - before; sent < 2 {
+		t.Fatalf("%d tries in 500 ms with nothing capturing; want it tried again", sent)
+	}
+}

@@ -303,6 +303,21 @@ func TestGroupLosesNoAckedRecordWhenTheLeaderIsKilled(t *testing.T) {
 	}
 	killed := time.Now()
 	g.members[leader].Kill()
+	// A publisher that uses the client's AppendUntilAcked from the kill
+	// on: its record is acked once, at the offset the log holds it.
+	untilAcked := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		ack, err := g.api.AppendUntilAcked(ctx, g.load.subject, "until-acked", nil, []byte("until-acked"))
+		if err == nil {
+			t.Logf("AppendUntilAcked from the kill on: acked %v after it", time.Since(killed).Round(time.Millisecond))
+			g.load.mu.Lock()
+			g.load.acked["until-acked"] = *ack // checked with the load's
+			g.load.mu.Unlock()
+		}
+		untilAcked <- err
+	}()
 	// Timed by a probe of short tries: the load's tries in flight at the
 	// kill are lost with the leader, and each publisher waits out its 2 s
 	// timeout before its next, which would time the publisher, not the
@@ -316,6 +331,9 @@ func TestGroupLosesNoAckedRecordWhenTheLeaderIsKilled(t *testing.T) {
 		_, ok := g.load.firstAckAfter(killed)
 		return ok
 	})
+	if err := <-untilAcked; err != nil {
+		t.Errorf("AppendUntilAcked across the kill: %v", err)
+	}
 	g.finish(t) // with the killed member still down
 	g.members[leader].Restart(t)
 	harness.Eventually(t, 30*time.Second, "the restarted member to catch up", func() bool {
@@ -323,8 +341,8 @@ func TestGroupLosesNoAckedRecordWhenTheLeaderIsKilled(t *testing.T) {
 		return err == nil && st.Role == "follower" && allCaught(g.api, g.members)
 	})
 	g.finish(t)
-	if n := g.load.count(); n != 600 {
-		t.Errorf("%d of 600 appends acked", n)
+	if n := g.load.count(); n != 600+1 {
+		t.Errorf("%d of 600 appends and the one until acked acked", n)
 	}
 }
 
