@@ -23,11 +23,12 @@ type Client struct {
 	// its wait_ms to it. Default 10s.
 	Timeout time.Duration
 	// AttemptTimeout bounds one try of a read (FETCH, INFO, SUBJECTS;
-	// FETCH adds its wait_ms). Reads change nothing, so a read that gets no answer within it, or a 503 (a
-	// group member catching up, voik overloaded or stopping), is sent
-	// again, with a growing pause, as long as its context allows: NATS
-	// delivers a request at most once, and may drop one while the
-	// members of a queue group change. Default 3s.
+	// FETCH adds its wait_ms). Reads change nothing, so a read that gets
+	// no answer within it, or a 503 (a group member catching up, voik
+	// overloaded or stopping), is sent again, with a growing pause, as
+	// long as its context allows: NATS delivers a request at most once,
+	// and may drop one while the members of a queue group change.
+	// Default 3s.
 	AttemptTimeout time.Duration
 	// AppendAttemptTimeout bounds one try of AppendUntilAcked. A try
 	// sent as a group's leader dies is lost with it, and the next waits
@@ -262,8 +263,8 @@ func (c *Client) Append(ctx context.Context, subject string, headers nats.Header
 // AppendUntilAcked is Append under the Nats-Msg-Id id, tried again with
 // the same id until voik acks it or ctx ends (without a deadline, Timeout
 // bounds it). A try is sent again when it gets no answer within
-// AppendAttemptTimeout (NATS drops a request whose subscriber goes away, as a
-// group's leader does when it fails), finds no responders (no voik
+// AppendAttemptTimeout (NATS drops a request whose subscriber goes away,
+// as a group's leader does when it fails), finds no responders (no voik
 // captures the subject yet: a group between leaders), or is answered 503;
 // any other answer, an error one included, is the result. voik stores an
 // id once on a subject within VOIK_DEDUPE_WINDOW and acks a repeat with
