@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,25 +27,19 @@ func memberMetric(p *harness.VoikProcess, name string) float64 {
 	return v
 }
 
-// firstAckOf appends to subject, one try at a time, each given try to be
-// acked, until one is (the same Nats-Msg-Id each time, so it is stored
-// once), and returns how long after since it was; it fails after 30 s.
+// firstAckOf appends one record to subject with the client's
+// AppendUntilAcked, each try given try to be acked, and returns how long
+// after since the ack came; it fails after 30 s.
 func firstAckOf(t *testing.T, api *client.Client, subject string, since time.Time, try time.Duration) time.Duration {
 	t.Helper()
-	h := nats.Header{messages.HeaderMsgID: {subject + "-probe"}}
-	for time.Since(since) < 30*time.Second {
-		ctx, cancel := context.WithTimeout(context.Background(), try)
-		_, err := api.Append(ctx, subject, h, []byte("probe"))
-		cancel()
-		if err == nil {
-			return time.Since(since)
-		}
-		if errors.Is(err, nats.ErrNoResponders) {
-			time.Sleep(10 * time.Millisecond) // nobody leads yet: it comes back at once
-		}
+	probe := *api
+	probe.AppendAttemptTimeout = try
+	ctx, cancel := context.WithDeadline(context.Background(), since.Add(30*time.Second))
+	defer cancel()
+	if _, err := probe.AppendUntilAcked(ctx, subject, subject+"-probe", nil, []byte("probe")); err != nil {
+		t.Fatalf("no ack to %s within 30s: %v", subject, err)
 	}
-	t.Fatalf("no ack to %s within 30s", subject)
-	return 0
+	return time.Since(since)
 }
 
 // serveExits2 runs voik serve with cfg as its environment and returns

@@ -695,27 +695,18 @@ func (s *sizeRun) killLeader(e *Env, g *voikGroup, load *retryingAppends, id str
 	return probe, loadNext, nil
 }
 
-// firstProbeAck appends one record with Nats-Msg-Id id to subject, in
-// tries of groupProbeTry, until one is acked or deadline passes, and
-// returns when the ack came. "No responders" (nobody leads yet) comes
-// back at once; the next try waits a moment.
+// firstProbeAck appends one record with Nats-Msg-Id id to subject with
+// the client's AppendUntilAcked, in tries of groupProbeTry, until it is
+// acked or deadline passes, and returns when the ack came.
 func firstProbeAck(ctx context.Context, api *client.Client, subject, id string, deadline time.Time) (time.Time, error) {
-	h := nats.Header{messages.HeaderMsgID: {id}}
-	for {
-		tctx, cancel := context.WithTimeout(ctx, groupProbeTry)
-		_, err := api.Append(tctx, subject, h, []byte(id))
-		cancel()
-		switch {
-		case err == nil:
-			return time.Now(), nil
-		case ctx.Err() != nil:
-			return time.Time{}, ctx.Err()
-		case time.Now().After(deadline):
-			return time.Time{}, fmt.Errorf("no ack to a probe by %v: %w", deadline.Format(time.TimeOnly), err)
-		case errors.Is(err, nats.ErrNoResponders):
-			sleepOrDone(ctx, 10*time.Millisecond)
-		}
+	probe := *api
+	probe.AppendAttemptTimeout = groupProbeTry
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	if _, err := probe.AppendUntilAcked(ctx, subject, id, nil, []byte(id)); err != nil {
+		return time.Time{}, fmt.Errorf("no ack to a probe by %v: %w", deadline.Format(time.TimeOnly), err)
 	}
+	return time.Now(), nil
 }
 
 // recordFailover adds the failover's figure and run to the report: the
@@ -940,7 +931,7 @@ func (r *Report) failoverTargets(run FailoverRun) {
 		Want: fmt.Sprintf("<= %.1f s (2 x VOIK_LEASE %gs + 1 s), %d kills", limit, run.LeaseSeconds, run.Kills), Unit: "s"}
 	if len(took) > 0 {
 		t.Got = took[len(took)-1]
-		t.Note = fmt.Sprintf("a probe in tries of %v: p50 %.2f s, best %.2f s", groupProbeTry, took[(len(took)-1)/2], took[0])
+		t.Note = fmt.Sprintf("a probe in tries of %v: p50 %.2f s, best %.2f s", groupProbeTry, median(took), took[0])
 	}
 	if len(run.LoadKillToAck) > 0 {
 		t.Note += fmt.Sprintf("; the load's publishers, in tries of %v: p50 %.2f s", groupAppendTimeout, median(run.LoadKillToAck))
